@@ -29,3 +29,22 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# ---- Local cluster layout (hack/cluster, hack/image, hack/cluster-smoke) --------------------
+# Everything binds to loopback or to NODE_IP, the address of the cni0 bridge that hack/cluster
+# creates itself; no address of eth0 is ever used, so no cluster traffic can leave the VM.
+NODE_NAME=${VEXA_NODE_NAME:-vexa-node}
+NODE_IP=10.88.0.1           # cni0 gateway = node IP = apiserver advertise address = DNS server
+POD_CIDR=10.88.0.0/16       # bridge CNI + host-local IPAM
+SERVICE_CIDR=10.96.0.0/16   # routed to the port-less bridge kube-svc (see hack/README.md)
+KUBERNETES_SVC_IP=10.96.0.1
+CLUSTER_DOMAIN=cluster.local
+APISERVER_PORT=6443
+CONTAINERD_SOCK=$VEXA_STATE/containerd/containerd.sock
+KUBECONFIG_ADMIN=$VEXA_STATE/kubeconfigs/admin.kubeconfig
+K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
+
+# ctr against our containerd, in the namespace the CRI plugin uses.
+vctr() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+# kubectl: the pinned build, never whatever is on PATH.
+vkubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
