@@ -1,0 +1,111 @@
+//! Types shared by several kinds: workspace modes, references, limits and the rule strings that
+//! several schemas repeat.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How a dispatch may use a workspace.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum WorkspaceMode {
+    /// Read-only: mounted read-only; nothing is committed.
+    #[serde(rename = "ro")]
+    ReadOnly,
+    /// Read-write: mounted writable; changes are committed after each turn.
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+/// What started a dispatch. `message` and `scheduled` are trusted; `event` and `transcription`
+/// carry content from outside and are therefore propose-only.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A person sent a message (chat).
+    Message,
+    /// A Schedule fired at its scheduled time.
+    Scheduled,
+    /// An external event (for example an email arriving).
+    Event,
+    /// A meeting transcription.
+    Transcription,
+}
+
+impl Trigger {
+    /// Whether content behind this trigger comes from the subject or someone they trust.
+    pub fn is_trusted(self) -> bool {
+        matches!(self, Trigger::Message | Trigger::Scheduled)
+    }
+}
+
+/// A reference to a meeting. For the platforms supported today the three ids are equal: the
+/// platform's native meeting id (for example a Meet code `abc-defg-hij`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeetingRef {
+    /// The meeting's id.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    )]
+    pub meeting_id: String,
+    /// The id of this session of the meeting (equal to `meetingId` for current platforms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    )]
+    pub session_uid: Option<String>,
+    /// The meeting platform, for example `google_meet`, `teams` or `zoom`.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9_]*$"))]
+    pub platform: String,
+}
+
+/// A reference to a key of a Secret. Only the reference is stored; the value never appears in
+/// any Vexa object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Secret. For namespaced objects it defaults to the object's namespace;
+    /// for cluster-scoped objects it defaults to the operator's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Bounds on a run. Unset fields fall back to the AgentRunner's defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunLimits {
+    /// Seconds without a new turn after which the agent worker exits (stop reason
+    /// `idle_timeout`). Chat and routines default to 120; meetings may use up to 14400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub idle_timeout_seconds: Option<i64>,
+    /// Longest the run may live, in seconds; the Job's `activeDeadlineSeconds` (stop reason
+    /// `max_lifetime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub max_lifetime_seconds: Option<i64>,
+    /// Compute resources of the agent container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+/// CEL: a workspace-relative path: not absolute, no `..` segment, no empty segment.
+pub(crate) const RELATIVE_PATH_RULE: &str =
+    "!self.startsWith('/') && !self.split('/').exists(s, s == '..' || s == '')";
+/// Message for [`RELATIVE_PATH_RULE`].
+pub(crate) const RELATIVE_PATH_MSG: &str =
+    "must be a path relative to the workspace root, without '..' or empty segments";
+/// Pattern of a subject (a principal's stable id, for example a user name or an email address).
+pub(crate) const SUBJECT_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$";
+/// Pattern of a launcher: who or what started a dispatch.
+pub(crate) const LAUNCHER_PATTERN: &str = r"^(user:[A-Za-z0-9][A-Za-z0-9._@+-]*|schedule:[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?|integration:[a-z0-9]([-.a-z0-9]*[a-z0-9])?)$";
+/// Pattern of a name that refers to another object (an RFC 1123 subdomain).
+pub(crate) const OBJECT_NAME_PATTERN: &str = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$";

@@ -1,0 +1,178 @@
+//! `AgentRunner`: how to run one kind of agent CLI. Defined by cluster admins; users name it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{RELATIVE_PATH_MSG, RELATIVE_PATH_RULE, RunLimits, SecretKeyRef};
+
+/// The placeholders an argv template may use, written `${name}`.
+pub const ARGV_PLACEHOLDERS: &[&str] = &[
+    "prompt",
+    "sessionId",
+    "model",
+    "allowedTools",
+    "mcpConfig",
+    "workspacePath",
+    "dispatchId",
+];
+
+// RE2 (CEL's regex dialect) has no look-ahead, so "every ${…} is a known placeholder" is written
+// as "the whole string is a sequence of non-'$' characters, '$' not followed by '{', or a known
+// placeholder".
+const ARG_RULE: &str = "self.all(a, a.matches('^([^$]|[$][^{]|[$]$|[$][{](prompt|sessionId|model|allowedTools|mcpConfig|workspacePath|dispatchId)[}])*$'))";
+const ARG_MSG: &str = "unknown placeholder: use ${prompt}, ${sessionId}, ${model}, ${allowedTools}, ${mcpConfig}, ${workspacePath} or ${dispatchId}";
+
+/// How to run one agent CLI in a dispatch's pod.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vexa.ai",
+    version = "v1",
+    kind = "AgentRunner",
+    doc = "How to run one kind of agent CLI: image, argv template, stream format, defaults. Cluster-scoped; defined by admins.",
+    shortname = "runner",
+    category = "vexa",
+    status = "AgentRunnerStatus",
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(name = "Format", type_ = "string", json_path = ".spec.streamFormat"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRunnerSpec {
+    /// Container image holding the agent CLI and the Vexa agent worker.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// When to pull the image: `Always`, `IfNotPresent` (default) or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// The agent CLI's command line, one list item per argument. Rendered without any shell:
+    /// `${prompt}` inside an item stays one argument whatever the prompt contains. Known
+    /// placeholders: `${prompt}`, `${sessionId}`, `${model}`, `${allowedTools}` (comma
+    /// separated), `${mcpConfig}` (path of the generated MCP config file), `${workspacePath}`,
+    /// `${dispatchId}`.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(ARG_RULE).message(ARG_MSG))]
+    #[x_kube(validation = Rule::new("self.all(a, a.size() <= 4096)").message("each argument is at most 4096 characters"))]
+    pub argv: Vec<String>,
+    /// Arguments appended only when a placeholder has a value, for example
+    /// `{when: sessionId, argv: ["--resume", "${sessionId}"]}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub optional_argv: Vec<OptionalArgs>,
+    /// How to parse the CLI's standard output into unit events.
+    pub stream_format: StreamFormat,
+    /// Folder, relative to the rw workspace, where session files (`<thread>.session`, holding
+    /// the CLI's session id) live.
+    #[serde(default = "default_session_path")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(RELATIVE_PATH_RULE).message(RELATIVE_PATH_MSG))]
+    pub session_path: String,
+    /// The model passed as `${model}`, when the runner uses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: Option<String>,
+    /// Non-secret environment variables of the agent container. Secrets never go here: use
+    /// `modelCredential`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<EnvVar>,
+    /// The model credential the platform brokers to the agent. It is referenced here and never
+    /// copied into a Dispatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_credential: Option<ModelCredential>,
+    /// Defaults for dispatches of this runner: idle timeout, maximum lifetime, resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<RunLimits>,
+}
+
+fn default_session_path() -> String {
+    ".claude/sessions".to_owned()
+}
+
+/// Image pull policy, as for a Pod's containers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull only when the image is missing on the node.
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+/// Arguments added when a placeholder has a value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionalArgs {
+    /// The placeholder that must have a value (without `${}`), for example `sessionId`.
+    #[schemars(regex(
+        pattern = r"^(prompt|sessionId|model|allowedTools|mcpConfig|workspacePath|dispatchId)$"
+    ))]
+    pub when: String,
+    /// The arguments to append, with placeholders.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new(ARG_RULE).message(ARG_MSG))]
+    #[x_kube(validation = Rule::new("self.all(a, a.size() <= 4096)").message("each argument is at most 4096 characters"))]
+    pub argv: Vec<String>,
+}
+
+/// Output formats the agent worker can parse.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamFormat {
+    /// Claude Code's `--output-format stream-json` (with `--include-partial-messages`).
+    ClaudeStreamJson,
+    /// One unit event per line, as JSON (for runners that emit unit events themselves).
+    UnitJsonl,
+}
+
+/// A plain environment variable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('VEXA_') && self != 'REDIS_URL'")
+        .message("names starting with VEXA_ and REDIS_URL are set by the platform"))]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// A model credential to broker to the agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelCredential {
+    /// The Secret key holding the credential (default namespace: the operator's).
+    pub secret_ref: SecretKeyRef,
+    /// The environment variable the CLI reads it from, for example `ANTHROPIC_API_KEY`.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub env: String,
+}
+
+/// The observed state of an AgentRunner.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRunnerStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions: `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
