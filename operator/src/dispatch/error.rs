@@ -1,0 +1,64 @@
+//! Errors of the Dispatch reconciler. Each has a short, bounded `reason` for conditions,
+//! events and metric labels.
+
+use vexa_policy::Refusal;
+
+/// Why a reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A referenced object does not exist (yet). The dispatch waits for it.
+    #[error("{kind} {name:?} not found: create it, or fix the reference in the Dispatch")]
+    NotFound {
+        /// Kind of the missing object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The referenced model credential Secret or key is missing.
+    #[error("model credential {0}")]
+    Credential(String),
+    /// The dispatch may not run as specified.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The Kubernetes API failed; retried with backoff.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A serialization bug.
+    #[error("serialization: {0}")]
+    Serde(#[from] serde_json::Error),
+    /// The object lacks a namespace or name (cannot happen for a namespaced object read from
+    /// the API server).
+    #[error("object without namespace or name")]
+    Malformed,
+}
+
+impl Error {
+    /// A short, bounded reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::NotFound {
+                kind: "AgentRunner",
+                ..
+            } => "RunnerNotFound",
+            Error::NotFound {
+                kind: "Workspace", ..
+            } => "WorkspaceNotFound",
+            Error::NotFound { kind: "Tool", .. } => "ToolNotFound",
+            Error::NotFound { .. } => "NotFound",
+            Error::Credential(_) => "CredentialNotFound",
+            Error::Refused(r) => r.reason,
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "Conflict",
+            Error::Kube(_) => "KubeError",
+            Error::Serde(_) => "SerializationError",
+            Error::Malformed => "Malformed",
+        }
+    }
+
+    /// Whether a person must change something (as opposed to a transient failure).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound { .. } | Error::Credential(_) | Error::Refused(_)
+        )
+    }
+}

@@ -1,0 +1,160 @@
+//! The Dispatch controller: one Dispatch becomes one isolated, short-lived Job.
+
+pub mod build;
+pub mod claim;
+pub mod error;
+pub mod reconcile;
+pub mod resolve;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use tracing::{info, warn};
+use vexa_crds::Dispatch;
+
+pub use error::Error;
+
+use crate::context::Context;
+
+/// Label selector of every object the operator creates.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vexa-operator";
+
+/// What the Dispatch reconciler shares: the operator context, the Dispatch cache (for the
+/// first-come-first-served queue) and per-object failure counts (for exponential backoff).
+pub struct DispatchContext {
+    /// The operator-wide context.
+    pub base: Context,
+    /// Every Dispatch the controller sees.
+    pub store: Store<Dispatch>,
+    failures: Mutex<HashMap<ObjectRef<Dispatch>, u32>>,
+}
+
+impl std::fmt::Debug for DispatchContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchContext")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DispatchContext {
+    /// A context over `store`.
+    pub fn new(base: Context, store: Store<Dispatch>) -> Self {
+        Self {
+            base,
+            store,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn reset_backoff(&self, d: &Dispatch) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&ObjectRef::from(d));
+        }
+    }
+
+    /// 1 s, 2 s, 4 s … up to 5 minutes, per object.
+    fn next_backoff(&self, d: &Dispatch) -> Duration {
+        let n = self
+            .failures
+            .lock()
+            .map(|mut f| {
+                let n = f.entry(ObjectRef::from(d)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            })
+            .unwrap_or(1);
+        Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300))
+    }
+}
+
+/// Failed reconciles back off exponentially per object; the reason is counted.
+pub fn error_policy(d: Arc<Dispatch>, error: &Error, ctx: Arc<DispatchContext>) -> Action {
+    ctx.base.metrics.reconcile_failed(error.reason());
+    let delay = ctx.next_backoff(&d);
+    warn!(dispatch = %d.name_any(), namespace = ?d.namespace(), reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The Dispatch an operator-created pod belongs to.
+fn pod_owner(pod: Pod) -> Option<ObjectRef<Dispatch>> {
+    let ns = pod.namespace()?;
+    let name = pod.annotations().get(build::DISPATCH_ANNOTATION)?.clone();
+    Some(ObjectRef::new(&name).within(&ns))
+}
+
+/// Counts dispatches by phase for the `vexa_dispatches` gauge.
+fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for d in store.state() {
+        let phase = d
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .and_then(|p| serde_json::to_value(p).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "pending".into());
+        *counts.entry(phase).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Runs the Dispatch controller until `shutdown` resolves. `ready` turns true once the
+/// Dispatch cache has synced.
+pub async fn run(
+    ctx: Context,
+    ready: tokio::sync::watch::Sender<bool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let dispatches = Api::<Dispatch>::all(client.clone());
+    if let Err(e) = dispatches
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        warn!(error = %e, "cannot list Dispatches: are the CRDs installed (kubectl apply -f charts/vexa/crds) and is RBAC granted?");
+    }
+    let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let controller = Controller::new(dispatches, watcher::Config::default().any_semantic())
+        .owns(Api::<Job>::all(client.clone()), managed.clone())
+        .watches(Api::<Pod>::all(client.clone()), managed, pod_owner)
+        .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let metrics = ctx.metrics.clone();
+    let dctx = Arc::new(DispatchContext::new(ctx, store.clone()));
+
+    // Readiness and the phase gauge both follow the cache.
+    let gauge_store = store.clone();
+    tokio::spawn(async move {
+        if gauge_store.wait_until_ready().await.is_ok() {
+            let _ = ready.send(true);
+            info!("Dispatch cache synced; reconciling");
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics.set_phase_counts(&phase_counts(&gauge_store));
+        }
+    });
+
+    controller
+        .run(reconcile::reconcile, error_policy, dctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!("Dispatch controller stopped");
+}

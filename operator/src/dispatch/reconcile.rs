@@ -1,0 +1,614 @@
+//! The Dispatch reconcile: a thin driver over the steps read → validate → build → apply →
+//! status. Pure decisions live in `build`, `status` and the `vexa-policy` crate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+use vexa_crds::{
+    Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, WorkspaceProvenance,
+};
+use vexa_policy::{
+    Authorization, authorize, dispatch_id, in_topic, job_name, out_topic, session_file,
+};
+
+use super::DispatchContext;
+use super::build::{self, BuildSettings, DISPATCH_LABEL, Inputs, MountedWorkspace};
+use super::claim::{self, Claim, is_finished};
+use super::error::Error;
+use super::resolve::{self, Resolved};
+use super::status::{RunState, observe, set_condition};
+use crate::FIELD_MANAGER;
+
+/// How often a queued dispatch looks again whether its workspace is free.
+const QUEUE_POLL: Duration = Duration::from_secs(2);
+/// How often a dispatch whose references are missing looks again.
+const MISSING_POLL: Duration = Duration::from_secs(15);
+/// A safety net for live runs; watches on the Job and pod drive the real updates.
+const LIVE_RESYNC: Duration = Duration::from_secs(60);
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Reconciles one Dispatch.
+pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<DispatchContext>) -> Result<Action, Error> {
+    let _timer = ctx.base.metrics.reconcile_started();
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let name = d.name_any();
+    let old = d.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = d.metadata.generation;
+    let jobs = Api::<Job>::namespaced(ctx.base.client.clone(), &ns);
+
+    let action = match old.phase {
+        Some(DispatchPhase::Refused | DispatchPhase::Destroyed) => Action::await_change(),
+        Some(DispatchPhase::Stopped) => clean_up(&ctx, &d, &jobs, &mut status).await?,
+        _ => match jobs.get_opt(&job_name(&name)).await? {
+            None if old.job_name.is_some() => {
+                // The Job vanished while the run was live (deleted by hand, or its namespace is
+                // going away): the run is over.
+                finish(
+                    &mut status,
+                    &d,
+                    RunState::Finished {
+                        reason: if d.spec.stop == Some(true) {
+                            StopReason::Stopped
+                        } else {
+                            StopReason::Failed
+                        },
+                        exit_code: None,
+                        started: old.start_time.clone(),
+                        finished: Some(now()),
+                        message: "the Job was deleted before the run ended".into(),
+                    },
+                );
+                release_all(&ctx, &d).await?;
+                Action::await_change()
+            }
+            None => start(&ctx, &d, &mut status).await?,
+            Some(job) => follow(&ctx, &d, &job, &mut status).await?,
+        },
+    };
+    publish_transitions(&ctx, &d, &old, &status).await;
+    if status != old {
+        write_status(&ctx, &d, &status).await?;
+    }
+    ctx.reset_backoff(&d);
+    Ok(action)
+}
+
+/// Before the Job exists: resolve, authorize, claim, then create the Secret and the Job.
+async fn start(
+    ctx: &DispatchContext,
+    d: &Dispatch,
+    status: &mut DispatchStatus,
+) -> Result<Action, Error> {
+    let client = &ctx.base.client;
+    let generation = d.metadata.generation;
+    let t = now();
+    if status.phase.is_none() {
+        status.phase = Some(DispatchPhase::Pending);
+    }
+
+    let resolved = match resolve::resolve(client, d).await {
+        Ok(r) => r,
+        Err(e) if e.is_user_error() => {
+            set_condition(
+                &mut status.conditions,
+                "Valid",
+                false,
+                e.reason(),
+                &e.to_string(),
+                generation,
+                &t,
+            );
+            return Ok(Action::requeue(MISSING_POLL));
+        }
+        Err(e) => return Err(e),
+    };
+    set_condition(
+        &mut status.conditions,
+        "Valid",
+        true,
+        "ReferencesResolved",
+        "runner, workspaces and tools exist",
+        generation,
+        &t,
+    );
+
+    let auth = match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
+        Ok(a) => a,
+        Err(refusal) => {
+            set_condition(
+                &mut status.conditions,
+                "Authorized",
+                false,
+                refusal.reason,
+                &refusal.message,
+                generation,
+                &t,
+            );
+            status.phase = Some(DispatchPhase::Refused);
+            return Ok(Action::await_change());
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        "Authorized",
+        true,
+        "Authorized",
+        "the dispatch may run as specified",
+        generation,
+        &t,
+    );
+    describe_run(d, &resolved, &auth, status);
+
+    if d.spec.stop == Some(true) {
+        finish(
+            status,
+            d,
+            RunState::Finished {
+                reason: StopReason::Stopped,
+                exit_code: None,
+                started: None,
+                finished: Some(t),
+                message: "stopped before it started".into(),
+            },
+        );
+        release_all(ctx, d).await?;
+        return Ok(Action::await_change());
+    }
+
+    for workspace in auth.writes() {
+        if let Claim::Busy { holder } = claim::claim(client, &ctx.store, d, workspace).await? {
+            set_condition(
+                &mut status.conditions,
+                "Queued",
+                true,
+                "WorkspaceBusy",
+                &format!(
+                    "waiting for workspace {workspace:?}, held for writing by dispatch {holder:?}"
+                ),
+                generation,
+                &t,
+            );
+            status.phase = Some(DispatchPhase::Queued);
+            return Ok(Action::requeue(QUEUE_POLL));
+        }
+    }
+    if status.conditions.iter().any(|c| c.type_ == "Queued") {
+        set_condition(
+            &mut status.conditions,
+            "Queued",
+            false,
+            "WorkspaceClaimed",
+            "every rw workspace is held by this dispatch",
+            generation,
+            &t,
+        );
+    }
+
+    let model_credential =
+        match resolve::model_credential(client, &resolved.runner, &ctx.base.config.namespace).await
+        {
+            Ok(c) => c,
+            Err(e) if e.is_user_error() => {
+                set_condition(
+                    &mut status.conditions,
+                    "Valid",
+                    false,
+                    e.reason(),
+                    &e.to_string(),
+                    generation,
+                    &t,
+                );
+                return Ok(Action::requeue(MISSING_POLL));
+            }
+            Err(e) => return Err(e),
+        };
+    let settings = ctx.build_settings();
+    let inputs = Inputs {
+        dispatch: d,
+        runner: &resolved.runner.spec,
+        workspaces: mounted(&resolved, &auth),
+        authorization: &auth,
+        model_credential,
+        settings: &settings,
+    };
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let secret = build::secret(&inputs);
+    let secret_name = secret.name_any();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(&secret_name, &pp, &Patch::Apply(&secret))
+        .await?;
+    let job = build::job(&inputs);
+    let job_name = job.name_any();
+    Api::<Job>::namespaced(client.clone(), &ns)
+        .patch(&job_name, &pp, &Patch::Apply(&job))
+        .await?;
+
+    if let Some(created) = &d.metadata.creation_timestamp {
+        let latency = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+        ctx.base
+            .metrics
+            .job_created(Duration::try_from(latency).unwrap_or_default());
+    }
+    info!(dispatch = %d.name_any(), namespace = %ns, job = %job_name, "created Job");
+    status.job_name = Some(job_name);
+    status.phase = Some(DispatchPhase::Starting);
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "Starting",
+        "the pod is being scheduled or started",
+        generation,
+        &t,
+    );
+    Ok(Action::requeue(LIVE_RESYNC))
+}
+
+/// The run's trust, streams, session and provenance skeleton, fixed once authorized.
+fn describe_run(
+    d: &Dispatch,
+    resolved: &Resolved,
+    auth: &Authorization,
+    status: &mut DispatchStatus,
+) {
+    let id = dispatch_id(
+        d.metadata.namespace.as_deref().unwrap_or_default(),
+        &d.name_any(),
+    );
+    status.trust = Some(auth.trust);
+    status.streams = Some(StreamKeys {
+        out: out_topic(&id),
+        input: in_topic(&id),
+    });
+    let thread = d
+        .spec
+        .context
+        .as_ref()
+        .and_then(|c| c.session.clone())
+        .unwrap_or_else(|| "main".into());
+    status.session_ref = Some(match &d.spec.start.session {
+        Some(s) => s.reference.clone(),
+        None => session_file(&resolved.runner.spec.session_path, &thread),
+    });
+    if status.provenance.is_empty() {
+        status.provenance = auth
+            .modes
+            .iter()
+            .map(|(w, m)| WorkspaceProvenance {
+                workspace: w.clone(),
+                mode: *m,
+                base_commit: None,
+                result_commit: None,
+            })
+            .collect();
+    }
+}
+
+fn mounted(resolved: &Resolved, auth: &Authorization) -> Vec<MountedWorkspace> {
+    resolved
+        .workspaces
+        .iter()
+        .zip(&auth.modes)
+        .map(|(w, (_, mode))| MountedWorkspace {
+            name: w.name_any(),
+            spec: w.spec.clone(),
+            mode: *mode,
+        })
+        .collect()
+}
+
+/// While the Job exists: follow its pod, honour a stop request, record the ending.
+async fn follow(
+    ctx: &DispatchContext,
+    d: &Dispatch,
+    job: &Job,
+    status: &mut DispatchStatus,
+) -> Result<Action, Error> {
+    let client = &ctx.base.client;
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let stop = d.spec.stop == Some(true);
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    if stop && !suspended {
+        suspend(client, &ns, &job.name_any()).await?;
+        info!(dispatch = %d.name_any(), "stop requested: suspended the Job, its pod terminates gracefully");
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={}", job.name_any())))
+        .await?;
+    let pod = pods
+        .items
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    status.job_name = Some(job.name_any());
+    if let Some(p) = pod {
+        status.pod_name = Some(p.name_any());
+    }
+    let state = observe(job, pod, stop);
+    let generation = d.metadata.generation;
+    let t = now();
+    match &state {
+        RunState::Starting => {
+            status.phase = Some(DispatchPhase::Starting);
+            Ok(Action::requeue(LIVE_RESYNC))
+        }
+        RunState::Running { started } | RunState::Stopping { started } => {
+            status.phase = Some(state.phase());
+            if status.start_time.is_none() {
+                status.start_time = started.clone();
+            }
+            let (reason, msg) = if matches!(state, RunState::Running { .. }) {
+                ("Running", "the agent worker runs")
+            } else {
+                ("Stopping", "stop requested; the pod is terminating")
+            };
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                matches!(state, RunState::Running { .. }),
+                reason,
+                msg,
+                generation,
+                &t,
+            );
+            Ok(Action::requeue(LIVE_RESYNC))
+        }
+        RunState::Finished { reason, .. } => {
+            if *reason == StopReason::StartFailed && !suspended {
+                // Stop the Job from retrying a pod that cannot start.
+                suspend(client, &ns, &job.name_any()).await?;
+            }
+            release_all(ctx, d).await?;
+            finish(status, d, state);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Records the end of a run in the status.
+fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
+    let RunState::Finished {
+        reason,
+        exit_code,
+        started,
+        finished,
+        message,
+    } = state
+    else {
+        return;
+    };
+    let generation = d.metadata.generation;
+    let t = now();
+    status.phase = Some(DispatchPhase::Stopped);
+    status.stop_reason = Some(reason);
+    status.exit_code = exit_code;
+    if status.start_time.is_none() {
+        status.start_time = started;
+    }
+    status.stop_time = Some(finished.unwrap_or_else(|| t.clone()));
+    let reason_text = serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let ok = matches!(
+        reason,
+        StopReason::Completed | StopReason::IdleTimeout | StopReason::Stopped
+    );
+    let message = if message.is_empty() {
+        format!("the run ended: {reason_text}")
+    } else {
+        message
+    };
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "Finished",
+        &message,
+        generation,
+        &t,
+    );
+    set_condition(
+        &mut status.conditions,
+        "Finished",
+        true,
+        if ok { "Succeeded" } else { "Failed" },
+        &format!("{reason_text}: {message}"),
+        generation,
+        &t,
+    );
+}
+
+/// After the run: remove a Job that its TTL will not remove (suspended ones), and mark the
+/// dispatch destroyed once the Job is gone. The Dispatch keeps its status.
+async fn clean_up(
+    ctx: &DispatchContext,
+    d: &Dispatch,
+    jobs: &Api<Job>,
+    status: &mut DispatchStatus,
+) -> Result<Action, Error> {
+    release_all(ctx, d).await?;
+    match jobs.get_opt(&job_name(&d.name_any())).await? {
+        None => {
+            status.phase = Some(DispatchPhase::Destroyed);
+            Ok(Action::await_change())
+        }
+        Some(job) if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) => {
+            let dp = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            };
+            jobs.delete(&job.name_any(), &dp).await?;
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
+        Some(_) => Ok(Action::await_change()),
+    }
+}
+
+async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), Error> {
+    // A merge patch from a second manager: the Job's apply owner keeps every other field.
+    let patch = json!({"spec": {"suspend": true}});
+    Api::<Job>::namespaced(client.clone(), ns)
+        .patch(
+            job,
+            &PatchParams::apply("vexa-operator-stop").force(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn release_all(ctx: &DispatchContext, d: &Dispatch) -> Result<(), Error> {
+    for w in &d.spec.workspaces {
+        if w.mode != Some(vexa_crds::WorkspaceMode::ReadOnly) {
+            claim::release(&ctx.base.client, d, &w.name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &DispatchContext,
+    d: &Dispatch,
+    status: &DispatchStatus,
+) -> Result<(), Error> {
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let body = json!({
+        "apiVersion": Dispatch::api_version(&()),
+        "kind": Dispatch::kind(&()),
+        "status": status,
+    });
+    Api::<Dispatch>::namespaced(ctx.base.client.clone(), &ns)
+        .patch_status(
+            &d.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Events for what a person would want to see in `kubectl describe`: only on transitions.
+async fn publish_transitions(
+    ctx: &DispatchContext,
+    d: &Dispatch,
+    old: &DispatchStatus,
+    new: &DispatchStatus,
+) {
+    let cond = |s: &DispatchStatus, t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let mut events = Vec::new();
+    for t in ["Valid", "Authorized"] {
+        if let Some((status, reason)) = cond(new, t)
+            && status == "False"
+            && cond(old, t) != cond(new, t)
+        {
+            let msg = new
+                .conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| c.message.clone());
+            events.push((
+                EventType::Warning,
+                reason,
+                msg,
+                if t == "Valid" {
+                    "Validate"
+                } else {
+                    "Authorize"
+                },
+            ));
+        }
+    }
+    if new.phase != old.phase {
+        match new.phase {
+            Some(DispatchPhase::Queued) => events.push((
+                EventType::Normal,
+                "Queued".into(),
+                cond_msg(new, "Queued"),
+                "Schedule",
+            )),
+            Some(DispatchPhase::Starting) if old.job_name.is_none() => events.push((
+                EventType::Normal,
+                "JobCreated".into(),
+                new.job_name.as_ref().map(|j| format!("created Job {j}")),
+                "Create",
+            )),
+            Some(DispatchPhase::Stopped) => {
+                let ok = matches!(
+                    new.stop_reason,
+                    Some(StopReason::Completed | StopReason::IdleTimeout | StopReason::Stopped)
+                );
+                events.push((
+                    if ok {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    "Stopped".into(),
+                    cond_msg(new, "Finished"),
+                    "Finish",
+                ))
+            }
+            _ => {}
+        }
+    }
+    if events.is_empty() {
+        return;
+    }
+    let recorder = Recorder::new(ctx.base.client.clone(), ctx.base.reporter.clone());
+    let reference = d.object_ref(&());
+    for (type_, reason, note, action) in events {
+        let ev = Event {
+            type_,
+            reason,
+            note,
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            warn!(dispatch = %d.name_any(), error = %e, "could not publish event");
+        }
+    }
+}
+
+fn cond_msg(s: &DispatchStatus, t: &str) -> Option<String> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| c.message.clone())
+}
+
+/// Whether a dispatch has finished (used by metrics and the queue).
+pub fn finished(d: &Dispatch) -> bool {
+    is_finished(d.status.as_ref().and_then(|s| s.phase))
+}
+
+impl DispatchContext {
+    fn build_settings(&self) -> BuildSettings {
+        let c = &self.base.config;
+        BuildSettings {
+            redis_url: c.redis_url.clone(),
+            job_ttl_seconds: c.job_ttl_seconds,
+            default_max_lifetime_seconds: c.default_max_lifetime_seconds,
+            default_idle_timeout_seconds: c.default_idle_timeout_seconds,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Reads what a Dispatch refers to: its runner, workspaces, tools and model credential.
+
+use kube::Api;
+use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
+use vexa_policy::{ToolFacts, WorkspaceFacts};
+
+use super::error::Error;
+
+/// The objects a Dispatch refers to.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The AgentRunner.
+    pub runner: AgentRunner,
+    /// The Workspaces, in spec order.
+    pub workspaces: Vec<Workspace>,
+    /// The Tools, in spec order.
+    pub tools: Vec<Tool>,
+}
+
+impl Resolved {
+    /// Workspace facts for the policy.
+    pub fn workspace_facts(&self) -> Vec<WorkspaceFacts> {
+        self.workspaces
+            .iter()
+            .map(|w| WorkspaceFacts {
+                name: w.metadata.name.clone().unwrap_or_default(),
+                default_mode: w.spec.default_mode,
+            })
+            .collect()
+    }
+
+    /// Tool facts for the policy.
+    pub fn tool_facts(&self) -> Vec<ToolFacts> {
+        self.tools
+            .iter()
+            .map(|t| ToolFacts {
+                name: t.metadata.name.clone().unwrap_or_default(),
+                grant: t.spec.grant,
+                irreversible: t.spec.irreversible,
+            })
+            .collect()
+    }
+}
+
+async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<K, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
+        kind,
+        name: name.to_owned(),
+    })
+}
+
+/// Reads every object the dispatch names; the first missing one is the error.
+pub async fn resolve(client: &kube::Client, d: &Dispatch) -> Result<Resolved, Error> {
+    let ns = d.metadata.namespace.as_deref().ok_or(Error::Malformed)?;
+    let runner = get(
+        &Api::<AgentRunner>::all(client.clone()),
+        "AgentRunner",
+        &d.spec.runner,
+    )
+    .await?;
+    let ws_api = Api::<Workspace>::namespaced(client.clone(), ns);
+    let mut workspaces = Vec::with_capacity(d.spec.workspaces.len());
+    for w in &d.spec.workspaces {
+        workspaces.push(get(&ws_api, "Workspace", &w.name).await?);
+    }
+    let tool_api = Api::<Tool>::namespaced(client.clone(), ns);
+    let mut tools = Vec::with_capacity(d.spec.tools.len());
+    for t in &d.spec.tools {
+        tools.push(get(&tool_api, "Tool", t).await?);
+    }
+    Ok(Resolved {
+        runner,
+        workspaces,
+        tools,
+    })
+}
+
+/// Reads the runner's model credential from its Secret (default namespace: the operator's).
+pub async fn model_credential(
+    client: &kube::Client,
+    runner: &AgentRunner,
+    operator_ns: &str,
+) -> Result<Option<Vec<u8>>, Error> {
+    let Some(cred) = &runner.spec.model_credential else {
+        return Ok(None);
+    };
+    let r = &cred.secret_ref;
+    let ns = r.namespace.as_deref().unwrap_or(operator_ns);
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| {
+            Error::Credential(format!(
+                "Secret {ns}/{} (from AgentRunner {}) not found",
+                r.name,
+                runner.metadata.name.as_deref().unwrap_or_default()
+            ))
+        })?;
+    let value = secret
+        .data
+        .and_then(|mut d| d.remove(&r.key))
+        .ok_or_else(|| {
+            Error::Credential(format!("key {:?} missing in Secret {ns}/{}", r.key, r.name))
+        })?;
+    Ok(Some(value.0))
+}

@@ -1,0 +1,437 @@
+//! Pure derivation of a run's lifecycle from its Job and pod, and condition bookkeeping.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use vexa_crds::{DispatchPhase, StopReason};
+
+use super::build::AGENT_CONTAINER;
+
+/// The termination message the worker leaves when it exits because nothing came in time.
+pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
+
+/// Container waiting reasons after which a pod will not start on its own.
+const START_FAILURES: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// What the Job and pod say about the run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    /// The pod is being scheduled or its containers are starting.
+    Starting,
+    /// The agent container runs.
+    Running {
+        /// When it started.
+        started: Option<Time>,
+    },
+    /// A stop was asked for; the pod is going away.
+    Stopping {
+        /// When it started, if it did.
+        started: Option<Time>,
+    },
+    /// The run is over.
+    Finished {
+        /// Why.
+        reason: StopReason,
+        /// The worker's exit code, when it exited.
+        exit_code: Option<i32>,
+        /// When it started, if it did.
+        started: Option<Time>,
+        /// When it ended, if known.
+        finished: Option<Time>,
+        /// Detail for a person.
+        message: String,
+    },
+}
+
+impl RunState {
+    /// The Dispatch phase for this state.
+    pub fn phase(&self) -> DispatchPhase {
+        match self {
+            RunState::Starting => DispatchPhase::Starting,
+            RunState::Running { .. } => DispatchPhase::Running,
+            RunState::Stopping { .. } => DispatchPhase::Stopping,
+            RunState::Finished { .. } => DispatchPhase::Stopped,
+        }
+    }
+}
+
+fn job_condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)
+}
+
+fn from_termination(
+    t: &ContainerStateTerminated,
+    stop_requested: bool,
+    started: Option<Time>,
+) -> RunState {
+    let message = t.message.clone().unwrap_or_default();
+    let reason = if t.reason.as_deref() == Some("OOMKilled") {
+        StopReason::Oom
+    } else if stop_requested {
+        StopReason::Stopped
+    } else if t.exit_code == 0 && message.trim() == IDLE_TIMEOUT_MESSAGE {
+        StopReason::IdleTimeout
+    } else if t.exit_code == 0 {
+        StopReason::Completed
+    } else {
+        StopReason::Failed
+    };
+    let detail = match reason {
+        StopReason::Failed => {
+            let last = message.lines().last().unwrap_or_default();
+            format!(
+                "the agent worker exited with code {}{}",
+                t.exit_code,
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            )
+        }
+        StopReason::Oom => {
+            "the agent container ran out of memory: raise the runner's memory limit".into()
+        }
+        _ => message.trim().to_owned(),
+    };
+    RunState::Finished {
+        reason,
+        exit_code: Some(t.exit_code),
+        started: t.started_at.clone().or(started),
+        finished: t.finished_at.clone(),
+        message: detail,
+    }
+}
+
+/// Reads the run's state from its Job and (if it still exists) its pod.
+pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
+    let container = pod.and_then(agent_status);
+    let started = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.clone());
+
+    // The container's own ending is the most precise account.
+    if let Some(t) = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+    {
+        return from_termination(t, stop_requested, started);
+    }
+    if let Some(c) = job_condition(job, "Failed") {
+        let (reason, message) = if c.reason.as_deref() == Some("DeadlineExceeded") {
+            (
+                StopReason::MaxLifetime,
+                "the run reached its maximum lifetime".to_owned(),
+            )
+        } else if stop_requested {
+            (StopReason::Stopped, String::new())
+        } else {
+            (
+                StopReason::Failed,
+                c.message.clone().unwrap_or_else(|| "the Job failed".into()),
+            )
+        };
+        return RunState::Finished {
+            reason,
+            exit_code: None,
+            started,
+            finished: c.last_transition_time.clone(),
+            message,
+        };
+    }
+    if let Some(c) = job_condition(job, "Complete") {
+        return RunState::Finished {
+            reason: if stop_requested {
+                StopReason::Stopped
+            } else {
+                StopReason::Completed
+            },
+            exit_code: Some(0),
+            started,
+            finished: c.last_transition_time.clone(),
+            message: String::new(),
+        };
+    }
+    if let Some(waiting) = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        && let Some(reason) = waiting.reason.as_deref()
+        && START_FAILURES.contains(&reason)
+    {
+        return RunState::Finished {
+            reason: StopReason::StartFailed,
+            exit_code: None,
+            started: None,
+            finished: None,
+            message: format!("{reason}: {}", waiting.message.clone().unwrap_or_default()),
+        };
+    }
+    if stop_requested {
+        let active = job.status.as_ref().and_then(|s| s.active).unwrap_or(0);
+        let pod_alive = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none() || active > 0);
+        if !pod_alive && active == 0 {
+            return RunState::Finished {
+                reason: StopReason::Stopped,
+                exit_code: None,
+                started,
+                finished: None,
+                message: "stopped on request".into(),
+            };
+        }
+        return RunState::Stopping { started };
+    }
+    if started.is_some() {
+        return RunState::Running { started };
+    }
+    RunState::Starting
+}
+
+/// Sets a condition, keeping its `lastTransitionTime` when its status does not change so an
+/// unchanged state produces an identical status.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let observed = generation.unwrap_or_default();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.clone();
+            }
+            c.status = status;
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = Some(observed);
+        }
+        None => conditions.push(Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(observed),
+            last_transition_time: now.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+    use rstest::rstest;
+
+    fn t(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + s).unwrap())
+    }
+
+    fn pod(state: ContainerState) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: AGENT_CONTAINER.into(),
+                    state: Some(state),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn terminated(code: i32, reason: &str, message: &str) -> Pod {
+        pod(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+                started_at: Some(t(1)),
+                finished_at: Some(t(9)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn job_with(cond: Option<(&str, &str)>, active: i32) -> Job {
+        Job {
+            status: Some(JobStatus {
+                active: Some(active),
+                conditions: cond.map(|(type_, reason)| {
+                    vec![JobCondition {
+                        type_: type_.into(),
+                        status: "True".into(),
+                        reason: Some(reason.into()),
+                        last_transition_time: Some(t(10)),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn reason(s: &RunState) -> Option<StopReason> {
+        match s {
+            RunState::Finished { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    #[rstest]
+    #[case::idle(
+        terminated(0, "Completed", "idle_timeout"),
+        false,
+        StopReason::IdleTimeout
+    )]
+    #[case::completed(terminated(0, "Completed", ""), false, StopReason::Completed)]
+    #[case::failed(terminated(2, "Error", "boom"), false, StopReason::Failed)]
+    #[case::oom(terminated(137, "OOMKilled", ""), false, StopReason::Oom)]
+    #[case::stopped(terminated(143, "Error", ""), true, StopReason::Stopped)]
+    fn container_endings(#[case] p: Pod, #[case] stop: bool, #[case] expected: StopReason) {
+        let s = observe(&job_with(None, 1), Some(&p), stop);
+        assert_eq!(reason(&s), Some(expected), "{s:?}");
+    }
+
+    #[test]
+    fn failure_keeps_the_exit_code_and_last_log_line() {
+        let s = observe(
+            &job_with(None, 0),
+            Some(&terminated(3, "Error", "line one\nno such plan: x.md")),
+            false,
+        );
+        let RunState::Finished {
+            exit_code,
+            message,
+            started,
+            finished,
+            ..
+        } = s
+        else {
+            panic!()
+        };
+        assert_eq!(exit_code, Some(3));
+        assert!(message.contains("code 3: no such plan: x.md"), "{message}");
+        assert_eq!((started, finished), (Some(t(1)), Some(t(9))));
+    }
+
+    #[test]
+    fn deadline_is_max_lifetime_even_without_a_pod() {
+        let s = observe(
+            &job_with(Some(("Failed", "DeadlineExceeded")), 0),
+            None,
+            false,
+        );
+        assert_eq!(reason(&s), Some(StopReason::MaxLifetime));
+    }
+
+    #[rstest]
+    #[case("ImagePullBackOff")]
+    #[case("ErrImageNeverPull")]
+    #[case("CreateContainerConfigError")]
+    fn start_failures(#[case] why: &str) {
+        let p = pod(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(why.into()),
+                message: Some("x".into()),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            reason(&observe(&job_with(None, 1), Some(&p), false)),
+            Some(StopReason::StartFailed)
+        );
+    }
+
+    #[test]
+    fn a_first_pull_error_is_still_starting() {
+        let p = pod(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ErrImagePull".into()),
+                message: None,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            observe(&job_with(None, 1), Some(&p), false),
+            RunState::Starting
+        );
+    }
+
+    #[test]
+    fn running_and_stopping() {
+        let p = pod(ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(t(2)),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            observe(&job_with(None, 1), Some(&p), false),
+            RunState::Running {
+                started: Some(t(2))
+            }
+        );
+        assert_eq!(
+            observe(&job_with(None, 1), Some(&p), true),
+            RunState::Stopping {
+                started: Some(t(2))
+            }
+        );
+        assert_eq!(
+            reason(&observe(
+                &job_with(Some(("Suspended", "JobSuspended")), 0),
+                None,
+                true
+            )),
+            Some(StopReason::Stopped)
+        );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_when_unchanged() {
+        let mut c = Vec::new();
+        set_condition(&mut c, "Ready", true, "Running", "", Some(1), &t(1));
+        set_condition(&mut c, "Ready", true, "Running", "still", Some(2), &t(5));
+        assert_eq!(c[0].last_transition_time, t(1));
+        assert_eq!(c[0].observed_generation, Some(2));
+        set_condition(&mut c, "Ready", false, "Stopped", "", Some(2), &t(7));
+        assert_eq!(c[0].last_transition_time, t(7));
+        assert_eq!(c.len(), 1);
+    }
+}
