@@ -71,8 +71,7 @@ pub struct DispatchSpec {
     /// through the gateway.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"))]
-    #[x_kube(validation = Rule::new("self.all(t, t.size() <= 253 && t.matches('^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$'))")
-        .message("each tool must be the name of a Tool object (lowercase letters, digits, '-' and '.')"))]
+    #[schemars(inner(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN)))]
     pub tools: Vec<String>,
     /// What started this run. `event` and `transcription` are untrusted: their workspaces are
     /// read-only and their effects become proposals (Cards).

@@ -36,7 +36,7 @@ pub struct IdentitySpec {
     /// username) that act as this subject.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
-    #[x_kube(validation = Rule::new("self.all(u, size(u) > 0 && size(u) <= 256)").message("user names are 1-256 characters"))]
+    #[schemars(inner(length(min = 1, max = 256)))]
     pub kubernetes_users: Vec<String>,
     /// Delegation grants: what a schedule or integration may launch on this subject's behalf.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,6 +64,7 @@ pub struct DelegationGrant {
     /// Names of the Tools the launcher may use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN)))]
     pub tools: Vec<String>,
     /// When the grant stops being valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -55,14 +55,14 @@ pub struct AgentRunnerSpec {
     /// placeholders: `${prompt}`, `${sessionId}`, `${model}`, `${allowedTools}` (comma
     /// separated), `${mcpConfig}` (path of the generated MCP config file), `${workspacePath}`,
     /// `${dispatchId}`.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new(ARG_RULE).message(ARG_MSG))]
-    #[x_kube(validation = Rule::new("self.all(a, a.size() <= 4096)").message("each argument is at most 4096 characters"))]
+    #[schemars(inner(length(max = 1024)))]
     pub argv: Vec<String>,
     /// Arguments appended only when a placeholder has a value, for example
     /// `{when: sessionId, argv: ["--resume", "${sessionId}"]}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 8))]
     pub optional_argv: Vec<OptionalArgs>,
     /// How to parse the CLI's standard output into unit events.
     pub stream_format: StreamFormat,
@@ -116,9 +116,9 @@ pub struct OptionalArgs {
     ))]
     pub when: String,
     /// The arguments to append, with placeholders.
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 8))]
     #[x_kube(validation = Rule::new(ARG_RULE).message(ARG_MSG))]
-    #[x_kube(validation = Rule::new("self.all(a, a.size() <= 4096)").message("each argument is at most 4096 characters"))]
+    #[schemars(inner(length(max = 1024)))]
     pub argv: Vec<String>,
 }
 

@@ -143,6 +143,7 @@ pub struct DispatchTemplate {
     /// Tools, within the grant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN)))]
     pub tools: Vec<String>,
     /// Context of each run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +183,7 @@ pub struct ScheduleStatus {
     pub next_schedule_time: Option<Time>,
     /// Names of the Dispatches of this schedule that have not finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub active: Vec<String>,
     /// Recent runs that were missed or skipped, newest first (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

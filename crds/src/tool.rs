@@ -61,6 +61,10 @@ pub struct ToolSpec {
     /// Governance tags, for example `pii` or `external-send`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    ))]
     pub barriers: Vec<String>,
 }
 

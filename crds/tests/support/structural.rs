@@ -182,13 +182,13 @@ fn check_array(s: &Map<String, Value>, items: &[Value], path: &str, errors: &mut
                     .iter()
                     .any(|earlier| key_of(earlier) == key_of(item))
                 {
-                    let shown: Vec<String> = keys
+                    let shown: serde_json::Map<String, Value> = keys
                         .iter()
-                        .filter_map(|k| item.get(*k).map(|v| format!("\"{k}\":{}", quote(v))))
+                        .filter_map(|k| item.get(*k).map(|v| ((*k).to_owned(), v.clone())))
                         .collect();
                     errors.push(format!(
-                        "{path}[{i}]: Duplicate value: map[string]interface {{}}{{{}}}",
-                        shown.join(", ")
+                        "{path}[{i}]: Duplicate value: {}",
+                        Value::Object(shown)
                     ));
                 }
             }
