@@ -1,0 +1,48 @@
+{{/* Name of the chart, overridable with nameOverride. */}}
+{{- define "vexa.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects, overridable with fullnameOverride. */}}
+{{- define "vexa.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator's pods. */}}
+{{- define "vexa.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vexa.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels of every object of the release. */}}
+{{- define "vexa.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "vexa.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vexa
+{{- end }}
+
+{{/* The operator's ServiceAccount. */}}
+{{- define "vexa.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "vexa.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Redis URL handed to dispatch pods. */}}
+{{- define "vexa.redisUrl" -}}
+{{- default (printf "redis://redis.%s.svc:6379" .Release.Namespace) .Values.redis.url }}
+{{- end }}

@@ -1,0 +1,132 @@
+//! The operator's entrypoint: parse the settings, serve metrics and health, reconcile while leader.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use kube::runtime::events::Reporter;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
+use tracing_subscriber::EnvFilter;
+use vexa_operator::config::{Config, LogFormat};
+use vexa_operator::context::Context;
+use vexa_operator::metrics::Metrics;
+use vexa_operator::{dispatch, http, leader};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    init_tracing(config.log_format)?;
+    let client = kube::Client::try_default().await.context(
+        "connecting to the Kubernetes API failed; run in a pod with a service account, or set KUBECONFIG",
+    )?;
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Context {
+        client: client.clone(),
+        config: Arc::new(config.clone()),
+        metrics: metrics.clone(),
+        reporter: Reporter {
+            controller: "vexa-operator".into(),
+            instance: Some(config.identity.clone()),
+        },
+    };
+    let stop = stop_signal()?;
+
+    let (ready, ready_rx) = watch::channel(false);
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(http::serve(config.http_addr, metrics, ready_rx, async {
+        // Health and metrics outlive the controllers: they are stopped last.
+        let _ = http_stopped.await;
+    }));
+
+    let drain_limit = Duration::from_secs(config.shutdown_timeout_seconds);
+    let controllers = |ready| {
+        let run = dispatch::run(ctx, ready, stopped(stop.clone()));
+        drain_within(run, stopped(stop.clone()), drain_limit)
+    };
+    let leading =
+        leader::run_when_leader(client, &config, ready, stopped(stop.clone()), controllers);
+    tokio::select! {
+        result = leading => result?,
+        result = &mut server => {
+            result.context("the metrics and health server panicked")??;
+            bail!("the metrics and health server stopped unexpectedly");
+        }
+    }
+    if !*stop.borrow() {
+        bail!("the Dispatch controller stopped without being asked to; see the log above");
+    }
+    let _ = stop_http.send(());
+    server
+        .await
+        .context("the metrics and health server panicked")??;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info,kube=warn`).
+fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives).with_context(|| {
+            format!("RUST_LOG={directives:?} is not a valid log filter; try RUST_LOG=info")
+        })?,
+        Err(_) => EnvFilter::new("info,kube=warn"),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    Ok(())
+}
+
+/// Turns true on the first SIGTERM or SIGINT.
+fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM failed")?;
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!(
+            "shutdown requested: finishing the reconciles in flight, then releasing the lease"
+        );
+        stop.send_replace(true);
+    });
+    Ok(stopping)
+}
+
+/// Runs `work`; once `stop` completes, gives it `limit` to finish, then drops it.
+// kube-runtime's graceful shutdown waits for the caches to sync first, which never happens when
+// the API server is unreachable or the CRDs are missing: without a limit the pod would hang
+// until the kubelet kills it, and never release its lease.
+async fn drain_within(
+    work: impl Future<Output = ()>,
+    stop: impl Future<Output = ()>,
+    limit: Duration,
+) {
+    let overdue = async {
+        stop.await;
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        () = work => {}
+        () = overdue => tracing::warn!(
+            ?limit,
+            "the controller did not stop in time after the shutdown request (reconciles still \
+             running, or caches never synced); abandoning it"
+        ),
+    }
+}
+
+/// Completes once a stop was requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the signal task is gone, which also means stop.
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}

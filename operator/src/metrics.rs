@@ -1,0 +1,279 @@
+//! Prometheus metrics of the operator (prometheus-client, OpenMetrics text on `/metrics`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Buckets of one reconcile's duration: most take milliseconds, a slow API server seconds.
+const RECONCILE_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets of the time from a Dispatch's creation to its Job's: the product's start latency.
+const JOB_CREATED_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+/// The operator's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    reconcile_duration: Histogram,
+    job_created_latency: Histogram,
+    dispatches: Family<PhaseLabels, Gauge>,
+    // Phases reported before: a phase missing from a later count is set to 0 rather than
+    // left at its last value.
+    seen_phases: Mutex<BTreeSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics, registered under the `vexa_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vexa");
+        let reconciles = Counter::default();
+        registry.register(
+            "dispatch_reconciles",
+            "Dispatch reconciles started",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dispatch_reconcile_errors",
+            "Dispatch reconciles that failed, by reason",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new(RECONCILE_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_reconcile_duration",
+            "Time one Dispatch reconcile took",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let job_created_latency = Histogram::new(JOB_CREATED_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_job_created_latency",
+            "Time from a Dispatch's creation to the creation of its Job",
+            Unit::Seconds,
+            job_created_latency.clone(),
+        );
+        let dispatches = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "dispatches",
+            "Dispatches by lifecycle phase",
+            dispatches.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            job_created_latency,
+            dispatches,
+            seen_phases: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Counts a reconcile; the returned timer records its duration when dropped.
+    #[must_use = "bind the timer (`let _timer = ...`): dropping it at once records a zero duration"]
+    pub fn reconcile_started(&self) -> ReconcileTimer {
+        self.reconciles.inc();
+        ReconcileTimer {
+            histogram: self.reconcile_duration.clone(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile; `reason` must come from a small fixed set (it is a label).
+    pub fn reconcile_failed(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the time from a Dispatch's creation to the creation of its Job.
+    pub fn job_created(&self, latency: Duration) {
+        self.job_created_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Sets the number of Dispatches in each phase; phases seen before and absent now become 0.
+    pub fn set_phase_counts(&self, counts: &BTreeMap<String, i64>) {
+        let mut seen = self
+            .seen_phases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for phase in seen.iter().filter(|phase| !counts.contains_key(*phase)) {
+            self.dispatches
+                .get_or_create(&PhaseLabels {
+                    phase: phase.clone(),
+                })
+                .set(0);
+        }
+        for (phase, count) in counts {
+            self.dispatches
+                .get_or_create(&PhaseLabels {
+                    phase: phase.clone(),
+                })
+                .set(*count);
+            seen.insert(phase.clone());
+        }
+    }
+
+    /// Encodes every metric in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Measures one reconcile: records its duration when dropped.
+#[derive(Debug)]
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .encode()
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn has(metrics: &Metrics, line: &str) -> bool {
+        lines(metrics).iter().any(|l| l == line)
+    }
+
+    #[test]
+    fn a_reconcile_is_counted_and_timed_when_its_timer_drops() {
+        let metrics = Metrics::new();
+        let timer = metrics.reconcile_started();
+        assert!(has(&metrics, "vexa_dispatch_reconciles_total 1"));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_reconcile_duration_seconds_count 0"
+        ));
+        drop(timer);
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_reconcile_duration_seconds_count 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_reconcile_duration_seconds_bucket{le=\"10.0\"} 1"
+        ));
+    }
+
+    #[test]
+    fn errors_are_counted_by_reason() {
+        let metrics = Metrics::new();
+        metrics.reconcile_failed("RunnerNotFound");
+        metrics.reconcile_failed("RunnerNotFound");
+        metrics.reconcile_failed("KubeApi");
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_reconcile_errors_total{reason=\"RunnerNotFound\"} 2"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_reconcile_errors_total{reason=\"KubeApi\"} 1"
+        ));
+    }
+
+    #[test]
+    fn job_creation_latency_lands_in_its_bucket() {
+        let metrics = Metrics::new();
+        metrics.job_created(Duration::from_millis(300));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_job_created_latency_seconds_bucket{le=\"0.25\"} 0"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_job_created_latency_seconds_bucket{le=\"0.5\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_job_created_latency_seconds_bucket{le=\"60.0\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_job_created_latency_seconds_sum 0.3"
+        ));
+    }
+
+    #[test]
+    fn a_phase_that_empties_drops_to_zero() {
+        let metrics = Metrics::new();
+        let counts = BTreeMap::from([("running".to_owned(), 3), ("starting".to_owned(), 1)]);
+        metrics.set_phase_counts(&counts);
+        assert!(has(&metrics, "vexa_dispatches{phase=\"running\"} 3"));
+        assert!(has(&metrics, "vexa_dispatches{phase=\"starting\"} 1"));
+
+        metrics.set_phase_counts(&BTreeMap::from([("stopped".to_owned(), 4)]));
+        assert!(has(&metrics, "vexa_dispatches{phase=\"running\"} 0"));
+        assert!(has(&metrics, "vexa_dispatches{phase=\"starting\"} 0"));
+        assert!(has(&metrics, "vexa_dispatches{phase=\"stopped\"} 4"));
+    }
+
+    #[test]
+    fn the_encoding_is_openmetrics_with_types_and_an_eof() {
+        let metrics = Metrics::new();
+        metrics.reconcile_failed("KubeApi");
+        metrics.set_phase_counts(&BTreeMap::from([("running".to_owned(), 1)]));
+        let text = lines(&metrics);
+        for expected in [
+            "# TYPE vexa_dispatch_reconciles counter",
+            "# TYPE vexa_dispatch_reconcile_errors counter",
+            "# TYPE vexa_dispatch_reconcile_duration_seconds histogram",
+            "# UNIT vexa_dispatch_reconcile_duration_seconds seconds",
+            "# TYPE vexa_dispatch_job_created_latency_seconds histogram",
+            "# TYPE vexa_dispatches gauge",
+        ] {
+            assert!(
+                text.iter().any(|line| line == expected),
+                "no {expected:?} in {text:#?}"
+            );
+        }
+        assert_eq!(text.last().map(String::as_str), Some("# EOF"));
+    }
+}
