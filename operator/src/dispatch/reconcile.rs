@@ -460,11 +460,13 @@ async fn clean_up(
 
 async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), Error> {
     // A merge patch from a second manager: the Job's apply owner keeps every other field.
+    // Not `.force()`: force exists only for server-side apply, and kube refuses to send a
+    // merge patch that carries it.
     let patch = json!({"spec": {"suspend": true}});
     Api::<Job>::namespaced(client.clone(), ns)
         .patch(
             job,
-            &PatchParams::apply("vexa-operator-stop").force(),
+            &PatchParams::apply("vexa-operator-stop"),
             &Patch::Merge(&patch),
         )
         .await?;
