@@ -1,0 +1,788 @@
+//! Golden tests of a dispatch's children: the pure `build::job` and `build::secret` run on
+//! real inputs (the project's goldens where one fits, `fixtures/inputs/` otherwise) and their
+//! output is compared with the committed `fixtures/<case>/{job,secret}.yaml`.
+//!
+//! After an intended change to the children, rewrite the expected files and review the diff:
+//!
+//! ```sh
+//! VEXA_BLESS=1 cargo test -p vexa-operator --test build
+//! git diff operator/tests/fixtures
+//! ```
+//!
+//! The goldens cover what a reviewer reads; the property tests below pin, by name, what must
+//! never change by accident (isolation, limits, ownership, the worker's environment).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use rstest::rstest;
+use serde_json::Value;
+use vexa_crds::{AgentRunner, Dispatch, Tool, Trust, Workspace, WorkspaceMode};
+use vexa_operator::dispatch::build::{
+    self, BuildSettings, DISPATCH_ANNOTATION, DISPATCH_LABEL, Inputs, MODEL_CREDENTIAL_KEY,
+    MountedWorkspace,
+};
+use vexa_operator::dispatch::resolve::Resolved;
+use vexa_policy::{Authorization, authorize};
+
+/// The namespace every case's namespaced objects live in (`kubectl -n team-a apply`).
+const NAMESPACE: &str = "team-a";
+/// The uid the API server gave the Dispatch; the owner reference must carry it.
+const DISPATCH_UID: &str = "0b7c4f1e-5d1a-4e0c-9a51-6f2d7e3c8a10";
+/// The model credential's value, as read from the runner's Secret.
+const CREDENTIAL: &[u8] = b"sk-fixture-not-a-real-key";
+
+/// The operator's defaults (those of `Config`).
+fn settings() -> BuildSettings {
+    BuildSettings {
+        redis_url: "redis://redis.vexa-system.svc:6379".into(),
+        job_ttl_seconds: 300,
+        default_max_lifetime_seconds: 3600,
+        default_idle_timeout_seconds: 120,
+    }
+}
+
+/// The repository root: input paths are relative to it.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// One case: its input files and whether the runner's model credential is found.
+struct CaseDef {
+    name: &'static str,
+    inputs: &'static [&'static str],
+    credential: bool,
+}
+
+const CASES: &[CaseDef] = &[
+    // A person chats: trusted, one rw workspace, inline start, no model credential.
+    CaseDef {
+        name: "chat-message",
+        inputs: &[
+            "goldens/dispatches/valid/chat-message.yaml",
+            "goldens/agentrunners/valid/test-agent.yaml",
+            "goldens/workspaces/valid/alice-notes.yaml",
+        ],
+        credential: false,
+    },
+    // A Schedule's routine: alice-notes rw and team-handbook ro, both on the PVC `workspaces`.
+    CaseDef {
+        name: "scheduled-routine",
+        inputs: &[
+            "goldens/dispatches/valid/scheduled-routine.yaml",
+            "goldens/agentrunners/valid/claude-code.yaml",
+            "goldens/workspaces/valid/alice-notes.yaml",
+            "goldens/workspaces/valid/team-handbook.yaml",
+            "operator/tests/fixtures/inputs/calendar-read.yaml",
+        ],
+        credential: true,
+    },
+    // An email arrived: untrusted, propose-only, the send tool gated.
+    CaseDef {
+        name: "email-event",
+        inputs: &[
+            "goldens/dispatches/valid/email-event.yaml",
+            "goldens/agentrunners/valid/claude-code.yaml",
+            "goldens/workspaces/valid/alice-notes.yaml",
+            "goldens/tools/valid/email-read.yaml",
+            "goldens/tools/valid/email-send.yaml",
+        ],
+        credential: true,
+    },
+    // A resumed chat on a self-hosted model whose credential lives in another namespace.
+    CaseDef {
+        name: "model-credential",
+        inputs: &[
+            "operator/tests/fixtures/inputs/chat-local-model.yaml",
+            "operator/tests/fixtures/inputs/local-model.yaml",
+            "goldens/workspaces/valid/alice-notes.yaml",
+        ],
+        credential: true,
+    },
+];
+
+/// A case's inputs, parsed, with what the API server adds (namespace, uid).
+struct Case {
+    dispatch: Dispatch,
+    resolved: Resolved,
+    credential: Option<Vec<u8>>,
+}
+
+fn read_yaml(rel: &str) -> Value {
+    let path = root().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{rel}: not YAML: {e}"))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(rel: &str, doc: Value) -> T {
+    serde_json::from_value(doc).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn load(name: &str) -> Case {
+    let def = CASES
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"));
+    let (mut dispatch, mut runner, mut workspaces, mut tools) =
+        (None, None, Vec::new(), Vec::new());
+    for rel in def.inputs {
+        let mut doc = read_yaml(rel);
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        if kind != "AgentRunner" {
+            doc["metadata"]["namespace"] = NAMESPACE.into();
+        }
+        match kind.as_str() {
+            "Dispatch" => {
+                let mut d: Dispatch = parse(rel, doc);
+                d.metadata.uid = Some(DISPATCH_UID.into());
+                d.metadata.generation = Some(1);
+                dispatch = Some(d);
+            }
+            "AgentRunner" => runner = Some(parse(rel, doc)),
+            "Workspace" => workspaces.push(parse::<Workspace>(rel, doc)),
+            "Tool" => tools.push(parse::<Tool>(rel, doc)),
+            other => panic!("{rel}: unexpected kind {other:?}"),
+        }
+    }
+    let dispatch: Dispatch = dispatch.expect("a case has a Dispatch");
+    let runner: AgentRunner = runner.expect("a case has an AgentRunner");
+    // The reconciler resolves references in spec order; so do the cases.
+    let order = |name: &str, names: &[String]| names.iter().position(|n| n == name);
+    let ws_names: Vec<String> = dispatch
+        .spec
+        .workspaces
+        .iter()
+        .map(|w| w.name.clone())
+        .collect();
+    workspaces.sort_by_key(|w| order(w.metadata.name.as_deref().unwrap(), &ws_names));
+    tools.sort_by_key(|t| order(t.metadata.name.as_deref().unwrap(), &dispatch.spec.tools));
+    assert_eq!(
+        workspaces.len(),
+        ws_names.len(),
+        "{name}: every workspace is an input"
+    );
+    assert_eq!(
+        tools.len(),
+        dispatch.spec.tools.len(),
+        "{name}: every tool is an input"
+    );
+    Case {
+        dispatch,
+        resolved: Resolved {
+            runner,
+            workspaces,
+            tools,
+        },
+        credential: def.credential.then(|| CREDENTIAL.to_vec()),
+    }
+}
+
+/// What the reconciler derives before building: the authorization and the mounted workspaces.
+fn authorization(case: &Case) -> Authorization {
+    authorize(
+        &case.dispatch.spec,
+        &case.resolved.workspace_facts(),
+        &case.resolved.tool_facts(),
+    )
+    .unwrap_or_else(|r| panic!("the case must be authorized: {r}"))
+}
+
+fn children(case: &Case) -> (Job, Secret) {
+    let auth = authorization(case);
+    let settings = settings();
+    let workspaces = case
+        .resolved
+        .workspaces
+        .iter()
+        .zip(&auth.modes)
+        .map(|(w, (_, mode))| MountedWorkspace {
+            name: w.metadata.name.clone().unwrap(),
+            spec: w.spec.clone(),
+            mode: *mode,
+        })
+        .collect();
+    let inputs = Inputs {
+        dispatch: &case.dispatch,
+        runner: &case.resolved.runner.spec,
+        workspaces,
+        authorization: &auth,
+        model_credential: case.credential.clone(),
+        settings: &settings,
+    };
+    (build::job(&inputs), build::secret(&inputs))
+}
+
+/// YAML with keys in a stable order (via `serde_json::Value`).
+fn to_yaml(value: &impl serde::Serialize) -> String {
+    let value = serde_json::to_value(value).unwrap();
+    serde_saphyr::to_string(&value).unwrap()
+}
+
+/// Compares `actual` with the committed file, or rewrites the file under `VEXA_BLESS=1`.
+fn check_golden(case: &str, file: &str, actual: &impl serde::Serialize) {
+    let path = fixtures().join(case).join(file);
+    let actual = to_yaml(actual);
+    if std::env::var_os("VEXA_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; create it with VEXA_BLESS=1 cargo test -p vexa-operator --test build",
+            path.display()
+        )
+    });
+    // Compare values, then text: formatting alone must not fail a golden.
+    let expected_value: Value = serde_saphyr::from_str(&expected).unwrap();
+    let actual_value: Value = serde_saphyr::from_str(&actual).unwrap();
+    if expected_value != actual_value {
+        panic!(
+            "{} differs from what build produces.\n--- expected\n{expected}\n--- actual\n{actual}\n\
+             If the change is intended: VEXA_BLESS=1 cargo test -p vexa-operator --test build",
+            path.display()
+        );
+    }
+}
+
+#[rstest]
+#[case::chat_message("chat-message")]
+#[case::scheduled_routine("scheduled-routine")]
+#[case::email_event("email-event")]
+#[case::model_credential("model-credential")]
+fn children_match_goldens(#[case] name: &str) {
+    let case = load(name);
+    let (job, secret) = children(&case);
+    check_golden(name, "job.yaml", &job);
+    check_golden(name, "secret.yaml", &secret);
+}
+
+#[test]
+fn every_case_has_fixtures_and_no_fixture_is_stale() {
+    // Only `children_match_goldens` writes fixtures, so this also fails when a case is added
+    // to CASES but not to that test's table.
+    if std::env::var_os("VEXA_BLESS").is_some() {
+        return; // the goldens are being written right now
+    }
+    let dirs: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "inputs")
+        .collect();
+    for c in CASES {
+        assert!(dirs.contains(&c.name.to_owned()), "no fixtures/{}", c.name);
+    }
+    assert_eq!(
+        dirs.len(),
+        CASES.len(),
+        "stale fixture directories: {dirs:?}"
+    );
+}
+
+// ---- properties, by name ----
+
+/// Runs `check` on every case; the captured output names the case that failed.
+fn for_each_case(check: fn(&str)) {
+    for c in CASES {
+        eprintln!("case {}", c.name);
+        check(c.name);
+    }
+}
+
+fn pod_spec(job: &Job) -> &PodSpec {
+    job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+fn agent(job: &Job) -> &Container {
+    let containers = &pod_spec(job).containers;
+    assert_eq!(containers.len(), 1, "one container: the agent");
+    &containers[0]
+}
+
+fn env<'a>(job: &'a Job, name: &str) -> &'a EnvVar {
+    agent(job)
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+fn env_value<'a>(job: &'a Job, name: &str) -> &'a str {
+    env(job, name)
+        .value
+        .as_deref()
+        .unwrap_or_else(|| panic!("env {name} has no literal value"))
+}
+
+#[test]
+fn every_job_is_isolated_and_short_lived() {
+    for_each_case(every_job_is_isolated_and_short_lived_in);
+}
+
+fn every_job_is_isolated_and_short_lived_in(name: &str) {
+    let case = load(name);
+    let (job, _) = children(&case);
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0), "a failed run is not retried");
+    assert_eq!(spec.completions, Some(1));
+    assert_eq!(spec.parallelism, Some(1));
+    assert_eq!(spec.suspend, Some(false));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(300));
+    assert!(spec.active_deadline_seconds.is_some_and(|s| s > 0));
+
+    let pod = pod_spec(&job);
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.enable_service_links, Some(false));
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(pod.host_network, None);
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+
+    let c = agent(&job);
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert!(sc.run_as_user.is_some_and(|u| u != 0));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.privileged, Some(false));
+    let caps = sc.capabilities.as_ref().unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert_eq!(caps.add, None);
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["vexa-agent-worker".to_owned()][..])
+    );
+    assert_eq!(
+        c.image.as_deref(),
+        Some(case.resolved.runner.spec.image.as_str())
+    );
+}
+
+#[test]
+fn children_are_owned_by_the_dispatch_and_labelled() {
+    for_each_case(children_are_owned_by_the_dispatch_and_labelled_in);
+}
+
+fn children_are_owned_by_the_dispatch_and_labelled_in(name: &str) {
+    let case = load(name);
+    let d = &case.dispatch;
+    let dname = d.metadata.name.as_deref().unwrap();
+    let (job, secret) = children(&case);
+    for (kind, meta) in [("Job", &job.metadata), ("Secret", &secret.metadata)] {
+        assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{kind}");
+        let owners = meta.owner_references.as_deref().unwrap_or_default();
+        assert_eq!(owners.len(), 1, "{kind}: exactly one owner");
+        let o = &owners[0];
+        assert_eq!(
+            (
+                o.api_version.as_str(),
+                o.kind.as_str(),
+                o.name.as_str(),
+                o.uid.as_str()
+            ),
+            ("vexa.ai/v1", "Dispatch", dname, DISPATCH_UID),
+            "{kind}"
+        );
+        assert_eq!(
+            o.controller,
+            Some(true),
+            "{kind}: the Dispatch is its controller"
+        );
+        // blockOwnerDeletion stays unset: setting it would need RBAC on dispatches/finalizers.
+        assert_eq!(o.block_owner_deletion, None, "{kind}");
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("vexa-operator"),
+            "{kind}: the controller's watches select on this label"
+        );
+        assert_eq!(
+            labels.get("app.kubernetes.io/part-of").map(String::as_str),
+            Some("vexa")
+        );
+        assert_eq!(
+            labels.get(DISPATCH_LABEL).map(String::as_str),
+            Some(dname),
+            "{kind}"
+        );
+        let annotations = meta.annotations.as_ref().unwrap();
+        assert_eq!(
+            annotations.get(DISPATCH_ANNOTATION).map(String::as_str),
+            Some(dname)
+        );
+        assert_eq!(
+            annotations.get("vexa.ai/subject"),
+            Some(&d.spec.identity.subject)
+        );
+        assert_eq!(
+            annotations.get("vexa.ai/launcher"),
+            Some(&d.spec.identity.launcher)
+        );
+    }
+    assert_eq!(job.metadata.name.as_deref(), Some(dname));
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some(format!("{dname}-credentials").as_str())
+    );
+    // The pod template carries what the pod watch maps back to the Dispatch, and no owner
+    // (the Job owns its pods).
+    let tmeta = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    let tlabels = tmeta.labels.as_ref().unwrap();
+    assert_eq!(
+        tlabels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("vexa-operator")
+    );
+    assert_eq!(tlabels.get(DISPATCH_LABEL).map(String::as_str), Some(dname));
+    assert_eq!(
+        tmeta
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get(DISPATCH_ANNOTATION)
+            .map(String::as_str),
+        Some(dname)
+    );
+    assert_eq!(tmeta.owner_references, None);
+    assert_eq!(tmeta.name, None);
+}
+
+#[test]
+fn the_worker_gets_the_contract_environment() {
+    for_each_case(the_worker_gets_the_contract_environment_in);
+}
+
+fn the_worker_gets_the_contract_environment_in(name: &str) {
+    let case = load(name);
+    let d = &case.dispatch;
+    let dname = d.metadata.name.as_deref().unwrap();
+    let (job, _) = children(&case);
+    // SPEC §4, by name.
+    for var in [
+        "VEXA_UNIT_ID",
+        "VEXA_UNIT_TRIGGER",
+        "VEXA_UNIT_OUT_TOPIC",
+        "VEXA_UNIT_IN_TOPIC",
+        "VEXA_START",
+        "VEXA_WORKSPACES",
+        "VEXA_WORKSPACE_PATH",
+        "VEXA_OWNER",
+        "VEXA_LAUNCHER",
+        "VEXA_RUNNER",
+        "VEXA_CHAT_SESSION",
+        "VEXA_IDLE_TIMEOUT_SEC",
+        "REDIS_URL",
+    ] {
+        env_value(&job, var);
+    }
+    let names: Vec<&str> = agent(&job)
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "no variable twice: {names:?}");
+
+    let id = format!("{NAMESPACE}/{dname}");
+    assert_eq!(env_value(&job, "VEXA_UNIT_ID"), id);
+    assert_eq!(
+        env_value(&job, "VEXA_UNIT_OUT_TOPIC"),
+        format!("unit:{id}:out")
+    );
+    assert_eq!(
+        env_value(&job, "VEXA_UNIT_IN_TOPIC"),
+        format!("unit:{id}:in")
+    );
+    assert_eq!(env_value(&job, "VEXA_OWNER"), d.spec.identity.subject);
+    assert_eq!(env_value(&job, "VEXA_LAUNCHER"), d.spec.identity.launcher);
+    assert_eq!(env_value(&job, "VEXA_RUNNER"), d.spec.runner);
+    assert_eq!(
+        env_value(&job, "REDIS_URL"),
+        "redis://redis.vexa-system.svc:6379"
+    );
+    let start: Value = serde_json::from_str(env_value(&job, "VEXA_START")).unwrap();
+    assert_eq!(start, serde_json::to_value(&d.spec.start).unwrap());
+    // Every workspace the worker is told about is mounted where it is told.
+    let workspaces: Vec<Value> = serde_json::from_str(env_value(&job, "VEXA_WORKSPACES")).unwrap();
+    let mounts = agent(&job).volume_mounts.as_ref().unwrap();
+    assert_eq!(workspaces.len(), d.spec.workspaces.len());
+    for w in &workspaces {
+        let path = w["path"].as_str().unwrap();
+        let m = mounts
+            .iter()
+            .find(|m| m.mount_path == path)
+            .unwrap_or_else(|| panic!("{path} is not mounted"));
+        assert_eq!(m.read_only, Some(w["mode"] == "ro"), "{path}");
+    }
+}
+
+#[test]
+fn chat_writes_its_workspace_and_starts_inline() {
+    let case = load("chat-message");
+    let (job, _) = children(&case);
+    assert_eq!(env_value(&job, "VEXA_UNIT_TRIGGER"), "message");
+    assert_eq!(
+        env_value(&job, "VEXA_UNIT_OUT_TOPIC"),
+        "unit:team-a/agent-alice-chat-main:out"
+    );
+    assert_eq!(
+        env_value(&job, "VEXA_WORKSPACE_PATH"),
+        "/workspaces/alice-notes"
+    );
+    assert_eq!(env_value(&job, "VEXA_CHAT_SESSION"), "main");
+    assert_eq!(env_value(&job, "VEXA_IDLE_TIMEOUT_SEC"), "120");
+    let start: Value = serde_json::from_str(env_value(&job, "VEXA_START")).unwrap();
+    assert_eq!(
+        start["entrypoint"]["inline"],
+        "Write notes/hello.md with a greeting; don't touch anything else."
+    );
+    // The Dispatch sets only the idle timeout: lifetime and resources come from the runner.
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(3600)
+    );
+    let r = agent(&job).resources.as_ref().unwrap();
+    let q = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
+    assert_eq!(q(&r.requests, "cpu").as_deref(), Some("50m"));
+    assert_eq!(q(&r.requests, "memory").as_deref(), Some("64Mi"));
+    assert_eq!(q(&r.limits, "memory").as_deref(), Some("256Mi"));
+    let m = agent(&job)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/workspaces/alice-notes")
+        .unwrap();
+    assert_eq!(m.read_only, Some(false));
+    assert_eq!(m.sub_path.as_deref(), Some("alice/notes"));
+    // No model credential: nothing secret in the Secret, no secretKeyRef anywhere.
+    let (_, secret) = children(&case);
+    assert!(secret.data.unwrap_or_default().is_empty());
+    assert!(
+        agent(&job)
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|e| e.value_from.is_none())
+    );
+}
+
+#[test]
+fn two_workspaces_on_one_claim_share_a_volume() {
+    let case = load("scheduled-routine");
+    let (job, _) = children(&case);
+    let pod = pod_spec(&job);
+    let pvc_volumes: Vec<_> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|p| (v.name.as_str(), p))
+        })
+        .collect();
+    assert_eq!(
+        pvc_volumes.len(),
+        1,
+        "one volume per distinct PVC: {pvc_volumes:?}"
+    );
+    let (volume, pvc) = pvc_volumes[0];
+    assert_eq!(pvc.claim_name, "workspaces");
+    assert_ne!(
+        pvc.read_only,
+        Some(true),
+        "the rw mount needs a writable volume"
+    );
+    let mounts: Vec<_> = agent(&job)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.name == volume)
+        .map(|m| (m.mount_path.as_str(), m.sub_path.as_deref(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![
+            ("/workspaces/alice-notes", Some("alice/notes"), Some(false)),
+            // No subPath in the Workspace: its id is the folder.
+            (
+                "/workspaces/team-handbook",
+                Some("team-handbook"),
+                Some(true)
+            ),
+        ]
+    );
+    assert_eq!(env_value(&job, "VEXA_UNIT_TRIGGER"), "scheduled");
+    assert_eq!(
+        env_value(&job, "VEXA_LAUNCHER"),
+        "schedule:team-a/morning-brief"
+    );
+    // The rw workspace is the one the worker commits in.
+    assert_eq!(
+        env_value(&job, "VEXA_WORKSPACE_PATH"),
+        "/workspaces/alice-notes"
+    );
+    // The Dispatch's own limits win over the runner's.
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(1800)
+    );
+    let r = agent(&job).resources.as_ref().unwrap();
+    assert_eq!(r.requests.as_ref().unwrap()["cpu"].0, "250m");
+    assert_eq!(r.limits.as_ref().unwrap()["memory"].0, "1Gi");
+    assert_eq!(authorization(&case).trust, Trust::Trusted);
+}
+
+#[test]
+fn an_email_event_is_propose_only() {
+    let case = load("email-event");
+    let auth = authorization(&case);
+    assert_eq!(auth.trust, Trust::ProposeOnly);
+    assert_eq!(
+        auth.modes,
+        vec![("alice-notes".to_owned(), WorkspaceMode::ReadOnly)]
+    );
+    let (job, _) = children(&case);
+    assert_eq!(env_value(&job, "VEXA_UNIT_TRIGGER"), "event");
+    let workspace_mounts: Vec<_> = agent(&job)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mount_path.starts_with("/workspaces/"))
+        .collect();
+    assert_eq!(workspace_mounts.len(), 1);
+    assert!(
+        workspace_mounts.iter().all(|m| m.read_only == Some(true)),
+        "a propose-only run mounts nothing writable: {workspace_mounts:?}"
+    );
+    let workspaces: Value = serde_json::from_str(env_value(&job, "VEXA_WORKSPACES")).unwrap();
+    assert_eq!(workspaces[0]["mode"], "ro");
+    let tools: Vec<String> = serde_json::from_str(env_value(&job, "VEXA_TOOLS")).unwrap();
+    assert_eq!(tools, ["email-read", "email-send"]);
+}
+
+#[rstest]
+fn the_model_credential_travels_only_in_the_secret(
+    #[values("scheduled-routine", "email-event", "model-credential")] name: &str,
+) {
+    let case = load(name);
+    let cred = case.resolved.runner.spec.model_credential.clone().unwrap();
+    let dname = case.dispatch.metadata.name.clone().unwrap();
+    let (job, secret) = children(&case);
+    let data = secret.data.clone().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[MODEL_CREDENTIAL_KEY].0, CREDENTIAL);
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+
+    let var = env(&job, &cred.env);
+    assert_eq!(var.value, None, "never a literal value");
+    let key_ref = var
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!(key_ref.name, format!("{dname}-credentials"));
+    assert_eq!(key_ref.key, MODEL_CREDENTIAL_KEY);
+    assert_eq!(key_ref.optional, Some(false));
+
+    // Neither the Job nor the Dispatch holds the value, plain or base64.
+    let secret_text = serde_json::to_string(&secret).unwrap();
+    let b64 = serde_json::to_value(ByteString(CREDENTIAL.to_vec())).unwrap();
+    let b64 = b64.as_str().unwrap();
+    let plain = std::str::from_utf8(CREDENTIAL).unwrap();
+    for (what, text) in [
+        ("Job", serde_json::to_string(&job).unwrap()),
+        ("Dispatch", serde_json::to_string(&case.dispatch).unwrap()),
+    ] {
+        assert!(!text.contains(plain), "{what} carries the credential");
+        assert!(
+            !text.contains(b64),
+            "{what} carries the credential (base64)"
+        );
+    }
+    assert!(
+        secret_text.contains(b64),
+        "the Secret holds it base64-encoded"
+    );
+}
+
+#[test]
+fn the_model_credential_case_uses_operator_defaults_and_the_workspace_default_mode() {
+    let case = load("model-credential");
+    let (job, _) = children(&case);
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(3600)
+    );
+    assert_eq!(env_value(&job, "VEXA_IDLE_TIMEOUT_SEC"), "120");
+    assert_eq!(agent(&job).resources, None);
+    assert_eq!(env_value(&job, "VEXA_CHAT_SESSION"), "ideas");
+    assert_eq!(
+        env_value(&job, "OPENAI_BASE_URL"),
+        "http://llm.models.svc:8000/v1"
+    );
+    assert_eq!(agent(&job).image_pull_policy.as_deref(), Some("Never"));
+    // No mode in the Dispatch: the Workspace's default (rw) for a trusted trigger.
+    let workspaces: Value = serde_json::from_str(env_value(&job, "VEXA_WORKSPACES")).unwrap();
+    assert_eq!(workspaces[0]["mode"], "rw");
+}
+
+#[test]
+fn a_stopped_dispatch_builds_a_suspended_job() {
+    let mut case = load("chat-message");
+    case.dispatch.spec.stop = Some(true);
+    let (job, _) = children(&case);
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+}
+
+#[test]
+fn building_is_deterministic() {
+    for c in CASES {
+        let case = load(c.name);
+        let (a, b) = (children(&case), children(&case));
+        assert_eq!(to_yaml(&a.0), to_yaml(&b.0), "{}", c.name);
+        assert_eq!(to_yaml(&a.1), to_yaml(&b.1), "{}", c.name);
+    }
+}

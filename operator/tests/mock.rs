@@ -1,0 +1,925 @@
+//! One Dispatch reconcile against a mocked API server (`tower-test`): each test pins the exact
+//! calls, in order (method, path, query, content type and the body fields that matter), and
+//! answers them as the API server would. A call the script does not expect, a call that never
+//! comes, or a reconcile that hangs fails the test with a message naming the call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::{Handle, SendResponse};
+use vexa_crds::Dispatch;
+use vexa_operator::config::Config;
+use vexa_operator::context::Context;
+use vexa_operator::dispatch::{DispatchContext, Error, reconcile::reconcile};
+use vexa_operator::metrics::Metrics;
+
+/// How long one step may take before the test gives up: generous for a loaded CI machine,
+/// short enough that a hang is obvious.
+const STEP: Duration = Duration::from_secs(10);
+/// The uid of every Dispatch here (the build goldens use the same one, so an applied Job can
+/// be compared with them).
+const UID: &str = "0b7c4f1e-5d1a-4e0c-9a51-6f2d7e3c8a10";
+/// A model credential value; it must never show up outside the per-dispatch Secret.
+const CREDENTIAL: &str = "sk-mock-not-a-real-key";
+
+// ---- inputs ----
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A YAML file of the repository (a golden or a fixture) as JSON.
+fn yaml(rel: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// A namespaced object as the API server returns it.
+fn stored(rel: &str, ns: &str, resource_version: &str) -> Value {
+    let mut v = yaml(rel);
+    let meta = &mut v["metadata"];
+    meta["namespace"] = ns.into();
+    meta["resourceVersion"] = resource_version.into();
+    meta["uid"] = format!("uid-{}", meta["name"].as_str().unwrap()).into();
+    v
+}
+
+/// A cluster-scoped AgentRunner as the API server returns it.
+fn runner(rel: &str) -> Value {
+    let mut v = yaml(rel);
+    v["metadata"]["resourceVersion"] = "7".into();
+    v
+}
+
+/// A Dispatch from a golden, created in `ns` at generation 1.
+fn dispatch(rel: &str, ns: &str) -> Value {
+    let mut v = yaml(rel);
+    let meta = &mut v["metadata"];
+    meta["namespace"] = ns.into();
+    meta["uid"] = UID.into();
+    meta["generation"] = 1.into();
+    meta["resourceVersion"] = "100".into();
+    meta["creationTimestamp"] = "2026-11-29T08:00:00Z".into();
+    v
+}
+
+fn typed(v: &Value) -> Dispatch {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+fn status_404(kind: &str, name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{kind} {name:?} not found"), "reason": "NotFound", "code": 404,
+        }),
+    )
+}
+
+/// A build golden (its namespace is `team-a`, its uid `UID`).
+fn golden(rel: &str) -> Value {
+    let text = std::fs::read_to_string(root().join("operator/tests/fixtures").join(rel)).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+// ---- the mocked API server ----
+
+/// One request the reconciler made, and the way to answer it.
+struct Call {
+    method: Method,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: Option<String>,
+    body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Call {
+    fn describe(&self) -> String {
+        format!(
+            "{} {}{} {}",
+            self.method,
+            self.path,
+            if self.query.is_empty() {
+                String::new()
+            } else {
+                format!(" {:?}", self.query)
+            },
+            if self.body.is_null() {
+                String::new()
+            } else {
+                self.body.to_string()
+            }
+        )
+    }
+
+    /// Asserts the query parameters, exactly.
+    fn query(&self, expected: &[(&str, &str)]) -> &Self {
+        let expected: BTreeMap<String, String> = expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(self.query, expected, "query of {}", self.describe());
+        self
+    }
+
+    /// Asserts a server-side apply by the operator's field manager.
+    fn server_side_apply(&self) -> &Self {
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some("application/apply-patch+yaml"),
+            "{}",
+            self.describe()
+        );
+        self.query(&[("fieldManager", "vexa-operator"), ("force", "true")])
+    }
+
+    fn merge_patch(&self) -> &Self {
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some("application/merge-patch+json"),
+            "{}",
+            self.describe()
+        );
+        self
+    }
+
+    fn respond(self, status: StatusCode, body: Value) {
+        let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap()));
+        *response.status_mut() = status;
+        self.send.send_response(response);
+    }
+
+    fn ok(self, body: Value) {
+        self.respond(StatusCode::OK, body);
+    }
+
+    /// Answers a status write with `d` carrying the written status.
+    fn status_written(self, d: &Value) {
+        let mut object = d.clone();
+        object["status"] = self.body["status"].clone();
+        self.ok(object);
+    }
+
+    /// Answers with the request's own body (what an apply or a create returns, near enough).
+    fn echo(self) {
+        let body = self.body.clone();
+        self.ok(body);
+    }
+}
+
+/// The mocked API server and the reconcile running against it.
+struct ApiServer {
+    handle: Handle<Request<Body>, Response<Body>>,
+    reconcile: JoinHandle<Result<Action, Error>>,
+    calls: usize,
+}
+
+impl ApiServer {
+    /// Starts one reconcile of `d`; `queue` is what the controller's cache holds.
+    fn start(d: &Value, queue: &[Value]) -> Self {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let config = <Config as clap::Parser>::try_parse_from([
+            "vexa-operator",
+            "--namespace=vexa-system",
+            "--redis-url=redis://redis.vexa-system.svc:6379",
+            "--job-ttl-seconds=300",
+            "--default-max-lifetime-seconds=3600",
+            "--default-idle-timeout-seconds=120",
+        ])
+        .unwrap();
+        let base = Context {
+            client,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            reporter: Reporter {
+                controller: "vexa-operator".into(),
+                instance: None,
+            },
+        };
+        let (store, mut writer) = reflector::store::<Dispatch>();
+        for d in queue {
+            writer.apply_watcher_event(&watcher::Event::Apply(typed(d)));
+        }
+        let ctx = Arc::new(DispatchContext::new(base, store));
+        let reconcile = tokio::spawn(reconcile(Arc::new(typed(d)), ctx));
+        Self {
+            handle,
+            reconcile,
+            calls: 0,
+        }
+    }
+
+    /// The next call, which must be `method path`.
+    async fn expect(&mut self, method: Method, path: &str) -> Call {
+        self.calls += 1;
+        let n = self.calls;
+        let wanted = format!("{method} {path}");
+        let next = tokio::time::timeout(STEP, async {
+            tokio::select! {
+                r = self.handle.next_request() => r,
+                done = &mut self.reconcile => panic!(
+                    "call {n}: expected {wanted}, but the reconcile returned {:?}",
+                    done.map_err(|e| e.to_string())
+                ),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("call {n}: expected {wanted}, but nothing came within {STEP:?}")
+        });
+        let (request, send) =
+            next.unwrap_or_else(|| panic!("call {n}: expected {wanted}, but the client is gone"));
+        let call = into_call(request, send).await;
+        assert!(
+            call.method == method && call.path == path,
+            "call {n}: expected {wanted}\n                got {}",
+            call.describe()
+        );
+        call
+    }
+
+    /// The reconcile makes no further call and returns this.
+    async fn done(mut self) -> Action {
+        let calls = self.calls;
+        let result = tokio::time::timeout(STEP, async {
+            tokio::select! {
+                r = self.handle.next_request() => {
+                    let Some((request, send)) = r else {
+                        return (&mut self.reconcile).await;
+                    };
+                    let call = into_call(request, send).await;
+                    panic!("after {calls} expected calls, an unexpected one: {}", call.describe())
+                }
+                done = &mut self.reconcile => done,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the reconcile did not return within {STEP:?} after {calls} calls")
+        });
+        result
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the reconcile failed: {e}"))
+    }
+}
+
+async fn into_call(request: Request<Body>, send: SendResponse<Response<Body>>) -> Call {
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("request body is not JSON: {e}"))
+    };
+    let query = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Call {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query,
+        content_type: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body,
+        send,
+    }
+}
+
+/// Decodes a query component (`%XX` and `+`).
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(
+                    u8::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("bad escape in {s}")),
+                );
+            }
+            b'+' => out.push(b' '),
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+// ---- assertions on bodies ----
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn assert_event(call: &Call, type_: &str, reason: &str, action: &str, dispatch: &str) {
+    let e = &call.body;
+    assert_eq!(
+        (
+            e["type"].as_str(),
+            e["reason"].as_str(),
+            e["action"].as_str()
+        ),
+        (Some(type_), Some(reason), Some(action)),
+        "{e}"
+    );
+    assert_eq!(e["regarding"]["kind"], "Dispatch", "{e}");
+    assert_eq!(e["regarding"]["name"], dispatch, "{e}");
+    assert_eq!(e["regarding"]["uid"], UID, "{e}");
+    assert_eq!(e["reportingController"], "vexa-operator", "{e}");
+}
+
+/// The Workspace claim: a status merge patch guarded by the resourceVersion just read.
+async fn expect_claim(api: &mut ApiServer, ns: &str, ws: Value, dispatch: &str) {
+    let name = ws["metadata"]["name"].as_str().unwrap().to_owned();
+    let path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/{name}");
+    let rv = ws["metadata"]["resourceVersion"].clone();
+    api.expect(Method::GET, &path).await.ok(ws.clone());
+    let call = api.expect(Method::PATCH, &format!("{path}/status")).await;
+    call.merge_patch().query(&[]);
+    assert_eq!(
+        call.body,
+        json!({"metadata": {"resourceVersion": rv}, "status": {"heldBy": dispatch}}),
+        "the claim must be conditional on the resourceVersion it read"
+    );
+    let mut held = ws;
+    held["status"] = json!({"heldBy": dispatch});
+    held["metadata"]["resourceVersion"] = "999".into();
+    call.ok(held);
+}
+
+// ---- the tests ----
+
+/// (a) A chat Dispatch without a Job: read, authorize, claim, then apply the Secret and the
+/// Job (exactly the build golden), announce it, record `starting`.
+#[tokio::test]
+async fn a_new_dispatch_creates_its_secret_and_job() {
+    let ns = "team-a"; // the build goldens' namespace
+    let name = "agent-alice-chat-main";
+    let d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
+    let ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    let mut api = ApiServer::start(&d, &[]);
+
+    let (code, body) = status_404("jobs.batch", name);
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .respond(code, body);
+    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
+        .await
+        .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
+    api.expect(
+        Method::GET,
+        &format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes"),
+    )
+    .await
+    .ok(ws.clone());
+    expect_claim(&mut api, ns, ws, name).await;
+
+    let secret = api
+        .expect(
+            Method::PATCH,
+            &format!("/api/v1/namespaces/{ns}/secrets/{name}-credentials"),
+        )
+        .await;
+    secret.server_side_apply();
+    assert_eq!(secret.body, golden("chat-message/secret.yaml"));
+    secret.echo();
+
+    let job = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+        )
+        .await;
+    job.server_side_apply();
+    assert_eq!(
+        job.body,
+        golden("chat-message/job.yaml"),
+        "the reconciler applies exactly what the build golden pins"
+    );
+    job.echo();
+
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Normal", "JobCreated", "Create", name);
+    assert_eq!(event.body["note"], format!("created Job {name}"));
+    event.echo();
+
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    st.server_side_apply();
+    let b = &st.body;
+    assert_eq!(
+        (b["apiVersion"].as_str(), b["kind"].as_str()),
+        (Some("vexa.ai/v1"), Some("Dispatch"))
+    );
+    let s = &b["status"];
+    assert_eq!(s["phase"], "starting");
+    assert_eq!(s["observedGeneration"], 1);
+    assert_eq!(s["jobName"], name);
+    assert_eq!(s["trust"], "trusted");
+    assert_eq!(
+        s["streams"],
+        json!({"out": format!("unit:{ns}/{name}:out"), "in": format!("unit:{ns}/{name}:in")})
+    );
+    assert_eq!(s["sessionRef"], ".claude/sessions/main.session");
+    assert_eq!(
+        s["provenance"],
+        json!([{"workspace": "alice-notes", "mode": "rw"}])
+    );
+    for (type_, status, reason) in [
+        ("Valid", "True", "ReferencesResolved"),
+        ("Authorized", "True", "Authorized"),
+        ("Ready", "False", "Starting"),
+    ] {
+        let c = condition(s, type_);
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some(status), Some(reason)),
+            "{c}"
+        );
+        assert_eq!(c["observedGeneration"], 1);
+    }
+    assert!(
+        s.get("podName").is_none() && s.get("stopReason").is_none(),
+        "{s}"
+    );
+    st.status_written(&d);
+
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// (b) An untrusted trigger that asks to write: refused before anything is created.
+#[tokio::test]
+async fn an_event_that_wants_to_write_is_refused() {
+    let ns = "mock-refuse";
+    let name = "agent-alice-event-5f2a9c";
+    let mut d = dispatch("goldens/dispatches/valid/email-event.yaml", ns);
+    d["spec"]["workspaces"][0]["mode"] = "rw".into();
+    let mut api = ApiServer::start(&d, &[]);
+
+    let (code, body) = status_404("jobs.batch", name);
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .respond(code, body);
+    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/claude-code")
+        .await
+        .ok(runner("goldens/agentrunners/valid/claude-code.yaml"));
+    api.expect(
+        Method::GET,
+        &format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes"),
+    )
+    .await
+    .ok(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
+    for tool in ["email-read", "email-send"] {
+        api.expect(
+            Method::GET,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/tools/{tool}"),
+        )
+        .await
+        .ok(stored(&format!("goldens/tools/valid/{tool}.yaml"), ns, "5"));
+    }
+    // No claim, no model credential, no Secret, no Job: straight to the Warning and the status.
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(
+        &event,
+        "Warning",
+        "UntrustedTriggerWrites",
+        "Authorize",
+        name,
+    );
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("use mode 'ro'"),
+        "{}",
+        event.body
+    );
+    event.echo();
+
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    st.server_side_apply();
+    let s = &st.body["status"];
+    assert_eq!(s["phase"], "refused");
+    let c = condition(s, "Authorized");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("UntrustedTriggerWrites"))
+    );
+    assert!(
+        c["message"].as_str().unwrap().contains("\"alice-notes\""),
+        "{c}"
+    );
+    assert_eq!(condition(s, "Valid")["status"], "True");
+    assert!(
+        s.get("jobName").is_none() && s.get("trust").is_none(),
+        "nothing ran: {s}"
+    );
+    st.status_written(&d);
+
+    assert_eq!(api.done().await, Action::await_change());
+}
+
+/// A running Dispatch as the API server holds it after a stop request.
+fn running(ns: &str) -> (Value, Value) {
+    let name = "agent-alice-chat-main";
+    let mut d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
+    d["spec"]["stop"] = true.into();
+    d["metadata"]["generation"] = 2.into();
+    d["status"] = json!({
+        "observedGeneration": 1,
+        "phase": "running",
+        "jobName": name,
+        "podName": format!("{name}-x7k2p"),
+        "startTime": "2026-11-29T08:00:05Z",
+        "trust": "trusted",
+        "streams": {"out": format!("unit:{ns}/{name}:out"), "in": format!("unit:{ns}/{name}:in")},
+        "sessionRef": ".claude/sessions/main.session",
+        "provenance": [{"workspace": "alice-notes", "mode": "rw"}],
+        "conditions": [
+            {"type": "Valid", "status": "True", "reason": "ReferencesResolved", "message": "runner, workspaces and tools exist", "observedGeneration": 1, "lastTransitionTime": "2026-11-29T08:00:00Z"},
+            {"type": "Authorized", "status": "True", "reason": "Authorized", "message": "the dispatch may run as specified", "observedGeneration": 1, "lastTransitionTime": "2026-11-29T08:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Running", "message": "the agent worker runs", "observedGeneration": 1, "lastTransitionTime": "2026-11-29T08:00:05Z"},
+        ],
+    });
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{name}-x7k2p"), "namespace": ns, "creationTimestamp": "2026-11-29T08:00:01Z",
+                     "labels": {"vexa.ai/dispatch": name}},
+        "spec": {"containers": [{"name": "agent", "image": "localhost/vexa-agent-worker:dev"}]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "agent", "image": "localhost/vexa-agent-worker:dev", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-11-29T08:00:05Z"}},
+        }]},
+    });
+    (d, pod)
+}
+
+fn job_object(ns: &str, suspended: bool) -> Value {
+    let mut job = golden("chat-message/job.yaml");
+    job["metadata"]["namespace"] = ns.into();
+    job["metadata"]["resourceVersion"] = "300".into();
+    job["spec"]["suspend"] = suspended.into();
+    job["status"] = json!({"active": 1, "ready": 1, "startTime": "2026-11-29T08:00:01Z"});
+    job
+}
+
+/// (c) A stop request on a live run suspends its Job with a merge patch (the pod then
+/// terminates gracefully) and records `stopping`.
+#[tokio::test]
+async fn a_stop_request_suspends_the_job() {
+    let ns = "mock-stop";
+    let name = "agent-alice-chat-main";
+    let (d, pod) = running(ns);
+    let mut api = ApiServer::start(&d, &[]);
+
+    let job_path = format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}");
+    api.expect(Method::GET, &job_path)
+        .await
+        .ok(job_object(ns, false));
+    let suspend = api.expect(Method::PATCH, &job_path).await;
+    suspend
+        .merge_patch()
+        .query(&[("fieldManager", "vexa-operator-stop")]);
+    assert_eq!(suspend.body, json!({"spec": {"suspend": true}}));
+    suspend.ok(job_object(ns, true));
+
+    let pods = api
+        .expect(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"))
+        .await;
+    pods.query(&[("labelSelector", &format!("vexa.ai/dispatch={name}"))]);
+    pods.ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "301"}, "items": [pod]}));
+
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    st.server_side_apply();
+    let s = &st.body["status"];
+    assert_eq!(s["phase"], "stopping");
+    assert_eq!(s["observedGeneration"], 2);
+    let ready = condition(s, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("Stopping"))
+    );
+    assert_eq!(ready["observedGeneration"], 2);
+    assert_ne!(
+        ready["lastTransitionTime"], "2026-11-29T08:00:05Z",
+        "Ready changed status"
+    );
+    assert_eq!(s["startTime"], "2026-11-29T08:00:05Z");
+    st.status_written(&d);
+
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// (c') Once the Job is suspended, a later reconcile does not patch it again.
+#[tokio::test]
+async fn a_suspended_job_is_not_patched_again() {
+    let ns = "mock-stop-again";
+    let name = "agent-alice-chat-main";
+    let (mut d, pod) = running(ns);
+    d["status"]["phase"] = "stopping".into();
+    d["status"]["observedGeneration"] = 2.into();
+    d["status"]["conditions"][2] = json!({"type": "Ready", "status": "False", "reason": "Stopping", "message": "stop requested; the pod is terminating", "observedGeneration": 2, "lastTransitionTime": "2026-11-29T08:01:00Z"});
+    let mut api = ApiServer::start(&d, &[]);
+
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .ok(job_object(ns, true));
+    api.expect(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"))
+        .await
+        .ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [pod]}));
+    // Nothing changed: no status write either.
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// A runner with a model credential: it is read from the operator's namespace and written
+/// only into the per-dispatch Secret; the Job refers to it, the status never holds it.
+#[tokio::test]
+async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
+    let ns = "team-a"; // the build goldens' namespace
+    let name = "morning-brief-28912400";
+    let d = dispatch("goldens/dispatches/valid/scheduled-routine.yaml", ns);
+    let notes = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    let mut api = ApiServer::start(&d, &[]);
+
+    let (code, body) = status_404("jobs.batch", name);
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .respond(code, body);
+    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/claude-code")
+        .await
+        .ok(runner("goldens/agentrunners/valid/claude-code.yaml"));
+    for (ws, v) in [
+        ("alice-notes", notes.clone()),
+        (
+            "team-handbook",
+            stored("goldens/workspaces/valid/team-handbook.yaml", ns, "12"),
+        ),
+    ] {
+        api.expect(
+            Method::GET,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/{ws}"),
+        )
+        .await
+        .ok(v);
+    }
+    api.expect(
+        Method::GET,
+        &format!("/apis/vexa.ai/v1/namespaces/{ns}/tools/calendar-read"),
+    )
+    .await
+    .ok(stored(
+        "operator/tests/fixtures/inputs/calendar-read.yaml",
+        ns,
+        "3",
+    ));
+    // Only the rw workspace is claimed.
+    expect_claim(&mut api, ns, notes, name).await;
+
+    let b64 = serde_json::to_value(k8s_openapi::ByteString(CREDENTIAL.into())).unwrap();
+    api.expect(
+        Method::GET,
+        "/api/v1/namespaces/vexa-system/secrets/anthropic",
+    )
+    .await
+    .ok(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "anthropic", "namespace": "vexa-system"},
+               "data": {"api-key": b64, "other": "b3RoZXI="}}));
+
+    let secret = api
+        .expect(
+            Method::PATCH,
+            &format!("/api/v1/namespaces/{ns}/secrets/{name}-credentials"),
+        )
+        .await;
+    secret.server_side_apply();
+    assert_eq!(
+        secret.body["data"],
+        json!({"model-credential": b64}),
+        "only the referenced key, under model-credential"
+    );
+    secret.echo();
+
+    let job = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+        )
+        .await;
+    job.server_side_apply();
+    assert_eq!(job.body, golden("scheduled-routine/job.yaml"));
+    job.echo();
+
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Normal", "JobCreated", "Create", name);
+    event.echo();
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    let text = st.body.to_string();
+    assert!(
+        !text.contains(CREDENTIAL) && !text.contains(b64.as_str().unwrap()),
+        "the status holds the credential: {text}"
+    );
+    assert_eq!(
+        st.body["status"]["provenance"],
+        json!([{"workspace": "alice-notes", "mode": "rw"}, {"workspace": "team-handbook", "mode": "ro"}])
+    );
+    st.status_written(&d);
+
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// The rw workspace is held by another live dispatch: wait, create nothing.
+#[tokio::test]
+async fn a_busy_workspace_queues_the_dispatch() {
+    let ns = "mock-busy";
+    let name = "agent-alice-chat-main";
+    let d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
+    let mut ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    ws["status"] = json!({"heldBy": "morning-brief-28912400"});
+    let mut holder = dispatch("goldens/dispatches/valid/scheduled-routine.yaml", ns);
+    holder["metadata"]["uid"] = "uid-holder".into();
+    holder["status"] = json!({"phase": "running"});
+    let mut api = ApiServer::start(&d, &[]);
+
+    let (code, body) = status_404("jobs.batch", name);
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .respond(code, body);
+    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
+        .await
+        .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
+    let ws_path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes");
+    api.expect(Method::GET, &ws_path).await.ok(ws.clone());
+    api.expect(Method::GET, &ws_path).await.ok(ws);
+    api.expect(
+        Method::GET,
+        &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/morning-brief-28912400"),
+    )
+    .await
+    .ok(holder);
+
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Normal", "Queued", "Schedule", name);
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("morning-brief-28912400")
+    );
+    event.echo();
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    let s = &st.body["status"];
+    assert_eq!(s["phase"], "queued");
+    let q = condition(s, "Queued");
+    assert_eq!(
+        (q["status"].as_str(), q["reason"].as_str()),
+        (Some("True"), Some("WorkspaceBusy"))
+    );
+    assert!(s.get("jobName").is_none(), "{s}");
+    st.status_written(&d);
+
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(2)));
+}
+
+/// First come, first served: an older dispatch queued for the same workspace goes first, even
+/// when the workspace is free at this moment.
+#[tokio::test]
+async fn an_older_queued_dispatch_goes_first() {
+    let ns = "mock-fifo";
+    let name = "agent-alice-chat-main";
+    let d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
+    let mut older = dispatch("goldens/dispatches/valid/resume-session.yaml", ns);
+    older["metadata"]["uid"] = "uid-older".into();
+    older["metadata"]["creationTimestamp"] = "2026-11-29T07:59:00Z".into();
+    older["status"] = json!({"phase": "queued"});
+    let ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    let mut api = ApiServer::start(&d, &[older]);
+
+    let (code, body) = status_404("jobs.batch", name);
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .respond(code, body);
+    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
+        .await
+        .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
+    let ws_path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes");
+    api.expect(Method::GET, &ws_path).await.ok(ws.clone());
+    api.expect(Method::GET, &ws_path).await.ok(ws);
+    // No PATCH of the Workspace: the claim is left to the older dispatch.
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Normal", "Queued", "Schedule", name);
+    assert!(
+        event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("agent-alice-chat-main-2")
+    );
+    event.echo();
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    assert_eq!(st.body["status"]["phase"], "queued");
+    st.status_written(&d);
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(2)));
+}
