@@ -5,29 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
-use kube::client::Body;
+use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
-use kube::runtime::reflector;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tower_test::mock::{Handle, SendResponse};
-use vexa_crds::Dispatch;
-use vexa_operator::config::Config;
-use vexa_operator::context::Context;
-use vexa_operator::dispatch::{DispatchContext, Error, reconcile::reconcile};
-use vexa_operator::metrics::Metrics;
+use support::api_server::{ApiServer, Call};
 
-/// How long one step may take before the test gives up: generous for a loaded CI machine,
-/// short enough that a hang is obvious.
-const STEP: Duration = Duration::from_secs(10);
 /// The uid of every Dispatch here (the build goldens use the same one, so an applied Job can
 /// be compared with them).
 const UID: &str = "0b7c4f1e-5d1a-4e0c-9a51-6f2d7e3c8a10";
@@ -75,10 +62,6 @@ fn dispatch(rel: &str, ns: &str) -> Value {
     v
 }
 
-fn typed(v: &Value) -> Dispatch {
-    serde_json::from_value(v.clone()).unwrap()
-}
-
 fn status_404(kind: &str, name: &str) -> (StatusCode, Value) {
     (
         StatusCode::NOT_FOUND,
@@ -93,240 +76,6 @@ fn status_404(kind: &str, name: &str) -> (StatusCode, Value) {
 fn golden(rel: &str) -> Value {
     let text = std::fs::read_to_string(root().join("operator/tests/fixtures").join(rel)).unwrap();
     serde_saphyr::from_str(&text).unwrap()
-}
-
-// ---- the mocked API server ----
-
-/// One request the reconciler made, and the way to answer it.
-struct Call {
-    method: Method,
-    path: String,
-    query: BTreeMap<String, String>,
-    content_type: Option<String>,
-    body: Value,
-    send: SendResponse<Response<Body>>,
-}
-
-impl Call {
-    fn describe(&self) -> String {
-        format!(
-            "{} {}{} {}",
-            self.method,
-            self.path,
-            if self.query.is_empty() {
-                String::new()
-            } else {
-                format!(" {:?}", self.query)
-            },
-            if self.body.is_null() {
-                String::new()
-            } else {
-                self.body.to_string()
-            }
-        )
-    }
-
-    /// Asserts the query parameters, exactly.
-    fn query(&self, expected: &[(&str, &str)]) -> &Self {
-        let expected: BTreeMap<String, String> = expected
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        assert_eq!(self.query, expected, "query of {}", self.describe());
-        self
-    }
-
-    /// Asserts a server-side apply by the operator's field manager.
-    fn server_side_apply(&self) -> &Self {
-        assert_eq!(
-            self.content_type.as_deref(),
-            Some("application/apply-patch+yaml"),
-            "{}",
-            self.describe()
-        );
-        self.query(&[("fieldManager", "vexa-operator"), ("force", "true")])
-    }
-
-    fn merge_patch(&self) -> &Self {
-        assert_eq!(
-            self.content_type.as_deref(),
-            Some("application/merge-patch+json"),
-            "{}",
-            self.describe()
-        );
-        self
-    }
-
-    fn respond(self, status: StatusCode, body: Value) {
-        let mut response = Response::new(Body::from(serde_json::to_vec(&body).unwrap()));
-        *response.status_mut() = status;
-        self.send.send_response(response);
-    }
-
-    fn ok(self, body: Value) {
-        self.respond(StatusCode::OK, body);
-    }
-
-    /// Answers a status write with `d` carrying the written status.
-    fn status_written(self, d: &Value) {
-        let mut object = d.clone();
-        object["status"] = self.body["status"].clone();
-        self.ok(object);
-    }
-
-    /// Answers with the request's own body (what an apply or a create returns, near enough).
-    fn echo(self) {
-        let body = self.body.clone();
-        self.ok(body);
-    }
-}
-
-/// The mocked API server and the reconcile running against it.
-struct ApiServer {
-    handle: Handle<Request<Body>, Response<Body>>,
-    reconcile: JoinHandle<Result<Action, Error>>,
-    calls: usize,
-}
-
-impl ApiServer {
-    /// Starts one reconcile of `d`; `queue` is what the controller's cache holds.
-    fn start(d: &Value, queue: &[Value]) -> Self {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
-        let config = <Config as clap::Parser>::try_parse_from([
-            "vexa-operator",
-            "--namespace=vexa-system",
-            "--redis-url=redis://redis.vexa-system.svc:6379",
-            "--job-ttl-seconds=300",
-            "--default-max-lifetime-seconds=3600",
-            "--default-idle-timeout-seconds=120",
-        ])
-        .unwrap();
-        let base = Context {
-            client,
-            config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
-            reporter: Reporter {
-                controller: "vexa-operator".into(),
-                instance: None,
-            },
-        };
-        let (store, mut writer) = reflector::store::<Dispatch>();
-        for d in queue {
-            writer.apply_watcher_event(&watcher::Event::Apply(typed(d)));
-        }
-        let ctx = Arc::new(DispatchContext::new(base, store));
-        let reconcile = tokio::spawn(reconcile(Arc::new(typed(d)), ctx));
-        Self {
-            handle,
-            reconcile,
-            calls: 0,
-        }
-    }
-
-    /// The next call, which must be `method path`.
-    async fn expect(&mut self, method: Method, path: &str) -> Call {
-        self.calls += 1;
-        let n = self.calls;
-        let wanted = format!("{method} {path}");
-        let next = tokio::time::timeout(STEP, async {
-            tokio::select! {
-                r = self.handle.next_request() => r,
-                done = &mut self.reconcile => panic!(
-                    "call {n}: expected {wanted}, but the reconcile returned {:?}",
-                    done.map_err(|e| e.to_string())
-                ),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!("call {n}: expected {wanted}, but nothing came within {STEP:?}")
-        });
-        let (request, send) =
-            next.unwrap_or_else(|| panic!("call {n}: expected {wanted}, but the client is gone"));
-        let call = into_call(request, send).await;
-        assert!(
-            call.method == method && call.path == path,
-            "call {n}: expected {wanted}\n                got {}",
-            call.describe()
-        );
-        call
-    }
-
-    /// The reconcile makes no further call and returns this.
-    async fn done(mut self) -> Action {
-        let calls = self.calls;
-        let result = tokio::time::timeout(STEP, async {
-            tokio::select! {
-                r = self.handle.next_request() => {
-                    let Some((request, send)) = r else {
-                        return (&mut self.reconcile).await;
-                    };
-                    let call = into_call(request, send).await;
-                    panic!("after {calls} expected calls, an unexpected one: {}", call.describe())
-                }
-                done = &mut self.reconcile => done,
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!("the reconcile did not return within {STEP:?} after {calls} calls")
-        });
-        result
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the reconcile failed: {e}"))
-    }
-}
-
-async fn into_call(request: Request<Body>, send: SendResponse<Response<Body>>) -> Call {
-    let (parts, body) = request.into_parts();
-    let bytes = body.collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("request body is not JSON: {e}"))
-    };
-    let query = parts
-        .uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Call {
-        method: parts.method,
-        path: parts.uri.path().to_owned(),
-        query,
-        content_type: parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned()),
-        body,
-        send,
-    }
-}
-
-/// Decodes a query component (`%XX` and `+`).
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-                out.push(
-                    u8::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("bad escape in {s}")),
-                );
-            }
-            b'+' => out.push(b' '),
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 // ---- assertions on bodies ----
