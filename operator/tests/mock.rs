@@ -490,9 +490,7 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
         ns,
         "3",
     ));
-    // Only the rw workspace is claimed.
-    expect_claim(&mut api, ns, notes, name).await;
-
+    // The credential is read before the claim, so a missing Secret never holds a workspace.
     let b64 = serde_json::to_value(k8s_openapi::ByteString(CREDENTIAL.into())).unwrap();
     api.expect(
         Method::GET,
@@ -501,6 +499,9 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
     .await
     .ok(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "anthropic", "namespace": "vexa-system"},
                "data": {"api-key": b64, "other": "b3RoZXI="}}));
+
+    // Only the rw workspace is claimed.
+    expect_claim(&mut api, ns, notes, name).await;
 
     let secret = api
         .expect(

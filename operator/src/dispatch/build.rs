@@ -226,12 +226,26 @@ fn environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
             "VEXA_TOOLS",
             serde_json::to_string(&spec.tools).unwrap_or_default(),
         ),
+        // What the run is about (meeting, opaque source reference); never the source's bytes.
+        env(
+            "VEXA_CONTEXT",
+            serde_json::to_string(&spec.context).unwrap_or_default(),
+        ),
         env("VEXA_CHAT_SESSION", thread),
         env("VEXA_IDLE_TIMEOUT_SEC", idle.to_string()),
         env("REDIS_URL", inputs.settings.redis_url.clone()),
         env("HOME", "/home/agent"),
     ];
-    vars.extend(runner.env.iter().map(|e| env(&e.name, e.value.clone())));
+    // The schema keeps VEXA_* and REDIS_URL out of a runner's env; anything else the platform
+    // sets (HOME) wins over the runner so no variable appears twice.
+    let platform: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
+    vars.extend(
+        runner
+            .env
+            .iter()
+            .filter(|e| !platform.contains(&e.name))
+            .map(|e| env(&e.name, e.value.clone())),
+    );
     if let (Some(cred), Some(_)) = (&runner.model_credential, &inputs.model_credential) {
         vars.push(EnvVar {
             name: cred.env.clone(),

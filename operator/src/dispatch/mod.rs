@@ -16,8 +16,8 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 use vexa_crds::Dispatch;
@@ -124,27 +124,35 @@ pub async fn run(
     {
         warn!(error = %e, "cannot list Dispatches: are the CRDs installed (kubectl apply -f charts/vexa/crds) and is RBAC granted?");
     }
+    // Readiness is read off the Dispatch watch itself, when its initial list has reached the
+    // cache. It cannot come from `Store::wait_until_ready`: kube-runtime wakes only the last of
+    // several concurrent waiters, the controller is always one of them, so a second waiter
+    // here never woke and the operator never reported ready.
+    let (store, writer) = reflector::store();
+    let dispatch_events = watcher(dispatches, watcher::Config::default().any_semantic())
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) && !*ready.borrow() {
+                ready.send_replace(true);
+                info!("Dispatch cache synced; reconciling");
+            }
+        })
+        .applied_objects();
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let controller = Controller::new(dispatches, watcher::Config::default().any_semantic())
+    let controller = Controller::for_stream(dispatch_events, store.clone())
         .owns(Api::<Job>::all(client.clone()), managed.clone())
         .watches(Api::<Pod>::all(client.clone()), managed, pod_owner)
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown);
-    let store = controller.store();
     let metrics = ctx.metrics.clone();
     let dctx = Arc::new(DispatchContext::new(ctx, store.clone()));
 
-    // Readiness and the phase gauge both follow the cache.
-    let gauge_store = store.clone();
-    tokio::spawn(async move {
-        if gauge_store.wait_until_ready().await.is_ok() {
-            let _ = ready.send(true);
-            info!("Dispatch cache synced; reconciling");
-        }
+    // The phase gauge follows the cache, for as long as this controller runs.
+    let gauge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            metrics.set_phase_counts(&phase_counts(&gauge_store));
+            metrics.set_phase_counts(&phase_counts(&store));
         }
     });
 
@@ -156,5 +164,6 @@ pub async fn run(
             }
         })
         .await;
+    gauge.abort();
     info!("Dispatch controller stopped");
 }

@@ -86,7 +86,8 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<DispatchContext>) -> Result<Ac
     Ok(action)
 }
 
-/// Before the Job exists: resolve, authorize, claim, then create the Secret and the Job.
+/// Before the Job exists: resolve, authorize, read the credential, claim, then create the
+/// Secret and the Job.
 async fn start(
     ctx: &DispatchContext,
     d: &Dispatch,
@@ -98,61 +99,8 @@ async fn start(
     if status.phase.is_none() {
         status.phase = Some(DispatchPhase::Pending);
     }
-
-    let resolved = match resolve::resolve(client, d).await {
-        Ok(r) => r,
-        Err(e) if e.is_user_error() => {
-            set_condition(
-                &mut status.conditions,
-                "Valid",
-                false,
-                e.reason(),
-                &e.to_string(),
-                generation,
-                &t,
-            );
-            return Ok(Action::requeue(MISSING_POLL));
-        }
-        Err(e) => return Err(e),
-    };
-    set_condition(
-        &mut status.conditions,
-        "Valid",
-        true,
-        "ReferencesResolved",
-        "runner, workspaces and tools exist",
-        generation,
-        &t,
-    );
-
-    let auth = match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
-        Ok(a) => a,
-        Err(refusal) => {
-            set_condition(
-                &mut status.conditions,
-                "Authorized",
-                false,
-                refusal.reason,
-                &refusal.message,
-                generation,
-                &t,
-            );
-            status.phase = Some(DispatchPhase::Refused);
-            return Ok(Action::await_change());
-        }
-    };
-    set_condition(
-        &mut status.conditions,
-        "Authorized",
-        true,
-        "Authorized",
-        "the dispatch may run as specified",
-        generation,
-        &t,
-    );
-    describe_run(d, &resolved, &auth, status);
-
     if d.spec.stop == Some(true) {
+        // A stop before the start needs nothing else to exist.
         finish(
             status,
             d,
@@ -168,35 +116,15 @@ async fn start(
         return Ok(Action::await_change());
     }
 
-    for workspace in auth.writes() {
-        if let Claim::Busy { holder } = claim::claim(client, &ctx.store, d, workspace).await? {
-            set_condition(
-                &mut status.conditions,
-                "Queued",
-                true,
-                "WorkspaceBusy",
-                &format!(
-                    "waiting for workspace {workspace:?}, held for writing by dispatch {holder:?}"
-                ),
-                generation,
-                &t,
-            );
-            status.phase = Some(DispatchPhase::Queued);
-            return Ok(Action::requeue(QUEUE_POLL));
-        }
-    }
-    if status.conditions.iter().any(|c| c.type_ == "Queued") {
-        set_condition(
-            &mut status.conditions,
-            "Queued",
-            false,
-            "WorkspaceClaimed",
-            "every rw workspace is held by this dispatch",
-            generation,
-            &t,
-        );
-    }
+    let Some((resolved, auth)) = admit(ctx, d, status).await? else {
+        return Ok(if status.phase == Some(DispatchPhase::Refused) {
+            Action::await_change()
+        } else {
+            Action::requeue(MISSING_POLL)
+        });
+    };
 
+    // Read the credential before claiming, so a missing Secret never holds a workspace.
     let model_credential =
         match resolve::model_credential(client, &resolved.runner, &ctx.base.config.namespace).await
         {
@@ -215,6 +143,45 @@ async fn start(
             }
             Err(e) => return Err(e),
         };
+
+    // All rw workspaces or none: holding some while waiting for others could deadlock two
+    // dispatches that want the same pair in opposite orders.
+    let mut held = Vec::new();
+    for workspace in auth.writes() {
+        match claim::claim(client, &ctx.store, d, workspace).await? {
+            Claim::Held => held.push(workspace),
+            Claim::Busy { holder } => {
+                for w in held {
+                    claim::release(client, d, w).await?;
+                }
+                set_condition(
+                    &mut status.conditions,
+                    "Queued",
+                    true,
+                    "WorkspaceBusy",
+                    &format!(
+                        "waiting for workspace {workspace:?}, held for writing by dispatch {holder:?}"
+                    ),
+                    generation,
+                    &t,
+                );
+                status.phase = Some(DispatchPhase::Queued);
+                return Ok(Action::requeue(QUEUE_POLL));
+            }
+        }
+    }
+    if status.conditions.iter().any(|c| c.type_ == "Queued") {
+        set_condition(
+            &mut status.conditions,
+            "Queued",
+            false,
+            "WorkspaceClaimed",
+            "every rw workspace is held by this dispatch",
+            generation,
+            &t,
+        );
+    }
+
     let settings = ctx.build_settings();
     let inputs = Inputs {
         dispatch: d,
@@ -256,6 +223,71 @@ async fn start(
         &t,
     );
     Ok(Action::requeue(LIVE_RESYNC))
+}
+
+/// Resolves the references and authorizes the dispatch, recording both in the conditions and
+/// describing the run (trust, streams, session). `None` when it may not run now: refused
+/// (phase `refused`) or waiting for a missing reference.
+async fn admit(
+    ctx: &DispatchContext,
+    d: &Dispatch,
+    status: &mut DispatchStatus,
+) -> Result<Option<(Resolved, Authorization)>, Error> {
+    let generation = d.metadata.generation;
+    let t = now();
+    let resolved = match resolve::resolve(&ctx.base.client, d).await {
+        Ok(r) => r,
+        Err(e) if e.is_user_error() => {
+            set_condition(
+                &mut status.conditions,
+                "Valid",
+                false,
+                e.reason(),
+                &e.to_string(),
+                generation,
+                &t,
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    set_condition(
+        &mut status.conditions,
+        "Valid",
+        true,
+        "ReferencesResolved",
+        "runner, workspaces and tools exist",
+        generation,
+        &t,
+    );
+    match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
+        Ok(auth) => {
+            set_condition(
+                &mut status.conditions,
+                "Authorized",
+                true,
+                "Authorized",
+                "the dispatch may run as specified",
+                generation,
+                &t,
+            );
+            describe_run(d, &resolved, &auth, status);
+            Ok(Some((resolved, auth)))
+        }
+        Err(refusal) => {
+            set_condition(
+                &mut status.conditions,
+                "Authorized",
+                false,
+                refusal.reason,
+                &refusal.message,
+                generation,
+                &t,
+            );
+            status.phase = Some(DispatchPhase::Refused);
+            Ok(None)
+        }
+    }
 }
 
 /// The run's trust, streams, session and provenance skeleton, fixed once authorized.
@@ -322,6 +354,11 @@ async fn follow(
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let stop = d.spec.stop == Some(true);
     let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+    if status.trust.is_none() {
+        // The operator stopped between creating the Job and writing the status: describe
+        // the run now (the references were valid when the Job was built).
+        let _ = admit(ctx, d, status).await?;
+    }
     if stop && !suspended {
         suspend(client, &ns, &job.name_any()).await?;
         info!(dispatch = %d.name_any(), "stop requested: suspended the Job, its pod terminates gracefully");
@@ -443,6 +480,20 @@ async fn clean_up(
     release_all(ctx, d).await?;
     match jobs.get_opt(&job_name(&d.name_any())).await? {
         None => {
+            // The run's credentials must not outlive it.
+            let ns = d.namespace().ok_or(Error::Malformed)?;
+            let secrets = Api::<Secret>::namespaced(ctx.base.client.clone(), &ns);
+            match secrets
+                .delete(
+                    &vexa_policy::secret_name(&d.name_any()),
+                    &DeleteParams::background(),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
             status.phase = Some(DispatchPhase::Destroyed);
             Ok(Action::await_change())
         }
