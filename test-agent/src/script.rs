@@ -1,0 +1,161 @@
+//! The test agent's script language: one command per line of the prompt.
+
+use std::time::Duration;
+
+/// The longest `sleep`.
+pub const MAX_SLEEP: Duration = Duration::from_secs(600);
+
+/// One line of a script.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// `write PATH TEXT`: create or replace a file.
+    Write {
+        /// The file, relative to the working directory (or absolute).
+        path: String,
+        /// Its new content.
+        text: String,
+    },
+    /// `append PATH TEXT`: add to the end of a file.
+    Append {
+        /// The file.
+        path: String,
+        /// What to add.
+        text: String,
+    },
+    /// `read PATH`.
+    Read {
+        /// The file.
+        path: String,
+    },
+    /// `read and execute the plan at PATH`: read a file and follow its lines.
+    Plan {
+        /// The plan file.
+        path: String,
+    },
+    /// `say TEXT`: a line of the reply.
+    Say(String),
+    /// `remember TEXT`.
+    Remember(String),
+    /// `recall`: the earlier prompts of the session.
+    Recall,
+    /// `sleep SECONDS`.
+    Sleep(Duration),
+    /// `fail [TEXT]`: end the turn with an error.
+    Fail(String),
+    /// Any other line: echoed.
+    Echo(String),
+}
+
+/// The steps of a prompt, in order. Blank lines are skipped; nothing is an error (an odd line is
+/// echoed, as a chat agent would answer it).
+pub fn parse(prompt: &str) -> Vec<Step> {
+    prompt
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(step)
+        .collect()
+}
+
+fn step(line: &str) -> Step {
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    let path_and_text = || {
+        let (path, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        (path.to_owned(), unescape(text.trim_start()))
+    };
+    match word.to_ascii_lowercase().as_str() {
+        "write" if !rest.is_empty() => {
+            let (path, text) = path_and_text();
+            Step::Write { path, text }
+        }
+        "append" if !rest.is_empty() => {
+            let (path, text) = path_and_text();
+            Step::Append { path, text }
+        }
+        "read" if !rest.is_empty() => {
+            let lower = rest.to_ascii_lowercase();
+            match lower.strip_prefix("and execute the plan at ") {
+                Some(_) => Step::Plan {
+                    path: rest["and execute the plan at ".len()..].trim().to_owned(),
+                },
+                None => Step::Read {
+                    path: rest.to_owned(),
+                },
+            }
+        }
+        "say" => Step::Say(rest.to_owned()),
+        "remember" => Step::Remember(rest.to_owned()),
+        "recall" if rest.is_empty() => Step::Recall,
+        "fail" => Step::Fail(if rest.is_empty() {
+            "the script asked to fail".to_owned()
+        } else {
+            rest.to_owned()
+        }),
+        "sleep" => match rest.parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 0.0 => {
+                Step::Sleep(Duration::from_secs_f64(s).min(MAX_SLEEP))
+            }
+            _ => Step::Echo(line.to_owned()),
+        },
+        _ => Step::Echo(line.to_owned()),
+    }
+}
+
+/// `\n` → newline, `\t` → tab, `\\` → backslash; anything else stays as written.
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("write notes/hello.md Hello, world!", Step::Write { path: "notes/hello.md".into(), text: "Hello, world!".into() })]
+    #[case("write a.md line1\\nline2\\\\n", Step::Write { path: "a.md".into(), text: "line1\nline2\\n".into() })]
+    #[case("write empty.md", Step::Write { path: "empty.md".into(), text: String::new() })]
+    #[case("APPEND log.md  more", Step::Append { path: "log.md".into(), text: "more".into() })]
+    #[case("read notes/a.md", Step::Read { path: "notes/a.md".into() })]
+    #[case("read and execute the plan at plans/Today.md", Step::Plan { path: "plans/Today.md".into() })]
+    #[case("Read and execute the plan at p.md", Step::Plan { path: "p.md".into() })]
+    #[case("say $(rm -rf /); \"x\"", Step::Say("$(rm -rf /); \"x\"".into()))]
+    #[case("remember the sky is green", Step::Remember("the sky is green".into()))]
+    #[case("recall", Step::Recall)]
+    #[case("recall everything", Step::Echo("recall everything".into()))]
+    #[case("sleep 0.25", Step::Sleep(Duration::from_millis(250)))]
+    #[case("sleep 99999", Step::Sleep(MAX_SLEEP))]
+    #[case("sleep -1", Step::Echo("sleep -1".into()))]
+    #[case("sleep NaN", Step::Echo("sleep NaN".into()))]
+    #[case("fail", Step::Fail("the script asked to fail".into()))]
+    #[case("fail disk on fire", Step::Fail("disk on fire".into()))]
+    #[case("write", Step::Echo("write".into()))]
+    #[case("Please write me a poem", Step::Echo("Please write me a poem".into()))]
+    fn lines_parse(#[case] line: &str, #[case] want: Step) {
+        assert_eq!(parse(line), [want]);
+    }
+
+    #[test]
+    fn blank_lines_are_skipped() {
+        assert_eq!(parse("\n  say a\n\n\tsay b  \n").len(), 2);
+    }
+}
