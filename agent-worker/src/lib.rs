@@ -12,6 +12,7 @@ pub mod events;
 pub mod jsonl;
 pub mod session;
 pub mod stream;
+pub mod turn;
 
 pub use events::{Event, TurnId, UnitEvent};
 pub use stream::{StreamParser, TurnOutcome, parser};

@@ -337,3 +337,51 @@ fn without_partial_messages_the_reply_comes_from_the_assistant_message() {
     );
     assert_eq!(events.len(), 2);
 }
+
+/// The worker's turn runner over the real process: a stale session id is dropped and the turn
+/// is retried fresh, with one `note` in place of the failed attempt's events.
+#[test]
+fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
+    use vexa_agent_worker::turn::{ChildProcess, TurnSpec, run_turn};
+
+    let ws = tempfile::tempdir().unwrap();
+    let spec = runner();
+    let bin = env!("CARGO_BIN_EXE_vexa-test-agent");
+    let argv: Vec<_> = std::iter::once(vexa_agent_worker::argv::ArgTemplate::parse(bin).unwrap())
+        .chain(spec.argv[1..].iter().cloned())
+        .collect();
+    let mut agent = ChildProcess {
+        cwd: ws.path().to_owned(),
+    };
+    let values = ArgValues {
+        prompt: "write notes/hello.md hi".into(),
+        session_id: Some("0b5e3c1a-7f2d-4c9e-9a61-3d2f1e0c9b8a".into()),
+        ..ArgValues::default()
+    };
+    let mut events = Vec::new();
+    let report = run_turn(
+        &mut agent,
+        TurnSpec {
+            argv: &argv,
+            optional_argv: &spec.optional_argv,
+            stream_format: spec.stream_format,
+        },
+        TurnId(0),
+        &values,
+        &mut |e| events.push(e.event),
+    )
+    .unwrap();
+    assert!(report.resume_failed);
+    assert!(
+        matches!(&events[0], Event::Note { note } if note.contains("No conversation found")),
+        "{events:?}"
+    );
+    assert!(
+        events[1..]
+            .iter()
+            .all(|e| !matches!(e, Event::ModelError { .. })),
+        "{events:?}"
+    );
+    assert!(matches!(events.last(), Some(Event::Done { ok: true, .. })));
+    assert!(ws.path().join("notes/hello.md").exists());
+}
