@@ -10,6 +10,10 @@ use super::build::AGENT_CONTAINER;
 /// The termination message the worker leaves when it exits because nothing came in time.
 pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
 
+/// Termination reasons of a container whose process never started (the runtime could not
+/// create or exec it): containerd says `StartError`, dockershim said `ContainerCannotRun`.
+const START_ERRORS: &[&str] = &["StartError", "ContainerCannotRun"];
+
 /// Container waiting reasons after which a pod will not start on its own.
 const START_FAILURES: &[&str] = &[
     "ImagePullBackOff",
@@ -89,8 +93,11 @@ fn from_termination(
     started: Option<Time>,
 ) -> RunState {
     let message = t.message.clone().unwrap_or_default();
+    let never_started = START_ERRORS.contains(&t.reason.as_deref().unwrap_or_default());
     let reason = if t.reason.as_deref() == Some("OOMKilled") {
         StopReason::Oom
+    } else if never_started {
+        StopReason::StartFailed
     } else if stop_requested {
         StopReason::Stopped
     } else if t.exit_code == 0 && message.trim() == IDLE_TIMEOUT_MESSAGE {
@@ -116,12 +123,22 @@ fn from_termination(
         StopReason::Oom => {
             "the agent container ran out of memory: raise the runner's memory limit".into()
         }
+        StopReason::StartFailed => format!(
+            "the agent container could not start (check the runner's image): {}",
+            message.trim()
+        ),
         _ => message.trim().to_owned(),
+    };
+    // A container that never started reports the Unix epoch as its start.
+    let started = if never_started {
+        None
+    } else {
+        t.started_at.clone().or(started)
     };
     RunState::Finished {
         reason,
         exit_code: Some(t.exit_code),
-        started: t.started_at.clone().or(started),
+        started,
         finished: t.finished_at.clone(),
         message: detail,
     }
@@ -322,6 +339,15 @@ mod tests {
     #[case::completed(terminated(0, "Completed", ""), false, StopReason::Completed)]
     #[case::failed(terminated(2, "Error", "boom"), false, StopReason::Failed)]
     #[case::oom(terminated(137, "OOMKilled", ""), false, StopReason::Oom)]
+    #[case::never_started(
+        terminated(
+            128,
+            "StartError",
+            "exec: \"vexa-agent-worker\": executable file not found"
+        ),
+        false,
+        StopReason::StartFailed
+    )]
     #[case::stopped(terminated(143, "Error", ""), true, StopReason::Stopped)]
     fn container_endings(#[case] p: Pod, #[case] stop: bool, #[case] expected: StopReason) {
         let s = observe(&job_with(None, 1), Some(&p), stop);
@@ -348,6 +374,34 @@ mod tests {
         assert_eq!(exit_code, Some(3));
         assert!(message.contains("code 3: no such plan: x.md"), "{message}");
         assert_eq!((started, finished), (Some(t(1)), Some(t(9))));
+    }
+
+    #[test]
+    fn a_container_that_never_started_has_no_start_time() {
+        let mut p = terminated(128, "StartError", "exec failed");
+        let state = p
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .state
+            .as_mut()
+            .unwrap();
+        state.terminated.as_mut().unwrap().started_at =
+            Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let RunState::Finished {
+            reason,
+            started,
+            message,
+            ..
+        } = observe(&job_with(None, 0), Some(&p), false)
+        else {
+            panic!()
+        };
+        assert_eq!((reason, started), (StopReason::StartFailed, None));
+        assert!(message.contains("exec failed"), "{message}");
     }
 
     #[test]
