@@ -98,6 +98,12 @@ class Layer:
 
     def write(self, fileobj):
         with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            # The root directory first: without it containerd creates the snapshot's root as
+            # 0700, and a non-root container cannot even reach its own binary.
+            root = tarfile.TarInfo("./")
+            root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o755, MTIME
+            root.uname = root.gname = ""
+            tar.addfile(root)
             for path in sorted(self.entries):
                 kind, mode, uid, gid, data = self.entries[path]
                 info = tarfile.TarInfo(path)

@@ -1,0 +1,306 @@
+//! What the Dispatch evals run against: the fake worker image, a runner on it, a PVC with
+//! prepared folders, Workspaces, Dispatches built from the golden chat message, and a record
+//! of the phases a Dispatch goes through.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use vexa_crds::{AgentRunner, Dispatch, DispatchPhase, Workspace};
+
+use crate::{TestNamespace, repo_root, wait_for};
+
+/// The fake worker image (`evals/fake-worker`): a busybox script that obeys its prompt.
+pub const FAKE_WORKER_IMAGE: &str = "localhost/vexa-fake-worker:dev";
+/// The field manager of the objects the evals apply.
+pub const EVAL_MANAGER: &str = "vexa-evals";
+/// The claim the Workspaces of an eval live on.
+pub const WORKSPACE_CLAIM: &str = "workspaces";
+
+/// Builds and imports the fake worker image once per process (`evals/fake-worker/build`, which
+/// skips the import when containerd already has it), and returns its name.
+pub fn fake_worker_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = repo_root().join("evals/fake-worker/build");
+        let out = std::process::Command::new(&script)
+            .output()
+            .expect("run evals/fake-worker/build");
+        assert!(
+            out.status.success(),
+            "{} failed (it needs root and the hack/ cluster's containerd):\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    FAKE_WORKER_IMAGE
+}
+
+/// The first document of a golden file, e.g. `goldens/dispatches/valid/chat-message.yaml`.
+pub fn golden_doc(path: &str) -> Value {
+    let text =
+        std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.remove(0)
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(EVAL_MANAGER).force()
+}
+
+/// Creates the AgentRunner `name`: the golden `test-agent` runner on the fake worker image,
+/// with `spec` merged over it. Runners are cluster-scoped, so it is owned by the test's
+/// namespace and the garbage collector removes it with the namespace.
+pub async fn fake_runner(
+    client: &Client,
+    ns: &TestNamespace,
+    name: &str,
+    spec: Value,
+) -> AgentRunner {
+    let mut doc = golden_doc("goldens/agentrunners/valid/test-agent.yaml");
+    doc["metadata"] = json!({
+        "name": name,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": ns.uid}],
+    });
+    doc["spec"]["image"] = json!(fake_worker_image());
+    merge(&mut doc["spec"], spec);
+    Api::<AgentRunner>::all(client.clone())
+        .patch(name, &apply_params(), &Patch::Apply(&doc))
+        .await
+        .unwrap_or_else(|e| panic!("apply AgentRunner {name}: {e}"))
+}
+
+/// JSON merge: `patch`'s fields replace `target`'s, recursively for objects.
+pub fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+/// Creates the PVC [`WORKSPACE_CLAIM`] on the default StorageClass, waits until it is bound,
+/// and prepares `folders` on it the way a workspace initialiser would: owned by the agent
+/// user (65532), since the provisioned volume belongs to root.
+pub async fn workspace_volume(client: &Client, ns: &str, folders: &[&str]) {
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": WORKSPACE_CLAIM},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &pvc)
+        .await
+        .expect("create PVC");
+    wait_for(
+        "the workspace PVC to bind",
+        Duration::from_secs(60),
+        || async {
+            let p = pvcs.get(WORKSPACE_CLAIM).await.ok()?;
+            (p.status?.phase.as_deref() == Some("Bound")).then_some(())
+        },
+    )
+    .await;
+
+    let script = format!(
+        "set -e; cd /data; chmod 0755 .; for d in {}; do mkdir -p \"$d\"; chown 65532:65532 \"$d\"; done",
+        folders.join(" ")
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "prepare-workspaces"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+            "containers": [{
+                "name": "prepare",
+                "image": fake_worker_image(),
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": WORKSPACE_CLAIM}}],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the preparing pod");
+    wait_for(
+        "the workspace folders to be prepared",
+        Duration::from_secs(90),
+        || async {
+            let p = pods.get("prepare-workspaces").await.ok()?;
+            match p.status?.phase.as_deref() {
+                Some("Succeeded") => Some(()),
+                Some("Failed") => panic!("preparing the workspace folders failed"),
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
+
+/// Creates the Workspace `name` on [`WORKSPACE_CLAIM`] at `sub_path`, with `default_mode`
+/// (`ro` or `rw`).
+pub async fn workspace(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    sub_path: &str,
+    default_mode: &str,
+) -> Workspace {
+    let ws: Workspace = serde_json::from_value(json!({
+        "apiVersion": "vexa.ai/v1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": {
+            "id": name,
+            "owner": "alice",
+            "defaultMode": default_mode,
+            "storage": {"persistentVolumeClaim": {"claimName": WORKSPACE_CLAIM, "subPath": sub_path}},
+        },
+    }))
+    .unwrap();
+    Api::<Workspace>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ws)
+        .await
+        .unwrap_or_else(|e| panic!("create Workspace {name}: {e}"))
+}
+
+/// The golden chat Dispatch (`goldens/dispatches/valid/chat-message.yaml`), renamed, on
+/// `runner`, with `prompt` as its inline entrypoint (the fake worker's commands).
+pub fn chat_dispatch(name: &str, runner: &str, prompt: &str) -> Dispatch {
+    let mut doc = golden_doc("goldens/dispatches/valid/chat-message.yaml");
+    doc["metadata"] = json!({"name": name});
+    doc["spec"]["runner"] = json!(runner);
+    doc["spec"]["start"] = json!({"entrypoint": {"inline": prompt}});
+    serde_json::from_value(doc).expect("the golden is a Dispatch")
+}
+
+/// A phase as the API shows it (`running`, `stopped`, …).
+pub fn phase_name(p: Option<DispatchPhase>) -> String {
+    p.and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The phases one Dispatch went through, in order, as seen by a watch (so short-lived phases
+/// are not missed the way polling could miss them).
+#[derive(Debug)]
+pub struct PhaseLog {
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PhaseLog {
+    /// Starts recording the phases of Dispatch `name` (which may not exist yet).
+    pub fn start(api: &Api<Dispatch>, name: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut stream = watcher(api.clone(), config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = stream.next().await {
+                let Ok(d) = event else { continue };
+                let phase = phase_name(d.status.as_ref().and_then(|s| s.phase));
+                let mut log = log.lock().unwrap();
+                if !phase.is_empty() && log.last() != Some(&phase) {
+                    log.push(phase);
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// The phases so far.
+    pub fn phases(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Whether `wanted` appear in this order (other phases may come between them).
+    pub fn saw_in_order(&self, wanted: &[&str]) -> bool {
+        let phases = self.phases();
+        let mut it = phases.iter();
+        wanted.iter().all(|w| it.any(|p| p == w))
+    }
+}
+
+impl Drop for PhaseLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until Dispatch `name` satisfies `done`, and returns it; on timeout, panics with the
+/// status it had last.
+pub async fn wait_dispatch(
+    api: &Api<Dispatch>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Dispatch) -> bool,
+) -> Dispatch {
+    let start = std::time::Instant::now();
+    let mut last = None;
+    loop {
+        if let Ok(Some(d)) = api.get_opt(name).await {
+            if done(&d) {
+                return d;
+            }
+            last = Some(d);
+        }
+        if start.elapsed() > timeout {
+            let status = last
+                .as_ref()
+                .map(|d| serde_json::to_string_pretty(&d.status).unwrap());
+            panic!(
+                "timed out after {timeout:?} waiting for dispatch {name}: {what}; last status: {}",
+                status.unwrap_or_else(|| "(not found)".into())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The phase of a Dispatch, as the API shows it.
+pub fn phase(d: &Dispatch) -> String {
+    phase_name(d.status.as_ref().and_then(|s| s.phase))
+}
+
+/// A condition of a Dispatch: `(status, reason, message)`.
+pub fn condition(d: &Dispatch, type_: &str) -> Option<(String, String, String)> {
+    d.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The stop reason of a Dispatch, as the API shows it (`completed`, `oom`, …).
+pub fn stop_reason(d: &Dispatch) -> String {
+    d.status
+        .as_ref()
+        .and_then(|s| s.stop_reason)
+        .and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Short form for failure messages: `name phase/reason`.
+pub fn describe(d: &Dispatch) -> String {
+    format!("{} {}/{}", d.name_any(), phase(d), stop_reason(d))
+}

@@ -1,0 +1,146 @@
+//! Shared helpers of the cluster-backed evals: a client for the `hack/` cluster (or any
+//! cluster in `KUBECONFIG`), throwaway namespaces, golden loading and waiting.
+//!
+//! The evals are `#[ignore]`d so `cargo test` stays offline; `hack/test` runs them with
+//! `--ignored` after `hack/cluster up`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // evals fail by panicking
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::Value;
+
+pub mod fixtures;
+pub mod operator;
+
+/// A client for the cluster in `KUBECONFIG` (set by `eval "$(hack/cluster env)"`).
+pub async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("no cluster: run `hack/cluster up` and `eval \"$(hack/cluster env)\"` first")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("evals/ has a parent")
+        .to_path_buf()
+}
+
+/// A namespace that is deleted when dropped.
+pub struct TestNamespace {
+    /// Its name.
+    pub name: String,
+    /// Its uid (for owner references of cluster-scoped fixtures).
+    pub uid: String,
+}
+
+impl TestNamespace {
+    /// Creates `vexa-eval-<prefix>-<random>`.
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("vexa-eval-{prefix}-{:x}", nanos ^ std::process::id());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"vexa.ai/eval": "true"}}
+        }))
+        .unwrap();
+        let ns = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        let uid = ns.metadata.uid.expect("a created namespace has a uid");
+        Self { name, uid }
+    }
+}
+
+impl std::fmt::Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime may be the one blocked here: hand the
+        // deletion to kubectl (on PATH via `hack/cluster env`), without waiting for it.
+        let _ = std::process::Command::new("kubectl")
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A golden file: its `# expect:` line and its YAML documents.
+#[derive(Debug)]
+pub struct Golden {
+    /// Path relative to the repository.
+    pub path: PathBuf,
+    /// The expected error, for invalid goldens.
+    pub expect: Option<String>,
+    /// The documents (an update golden has two: before and after).
+    pub docs: Vec<Value>,
+}
+
+/// Every golden of `category` (`valid`, `invalid`, `valid-update`, `invalid-update`).
+pub fn goldens(category: &str) -> Vec<Golden> {
+    let root = repo_root().join("goldens");
+    let mut out = Vec::new();
+    for kind in std::fs::read_dir(&root).expect("goldens/").flatten() {
+        let Ok(files) = std::fs::read_dir(kind.path().join(category)) else {
+            continue;
+        };
+        for f in files
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "yaml"))
+        {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            let expect = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# expect: "))
+                .map(str::to_owned);
+            let docs = serde_saphyr::from_multiple(&text).unwrap();
+            out.push(Golden {
+                path: f.path().strip_prefix(repo_root()).unwrap().to_path_buf(),
+                expect,
+                docs,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,146 @@
+//! The operator's Dispatch controller, run inside the eval process on its own thread and tokio
+//! runtime, so it outlives any one test's runtime and can be killed abruptly.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use kube::runtime::events::Reporter;
+use tokio::sync::{oneshot, watch};
+use vexa_operator::config::Config;
+use vexa_operator::context::Context;
+use vexa_operator::dispatch;
+use vexa_operator::metrics::Metrics;
+
+/// One incarnation of the in-process operator.
+#[derive(Debug)]
+pub struct Operator {
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl Operator {
+    /// Starts the Dispatch controller with `vexa-operator` flags (leader election is always off:
+    /// exactly one incarnation runs at a time).
+    pub fn start(flags: &[&str]) -> Self {
+        init_logging();
+        let mut argv = vec!["vexa-operator", "--leader-election=false"];
+        argv.extend_from_slice(flags);
+        let config = Config::parse_from(argv);
+        let (ready_tx, ready) = watch::channel(false);
+        let (kill, killed) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("vexa-operator".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("vexa-operator-rt")
+                    .enable_all()
+                    .build()
+                    .expect("operator runtime");
+                rt.block_on(async move {
+                    let client = crate::client().await;
+                    let ctx = Context {
+                        client,
+                        reporter: Reporter {
+                            controller: "vexa-operator".into(),
+                            instance: Some(config.identity.clone()),
+                        },
+                        config: Arc::new(config),
+                        metrics: Arc::new(Metrics::new()),
+                    };
+                    tokio::select! {
+                        () = dispatch::run(ctx, ready_tx, std::future::pending()) => {
+                            panic!("the Dispatch controller stopped on its own");
+                        }
+                        _ = killed => {}
+                    }
+                });
+                // Like a crash: whatever was in flight is dropped at its next await point.
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("operator thread");
+        Self {
+            kill: Some(kill),
+            thread: Some(thread),
+            ready,
+        }
+    }
+
+    /// Waits until the Dispatch cache has synced.
+    pub async fn ready(&self) {
+        assert_no_operator_in_cluster(&crate::client().await).await;
+        let mut ready = self.ready.clone();
+        tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r))
+            .await
+            .expect("the operator did not become ready within 60 s")
+            .expect("the operator thread ended before it was ready");
+    }
+
+    /// Ends this incarnation abruptly: its runtime is dropped with every reconcile in flight.
+    pub async fn kill(mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join")
+                .expect("the operator thread panicked");
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+    }
+}
+
+/// Label selector of the operator pods the Helm chart (`charts/vexa`, e.g. via `hack/up`) runs.
+const CHART_OPERATOR: &str = "app.kubernetes.io/name=vexa,app.kubernetes.io/component=operator";
+
+/// Panics when an operator installed in the cluster runs: it would reconcile the evals'
+/// Dispatches too, and the evals would prove nothing about the one they start.
+pub async fn assert_no_operator_in_cluster(client: &kube::Client) {
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().labels(CHART_OPERATOR))
+        .await
+        .expect("list operator pods");
+    let running: Vec<String> = pods
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        running.is_empty(),
+        "a vexa-operator runs in the cluster ({running:?}) and would reconcile the evals' \
+         Dispatches as well; stop it for the evals: \
+         kubectl -n vexa-system scale deployment/vexa --replicas=0 (or helm uninstall vexa -n vexa-system)"
+    );
+}
+
+/// Logs of the evals and the in-process operator go to stderr, filtered by `RUST_LOG`
+/// (default: warnings only, so test output stays readable).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
