@@ -34,6 +34,7 @@ wait_for() {
 # Everything binds to loopback or to NODE_IP, the address of the cni0 bridge that hack/cluster
 # creates itself; no address of eth0 is ever used, so no cluster traffic can leave the VM.
 NODE_NAME=${VEXA_NODE_NAME:-vexa-node}
+REDIS_PORT=6379
 NODE_IP=10.88.0.1           # cni0 gateway = node IP = apiserver advertise address = DNS server
 POD_CIDR=10.88.0.0/16       # bridge CNI + host-local IPAM
 SERVICE_CIDR=10.96.0.0/16   # routed to the port-less bridge kube-svc (see hack/README.md)

@@ -1,0 +1,14 @@
+//! The unit streams of SPEC §4 on Redis.
+//!
+//! Every dispatch has two streams: `unit:<id>:out` (one entry per unit event, field `event` =
+//! JSON) and `unit:<id>:in` (one entry per turn, field `turn` = JSON). Streams, not pub/sub: a
+//! reader that reconnects with the last id it saw gets an exact, duplicate-free replay.
+//!
+//! - `publish`: the worker's side of `out` (ordered, exactly-once appends that survive a Redis
+//!   restart) and of `in` (reading the next turn).
+//! - `follow`: a client's side: follow `out` from an id, resuming after disconnects; send turns.
+
+/// Field of an `out` entry holding the unit event JSON.
+pub const EVENT_FIELD: &str = "event";
+/// Field of an `in` entry holding the turn JSON.
+pub const TURN_FIELD: &str = "turn";
