@@ -12,3 +12,6 @@
 pub const EVENT_FIELD: &str = "event";
 /// Field of an `in` entry holding the turn JSON.
 pub const TURN_FIELD: &str = "turn";
+
+#[cfg(feature = "testing")]
+pub mod testing;
