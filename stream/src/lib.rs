@@ -13,5 +13,7 @@ pub const EVENT_FIELD: &str = "event";
 /// Field of an `in` entry holding the turn JSON.
 pub const TURN_FIELD: &str = "turn";
 
+pub mod follow;
+
 #[cfg(feature = "testing")]
 pub mod testing;
