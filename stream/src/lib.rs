@@ -14,6 +14,7 @@ pub const EVENT_FIELD: &str = "event";
 pub const TURN_FIELD: &str = "turn";
 
 pub mod follow;
+pub mod publish;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -138,6 +138,9 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "yes"])
             .args(["--appendfsync", "always"])
+            // DEBUG SLEEP stalls the server, which is how tests make a request time out after
+            // Redis has received it (an ambiguous failure).
+            .args(["--enable-debug-command", "local"])
             .args(["--dir"])
             .arg(self.dir.path())
             .args(["--logfile"])
