@@ -66,6 +66,9 @@ impl RunState {
     }
 }
 
+/// The reason the Job controller gives a Job past its `activeDeadlineSeconds`.
+const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+
 fn job_condition<'a>(
     job: &'a Job,
     type_: &str,
@@ -152,20 +155,45 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.clone());
 
-    // The container's own ending is the most precise account.
-    if let Some(t) = container
+    let terminated = container
         .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    // The Job controller marks a deadline (FailureTarget, then Failed) before it kills the pod,
+    // so the container's non-zero exit that follows is the deadline's doing, not the agent's.
+    if let Some(c) = job_condition(job, "FailureTarget")
+        .or_else(|| job_condition(job, "Failed"))
+        .filter(|c| c.reason.as_deref() == Some(DEADLINE_EXCEEDED))
     {
+        return RunState::Finished {
+            reason: if stop_requested {
+                StopReason::Stopped
+            } else {
+                StopReason::MaxLifetime
+            },
+            exit_code: terminated.map(|t| t.exit_code),
+            started: terminated.and_then(|t| t.started_at.clone()).or(started),
+            finished: terminated
+                .and_then(|t| t.finished_at.clone())
+                .or_else(|| c.last_transition_time.clone()),
+            message: "the run reached its maximum lifetime".into(),
+        };
+    }
+    if let Some(t) = terminated {
+        // A pod being deleted whose agent died of a signal was killed from outside (the Job's
+        // deadline, an eviction); until the Job says why, the run is only stopping.
+        let killed_from_outside = t.exit_code > 128
+            && !stop_requested
+            && t.reason.as_deref() != Some("OOMKilled")
+            && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+            && job_condition(job, "Failed").is_none();
+        if killed_from_outside {
+            return RunState::Stopping { started };
+        }
+        // Otherwise the container's own ending is the most precise account.
         return from_termination(t, stop_requested, started);
     }
     if let Some(c) = job_condition(job, "Failed") {
-        let (reason, message) = if c.reason.as_deref() == Some("DeadlineExceeded") {
-            (
-                StopReason::MaxLifetime,
-                "the run reached its maximum lifetime".to_owned(),
-            )
-        } else if stop_requested {
+        let (reason, message) = if stop_requested {
             (StopReason::Stopped, String::new())
         } else {
             (
@@ -412,6 +440,43 @@ mod tests {
             false,
         );
         assert_eq!(reason(&s), Some(StopReason::MaxLifetime));
+    }
+
+    #[rstest]
+    #[case::failure_target("FailureTarget")]
+    #[case::failed("Failed")]
+    fn a_deadline_wins_over_the_exit_it_caused(#[case] condition: &str) {
+        let s = observe(
+            &job_with(Some((condition, "DeadlineExceeded")), 0),
+            Some(&terminated(137, "Error", "")),
+            false,
+        );
+        let RunState::Finished {
+            reason, exit_code, ..
+        } = s
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!((reason, exit_code), (StopReason::MaxLifetime, Some(137)));
+    }
+
+    #[test]
+    fn a_pod_killed_from_outside_waits_for_the_jobs_verdict() {
+        let mut p = terminated(137, "Error", "");
+        p.metadata.deletion_timestamp = Some(t(9));
+        assert!(matches!(
+            observe(&job_with(None, 1), Some(&p), false),
+            RunState::Stopping { .. }
+        ));
+        // The agent's own failure in a pod nobody deletes is final at once.
+        assert_eq!(
+            reason(&observe(
+                &job_with(None, 1),
+                Some(&terminated(137, "Error", "")),
+                false
+            )),
+            Some(StopReason::Failed)
+        );
     }
 
     #[rstest]
