@@ -8,6 +8,8 @@ REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
 
 VEXA_CACHE=${VEXA_CACHE:-$HOME/.cache/vexa}
 VEXA_STATE=${VEXA_STATE:-/var/lib/vexa-cluster}
+# Where cargo puts its builds (scripts pack binaries from $TARGET_DIR/release).
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 export GOTOOLCHAIN=local
 export GOFLAGS=${GOFLAGS:--modcacherw}
 
