@@ -1,18 +1,23 @@
 //! The Vexa agent worker: the generic entrypoint of every dispatch's pod (SPEC §4).
 //!
-//! This crate holds the worker's pure core, each part testable on its own:
-//! [`env`] reads the environment the operator sets, [`argv`] renders the runner's command line
-//! without a shell, [`claude`] and [`jsonl`] turn the agent CLI's output into [`events`], and
-//! [`session`] finds and keeps the agent's session id in the workspace.
+//! The pure core, each part testable on its own: [`env`] reads the environment the operator
+//! sets, [`argv`] renders the runner's command line without a shell, [`claude`] and [`jsonl`]
+//! turn the agent CLI's output into [`events`], [`session`] finds and keeps the agent's session
+//! id in the workspace, [`turn`] runs one turn. At the edges: [`process`] supervises the agent
+//! child process, [`workspace`] prepares and commits the rw workspace with libgit2, and
+//! [`worker`] drives a whole run against the unit streams (the `vexa-agent-worker` binary).
 
 pub mod argv;
 pub mod claude;
 pub mod env;
 pub mod events;
 pub mod jsonl;
+pub mod process;
 pub mod session;
 pub mod stream;
 pub mod turn;
+pub mod worker;
+pub mod workspace;
 
 pub use events::{Event, TurnId, UnitEvent};
 pub use stream::{StreamParser, TurnOutcome, parser};

@@ -5,13 +5,14 @@
 //! tool call. Its events are held back, not streamed: the client sees one clean turn, preceded
 //! by a `note` saying the session could not be resumed.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command};
 
 use crate::argv::{ArgTemplate, ArgValues, OptionalArgs, render};
 use crate::env::StreamFormat;
 use crate::events::{Event, TurnId, UnitEvent, first_chars};
+use crate::process::stream_lines;
 use crate::stream::{TurnOutcome, parser};
 
 /// The longest commit message subject.
@@ -24,8 +25,9 @@ pub trait AgentProcess {
     fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>>;
 }
 
-/// The agent CLI as a child process in the workspace: no shell, standard input closed, standard
-/// error passed through to the pod's log.
+/// The agent CLI as a plain child process in the workspace: no shell, standard input closed,
+/// standard error passed through. The worker runs [`crate::process::SupervisedAgent`], which can
+/// also be stopped.
 #[derive(Debug, Clone)]
 pub struct ChildProcess {
     /// The working directory (the primary workspace).
@@ -37,24 +39,9 @@ impl AgentProcess for ChildProcess {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        if let Some(stdout) = child.stdout.take() {
-            // Lines are read as bytes so one invalid UTF-8 sequence cannot end the stream.
-            let mut reader = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            while reader.read_until(b'\n', &mut buf)? > 0 {
-                let line = String::from_utf8_lossy(&buf);
-                on_line(line.trim_end_matches(['\n', '\r']));
-                buf.clear();
-            }
-        }
-        Ok(child.wait()?.code())
+        let mut command = Command::new(program);
+        command.args(args).current_dir(&self.cwd);
+        stream_lines(&mut command, Command::spawn, Child::wait, on_line)
     }
 }
 

@@ -1,0 +1,122 @@
+//! `vexa-agent-worker`: the entrypoint of every dispatch's agent container (SPEC §4). It reads
+//! the environment the operator sets, runs the agent CLI turn by turn, streams its events to
+//! Redis, and leaves a termination message saying how the run ended.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+use vexa_agent_worker::env::WorkerEnv;
+use vexa_agent_worker::worker::{self, Ending, Settings};
+use vexa_stream::publish::RetryOptions;
+
+/// Kubernetes reads at most 4096 bytes of a termination message.
+const TERMINATION_MESSAGE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Vexa agent worker. Everything about the run comes from the VEXA_* variables and
+/// REDIS_URL the operator sets; these options only tune the worker itself.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Where the termination message goes (the container's terminationMessagePath).
+    #[arg(
+        long,
+        env = "VEXA_TERMINATION_LOG",
+        default_value = "/dev/termination-log"
+    )]
+    termination_log: PathBuf,
+    /// Log format on standard error.
+    #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Seconds the agent has to exit after SIGTERM before it is killed.
+    #[arg(long, env = "VEXA_STOP_GRACE_SEC", default_value_t = 5)]
+    stop_grace_sec: u64,
+    /// Seconds Redis may stay unreachable before the run fails.
+    #[arg(long, env = "VEXA_REDIS_GIVE_UP_SEC", default_value_t = 60)]
+    redis_give_up_sec: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let ending = match WorkerEnv::from_env() {
+        Ok(env) => {
+            tracing::info!(unit = %env.unit_id, runner = %env.runner, trigger = ?env.trigger, owner = %env.owner, launcher = %env.launcher, "worker starts");
+            let settings = Settings {
+                stop_grace: Duration::from_secs(cli.stop_grace_sec),
+                redis: RetryOptions {
+                    give_up_after: Duration::from_secs(cli.redis_give_up_sec),
+                    ..RetryOptions::default()
+                },
+                ..Settings::default()
+            };
+            worker::run(env, settings, shutdown_on_signal()).await
+        }
+        Err(e) => Ending::Failed(e.to_string()),
+    };
+    match &ending {
+        Ending::Failed(why) => tracing::error!(error = %why, "the run failed"),
+        other => tracing::info!(ending = ?other, "the run ended"),
+    }
+    write_termination_message(&cli.termination_log, &ending.termination_message());
+    ExitCode::from(ending.exit_code())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("VEXA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// Turns true on SIGTERM (the operator's graceful stop) or SIGINT (a local Ctrl-C). As PID 1
+/// the worker would otherwise ignore both.
+fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM"),
+                    _ = int.recv() => tracing::info!("SIGINT"),
+                }
+                let _ = tx.send(true);
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot handle SIGTERM; a stop will kill the worker");
+        }
+    }
+    rx
+}
+
+fn write_termination_message(path: &Path, message: &str) {
+    let mut end = message.len().min(TERMINATION_MESSAGE_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Err(e) = std::fs::write(path, &message[..end]) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the termination message");
+    }
+}

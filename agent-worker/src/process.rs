@@ -1,0 +1,276 @@
+//! The agent CLI as a supervised child process: no shell, its own process group, and a
+//! [`StopHandle`] another thread uses to stop it (SIGTERM to the group, SIGKILL later) without
+//! ever signalling a process id the kernel may have reused.
+
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use crate::turn::AgentProcess;
+
+/// How often a finished agent's exit status is polled (reaping under the stop lock).
+const REAP_POLL: Duration = Duration::from_millis(10);
+
+/// Stops the agent process that is running, and any started after the stop.
+#[derive(Clone, Debug, Default)]
+pub struct StopHandle(Arc<Mutex<StopState>>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    stopping: bool,
+    /// The running agent's process group (its pid), until it has been reaped.
+    group: Option<Pid>,
+}
+
+impl StopHandle {
+    fn state(&self) -> MutexGuard<'_, StopState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the agent to stop: SIGTERM to its process group. Any later spawn fails. Returns
+    /// whether a process was signalled.
+    pub fn terminate(&self) -> bool {
+        let mut state = self.state();
+        state.stopping = true;
+        signal(state.group, Signal::TERM)
+    }
+
+    /// Kills the agent's process group (after [`terminate`](Self::terminate) was not enough).
+    /// Returns whether a process was signalled.
+    pub fn kill(&self) -> bool {
+        let mut state = self.state();
+        state.stopping = true;
+        signal(state.group, Signal::KILL)
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.state().stopping
+    }
+
+    fn spawn(&self, command: &mut Command) -> io::Result<Child> {
+        let mut state = self.state();
+        if state.stopping {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the run is stopping; the agent was not started",
+            ));
+        }
+        let child = command.spawn()?;
+        state.group = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+        Ok(child)
+    }
+
+    /// Waits for `child`, reaping it under the lock so a signal never reaches a reused pid.
+    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
+        loop {
+            {
+                let mut state = self.state();
+                if let Some(status) = child.try_wait()? {
+                    state.group = None;
+                    return Ok(status);
+                }
+            }
+            std::thread::sleep(REAP_POLL);
+        }
+    }
+}
+
+fn signal(group: Option<Pid>, sig: Signal) -> bool {
+    let Some(group) = group else {
+        return false;
+    };
+    match kill_process_group(group, sig) {
+        Ok(()) => true,
+        Err(e) => {
+            // ESRCH: the group is gone already (exited, not yet reaped by us).
+            tracing::debug!(group = group.as_raw_nonzero().get(), error = %e, "signalling the agent failed");
+            false
+        }
+    }
+}
+
+/// The agent CLI run in the workspace as a child process of its own process group: no shell,
+/// standard input closed, standard error passed through to the pod's log, and the environment
+/// of the worker minus what the agent must not see.
+#[derive(Debug, Clone)]
+pub struct SupervisedAgent {
+    /// The working directory (the primary workspace).
+    pub cwd: PathBuf,
+    /// Variables removed from the agent's environment.
+    pub env_remove: Vec<String>,
+    /// Variables set in the agent's environment.
+    pub env_set: Vec<(String, String)>,
+    /// Stops it.
+    pub stop: StopHandle,
+}
+
+impl AgentProcess for SupervisedAgent {
+    fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+        let mut command = Command::new(program);
+        command.args(args).current_dir(&self.cwd).process_group(0);
+        for name in &self.env_remove {
+            command.env_remove(name);
+        }
+        command.envs(self.env_set.iter().map(|(k, v)| (k, v)));
+        let stop = self.stop.clone();
+        stream_lines(
+            &mut command,
+            |c| stop.spawn(c),
+            |c| stop.wait(c),
+            on_line,
+        )
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => io::Error::new(
+                e.kind(),
+                format!("the agent CLI {program:?} was not found on PATH: check the runner's argv and image"),
+            ),
+            _ => e,
+        })
+    }
+}
+
+/// Runs `command` with standard output piped, calling `on_line` with each line of it (without
+/// its line ending), and returns its exit code (`None` when killed by a signal).
+pub(crate) fn stream_lines(
+    command: &mut Command,
+    spawn: impl FnOnce(&mut Command) -> io::Result<Child>,
+    wait: impl FnOnce(&mut Child) -> io::Result<ExitStatus>,
+    on_line: &mut dyn FnMut(&str),
+) -> io::Result<Option<i32>> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = spawn(command)?;
+    if let Some(stdout) = child.stdout.take() {
+        // Lines are read as bytes so one invalid UTF-8 sequence cannot end the stream.
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    on_line(line.trim_end_matches(['\n', '\r']));
+                    buf.clear();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Do not leave the child running unreaped behind an error.
+                    let _ = child.kill();
+                    let _ = wait(&mut child);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(wait(&mut child)?.code())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::time::Instant;
+
+    fn agent(stop: &StopHandle) -> SupervisedAgent {
+        SupervisedAgent {
+            cwd: std::env::temp_dir(),
+            env_remove: vec!["HOME".into()],
+            env_set: vec![("FOR_AGENT".into(), "yes".into())],
+            stop: stop.clone(),
+        }
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    #[test]
+    fn lines_come_as_printed_and_the_environment_is_filtered() {
+        let stop = StopHandle::default();
+        let mut lines = Vec::new();
+        let code = agent(&stop)
+            .run(
+                &sh("printf 'a\\r\\nb\\n'; printf '\\377\\n'; echo \"${HOME:-unset} $FOR_AGENT\"; exit 3"),
+                &mut |l| lines.push(l.to_owned()),
+            )
+            .unwrap();
+        assert_eq!(code, Some(3));
+        assert_eq!(lines, ["a", "b", "\u{fffd}", "unset yes"]);
+    }
+
+    #[test]
+    fn terminate_stops_the_whole_process_group_promptly() {
+        let stop = StopHandle::default();
+        let stopper = stop.clone();
+        let started = Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(stopper.terminate());
+        });
+        let mut lines = Vec::new();
+        // A grandchild holding stdout open would keep the read going if only the child died.
+        let code = agent(&stop)
+            .run(
+                &sh("echo started; sleep 30 & sleep 30; echo never"),
+                &mut |l| lines.push(l.to_owned()),
+            )
+            .unwrap();
+        t.join().unwrap();
+        assert_eq!(code, None, "killed by a signal");
+        assert_eq!(lines, ["started"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!stop.terminate(), "nothing left to signal");
+        let err = agent(&stop).run(&sh("true"), &mut |_| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    }
+
+    #[test]
+    fn kill_ends_an_agent_that_ignores_sigterm() {
+        let stop = StopHandle::default();
+        let stopper = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stopper.terminate();
+            std::thread::sleep(Duration::from_millis(300));
+            stopper.kill()
+        });
+        let started = Instant::now();
+        let code = agent(&stop)
+            .run(
+                &sh("trap '' TERM; echo up; while :; do sleep 0.05; done"),
+                &mut |_| {},
+            )
+            .unwrap();
+        assert!(t.join().unwrap(), "SIGKILL was needed");
+        assert_eq!(code, None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let err = agent(&StopHandle::default())
+            .run(&["no-such-agent-cli".into()], &mut |_| {})
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"no-such-agent-cli\" was not found on PATH"),
+            "{err}"
+        );
+    }
+}

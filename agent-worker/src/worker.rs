@@ -1,0 +1,600 @@
+//! The worker's run (SPEC §4): prepare the rw workspace, find the session, run the entrypoint as
+//! turn `t0`, then one turn per prompt on the input stream until a stop, the idle timeout or
+//! SIGTERM. Each turn's events go to the output stream as they are parsed; after the turn its
+//! changes are committed, the session id kept, and `turn-complete` sent.
+//!
+//! The agent runs on a blocking thread (it is a plain child process read line by line); its
+//! events cross to the publisher task through a bounded channel, so a slow Redis slows the agent
+//! down instead of filling memory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
+
+use crate::argv::ArgValues;
+use crate::env::{Mode, Start, StreamFormat, WorkerEnv};
+use crate::events::{Event, TurnId, UnitEvent};
+use crate::process::{StopHandle, SupervisedAgent};
+use crate::session::{self, ResumeDecision};
+use crate::turn::{TurnReport, TurnSpec, commit_message, run_turn};
+use crate::workspace::{GitWorkspace, Provenance};
+
+/// The termination message of a run that ended because no turn came in time (the operator's
+/// `idle_timeout` stop reason).
+pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
+/// The termination message of a run a `{"type": "stop"}` turn ended.
+pub const STOPPED_MESSAGE: &str = "stopped";
+/// The termination message of a run SIGTERM ended.
+pub const TERMINATED_MESSAGE: &str = "terminated: SIGTERM";
+/// Variables of the worker the agent does not get: it talks to Redis only through the worker.
+pub const HIDDEN_FROM_AGENT: [&str; 1] = ["REDIS_URL"];
+/// How many events may wait for the publisher before the agent is slowed down.
+const EVENT_BUFFER: usize = 1024;
+
+/// How the worker behaves beyond what the operator's environment says.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the agent has to exit after SIGTERM before it is killed.
+    pub stop_grace: Duration,
+    /// How long the last events may take to reach Redis after SIGTERM.
+    pub flush_timeout: Duration,
+    /// How Redis failures are retried.
+    pub redis: RetryOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stop_grace: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(5),
+            redis: RetryOptions::default(),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// No turn came within the idle timeout.
+    Idle,
+    /// A `{"type": "stop"}` turn.
+    Stopped,
+    /// SIGTERM (the operator's graceful stop, or the Job's deadline).
+    Terminated,
+    /// The run could not go on; the message says why and what to do.
+    Failed(String),
+}
+
+impl Ending {
+    /// The process's exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Ending::Idle | Ending::Stopped => 0,
+            Ending::Terminated => 128 + 15,
+            Ending::Failed(_) => 1,
+        }
+    }
+
+    /// What the container leaves as its termination message for the operator.
+    pub fn termination_message(&self) -> String {
+        match self {
+            Ending::Idle => IDLE_TIMEOUT_MESSAGE.into(),
+            Ending::Stopped => STOPPED_MESSAGE.into(),
+            Ending::Terminated => TERMINATED_MESSAGE.into(),
+            Ending::Failed(why) => why.clone(),
+        }
+    }
+}
+
+/// The publisher task is gone (its error is what its handle returns).
+#[derive(Debug)]
+struct PublisherGone;
+
+/// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
+pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Ending {
+    let client = match redis::Client::open(env.redis_url.as_str()) {
+        Ok(c) => c,
+        Err(e) => return Ending::Failed(format!("REDIS_URL: {e}")),
+    };
+    let publisher = match Publisher::connect(
+        client.clone(),
+        env.out_topic.clone(),
+        settings.redis.clone(),
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return Ending::Failed(e.to_string()),
+    };
+    tracing::info!(topic = %env.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
+    let (events, rx) = mpsc::channel(EVENT_BUFFER);
+    let publishing = tokio::spawn(publish(publisher, rx));
+    let inbox = Inbox::new(client, env.in_topic.clone(), settings.redis.clone());
+    let flush_timeout = settings.flush_timeout;
+    let mut worker = Worker {
+        env,
+        settings,
+        events,
+        shutdown,
+        inbox,
+        git: None,
+        session: SessionState::default(),
+        stop: StopHandle::default(),
+        next_turn: TurnId::default(),
+    };
+    let ending = worker.drive().await;
+    let terminated = ending == Ending::Terminated;
+    drop(worker);
+    finish(ending, publishing, terminated.then_some(flush_timeout)).await
+}
+
+/// Waits for the publisher to send what is queued (at most `limit` after SIGTERM), and turns a
+/// publishing failure into the run's ending.
+async fn finish(
+    ending: Ending,
+    publishing: JoinHandle<Result<u64, StreamError>>,
+    limit: Option<Duration>,
+) -> Ending {
+    let outcome = match limit {
+        Some(limit) => match tokio::time::timeout(limit, publishing).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                tracing::warn!(?limit, "the last events did not reach Redis in time");
+                return ending;
+            }
+        },
+        None => publishing.await,
+    };
+    match outcome {
+        Ok(Ok(count)) => {
+            tracing::info!(events = count, "all events published");
+            ending
+        }
+        Ok(Err(e)) => Ending::Failed(e.to_string()),
+        Err(e) => Ending::Failed(format!("the publisher task failed: {e}")),
+    }
+}
+
+/// Sends the events it receives to the output stream, in batches of what has queued up.
+async fn publish(
+    mut publisher: Publisher,
+    mut rx: mpsc::Receiver<UnitEvent>,
+) -> Result<u64, StreamError> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut count = 0;
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let json: Vec<String> = batch.drain(..).map(|e| e.to_json()).collect();
+        publisher.publish_all(&json).await?;
+        count += json.len() as u64;
+    }
+    if publisher.deduplicated() > 0 {
+        tracing::info!(
+            deduplicated = publisher.deduplicated(),
+            "retried appends that had landed were not repeated"
+        );
+    }
+    Ok(count)
+}
+
+/// The session the next turn resumes, and where its id is kept.
+#[derive(Debug, Default)]
+struct SessionState {
+    /// The session file, relative to the rw workspace (none without one).
+    file: Option<PathBuf>,
+    /// The session id to resume.
+    id: Option<String>,
+}
+
+struct Worker {
+    env: WorkerEnv,
+    settings: Settings,
+    events: mpsc::Sender<UnitEvent>,
+    shutdown: watch::Receiver<bool>,
+    inbox: Inbox,
+    git: Option<GitWorkspace>,
+    session: SessionState,
+    stop: StopHandle,
+    next_turn: TurnId,
+}
+
+/// How a turn ended.
+enum TurnEnd {
+    /// The worker goes on to the next turn.
+    Next,
+    /// SIGTERM came during the turn.
+    Terminated,
+    /// The agent could not be run at all.
+    Failed(String),
+}
+
+impl Worker {
+    async fn emit(&self, turn: TurnId, event: Event) -> Result<(), PublisherGone> {
+        self.events
+            .send(UnitEvent::new(turn, event))
+            .await
+            .map_err(|_| PublisherGone)
+    }
+
+    async fn note(&self, turn: TurnId, note: impl Into<String>) -> Result<(), PublisherGone> {
+        let note = note.into();
+        tracing::info!(%turn, %note, "note");
+        self.emit(turn, Event::Note { note }).await
+    }
+
+    async fn drive(&mut self) -> Ending {
+        match self.drive_inner().await {
+            Ok(ending) => ending,
+            Err(PublisherGone) => Ending::Failed("publishing events failed".into()),
+        }
+    }
+
+    async fn drive_inner(&mut self) -> Result<Ending, PublisherGone> {
+        if let Err(why) = self.prepare().await? {
+            self.note(self.next_turn, why.clone()).await?;
+            return Ok(Ending::Failed(why));
+        }
+        let mut prompt = self.env.start.first_prompt();
+        loop {
+            if let Some(p) = prompt.take() {
+                match self.turn(p).await? {
+                    TurnEnd::Next => {}
+                    TurnEnd::Terminated => {
+                        self.note(self.last_turn(), "stopped by SIGTERM during the turn")
+                            .await?;
+                        return Ok(Ending::Terminated);
+                    }
+                    TurnEnd::Failed(why) => return Ok(Ending::Failed(why)),
+                }
+            }
+            let idle = self.env.idle_timeout;
+            let deadline = Instant::now() + idle;
+            let turn = self.next_turn;
+            loop {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let mut shutdown = self.shutdown.clone();
+                let received = tokio::select! {
+                    r = self.inbox.next(wait) => r,
+                    _ = shutdown.wait_for(|stop| *stop) => {
+                        self.note(self.last_turn(), "stopped by SIGTERM while waiting for a turn").await?;
+                        return Ok(Ending::Terminated);
+                    }
+                };
+                match received {
+                    Ok(Some(Inboxed::Turn(id, Turn::Prompt(p)))) => {
+                        tracing::info!(entry = %id, %turn, "turn received");
+                        prompt = Some(p);
+                        break;
+                    }
+                    Ok(Some(Inboxed::Turn(id, Turn::Stop))) => {
+                        tracing::info!(entry = %id, "stop received");
+                        self.note(self.last_turn(), "stopped on request").await?;
+                        return Ok(Ending::Stopped);
+                    }
+                    Ok(Some(Inboxed::Malformed { id, problem })) => {
+                        tracing::warn!(entry = %id, %problem, "malformed turn");
+                        self.note(
+                            self.last_turn(),
+                            format!("ignored entry {id} of {}: {problem}", self.env.in_topic),
+                        )
+                        .await?;
+                    }
+                    Ok(None) => {
+                        self.note(
+                            self.last_turn(),
+                            format!("no turn for {} s: exiting", idle.as_secs()),
+                        )
+                        .await?;
+                        return Ok(Ending::Idle);
+                    }
+                    Err(e) => return Ok(Ending::Failed(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The turn whose id notes between turns carry: the last one run (or `t0` before any).
+    fn last_turn(&self) -> TurnId {
+        TurnId(self.next_turn.0.saturating_sub(1))
+    }
+
+    /// Prepares the rw workspace and reads the session; notes what the reader should know.
+    /// The inner error is why the run cannot start.
+    async fn prepare(&mut self) -> Result<Result<(), String>, PublisherGone> {
+        let t0 = self.next_turn;
+        for w in &self.env.workspaces {
+            tracing::info!(workspace = %w.name, id = %w.id, path = %w.path.display(), mode = ?w.mode, "workspace");
+        }
+        if let Some(rw) = self.env.writable().cloned() {
+            let path = rw.path.clone();
+            let prepared = tokio::task::spawn_blocking(move || GitWorkspace::prepare(&path)).await;
+            match prepared {
+                Ok(Ok(git)) => {
+                    tracing::info!(workspace = %rw.name, base = ?git.base, initialised = git.initialised, "rw workspace ready");
+                    self.git = Some(git);
+                }
+                Ok(Err(e)) => {
+                    return Ok(Err(format!(
+                        "could not prepare the rw workspace {:?}: {e}",
+                        rw.name
+                    )));
+                }
+                Err(e) => return Ok(Err(format!("preparing the rw workspace failed: {e}"))),
+            }
+        }
+        for note in self.resolve_session() {
+            self.note(t0, note).await?;
+        }
+        if !self.env.tools.is_empty() {
+            self.note(
+                t0,
+                format!(
+                    "granted tools ({}) are not passed to the agent: this worker has no MCP gateway configuration yet",
+                    self.env.tools.join(", ")
+                ),
+            )
+            .await?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Finds the session to resume; returns notes for the reader.
+    fn resolve_session(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(root) = self.git.as_ref().map(|g| g.path().to_owned()) else {
+            if let Start::Session { reference, .. } = &self.env.start {
+                notes.push(format!(
+                    "cannot resume {reference}: the run has no rw workspace to keep sessions in; starting a fresh session"
+                ));
+            }
+            return notes;
+        };
+        let spec = &self.env.runner_spec;
+        let own = session::session_file(&spec.session_path, &self.env.thread);
+        let found = match &self.env.start {
+            Start::Session { reference, .. } => {
+                let file = PathBuf::from(reference);
+                let id = session::read_session_id(&root, &file);
+                self.session.file = Some(file.clone());
+                match id {
+                    Ok(None) => {
+                        notes.push(format!(
+                            "the session file {reference} is missing or empty; starting a fresh session"
+                        ));
+                        Ok(None)
+                    }
+                    other => other.map(|id| id.map(|id| (file, id))),
+                }
+            }
+            Start::Entrypoint { .. } => {
+                // New ids go to the thread's own file, also when the legacy file was read.
+                self.session.file = Some(own);
+                session::read_thread_session(&root, &spec.session_path, &self.env.thread)
+            }
+        };
+        match found {
+            Ok(Some((file, id))) => match session::resume_decision(&root, &id) {
+                ResumeDecision::Resume(id) => {
+                    tracing::info!(file = %file.display(), session = %id, "resuming");
+                    self.session.id = Some(id);
+                }
+                ResumeDecision::TooLarge { id, bytes } => notes.push(format!(
+                    "not resuming session {id}: its transcript is {bytes} bytes (more than {}); starting a fresh session",
+                    session::MAX_RESUME_TRANSCRIPT_BYTES
+                )),
+            },
+            Ok(None) => {}
+            Err(e) => notes.push(e.to_string()),
+        }
+        notes
+    }
+
+    /// Runs one turn with `prompt`, then commits, keeps the session and completes the turn.
+    async fn turn(&mut self, prompt: String) -> Result<TurnEnd, PublisherGone> {
+        let turn = self.next_turn;
+        self.next_turn = turn.next();
+        let env = &self.env;
+        let spec = env.runner_spec.clone();
+        let values = ArgValues {
+            prompt,
+            session_id: self.session.id.clone(),
+            model: spec.model.clone(),
+            // Tools need the MCP gateway's configuration; see the note in `prepare`.
+            allowed_tools: None,
+            mcp_config: None,
+            workspace_path: Some(env.workspace_path.display().to_string()),
+            dispatch_id: Some(env.unit_id.clone()),
+        };
+        let mut agent = SupervisedAgent {
+            cwd: env.workspace_path.clone(),
+            env_remove: HIDDEN_FROM_AGENT.iter().map(|s| (*s).to_owned()).collect(),
+            env_set: agent_env(env),
+            stop: self.stop.clone(),
+        };
+        tracing::info!(%turn, resume = ?values.session_id, "turn starts");
+        let events = self.events.clone();
+        let stop = self.stop.clone();
+        let mut running = tokio::task::spawn_blocking(move || {
+            run_turn(
+                &mut agent,
+                TurnSpec {
+                    argv: &spec.argv,
+                    optional_argv: &spec.optional_argv,
+                    stream_format: spec.stream_format,
+                },
+                turn,
+                &values,
+                &mut |event| {
+                    tracing::debug!(event = %event.to_json(), "event");
+                    if events.blocking_send(event).is_err() {
+                        // Nobody can see the turn any more: stop the agent.
+                        stop.terminate();
+                    }
+                },
+            )
+        });
+        let mut shutdown = self.shutdown.clone();
+        let mut terminated = false;
+        let joined = tokio::select! {
+            r = &mut running => r,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                terminated = true;
+                tracing::info!(%turn, grace = ?self.settings.stop_grace, "SIGTERM: stopping the agent");
+                self.stop.terminate();
+                match tokio::time::timeout(self.settings.stop_grace, &mut running).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(%turn, "the agent ignored SIGTERM: killing it");
+                        self.stop.kill();
+                        running.await
+                    }
+                }
+            }
+        };
+        let report = match joined {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) if terminated => {
+                tracing::info!(%turn, error = %e, "the turn ended by SIGTERM");
+                return Ok(TurnEnd::Terminated);
+            }
+            Ok(Err(e)) => {
+                let why = format!("could not run the agent: {e}");
+                tracing::error!(%turn, error = %e, "could not run the agent");
+                self.emit(turn, Event::ModelError { error: why.clone() })
+                    .await?;
+                self.emit(
+                    turn,
+                    Event::Done {
+                        reply: String::new(),
+                        session_id: None,
+                        ok: false,
+                    },
+                )
+                .await?;
+                self.emit(turn, Event::TurnComplete {}).await?;
+                return Ok(TurnEnd::Failed(why));
+            }
+            Err(e) => return Ok(TurnEnd::Failed(format!("the turn's thread failed: {e}"))),
+        };
+        self.after_turn(turn, &report, terminated).await?;
+        self.emit(turn, Event::TurnComplete {}).await?;
+        tracing::info!(%turn, ok = ?report.outcome.done, "turn complete");
+        Ok(if terminated {
+            TurnEnd::Terminated
+        } else {
+            TurnEnd::Next
+        })
+    }
+
+    /// Commits the turn's changes, keeps its session id.
+    async fn after_turn(
+        &mut self,
+        turn: TurnId,
+        report: &TurnReport,
+        interrupted: bool,
+    ) -> Result<(), PublisherGone> {
+        let root = self.git.as_ref().map(|g| g.path().to_owned());
+        if report.resume_failed {
+            self.session.id = None;
+            if let (Some(root), Some(file)) = (&root, &self.session.file)
+                && let Err(e) = session::remove_session_file(root, file)
+            {
+                self.note(turn, e.to_string()).await?;
+            }
+        }
+        if let Some(git) = self.git.clone() {
+            let env = &self.env;
+            let subject_line = if interrupted {
+                format!("Interrupted turn {turn} of {}", env.unit_id)
+            } else {
+                commit_message(&report.outcome.reply, &env.unit_id, turn)
+            };
+            let (owner, unit, launcher, runner) = (
+                env.owner.clone(),
+                env.unit_id.clone(),
+                env.launcher.clone(),
+                env.runner.clone(),
+            );
+            let committed = tokio::task::spawn_blocking(move || {
+                git.commit(
+                    &subject_line,
+                    &turn.to_string(),
+                    &Provenance {
+                        subject: &owner,
+                        dispatch: &unit,
+                        launcher: &launcher,
+                        runner: &runner,
+                    },
+                )
+            })
+            .await;
+            match committed {
+                Ok(Ok(Some(sha))) => {
+                    tracing::info!(%turn, %sha, "committed");
+                    self.emit(turn, Event::Commit { sha }).await?;
+                }
+                Ok(Ok(None)) => tracing::info!(%turn, "nothing to commit"),
+                Ok(Err(e)) => {
+                    tracing::error!(%turn, error = %e, "commit failed");
+                    self.note(turn, format!("the turn's changes were not committed: {e}"))
+                        .await?;
+                }
+                Err(e) => {
+                    self.note(turn, format!("the turn's changes were not committed: {e}"))
+                        .await?;
+                }
+            }
+        }
+        if let Some(id) = report.outcome.session_id.clone() {
+            if let (Some(root), Some(file)) = (&root, &self.session.file)
+                && let Err(e) = session::write_session_id(root, file, &id)
+            {
+                self.note(turn, format!("the session id was not kept: {e}"))
+                    .await?;
+            }
+            self.session.id = Some(id);
+        }
+        Ok(())
+    }
+}
+
+/// Variables set for the agent. Claude Code keeps its sessions and transcripts in
+/// `$CLAUDE_CONFIG_DIR/projects`; pointing it at the rw workspace's `.claude/` is what lets the
+/// next container resume (SPEC §8). The runner's image or env may set it otherwise.
+pub fn agent_env(env: &WorkerEnv) -> Vec<(String, String)> {
+    let rw = env.workspaces.iter().find(|w| w.mode == Mode::ReadWrite);
+    match rw {
+        Some(w)
+            if env.runner_spec.stream_format == StreamFormat::ClaudeStreamJson
+                && std::env::var_os("CLAUDE_CONFIG_DIR").is_none() =>
+        {
+            vec![(
+                "CLAUDE_CONFIG_DIR".into(),
+                w.path.join(".claude").display().to_string(),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn endings_become_the_operators_stop_reasons() {
+        assert_eq!(Ending::Idle.exit_code(), 0);
+        assert_eq!(Ending::Idle.termination_message(), "idle_timeout");
+        assert_eq!(Ending::Stopped.exit_code(), 0);
+        assert_eq!(Ending::Stopped.termination_message(), "stopped");
+        assert_eq!(Ending::Terminated.exit_code(), 143);
+        let failed = Ending::Failed("REDIS_URL: bad".into());
+        assert_eq!(failed.exit_code(), 1);
+        assert_eq!(failed.termination_message(), "REDIS_URL: bad");
+    }
+}
