@@ -1,0 +1,409 @@
+//! The command line: `kubectl vexa chat | send | follow | stop`. Every option that a user sets
+//! once per shell also reads an environment variable.
+
+use clap::{Args, Parser, Subcommand};
+use vexa_crds::{WorkspaceMode, WorkspaceUse};
+use vexa_stream::follow::EntryId;
+
+use crate::error::CliError;
+
+/// Chat with Vexa agents and follow their dispatches.
+#[derive(Parser, Debug)]
+#[command(name = "kubectl-vexa", bin_name = "kubectl vexa", version)]
+pub struct Cli {
+    /// Options of every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Namespace of the dispatches (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, env = "VEXA_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// URL of the Redis that carries the unit streams, as seen from here (falls back to
+    /// REDIS_URL).
+    #[arg(long, env = "VEXA_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Give up when Redis stays unreachable this many seconds (a restart is retried until then).
+    #[arg(
+        long,
+        env = "VEXA_REDIS_RETRY_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub redis_retry_seconds: u64,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Send a message to your agent on a chat thread and print its reply.
+    ///
+    /// The thread's dispatch is named `agent-<subject>-chat-<thread>`. When it is live the
+    /// message becomes its next turn; when it has ended, a new dispatch
+    /// `agent-<subject>-chat-<thread>-<n>` resumes the thread's saved session.
+    Chat(ChatArgs),
+    /// Send a turn to a running dispatch and print the reply.
+    Send(SendArgs),
+    /// Print a dispatch's stream from the start (or --from an entry) until the dispatch ends.
+    Follow(FollowArgs),
+    /// Ask a dispatch to stop.
+    Stop(StopArgs),
+}
+
+/// `chat`.
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// The AgentRunner to run.
+    #[arg(long, env = "VEXA_RUNNER")]
+    pub runner: String,
+    /// A workspace, `NAME`, `NAME:rw` or `NAME:ro` (without a mode: the workspace's default).
+    /// Repeat the option, or separate them with commas.
+    #[arg(
+        short = 'w',
+        long = "workspace",
+        value_name = "NAME[:rw|:ro]",
+        env = "VEXA_WORKSPACES",
+        value_delimiter = ',',
+        required = true,
+        value_parser = parse_workspace
+    )]
+    pub workspaces: Vec<WorkspaceUse>,
+    /// On whose behalf the agent runs (default: your Kubernetes user name).
+    #[arg(long, env = "VEXA_SUBJECT", value_parser = subject)]
+    pub subject: Option<String>,
+    /// The chat thread; each thread has its own agent session.
+    #[arg(long, env = "VEXA_THREAD", default_value = "main", value_parser = parse_thread)]
+    pub thread: String,
+    /// Keep following until the dispatch stops, not only until the reply is complete.
+    #[arg(long)]
+    pub follow_to_end: bool,
+    /// The message; `-` reads it from standard input.
+    pub prompt: String,
+}
+
+/// `send`.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The dispatch: `NAME` or `NAMESPACE/NAME`.
+    #[arg(value_name = "DISPATCH")]
+    pub dispatch: DispatchRef,
+    /// The message; `-` reads it from standard input.
+    pub prompt: String,
+}
+
+/// `follow`.
+#[derive(Args, Debug)]
+pub struct FollowArgs {
+    /// The dispatch: `NAME` or `NAMESPACE/NAME`.
+    #[arg(value_name = "DISPATCH")]
+    pub dispatch: DispatchRef,
+    /// Start after this entry id (printed when a follow is interrupted) instead of the start.
+    #[arg(long, value_name = "ENTRY_ID", value_parser = parse_entry_id)]
+    pub from: Option<EntryId>,
+    /// Print each unit event as one JSON line with its entry id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stop`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// The dispatch: `NAME` or `NAMESPACE/NAME`.
+    #[arg(value_name = "DISPATCH")]
+    pub dispatch: DispatchRef,
+}
+
+/// A dispatch named on the command line: `NAME`, or `NAMESPACE/NAME` (its dispatch id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRef {
+    /// The namespace, when given with the name.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl std::str::FromStr for DispatchRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (namespace, name) = match s.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, s),
+        };
+        if let Some(ns) = namespace
+            && !is_dns_label(ns)
+        {
+            return Err(format!("{ns:?} is not a namespace name"));
+        }
+        if !is_object_name(name) {
+            return Err(format!(
+                "{name:?} is not a dispatch name (lowercase letters, digits, '-' and '.')"
+            ));
+        }
+        Ok(DispatchRef {
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl DispatchRef {
+    /// The namespace to use: the one in the reference, else `-n`, else the kubeconfig's. A
+    /// reference and `-n` that disagree are an error.
+    pub fn namespace<'a>(
+        &'a self,
+        flag: Option<&'a str>,
+        default: &'a str,
+    ) -> Result<&'a str, String> {
+        match (self.namespace.as_deref(), flag) {
+            (Some(a), Some(b)) if a != b => Err(format!(
+                "the dispatch {a}/{} is in namespace {a}, but -n says {b}",
+                self.name
+            )),
+            (Some(ns), _) | (None, Some(ns)) => Ok(ns),
+            (None, None) => Ok(default),
+        }
+    }
+}
+
+fn parse_workspace(s: &str) -> Result<WorkspaceUse, String> {
+    let (name, mode) = match s.rsplit_once(':') {
+        Some((name, "rw")) => (name, Some(WorkspaceMode::ReadWrite)),
+        Some((name, "ro")) => (name, Some(WorkspaceMode::ReadOnly)),
+        Some((_, other)) => return Err(format!("mode {other:?} is neither rw nor ro")),
+        None => (s, None),
+    };
+    if !is_object_name(name) {
+        return Err(format!(
+            "{name:?} is not a workspace name (lowercase letters, digits, '-' and '.')"
+        ));
+    }
+    Ok(WorkspaceUse {
+        name: name.to_owned(),
+        mode,
+    })
+}
+
+fn parse_thread(s: &str) -> Result<String, String> {
+    // The CRD's pattern for context.session, checked here so a typo fails before any request.
+    let ok = (1..=63).contains(&s.len())
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a thread name (1-63 letters, digits, '.', '_' or '-', starting with a letter or digit)"
+        ))
+    }
+}
+
+/// A subject as the CRD accepts it: a letter or digit, then letters, digits and `._@+-`.
+pub fn subject(s: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&s.len())
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a subject (letters, digits and '._@+-', starting with a letter or digit)"
+        ))
+    }
+}
+
+fn parse_entry_id(s: &str) -> Result<EntryId, String> {
+    s.parse()
+        .map_err(|e: vexa_stream::follow::BadEntryId| e.to_string())
+}
+
+/// An RFC 1123 subdomain, as Kubernetes object names are.
+fn is_object_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// An RFC 1123 label: lowercase letters, digits and inner '-', at most 63 characters.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The Redis URL: `--redis-url` / `VEXA_REDIS_URL`, else `REDIS_URL`.
+pub fn redis_url(flag: Option<&str>, redis_url_env: Option<&str>) -> Result<String, CliError> {
+    flag.or(redis_url_env)
+        .filter(|u| !u.trim().is_empty())
+        .map(str::to_owned)
+        .ok_or(CliError::NoRedisUrl)
+}
+
+/// The prompt: the argument itself, or standard input for `-`.
+pub fn prompt(
+    arg: &str,
+    stdin: impl FnOnce() -> std::io::Result<String>,
+) -> Result<String, String> {
+    let prompt = if arg == "-" {
+        stdin().map_err(|e| format!("reading the prompt from standard input failed: {e}"))?
+    } else {
+        arg.to_owned()
+    };
+    if prompt.trim().is_empty() {
+        return Err("the prompt is empty".into());
+    }
+    Ok(prompt)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use clap::CommandFactory;
+    use rstest::rstest;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-vexa").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn chat_takes_workspaces_with_modes_and_defaults_the_thread() {
+        let cli = parse(&[
+            "chat",
+            "--runner",
+            "claude",
+            "-w",
+            "notes:rw",
+            "--workspace",
+            "docs:ro,wiki",
+            "-n",
+            "team-a",
+            "Hello there",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("team-a"));
+        let Command::Chat(chat) = cli.command else {
+            panic!("not chat")
+        };
+        assert_eq!(chat.runner, "claude");
+        assert_eq!(
+            chat.workspaces,
+            vec![
+                WorkspaceUse {
+                    name: "notes".into(),
+                    mode: Some(WorkspaceMode::ReadWrite)
+                },
+                WorkspaceUse {
+                    name: "docs".into(),
+                    mode: Some(WorkspaceMode::ReadOnly)
+                },
+                WorkspaceUse {
+                    name: "wiki".into(),
+                    mode: None
+                },
+            ]
+        );
+        assert_eq!(chat.thread, "main");
+        assert_eq!(chat.subject, None);
+        assert!(!chat.follow_to_end);
+        assert_eq!(chat.prompt, "Hello there");
+    }
+
+    #[rstest]
+    #[case::no_workspace(&["chat", "--runner", "r", "hi"], "--workspace")]
+    #[case::no_runner(&["chat", "-w", "a", "hi"], "--runner")]
+    #[case::bad_mode(&["chat", "--runner", "r", "-w", "a:rx", "hi"], "neither rw nor ro")]
+    #[case::bad_workspace(&["chat", "--runner", "r", "-w", "Notes", "hi"], "not a workspace name")]
+    #[case::bad_subject(&["chat", "--runner", "r", "-w", "a", "--subject", "system:admin", "hi"], "not a subject")]
+    #[case::bad_thread(&["chat", "--runner", "r", "-w", "a", "--thread", "my thread", "hi"], "not a thread name")]
+    #[case::no_prompt(&["chat", "--runner", "r", "-w", "a"], "<PROMPT>")]
+    #[case::bad_dispatch(&["follow", "Agent_1"], "not a dispatch name")]
+    #[case::bad_namespace(&["follow", "Team/agent"], "not a namespace name")]
+    #[case::bad_from(&["follow", "a", "--from", "$"], "not a stream entry id")]
+    fn bad_arguments_are_rejected_with_a_reason(#[case] args: &[&str], #[case] words: &str) {
+        let e = parse(args).unwrap_err().to_string();
+        assert!(e.contains(words), "{e}");
+    }
+
+    #[test]
+    fn follow_takes_a_dispatch_id_and_a_resume_point() {
+        let cli = parse(&[
+            "follow",
+            "team-a/agent-alice-chat-main",
+            "--from",
+            "17-3",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Follow(f) = cli.command else {
+            panic!("not follow")
+        };
+        assert_eq!(
+            f.dispatch,
+            DispatchRef {
+                namespace: Some("team-a".into()),
+                name: "agent-alice-chat-main".into()
+            }
+        );
+        assert_eq!(f.from, Some(EntryId { ms: 17, seq: 3 }));
+        assert!(f.json);
+    }
+
+    #[rstest]
+    #[case::own(Some("a"), None, Ok("a"))]
+    #[case::flag(None, Some("b"), Ok("b"))]
+    #[case::same(Some("a"), Some("a"), Ok("a"))]
+    #[case::default(None, None, Ok("default"))]
+    #[case::conflict(Some("a"), Some("b"), Err(()))]
+    fn the_namespace_comes_from_the_reference_the_flag_or_the_kubeconfig(
+        #[case] own: Option<&str>,
+        #[case] flag: Option<&str>,
+        #[case] want: Result<&str, ()>,
+    ) {
+        let r = DispatchRef {
+            namespace: own.map(Into::into),
+            name: "x".into(),
+        };
+        assert_eq!(r.namespace(flag, "default").map_err(|_| ()), want);
+    }
+
+    #[test]
+    fn the_redis_url_comes_from_the_flag_then_redis_url() {
+        assert_eq!(
+            redis_url(Some("redis://a"), Some("redis://b")).unwrap(),
+            "redis://a"
+        );
+        assert_eq!(redis_url(None, Some("redis://b")).unwrap(), "redis://b");
+        let e = redis_url(None, Some(" ")).unwrap_err().to_string();
+        assert!(e.contains("VEXA_REDIS_URL or REDIS_URL"), "{e}");
+    }
+
+    #[test]
+    fn a_dash_prompt_is_read_from_stdin_and_an_empty_one_is_refused() {
+        assert_eq!(prompt("hi", || unreachable!()).unwrap(), "hi");
+        assert_eq!(
+            prompt("-", || Ok("from stdin\n".into())).unwrap(),
+            "from stdin\n"
+        );
+        assert!(
+            prompt("-", || Ok("  \n".into()))
+                .unwrap_err()
+                .contains("empty")
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The Kubernetes side: reading, creating and stopping Dispatches, and watching one until it
+//! runs or ends. Every error becomes a [`CliError`] that says what to do.
+
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use vexa_crds::{Dispatch, DispatchPhase};
+
+use crate::dispatch;
+use crate::error::CliError;
+
+/// How often a dispatch's status is read while waiting.
+const POLL: Duration = Duration::from_secs(1);
+/// The longest wait between reads after the API server failed.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A client for the cluster in the kubeconfig.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("default_namespace", &self.client.default_namespace())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Loads the kubeconfig (`KUBECONFIG`, `~/.kube/config`, or the pod's service account).
+    pub async fn connect() -> Result<Self, CliError> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| CliError::NoCluster(e.to_string()))?;
+        Ok(Self { client })
+    }
+
+    /// The kubeconfig context's namespace.
+    pub fn default_namespace(&self) -> &str {
+        self.client.default_namespace()
+    }
+
+    fn api(&self, namespace: &str) -> Api<Dispatch> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The dispatch `namespace/name`.
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Dispatch, CliError> {
+        let id = vexa_policy::dispatch_id(namespace, name);
+        match self.api(namespace).get(name).await {
+            Ok(d) => Ok(d),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(CliError::NotFound(id)),
+            Err(e) => Err(CliError::kube(format!("reading dispatch {id}"), e)),
+        }
+    }
+
+    /// Every dispatch of `namespace`.
+    pub async fn list(&self, namespace: &str) -> Result<Vec<Dispatch>, CliError> {
+        self.api(namespace)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| CliError::kube(format!("listing the dispatches of {namespace}"), e))
+    }
+
+    /// Creates `d`; `None` when a dispatch of that name appeared meanwhile.
+    pub async fn create(&self, d: &Dispatch) -> Result<Option<Dispatch>, CliError> {
+        let namespace = d.metadata.namespace.as_deref().unwrap_or_default();
+        match self.api(namespace).create(&PostParams::default(), d).await {
+            Ok(d) => Ok(Some(d)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+            Err(e) => Err(CliError::kube(
+                format!("creating dispatch {}", dispatch::id(d)),
+                e,
+            )),
+        }
+    }
+
+    /// Asks the run to stop: merge-patches `spec.stop: true` (the one field of a Dispatch's
+    /// spec that may change).
+    pub async fn request_stop(&self, namespace: &str, name: &str) -> Result<Dispatch, CliError> {
+        let id = vexa_policy::dispatch_id(namespace, name);
+        let patch = serde_json::json!({"spec": {"stop": true}});
+        match self
+            .api(namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(d) => Ok(d),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(CliError::NotFound(id)),
+            Err(e) => Err(CliError::kube(format!("stopping dispatch {id}"), e)),
+        }
+    }
+
+    /// The requesting user's name as the API server authenticated it.
+    pub async fn username(&self) -> Result<String, CliError> {
+        let review = Api::<SelfSubjectReview>::all(self.client.clone())
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await
+            .map_err(|e| CliError::kube("asking the API server who you are", e))?;
+        review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| CliError::NoSubject("the API server did not say who you are".into()))
+    }
+
+    /// Waits until the dispatch has ended and returns it (`None` once it was deleted).
+    /// `notify` hears what it waits for (queued, a missing runner) whenever that changes. API
+    /// failures are retried: losing the API server must not end a follow that Redis still
+    /// serves.
+    pub async fn until_over(
+        &self,
+        namespace: &str,
+        name: &str,
+        notify: impl FnMut(&str),
+    ) -> Option<Dispatch> {
+        self.until(namespace, name, notify, dispatch::is_over).await
+    }
+
+    /// Waits until the dispatch runs (or has ended) and returns it; `None` once it was deleted.
+    pub async fn until_running(
+        &self,
+        namespace: &str,
+        name: &str,
+        notify: impl FnMut(&str),
+    ) -> Option<Dispatch> {
+        self.until(namespace, name, notify, |d| {
+            dispatch::phase(d) == Some(DispatchPhase::Running) || dispatch::is_over(d)
+        })
+        .await
+    }
+
+    async fn until(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut notify: impl FnMut(&str),
+        done: impl Fn(&Dispatch) -> bool,
+    ) -> Option<Dispatch> {
+        let mut told = None;
+        let mut wait = POLL;
+        loop {
+            match self.get(namespace, name).await {
+                Ok(d) if done(&d) => return Some(d),
+                Ok(d) => {
+                    let waiting = dispatch::waiting(&d);
+                    if waiting.is_some() && waiting != told {
+                        notify(waiting.as_deref().unwrap_or_default());
+                    }
+                    told = waiting;
+                    wait = POLL;
+                }
+                Err(CliError::NotFound(_)) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the dispatch failed; retrying");
+                    wait = (wait * 2).min(MAX_POLL_BACKOFF);
+                }
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

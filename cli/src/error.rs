@@ -1,0 +1,132 @@
+//! What can go wrong, in the user's terms: each message says what failed and what to do.
+
+use vexa_stream::follow::{EntryId, FollowError};
+
+/// An error of a `kubectl vexa` command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// An argument that clap could not check on its own.
+    #[error("{0}")]
+    Usage(String),
+    /// No kubeconfig (or in-cluster config) could be loaded.
+    #[error(
+        "no Kubernetes cluster configured ({0}); set KUBECONFIG (for the local cluster: eval \"$(hack/cluster env)\")"
+    )]
+    NoCluster(String),
+    /// The API server did not answer.
+    #[error("cannot reach the Kubernetes API server while {action}: {message}")]
+    ApiUnreachable {
+        /// What was being done.
+        action: String,
+        /// The transport error.
+        message: String,
+    },
+    /// The API server answered with an error.
+    #[error("the Kubernetes API refused {action}: {message}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// The dispatch does not exist.
+    #[error("dispatch {0} not found (list them with `kubectl get dispatches -n <namespace>`)")]
+    NotFound(String),
+    /// The operator refused the dispatch: its `Authorized` (or `Valid`) condition says why.
+    #[error("dispatch {id} was refused: {message}")]
+    Refused {
+        /// The dispatch id.
+        id: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// A turn was sent to a dispatch that is not running.
+    #[error(
+        "dispatch {id} is {phase}, not running: only a running dispatch takes turns (start a new one with `kubectl vexa chat`)"
+    )]
+    NotRunning {
+        /// The dispatch id.
+        id: String,
+        /// Its phase.
+        phase: String,
+    },
+    /// The chat thread runs in a dispatch with another runner or other workspaces.
+    #[error(
+        "thread {thread:?} of {subject} is live in dispatch {id} ({what}); stop it first with `kubectl vexa stop {id}`, or chat on another --thread"
+    )]
+    ThreadBusy {
+        /// The subject.
+        subject: String,
+        /// The thread.
+        thread: String,
+        /// The live dispatch.
+        id: String,
+        /// How it differs from the request.
+        what: String,
+    },
+    /// The dispatch ended before the awaited turn completed.
+    #[error("dispatch {id} ended ({how}) before the turn completed")]
+    EndedEarly {
+        /// The dispatch id.
+        id: String,
+        /// Its phase and stop reason.
+        how: String,
+    },
+    /// The subject could not be derived from the Kubernetes user.
+    #[error("{0}; pass --subject (or set VEXA_SUBJECT)")]
+    NoSubject(String),
+    /// No Redis URL was given.
+    #[error(
+        "no Redis URL: pass --redis-url or set VEXA_REDIS_URL or REDIS_URL (for the local cluster: eval \"$(hack/cluster env)\")"
+    )]
+    NoRedisUrl,
+    /// The Redis URL does not parse.
+    #[error("the Redis URL is invalid: {0}")]
+    BadRedisUrl(redis::RedisError),
+    /// Redis did not answer.
+    #[error(
+        "Redis at {addr} is unreachable: {source} (check --redis-url / VEXA_REDIS_URL / REDIS_URL)"
+    )]
+    RedisUnreachable {
+        /// The server's address (never its credentials).
+        addr: String,
+        /// The error.
+        source: redis::RedisError,
+    },
+    /// Following the stream ended with an error; `last` is where to resume.
+    #[error("{source}")]
+    Follow {
+        /// The follow's error (boxed: it is large and rare).
+        source: Box<FollowError>,
+        /// The last entry read (or the starting point).
+        last: EntryId,
+        /// The dispatch id, for the resume hint.
+        dispatch: String,
+    },
+    /// Writing to standard output failed (for example a closed pipe).
+    #[error("writing the output failed: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// Maps a kube error: transport failures become [`CliError::ApiUnreachable`], API statuses
+    /// [`CliError::Api`] (404 is handled by callers that expect it).
+    pub fn kube(action: impl Into<String>, e: kube::Error) -> Self {
+        let action = action.into();
+        match e {
+            kube::Error::Api(status) => CliError::Api {
+                action,
+                message: if status.message.is_empty() {
+                    format!("{} ({})", status.reason, status.code)
+                } else {
+                    status.message
+                },
+            },
+            kube::Error::InferConfig(e) => CliError::NoCluster(e.to_string()),
+            other => CliError::ApiUnreachable {
+                action,
+                message: other.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `kubectl vexa`: chat with Vexa agents, send turns to a running dispatch, follow a dispatch's
+//! stream with an exact resume, and stop a dispatch.
+//!
+//! Layers, from pure to I/O: [`args`] (the command line), [`dispatch`] (reading a Dispatch),
+//! [`chat`] (which dispatch a message goes to), [`render`] (how events look), [`pump`] (printing
+//! a stream until a turn or the run ends; Redis only), [`cluster`] (Kubernetes only), and
+//! [`commands`] wiring them together.
+
+pub mod args;
+pub mod chat;
+pub mod cluster;
+pub mod commands;
+pub mod dispatch;
+pub mod error;
+pub mod pump;
+pub mod render;
+
+pub use commands::{Outcome, resume_hint, run};
+pub use error::CliError;
