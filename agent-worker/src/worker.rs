@@ -310,7 +310,25 @@ impl Worker {
         }
         if let Some(rw) = self.env.writable().cloned() {
             let path = rw.path.clone();
-            let prepared = tokio::task::spawn_blocking(move || GitWorkspace::prepare(&path)).await;
+            let env = &self.env;
+            let (owner, unit, launcher, runner) = (
+                env.owner.clone(),
+                env.unit_id.clone(),
+                env.launcher.clone(),
+                env.runner.clone(),
+            );
+            let prepared = tokio::task::spawn_blocking(move || {
+                GitWorkspace::prepare(
+                    &path,
+                    &Provenance {
+                        subject: &owner,
+                        dispatch: &unit,
+                        launcher: &launcher,
+                        runner: &runner,
+                    },
+                )
+            })
+            .await;
             match prepared {
                 Ok(Ok(git)) => {
                     tracing::info!(workspace = %rw.name, base = ?git.base, initialised = git.initialised, "rw workspace ready");

@@ -15,6 +15,9 @@ use git2::{ErrorCode, IndexAddOption, Oid, Repository, RepositoryInitOptions, Si
 /// The line the workspace's `.gitignore` must have: the agent's sessions and transcripts stay on
 /// the volume, out of git history (SPEC §8).
 pub const IGNORE_LINE: &str = ".claude/";
+/// The subject line of the commit that adds [`IGNORE_LINE`].
+pub const IGNORE_SUBJECT: &str =
+    "Ignore .claude/: agent sessions stay on the volume, out of history";
 /// The branch a new repository starts on.
 pub const INITIAL_BRANCH: &str = "main";
 /// The committer of every commit: the worker, on behalf of the author (the subject).
@@ -78,8 +81,10 @@ pub struct Provenance<'a> {
 
 impl GitWorkspace {
     /// Opens the repository at `path` (exactly there, never a parent folder's), creating one on
-    /// branch `main` when there is none, and makes sure `.gitignore` ignores `.claude/`.
-    pub fn prepare(path: &Path) -> Result<Self, WorkspaceError> {
+    /// branch `main` when there is none, and makes sure `.gitignore` ignores `.claude/`. A
+    /// `.gitignore` the worker had to change is committed on its own (without the turn trailer),
+    /// so a turn's commit holds only what the agent changed.
+    pub fn prepare(path: &Path, who: &Provenance<'_>) -> Result<Self, WorkspaceError> {
         let (repo, initialised) = match open(path) {
             Ok(repo) => (repo, false),
             Err(e) if e.code() == ErrorCode::NotFound => {
@@ -90,7 +95,16 @@ impl GitWorkspace {
             }
             Err(e) => return Err(git("open", path)(e)),
         };
-        ensure_ignored(path)?;
+        if ensure_ignored(path)? {
+            let mut index = repo.index().map_err(git("read the index", path))?;
+            index
+                .add_path(Path::new(".gitignore"))
+                .map_err(git("add .gitignore", path))?;
+            let tree_id = index.write_tree().map_err(git("write the tree", path))?;
+            index.write().map_err(git("write the index", path))?;
+            make_commit(&repo, tree_id, &commit_text(IGNORE_SUBJECT, None, who), who)
+                .map_err(git("commit .gitignore", path))?;
+        }
         let base = head_commit(&repo)
             .map_err(git("read HEAD", path))?
             .map(|c| c.id().to_string());
@@ -134,20 +148,25 @@ impl GitWorkspace {
             return Ok(None);
         }
         index.write().map_err(git("write the index", path))?;
-        let tree = repo
-            .find_tree(tree_id)
-            .map_err(git("find the tree", path))?;
-        let author = Signature::now(&clean(who.subject), &author_email(who.subject))
-            .map_err(git("make the author", path))?;
-        let committer = Signature::now(COMMITTER_NAME, COMMITTER_EMAIL)
-            .map_err(git("make the committer", path))?;
-        let message = commit_text(subject_line, turn, who);
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let oid: Oid = repo
-            .commit(Some("HEAD"), &author, &committer, &message, &tree, &parents)
-            .map_err(git("commit", path))?;
+        let message = commit_text(subject_line, Some(turn), who);
+        let oid = make_commit(&repo, tree_id, &message, who).map_err(git("commit", path))?;
         Ok(Some(oid.to_string()))
     }
+}
+
+/// Commits tree `tree_id` on HEAD, authored by the subject, committed by the worker.
+fn make_commit(
+    repo: &Repository,
+    tree_id: Oid,
+    message: &str,
+    who: &Provenance<'_>,
+) -> Result<Oid, git2::Error> {
+    let tree = repo.find_tree(tree_id)?;
+    let author = Signature::now(&clean(who.subject), &author_email(who.subject))?;
+    let committer = Signature::now(COMMITTER_NAME, COMMITTER_EMAIL)?;
+    let parent = head_commit(repo)?;
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &author, &committer, message, &tree, &parents)
 }
 
 /// Opens the repository whose work tree is exactly `path`.
@@ -167,8 +186,9 @@ fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>, git2::Erro
     }
 }
 
-/// Adds `.claude/` to `.gitignore` unless a line already ignores that folder.
-fn ensure_ignored(root: &Path) -> Result<(), WorkspaceError> {
+/// Adds `.claude/` to `.gitignore` unless a line already ignores that folder; returns whether it
+/// changed the file.
+fn ensure_ignored(root: &Path) -> Result<bool, WorkspaceError> {
     let path = root.join(".gitignore");
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -180,7 +200,7 @@ fn ensure_ignored(root: &Path) -> Result<(), WorkspaceError> {
         .map(str::trim)
         .any(|l| matches!(l, ".claude" | ".claude/" | "/.claude" | "/.claude/"));
     if ignored {
-        return Ok(());
+        return Ok(false);
     }
     let separator = if text.is_empty() || text.ends_with('\n') {
         ""
@@ -188,19 +208,24 @@ fn ensure_ignored(root: &Path) -> Result<(), WorkspaceError> {
         "\n"
     };
     fs::write(&path, format!("{text}{separator}{IGNORE_LINE}\n"))
-        .map_err(|source| WorkspaceError::Io { path, source })
+        .map_err(|source| WorkspaceError::Io { path, source })?;
+    Ok(true)
 }
 
-/// The full commit message: the subject line, a blank line, the provenance trailers.
-pub fn commit_text(subject_line: &str, turn: &str, who: &Provenance<'_>) -> String {
-    format!(
-        "{}\n\nVexa-Dispatch: {}\nVexa-Launcher: {}\nVexa-Runner: {}\nVexa-Turn: {}\n",
+/// The full commit message: the subject line, a blank line, the provenance trailers (the turn's
+/// when the commit holds a turn's changes).
+pub fn commit_text(subject_line: &str, turn: Option<&str>, who: &Provenance<'_>) -> String {
+    let mut text = format!(
+        "{}\n\nVexa-Dispatch: {}\nVexa-Launcher: {}\nVexa-Runner: {}\n",
         clean(subject_line),
         clean(who.dispatch),
         clean(who.launcher),
         clean(who.runner),
-        clean(turn),
-    )
+    );
+    if let Some(turn) = turn {
+        text.push_str(&format!("Vexa-Turn: {}\n", clean(turn)));
+    }
+    text
 }
 
 /// The author's address: the subject at a reserved, never-delivered domain (RFC 2606), with
@@ -280,18 +305,13 @@ mod tests {
     #[test]
     fn a_new_folder_becomes_a_repository_and_turns_are_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let ws = GitWorkspace::prepare(dir.path()).unwrap();
+        let ws = GitWorkspace::prepare(dir.path(), &who()).unwrap();
         assert!(ws.initialised);
-        assert_eq!(ws.base, None);
         assert_eq!(
             fs::read_to_string(dir.path().join(".gitignore")).unwrap(),
             ".claude/\n"
         );
         let repo = Repository::open(dir.path()).unwrap();
-        assert_eq!(
-            repo.head().err().map(|e| e.code()),
-            Some(ErrorCode::UnbornBranch)
-        );
         assert_eq!(
             repo.find_reference("HEAD")
                 .unwrap()
@@ -299,6 +319,9 @@ mod tests {
                 .unwrap(),
             Some("refs/heads/main")
         );
+        // The worker's own change is its own commit: the base of the first turn.
+        let base = repo.head().unwrap().target().unwrap().to_string();
+        assert_eq!(ws.base.as_deref(), Some(base.as_str()));
 
         fs::create_dir_all(dir.path().join("notes")).unwrap();
         fs::write(dir.path().join("notes/hello.md"), "hi\n").unwrap();
@@ -320,7 +343,14 @@ mod tests {
         ws.commit("Moved.", "t2", &who()).unwrap().unwrap();
 
         let log = log(dir.path());
-        assert_eq!(log.len(), 2);
+        assert_eq!(log.len(), 3);
+        assert_eq!(
+            log[2].0,
+            format!(
+                "{IGNORE_SUBJECT}\n\nVexa-Dispatch: team-a/d1\nVexa-Launcher: user:alice\nVexa-Runner: test-agent\n"
+            )
+        );
+        assert_eq!(log[2].2, [".gitignore"]);
         assert_eq!(
             log[1].0,
             "Wrote notes/hello.md.\n\nVexa-Dispatch: team-a/d1\nVexa-Launcher: user:alice\nVexa-Runner: test-agent\nVexa-Turn: t0\n"
@@ -348,10 +378,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".gitignore"), "*.tmp\n/.claude").unwrap();
         fs::write(dir.path().join("a.md"), "a\n").unwrap();
-        let ws = GitWorkspace::prepare(dir.path()).unwrap();
+        let ws = GitWorkspace::prepare(dir.path(), &who()).unwrap();
+        assert_eq!(
+            ws.base, None,
+            "nothing to commit for the worker: no commit yet"
+        );
         let base = ws.commit("seed", "t0", &who()).unwrap();
 
-        let again = GitWorkspace::prepare(dir.path()).unwrap();
+        let again = GitWorkspace::prepare(dir.path(), &who()).unwrap();
         assert!(!again.initialised);
         assert_eq!(again.base, base);
         assert_eq!(
@@ -365,7 +399,7 @@ mod tests {
     fn a_gitignore_without_the_line_gets_it_appended() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".gitignore"), "*.tmp").unwrap();
-        GitWorkspace::prepare(dir.path()).unwrap();
+        GitWorkspace::prepare(dir.path(), &who()).unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join(".gitignore")).unwrap(),
             "*.tmp\n.claude/\n"
@@ -378,7 +412,7 @@ mod tests {
         Repository::init(outer.path()).unwrap();
         let inner = outer.path().join("ws");
         fs::create_dir(&inner).unwrap();
-        let ws = GitWorkspace::prepare(&inner).unwrap();
+        let ws = GitWorkspace::prepare(&inner, &who()).unwrap();
         assert!(ws.initialised);
         assert!(inner.join(".git").is_dir());
     }
@@ -394,7 +428,7 @@ mod tests {
             launcher: "l",
             runner: "r",
         };
-        let text = commit_text("line\r\none", "t1", &w);
+        let text = commit_text("line\r\none", Some("t1"), &w);
         assert_eq!(
             text.matches("Vexa-Turn").count(),
             2,

@@ -382,7 +382,12 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
         "Hello from the test agent\n"
     );
     let log = git_log(&notes);
-    assert_eq!(log.len(), 1);
+    assert_eq!(
+        log.len(),
+        2,
+        "the worker's .gitignore commit, then the turn's"
+    );
+    assert!(log[1].0.starts_with("Ignore .claude/"));
     assert_eq!(
         git2::Repository::open(&notes)
             .unwrap()
@@ -428,7 +433,7 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
         "{reply}"
     );
     assert!(commit_sha(&t1).is_some());
-    assert_eq!(git_log(&notes).len(), 2);
+    assert_eq!(git_log(&notes).len(), 3);
     assert!(git_log(&notes)[0].0.contains("Vexa-Turn: t1"));
 
     // Nothing more: the run ends after the idle timeout, with exit code 0.
