@@ -45,6 +45,9 @@ struct Cli {
     /// Seconds Redis may stay unreachable before the run fails.
     #[arg(long, env = "VEXA_REDIS_GIVE_UP_SEC", default_value_t = 60)]
     redis_give_up_sec: u64,
+    /// This worker's name among the readers of the input stream (the pod's name).
+    #[arg(long, env = "HOSTNAME", default_value = "vexa-agent-worker")]
+    consumer: String,
 }
 
 #[tokio::main]
@@ -60,6 +63,7 @@ async fn main() -> ExitCode {
                     give_up_after: Duration::from_secs(cli.redis_give_up_sec),
                     ..RetryOptions::default()
                 },
+                consumer: cli.consumer,
                 ..Settings::default()
             };
             worker::run(env, settings, shutdown_on_signal()).await

@@ -44,6 +44,8 @@ pub struct Settings {
     pub flush_timeout: Duration,
     /// How Redis failures are retried.
     pub redis: RetryOptions,
+    /// This worker's name among the readers of the input stream (the pod's name).
+    pub consumer: String,
 }
 
 impl Default for Settings {
@@ -52,6 +54,7 @@ impl Default for Settings {
             stop_grace: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(5),
             redis: RetryOptions::default(),
+            consumer: "vexa-agent-worker".into(),
         }
     }
 }
@@ -113,7 +116,12 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
     tracing::info!(topic = %env.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
     let publishing = tokio::spawn(publish(publisher, rx));
-    let inbox = Inbox::new(client, env.in_topic.clone(), settings.redis.clone());
+    let inbox = Inbox::new(
+        client,
+        env.in_topic.clone(),
+        settings.consumer.clone(),
+        settings.redis.clone(),
+    );
     let flush_timeout = settings.flush_timeout;
     let mut worker = Worker {
         env,

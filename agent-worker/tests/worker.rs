@@ -762,6 +762,24 @@ fn turns_sent_before_the_worker_started_are_run_and_a_stop_ends_the_run() {
     assert!(notes[0].contains("is not a string"), "{notes:?}");
     assert_eq!(notes[1], "stopped on request");
     assert!(of_turn(&events, 2).is_empty());
+
+    // The same dispatch id again (a chat thread's next run): it gets the turn left after the
+    // stop, not the turns the first run took.
+    let before = d.events().len();
+    d.idle_sec = 1;
+    let mut again = d.spawn();
+    assert_eq!(again.wait(Duration::from_secs(20)).code(), Some(0));
+    let events: Vec<UnitEvent> = d.events().into_iter().skip(before).map(|e| e.1).collect();
+    let replies: Vec<String> = [0, 1]
+        .iter()
+        .map(|t| done(&of_turn(&events, *t)).0)
+        .collect();
+    assert_eq!(replies, ["first", "never run"]);
+    assert!(
+        of_turn(&events, 2)
+            .iter()
+            .all(|e| matches!(e, Event::Note { .. }))
+    );
 }
 
 #[test]

@@ -475,19 +475,38 @@ pub enum Inboxed {
 /// connection is noticed within this time plus the response timeout.
 const BLOCK_SLICE: Duration = Duration::from_secs(10);
 
-/// Reads the turns of one `in` stream in order, from its first entry on (so a turn sent before
-/// the worker started is not lost), resuming after the last entry read when Redis restarts.
+/// The consumer group of the workers on an `in` stream.
+pub const INBOX_GROUP: &str = "vexa-worker";
+
+/// Reads the turns of one `in` stream in order, each once, resuming after a Redis restart.
+///
+/// It reads through the consumer group [`INBOX_GROUP`], created at the stream's start when it
+/// does not exist yet: the first worker on a stream gets every turn sent before it started, and a
+/// later worker on the same stream (a dispatch id used again, e.g. a chat thread's) continues
+/// after the last turn any earlier one read instead of replaying them. Entries are delivered
+/// with `NOACK`: a turn counts as taken when it is read. The id of the last entry read is also
+/// kept here, so a redelivery after Redis lost its last writes is skipped.
 #[derive(Debug)]
 pub struct Inbox {
     link: Link,
+    consumer: String,
+    group_ready: bool,
     last: EntryId,
 }
 
 impl Inbox {
-    /// An inbox for `topic`, reading from its beginning. Connects on the first read.
-    pub fn new(client: Client, topic: impl Into<String>, options: RetryOptions) -> Self {
+    /// An inbox for `topic`; `consumer` names this reader in the group (e.g. the pod's name).
+    /// Connects on the first read.
+    pub fn new(
+        client: Client,
+        topic: impl Into<String>,
+        consumer: impl Into<String>,
+        options: RetryOptions,
+    ) -> Self {
         Self {
             link: Link::new(client, topic.into(), options, BLOCK_SLICE),
+            consumer: consumer.into(),
+            group_ready: false,
             last: EntryId::ZERO,
         }
     }
@@ -506,21 +525,7 @@ impl Inbox {
             let block = deadline
                 .saturating_duration_since(Instant::now())
                 .min(BLOCK_SLICE);
-            let attempt = async {
-                let mut conn = self.link.conn().await?;
-                let mut cmd = redis::cmd("XREAD");
-                cmd.arg("COUNT").arg(1);
-                // BLOCK 0 would wait forever: below a millisecond, just look.
-                let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
-                if block_ms > 0 {
-                    cmd.arg("BLOCK").arg(block_ms);
-                }
-                cmd.arg("STREAMS")
-                    .arg(&self.link.topic)
-                    .arg(self.last.to_string());
-                cmd.query_async::<Value>(&mut conn).await
-            };
-            match attempt.await {
+            match self.read(block).await {
                 Ok(reply) => {
                     self.link.succeeded();
                     let streams = match reply {
@@ -545,9 +550,47 @@ impl Inbox {
                         return Ok(None);
                     }
                 }
-                Err(e) => self.link.failed(e, "reading turns from").await?,
+                // The group is gone (Redis restarted without it): make it again and read on.
+                Err(e) if e.code() == Some("NOGROUP") => self.group_ready = false,
+                Err(e) => {
+                    self.group_ready = false;
+                    self.link.failed(e, "reading turns from").await?;
+                }
             }
         }
+    }
+
+    /// One `XREADGROUP`, blocking up to `block` (not at all below a millisecond: `BLOCK 0` would
+    /// wait forever).
+    async fn read(&mut self, block: Duration) -> Result<Value, RedisError> {
+        let mut conn = self.link.conn().await?;
+        let topic = &self.link.topic;
+        if !self.group_ready {
+            let created: Result<Value, RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(topic)
+                .arg(INBOX_GROUP)
+                .arg(self.last.to_string())
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Err(e) if e.code() != Some("BUSYGROUP") => return Err(e),
+                _ => self.group_ready = true,
+            }
+        }
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(INBOX_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1);
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("NOACK").arg("STREAMS").arg(topic).arg(">");
+        cmd.query_async(&mut conn).await
     }
 }
 

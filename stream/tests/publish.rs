@@ -346,7 +346,12 @@ async fn the_inbox_reads_turns_sent_before_it_started_then_waits_for_more() {
     send(&url, r#"{"prompt":"first"}"#);
     send(&url, r#"{"hello":1}"#);
     send(&url, r#"{"prompt":"second; $(rm -rf /)\n\"quoted\""}"#);
-    let mut inbox = Inbox::new(Client::open(url.clone()).unwrap(), IN, options());
+    let mut inbox = Inbox::new(
+        Client::open(url.clone()).unwrap(),
+        IN,
+        "worker-1",
+        options(),
+    );
 
     let first = inbox.next(Duration::from_secs(1)).await.unwrap();
     assert!(
@@ -400,7 +405,12 @@ async fn the_inbox_survives_a_restart_without_rereading() {
     let mut server = RedisServer::start();
     let url = server.url();
     send(&url, r#"{"prompt":"one"}"#);
-    let mut inbox = Inbox::new(Client::open(url.clone()).unwrap(), IN, options());
+    let mut inbox = Inbox::new(
+        Client::open(url.clone()).unwrap(),
+        IN,
+        "worker-1",
+        options(),
+    );
     let one = inbox.next(Duration::from_secs(1)).await.unwrap();
     assert!(matches!(one, Some(Inboxed::Turn(_, Turn::Prompt(_)))));
 
@@ -419,4 +429,31 @@ async fn the_inbox_survives_a_restart_without_rereading() {
         "the first turn was not replayed"
     );
     assert_eq!(inbox.next(Duration::from_millis(100)).await.unwrap(), None);
+}
+
+/// A later worker on the same `in` stream (the same dispatch id again) continues after the turns
+/// the earlier one read, instead of replaying them; the first worker on a stream gets the turns
+/// sent before it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_inbox_on_the_same_stream_does_not_replay_read_turns() {
+    let server = RedisServer::start();
+    let url = server.url();
+    send(&url, r#"{"prompt":"one"}"#);
+    send(&url, r#"{"prompt":"two"}"#);
+    let client = Client::open(url.clone()).unwrap();
+    let mut first = Inbox::new(client.clone(), IN, "pod-a", options());
+    let one = first.next(Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(one, Some(Inboxed::Turn(_, Turn::Prompt(ref p))) if p == "one"));
+    drop(first);
+
+    let mut later = Inbox::new(client, IN, "pod-b", options());
+    let two = later.next(Duration::from_secs(1)).await.unwrap();
+    assert!(
+        matches!(two, Some(Inboxed::Turn(_, Turn::Prompt(ref p))) if p == "two"),
+        "{two:?}"
+    );
+    assert_eq!(later.next(Duration::from_millis(100)).await.unwrap(), None);
+    send(&url, r#"{"type":"stop"}"#);
+    let stop = later.next(Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(stop, Some(Inboxed::Turn(_, Turn::Stop))));
 }
