@@ -16,7 +16,7 @@
 //!    the server's creationTimestamps, which have 1 s resolution) and Jobs per second;
 //! 4. a larger sustained batch: Jobs per second in the steady middle (10th to 90th percentile);
 //! 5. RSS after the bench namespace is deleted, and with `--present` Dispatches that asked to
-//!    stop before they started (`spec.stop: true`: reconciled to `stopped`, no Job).
+//!    stop before they started (`spec.stop: true`: reconciled to `stopped`, then `destroyed`; no Job).
 //!
 //! The bench namespace has a ResourceQuota of 0 pods: Jobs are created but never get a pod, so
 //! the figures are the operator's and the API server's, not the kubelet's.
@@ -186,12 +186,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     wait_until(
-        "every present Dispatch is stopped",
+        "every present Dispatch is over (stopped, or destroyed once nothing is left of it)",
         Duration::from_secs(900),
         || async {
             let list = many_api.list(&ListParams::default()).await.ok()?;
-            (list.items.len() == args.present && list.items.iter().all(|d| phase(d) == "stopped"))
-                .then_some(())
+            (list.items.len() == args.present
+                && list
+                    .items
+                    .iter()
+                    .all(|d| matches!(phase(d).as_str(), "stopped" | "destroyed")))
+            .then_some(())
         },
     )
     .await?;

@@ -9,6 +9,8 @@ use super::build::AGENT_CONTAINER;
 
 /// The termination message the worker leaves when it exits because nothing came in time.
 pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
+/// The termination message the worker leaves when a `{"type": "stop"}` turn asked it to end.
+pub const STOPPED_MESSAGE: &str = "stopped";
 
 /// Termination reasons of a container whose process never started (the runtime could not
 /// create or exec it): containerd says `StartError`, dockershim said `ContainerCannotRun`.
@@ -105,6 +107,8 @@ fn from_termination(
         StopReason::Stopped
     } else if t.exit_code == 0 && message.trim() == IDLE_TIMEOUT_MESSAGE {
         StopReason::IdleTimeout
+    } else if t.exit_code == 0 && message.trim() == STOPPED_MESSAGE {
+        StopReason::Stopped
     } else if t.exit_code == 0 {
         StopReason::Completed
     } else {
@@ -365,6 +369,7 @@ mod tests {
         StopReason::IdleTimeout
     )]
     #[case::completed(terminated(0, "Completed", ""), false, StopReason::Completed)]
+    #[case::stop_turn(terminated(0, "Completed", "stopped"), false, StopReason::Stopped)]
     #[case::failed(terminated(2, "Error", "boom"), false, StopReason::Failed)]
     #[case::oom(terminated(137, "OOMKilled", ""), false, StopReason::Oom)]
     #[case::never_started(

@@ -1,0 +1,400 @@
+//! The Stage 1 proof (SPEC §6): a Dispatch applied to the cluster runs the real agent worker
+//! (`localhost/vexa-agent-worker:dev`, built by `hack/images/agent-worker`) with the project's
+//! test agent over a git workspace on a PVC; its reply streams on `unit:<id>:out` in the
+//! cluster's Redis; a turn sent on `unit:<id>:in` is answered by the same pod; it exits when
+//! idle; a second Dispatch resumes the session; a propose-only run cannot change its workspace.
+//!
+//! Needs `eval "$(hack/cluster env)"` (KUBECONFIG, REDIS_URL for this process, POD_REDIS_URL
+//! for the pods) and the worker image; `hack/test` provides both.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use vexa_agent_worker::{Event, UnitEvent};
+use vexa_crds::{AgentRunner, Dispatch};
+use vexa_evals::fixtures::{
+    WORKSPACE_CLAIM, chat_dispatch, describe, golden_doc, merge, stop_reason, wait_dispatch,
+    workspace, workspace_volume,
+};
+use vexa_evals::operator::Operator;
+use vexa_evals::{TestNamespace, client, repo_root, wait_for};
+use vexa_stream::follow::{EntryId, follow};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+const IDLE_SECONDS: i64 = 6;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(hack/cluster env)\"` first"))
+}
+
+/// The in-process operator, pointing the pods at the cluster's Redis.
+async fn operator() {
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    let redis = env("POD_REDIS_URL");
+    OPERATOR
+        .get_or_init(|| Operator::start(&["--job-ttl-seconds", "5", "--redis-url", &redis]))
+        .ready()
+        .await;
+}
+
+struct World {
+    client: Client,
+    ns: TestNamespace,
+    runner: String,
+    dispatches: Api<Dispatch>,
+    redis: redis::Client,
+}
+
+impl World {
+    async fn new(prefix: &str) -> Self {
+        operator().await;
+        let client = client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        // The runner the project ships, renamed per test and owned by its namespace.
+        let runner = format!("test-agent-{}", ns.name);
+        let text = std::fs::read_to_string(repo_root().join("runners/vexa-test-agent.yaml"))
+            .expect("runners/vexa-test-agent.yaml");
+        let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
+        doc["metadata"] = json!({
+            "name": runner,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": ns.uid}],
+        });
+        merge(
+            &mut doc["spec"],
+            json!({"defaults": {"idleTimeoutSeconds": IDLE_SECONDS}}),
+        );
+        let r: AgentRunner = serde_json::from_value(doc).unwrap();
+        Api::<AgentRunner>::all(client.clone())
+            .create(&PostParams::default(), &r)
+            .await
+            .expect("create the test AgentRunner");
+        workspace_volume(&client, &ns.name, &["alice/notes"]).await;
+        workspace(&client, &ns.name, "alice-notes", "alice/notes", "rw").await;
+        let redis = redis::Client::open(env("REDIS_URL")).unwrap();
+        let dispatches = Api::namespaced(client.clone(), &ns.name);
+        Self {
+            client,
+            ns,
+            runner,
+            dispatches,
+            redis,
+        }
+    }
+
+    fn out_topic(&self, name: &str) -> String {
+        vexa_policy::names::out_topic(&vexa_policy::names::dispatch_id(&self.ns.name, name))
+    }
+
+    fn in_topic(&self, name: &str) -> String {
+        vexa_policy::names::in_topic(&vexa_policy::names::dispatch_id(&self.ns.name, name))
+    }
+
+    /// The events of `name` until (and with) the `turn-complete` of turn `turn`.
+    async fn events_until_turn_complete(&self, name: &str, turn: &str) -> Vec<UnitEvent> {
+        let stream = follow::<UnitEvent>(self.redis.clone(), self.out_topic(name), EntryId::ZERO);
+        let mut stream = std::pin::pin!(stream);
+        let mut events = Vec::new();
+        let collected = tokio::time::timeout(TIMEOUT, async {
+            while let Some(item) = stream.next().await {
+                let (_, e) = item.expect("a well-formed unit event");
+                let done =
+                    e.turn_id.to_string() == turn && matches!(e.event, Event::TurnComplete {});
+                events.push(e);
+                if done {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            collected.is_ok(),
+            "no turn-complete of {turn} on {} within {TIMEOUT:?}; events so far: {events:#?}",
+            self.out_topic(name)
+        );
+        events
+    }
+
+    async fn wait_stopped(&self, name: &str) -> Dispatch {
+        wait_dispatch(&self.dispatches, name, "stopped", TIMEOUT, |d| {
+            !stop_reason(d).is_empty()
+        })
+        .await
+    }
+
+    /// The workspace folder on the host: the hostPath the provisioner gave the PVC.
+    async fn workspace_dir(&self) -> PathBuf {
+        let pvc = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns.name)
+            .get(WORKSPACE_CLAIM)
+            .await
+            .unwrap();
+        let pv = Api::<PersistentVolume>::all(self.client.clone())
+            .get(&pvc.spec.unwrap().volume_name.unwrap())
+            .await
+            .unwrap();
+        PathBuf::from(pv.spec.unwrap().host_path.unwrap().path).join("alice/notes")
+    }
+}
+
+/// `git` in the workspace, as the host's root (the repository belongs to the agent's user).
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "safe.directory=*", "-C"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn kinds(events: &[UnitEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| match e.event {
+            Event::MessageDelta { .. } => "message-delta",
+            Event::ToolCall { .. } => "tool-call",
+            Event::ToolResult { .. } => "tool-result",
+            Event::Done { .. } => "done",
+            Event::Commit { .. } => "commit",
+            Event::TurnComplete {} => "turn-complete",
+            Event::AuthError { .. } => "auth-error",
+            Event::ModelError { .. } => "model-error",
+            Event::Card { .. } => "card",
+            Event::Note { .. } => "note",
+        })
+        .collect()
+}
+
+/// Whether `wanted` appear in `seen` in this order (others may come between).
+fn in_order(seen: &[&str], wanted: &[&str]) -> bool {
+    let mut it = seen.iter();
+    wanted.iter().all(|w| it.any(|s| s == w))
+}
+
+fn reply(events: &[UnitEvent]) -> String {
+    events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Done { reply, .. } => Some(reply.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn commit_sha(events: &[UnitEvent]) -> Option<String> {
+    events.iter().find_map(|e| match &e.event {
+        Event::Commit { sha } => Some(sha.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run hack/test"]
+async fn a_chat_streams_commits_answers_a_second_turn_exits_idle_and_resumes() {
+    let w = World::new("stage1").await;
+
+    // 1. A chat Dispatch asking to write notes/hello.md.
+    let prompt = "remember the greeting is for alice\nwrite notes/hello.md Hello, alice!\nsay I wrote notes/hello.md";
+    let first = chat_dispatch("agent-alice-chat-main", &w.runner, prompt);
+    w.dispatches
+        .create(&PostParams::default(), &first)
+        .await
+        .unwrap();
+
+    // 2. Deltas, a tool call and its result, done, commit and turn-complete, in that order.
+    let t0 = w
+        .events_until_turn_complete("agent-alice-chat-main", "t0")
+        .await;
+    let k = kinds(&t0);
+    // The test agent runs its tools before it streams its reply, as Claude Code often does.
+    let wanted = [
+        "tool-call",
+        "tool-result",
+        "done",
+        "commit",
+        "turn-complete",
+    ];
+    assert!(
+        in_order(&k, &wanted) && in_order(&k, &["message-delta", "done"]),
+        "t0 events: {k:?}"
+    );
+    assert!(
+        t0.iter()
+            .all(|e| !matches!(e.event, Event::ModelError { .. } | Event::AuthError { .. })),
+        "{t0:#?}"
+    );
+    let sha0 = commit_sha(&t0).expect("a commit event");
+    let dir = w.workspace_dir().await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes/hello.md"))
+            .unwrap()
+            .trim(),
+        "Hello, alice!"
+    );
+    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), sha0);
+    assert_eq!(
+        git(&dir, &["show", "--format=", "--name-only", "HEAD"]),
+        "notes/hello.md",
+        "the commit holds the file and nothing else (.claude/ is ignored)"
+    );
+    assert_eq!(git(&dir, &["log", "-1", "--format=%an"]), "alice");
+    let running = wait_dispatch(
+        &w.dispatches,
+        "agent-alice-chat-main",
+        "running",
+        TIMEOUT,
+        |d| d.status.as_ref().and_then(|s| s.pod_name.clone()).is_some(),
+    )
+    .await;
+    let pod = running.status.unwrap().pod_name.unwrap();
+
+    // 5. A turn sent on the input stream while the pod lives is answered by the same pod.
+    let mut conn = w.redis.get_multiplexed_async_connection().await.unwrap();
+    vexa_stream::follow::send_turn(
+        &mut conn,
+        &w.in_topic("agent-alice-chat-main"),
+        "append notes/hello.md second line\nsay appended",
+    )
+    .await
+    .unwrap();
+    let both = w
+        .events_until_turn_complete("agent-alice-chat-main", "t1")
+        .await;
+    let t1: Vec<_> = both
+        .into_iter()
+        .filter(|e| e.turn_id.to_string() == "t1")
+        .collect();
+    assert!(reply(&t1).contains("appended"), "{t1:#?}");
+    let sha1 = commit_sha(&t1).expect("the second turn commits too");
+    assert_ne!(sha0, sha1);
+    let pods = Api::<Pod>::namespaced(w.client.clone(), &w.ns.name);
+    let p = pods.get(&pod).await.expect("the same pod still runs");
+    assert_eq!(
+        p.status.unwrap().container_statuses.unwrap()[0].restart_count,
+        0
+    );
+
+    // 3. Nothing more is sent: the worker exits on idle and the run ends idle_timeout; the pod
+    // is gone after the Job's TTL.
+    let done = w.wait_stopped("agent-alice-chat-main").await;
+    assert_eq!(stop_reason(&done), "idle_timeout", "{}", describe(&done));
+    let session = done.status.as_ref().unwrap().session_ref.clone();
+    wait_for("the pod to be removed", TIMEOUT, || async {
+        pods.get_opt(&pod).await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    // 4. A second Dispatch on the same workspace resumes the session: the agent remembers.
+    let mut doc = golden_doc("goldens/dispatches/valid/resume-session.yaml");
+    doc["spec"]["runner"] = json!(w.runner);
+    doc["spec"]["start"]["session"]["prompt"] =
+        json!("recall\nwrite notes/again.md resumed\nsay resumed");
+    if let Some(s) = session {
+        doc["spec"]["start"]["session"]["ref"] = json!(s);
+    }
+    let second: Dispatch = serde_json::from_value(doc).unwrap();
+    w.dispatches
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    let r0 = w
+        .events_until_turn_complete("agent-alice-chat-main-2", "t0")
+        .await;
+    let answer = reply(&r0);
+    assert!(
+        answer.contains("the greeting is for alice"),
+        "the resumed agent remembers the first conversation: {answer:?}"
+    );
+    let sha2 = commit_sha(&r0).expect("the resumed run commits");
+    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), sha2);
+    assert_eq!(git(&dir, &["rev-parse", "HEAD~1"]), sha1);
+    assert_eq!(git(&dir, &["rev-parse", "HEAD~2"]), sha0);
+    // The worker's first commit (the .gitignore keeping .claude/ out of git), then three turns.
+    assert_eq!(git(&dir, &["rev-list", "--count", "HEAD"]), "4");
+    assert_eq!(
+        git(&dir, &["show", "--format=", "--name-only", "HEAD~3"]),
+        ".gitignore"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: run hack/test"]
+async fn a_propose_only_run_over_a_read_only_workspace_cannot_change_it() {
+    let w = World::new("stage1-ro").await;
+    // Seed the workspace with one commit through a trusted run first.
+    let seed = chat_dispatch("seed", &w.runner, "write notes/keep.md kept\nsay seeded");
+    w.dispatches
+        .create(&PostParams::default(), &seed)
+        .await
+        .unwrap();
+    w.events_until_turn_complete("seed", "t0").await;
+    let mut conn = w.redis.get_multiplexed_async_connection().await.unwrap();
+    vexa_stream::follow::send_stop(&mut conn, &w.in_topic("seed"))
+        .await
+        .unwrap();
+    w.wait_stopped("seed").await;
+    let dir = w.workspace_dir().await;
+    let head = git(&dir, &["rev-parse", "HEAD"]);
+
+    // An email event: untrusted, so propose-only over the workspace read-only.
+    let mut d = chat_dispatch(
+        "triage",
+        &w.runner,
+        "write notes/keep.md overwritten\nwrite notes/new.md injected\nsay tried",
+    );
+    d.spec.trigger = vexa_crds::Trigger::Event;
+    d.spec.identity.launcher = "integration:email".into();
+    d.spec.workspaces = vec![vexa_crds::WorkspaceUse {
+        name: "alice-notes".into(),
+        mode: Some(vexa_crds::WorkspaceMode::ReadOnly),
+    }];
+    w.dispatches
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let events = w.events_until_turn_complete("triage", "t0").await;
+    assert!(
+        commit_sha(&events).is_none(),
+        "nothing is committed: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event, Event::ToolResult { ok: false, .. })),
+        "the write is refused by the read-only mount: {events:#?}"
+    );
+    let done = w.wait_stopped("triage").await;
+    assert_eq!(
+        done.status
+            .as_ref()
+            .unwrap()
+            .trust
+            .map(|t| format!("{t:?}")),
+        Some("ProposeOnly".into()),
+        "{}",
+        describe(&done)
+    );
+    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&dir, &["status", "--porcelain"]), "");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes/keep.md"))
+            .unwrap()
+            .trim(),
+        "kept"
+    );
+    assert!(!dir.join("notes/new.md").exists());
+}
