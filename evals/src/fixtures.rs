@@ -75,6 +75,30 @@ pub async fn fake_runner(
         .unwrap_or_else(|e| panic!("apply AgentRunner {name}: {e}"))
 }
 
+/// Creates the AgentRunner `name` from the runner the project ships for its test agent
+/// (`runners/vexa-test-agent.yaml`, on the real agent worker image that
+/// `hack/images/agent-worker` builds), with `spec` merged over it; owned by the test's
+/// namespace like [`fake_runner`].
+pub async fn test_agent_runner(
+    client: &Client,
+    ns: &TestNamespace,
+    name: &str,
+    spec: Value,
+) -> AgentRunner {
+    let path = repo_root().join("runners/vexa-test-agent.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
+    doc["metadata"] = json!({
+        "name": name,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": ns.uid}],
+    });
+    merge(&mut doc["spec"], spec);
+    Api::<AgentRunner>::all(client.clone())
+        .patch(name, &apply_params(), &Patch::Apply(&doc))
+        .await
+        .unwrap_or_else(|e| panic!("apply AgentRunner {name}: {e}"))
+}
+
 /// JSON merge: `patch`'s fields replace `target`'s, recursively for objects.
 pub fn merge(target: &mut Value, patch: Value) {
     match (target, patch) {

@@ -18,15 +18,15 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::PostParams;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 use vexa_agent_worker::{Event, UnitEvent};
-use vexa_crds::{AgentRunner, Dispatch};
+use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
-    WORKSPACE_CLAIM, chat_dispatch, describe, golden_doc, merge, stop_reason, wait_dispatch,
-    workspace, workspace_volume,
+    WORKSPACE_CLAIM, chat_dispatch, describe, golden_doc, stop_reason, test_agent_runner,
+    wait_dispatch, workspace, workspace_volume,
 };
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client, repo_root, wait_for};
+use vexa_evals::{TestNamespace, client, wait_for};
 use vexa_stream::follow::{EntryId, follow};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -60,24 +60,9 @@ impl World {
         operator().await;
         let client = client().await;
         let ns = TestNamespace::new(&client, prefix).await;
-        // The runner the project ships, renamed per test and owned by its namespace.
         let runner = format!("test-agent-{}", ns.name);
-        let text = std::fs::read_to_string(repo_root().join("runners/vexa-test-agent.yaml"))
-            .expect("runners/vexa-test-agent.yaml");
-        let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
-        doc["metadata"] = json!({
-            "name": runner,
-            "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": ns.uid}],
-        });
-        merge(
-            &mut doc["spec"],
-            json!({"defaults": {"idleTimeoutSeconds": IDLE_SECONDS}}),
-        );
-        let r: AgentRunner = serde_json::from_value(doc).unwrap();
-        Api::<AgentRunner>::all(client.clone())
-            .create(&PostParams::default(), &r)
-            .await
-            .expect("create the test AgentRunner");
+        let idle = json!({"defaults": {"idleTimeoutSeconds": IDLE_SECONDS}});
+        test_agent_runner(&client, &ns, &runner, idle).await;
         workspace_volume(&client, &ns.name, &["alice/notes"]).await;
         workspace(&client, &ns.name, "alice-notes", "alice/notes", "rw").await;
         let redis = redis::Client::open(env("REDIS_URL")).unwrap();
