@@ -200,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         last = id;
     }
     let script: String = (0..args.lines).map(|k| format!("say line {k}\n")).collect();
+    let sent = Instant::now();
     send_turn(&mut conn, &input, &script).await?;
     let (f, c, n, _) = read_until(
         &redis,
@@ -208,6 +209,9 @@ async fn main() -> anyhow::Result<()> {
         turn_complete(format!("t{}", args.turns + 1)),
     )
     .await?;
+    // From the turn sent to its turn-complete: the agent's run, parsing, publishing and reading
+    // together; and the client's read rate once events flow.
+    let end_to_end = n as f64 / (c - sent).as_secs_f64().max(1e-6);
     let rate = n as f64 / (c - f).as_secs_f64().max(1e-6);
     send_stop(&mut conn, &input).await?;
     drop(operator);
@@ -244,8 +248,9 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut warm_complete, 0.95)
     );
     println!(
-        "throughput one turn of {} lines: {n} events in {:.0} ms = {rate:.0} events/s at the client",
+        "throughput one turn of {} reply lines: {n} events; turn sent -> turn-complete {:.0} ms = {end_to_end:.0} events/s end to end; first -> last event {:.0} ms = {rate:.0} events/s at the client",
         args.lines,
+        ms(c - sent),
         ms(c - f)
     );
     Ok(())
