@@ -10,7 +10,8 @@
 pub mod argv;
 pub mod claude;
 pub mod env;
-pub mod events;
+/// The unit events, defined with the streams they travel on.
+pub use vexa_stream::events;
 pub mod jsonl;
 pub mod process;
 pub mod session;

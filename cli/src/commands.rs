@@ -7,9 +7,9 @@ use std::time::Duration;
 use kube::ResourceExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
-use vexa_agent_worker::{TurnId, UnitEvent};
 use vexa_crds::{Dispatch, DispatchPhase};
 use vexa_stream::follow::{EntryId, FollowOptions, last_event, send_turn};
+use vexa_stream::{TurnId, UnitEvent};
 
 use crate::args::{self, ChatArgs, Cli, Command, DispatchRef, FollowArgs, SendArgs, StopArgs};
 use crate::chat::{self, ChatRequest, Plan};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use redis::{AsyncConnectionConfig, Client};
-use vexa_agent_worker::{Event, TurnId, UnitEvent};
 use vexa_stream::follow::{EntryId, FollowError, FollowOptions, follow_with, last_id};
+use vexa_stream::{Event, TurnId, UnitEvent};
 
 use crate::error::CliError;
 use crate::render::{TextRenderer, json_error_line, json_line};

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use vexa_agent_worker::{Event, UnitEvent};
 use vexa_stream::follow::EntryId;
+use vexa_stream::{Event, UnitEvent};
 
 /// The longest tool argument text or summary shown on a compact line.
 const MAX_DETAIL: usize = 100;
@@ -164,7 +164,7 @@ mod tests {
 
     use super::*;
     use serde_json::json;
-    use vexa_agent_worker::TurnId;
+    use vexa_stream::TurnId;
 
     fn turn(n: u32, events: Vec<Event>) -> Vec<UnitEvent> {
         events

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use vexa_agent_worker::{Event, TurnId, UnitEvent};
 use vexa_cli::pump::{Ended, Format, Pump};
 use vexa_stream::follow::{EntryId, FollowOptions};
 use vexa_stream::testing::RedisServer;
+use vexa_stream::{Event, TurnId, UnitEvent};
 
 const DISPATCH: &str = "team-a/agent-alice-chat-main";
 const TOPIC: &str = "unit:team-a/agent-alice-chat-main:out";

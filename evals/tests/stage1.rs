@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
-use vexa_agent_worker::{Event, UnitEvent};
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
     WORKSPACE_CLAIM, chat_dispatch, describe, golden_doc, stop_reason, test_agent_runner,
@@ -28,6 +27,7 @@ use vexa_evals::fixtures::{
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, wait_for};
 use vexa_stream::follow::{EntryId, follow};
+use vexa_stream::{Event, UnitEvent};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const IDLE_SECONDS: i64 = 6;

@@ -8,7 +8,7 @@
 //! item naming the entry; the stream goes on after it.
 //!
 //! The event type is a parameter so this crate does not depend on the worker's crate (whose
-//! binary publishes through this one); clients use `vexa_agent_worker::UnitEvent`.
+//! binary publishes through this one); clients use [`crate::UnitEvent`].
 
 use std::collections::VecDeque;
 use std::fmt;

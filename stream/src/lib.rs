@@ -4,6 +4,7 @@
 //! JSON) and `unit:<id>:in` (one entry per turn, field `turn` = JSON). Streams, not pub/sub: a
 //! reader that reconnects with the last id it saw gets an exact, duplicate-free replay.
 //!
+//! - `events`: the unit events themselves (the JSON every client reads).
 //! - `publish`: the worker's side of `out` (ordered, exactly-once appends that survive a Redis
 //!   restart) and of `in` (reading the next turn).
 //! - `follow`: a client's side: follow `out` from an id, resuming after disconnects; send turns.
@@ -13,8 +14,11 @@ pub const EVENT_FIELD: &str = "event";
 /// Field of an `in` entry holding the turn JSON.
 pub const TURN_FIELD: &str = "turn";
 
+pub mod events;
 pub mod follow;
 pub mod publish;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use events::{Event, TurnId, UnitEvent};

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use redis::aio::MultiplexedConnection;
-use vexa_agent_worker::{Event, TurnId, UnitEvent};
 use vexa_stream::follow::{
     EntryId, FollowError, FollowItem, FollowOptions, follow_with, last_event, last_id, send_stop,
     send_turn,
 };
 use vexa_stream::testing::RedisServer;
+use vexa_stream::{Event, TurnId, UnitEvent};
 
 const TOPIC: &str = "unit:team-a/agent-alice-chat-main:out";
 const WAIT: Duration = Duration::from_secs(30);

@@ -26,13 +26,13 @@ use futures::StreamExt;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use vexa_agent_worker::{Event, UnitEvent};
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{chat_dispatch, test_agent_runner, workspace, workspace_volume};
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client};
 use vexa_policy::names::{dispatch_id, in_topic, out_topic};
 use vexa_stream::follow::{EntryId, follow, last_id, send_stop, send_turn};
+use vexa_stream::{Event, UnitEvent};
 
 /// Benchmark of the unit streams against the local cluster.
 #[derive(Parser, Debug)]
