@@ -9,7 +9,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{
+    Pid, Signal, WaitId, WaitIdOptions, WaitOptions, kill_process_group, waitid, waitpid,
+};
 
 use crate::turn::AgentProcess;
 
@@ -63,21 +65,89 @@ impl StopHandle {
         }
         let child = command.spawn()?;
         state.group = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+        if let Some(pid) = state.group {
+            let stop = self.clone();
+            std::thread::Builder::new()
+                .name("agent-leftovers".into())
+                .spawn(move || stop.kill_leftovers_when_done(pid))?;
+        }
         Ok(child)
     }
 
+    /// Watches the agent `pid` (its group's leader) without reaping it; once it has exited,
+    /// kills what is left in its group, so a background process holding the agent's standard
+    /// output cannot keep the turn open. Returns when the agent was reaped or the group killed.
+    fn kill_leftovers_when_done(&self, pid: Pid) {
+        loop {
+            {
+                let state = self.state();
+                if state.group != Some(pid) {
+                    return; // reaped already: its id may be reused, never signal it
+                }
+                let exited = waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+                );
+                match exited {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        if signal(state.group, Signal::KILL) {
+                            tracing::info!(
+                                "killed what the agent left running in its process group"
+                            );
+                        }
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            std::thread::sleep(REAP_POLL);
+        }
+    }
+
     /// Waits for `child`, reaping it under the lock so a signal never reaches a reused pid.
+    ///
+    /// Once the agent has exited, but before it is reaped (so its process group id cannot have
+    /// been reused), whatever it left running in its group (a server started in the background,
+    /// a stuck tool) is killed: a turn ends with nothing of it still running. As PID 1 of the
+    /// pod, the worker then also reaps orphans the kernel handed to it.
     fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| io::Error::other("the agent has no valid process id"))?;
         loop {
             {
                 let mut state = self.state();
-                if let Some(status) = child.try_wait()? {
+                let exited = waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+                )?;
+                if exited.is_some() {
+                    // The watcher may not have looked yet: kill leftovers before the reap.
+                    signal(state.group, Signal::KILL);
+                    let status = child.wait()?;
                     state.group = None;
+                    if std::process::id() == 1 {
+                        reap_orphans();
+                    }
                     return Ok(status);
                 }
             }
             std::thread::sleep(REAP_POLL);
         }
+    }
+}
+
+/// Reaps every child that has exited, without waiting. Only for PID 1, whose only children
+/// between turns are orphans the kernel reparented to it (otherwise they stay zombies).
+fn reap_orphans() {
+    let mut reaped = 0;
+    while let Ok(Some(_)) = waitpid(None, WaitOptions::NOHANG) {
+        reaped += 1;
+    }
+    if reaped > 0 {
+        tracing::debug!(reaped, "reaped orphaned processes");
     }
 }
 
@@ -238,6 +308,27 @@ mod tests {
         assert!(!stop.terminate(), "nothing left to signal");
         let err = agent(&stop).run(&sh("true"), &mut |_| {}).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    }
+
+    #[test]
+    fn what_the_agent_leaves_running_is_killed_when_it_exits() {
+        let stop = StopHandle::default();
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        // The background sleep inherits standard output: without the group kill the read
+        // would last until it ends.
+        let code = agent(&stop)
+            .run(&sh("sleep 30 & echo done"), &mut |l| {
+                lines.push(l.to_owned())
+            })
+            .unwrap();
+        assert_eq!(code, Some(0));
+        assert_eq!(lines, ["done"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
