@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use support::api_server::{ApiServer, Call};
+use support::api_server::{ApiServer, Call, Watched};
 
 /// The uid of every Dispatch here (the build goldens use the same one, so an applied Job can
 /// be compared with them).
@@ -137,13 +137,7 @@ async fn a_new_dispatch_creates_its_secret_and_job() {
     let ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
     let mut api = ApiServer::start(&d, &[]);
 
-    let (code, body) = status_404("jobs.batch", name);
-    api.expect(
-        Method::GET,
-        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-    )
-    .await
-    .respond(code, body);
+    // The Job cache has none: the Job is applied without asking the API server first.
     api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
         .await
         .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
@@ -246,13 +240,6 @@ async fn an_event_that_wants_to_write_is_refused() {
     d["spec"]["workspaces"][0]["mode"] = "rw".into();
     let mut api = ApiServer::start(&d, &[]);
 
-    let (code, body) = status_404("jobs.batch", name);
-    api.expect(
-        Method::GET,
-        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-    )
-    .await
-    .respond(code, body);
     api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/claude-code")
         .await
         .ok(runner("goldens/agentrunners/valid/claude-code.yaml"));
@@ -371,30 +358,31 @@ fn job_object(ns: &str, suspended: bool) -> Value {
 }
 
 /// (c) A stop request on a live run suspends its Job with a merge patch (the pod then
-/// terminates gracefully) and records `stopping`.
+/// terminates gracefully) and records `stopping`. The Job and its pod are read from the
+/// controller's caches.
 #[tokio::test]
 async fn a_stop_request_suspends_the_job() {
     let ns = "mock-stop";
     let name = "agent-alice-chat-main";
     let (d, pod) = running(ns);
-    let mut api = ApiServer::start(&d, &[]);
+    let jobs = [job_object(ns, false)];
+    let pods = [pod];
+    let mut api = ApiServer::start_with(
+        &d,
+        &[],
+        Watched::Synced {
+            jobs: &jobs,
+            pods: &pods,
+        },
+    );
 
     let job_path = format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}");
-    api.expect(Method::GET, &job_path)
-        .await
-        .ok(job_object(ns, false));
     let suspend = api.expect(Method::PATCH, &job_path).await;
     suspend
         .merge_patch()
         .query(&[("fieldManager", "vexa-operator-stop")]);
     assert_eq!(suspend.body, json!({"spec": {"suspend": true}}));
     suspend.ok(job_object(ns, true));
-
-    let pods = api
-        .expect(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"))
-        .await;
-    pods.query(&[("labelSelector", &format!("vexa.ai/dispatch={name}"))]);
-    pods.ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "301"}, "items": [pod]}));
 
     let st = api
         .expect(
@@ -422,16 +410,42 @@ async fn a_stop_request_suspends_the_job() {
     assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
 }
 
-/// (c') Once the Job is suspended, a later reconcile does not patch it again.
-#[tokio::test]
-async fn a_suspended_job_is_not_patched_again() {
-    let ns = "mock-stop-again";
-    let name = "agent-alice-chat-main";
+/// A run that is stopping, as the API server holds it after (c).
+fn stopping(ns: &str) -> (Value, Value) {
     let (mut d, pod) = running(ns);
     d["status"]["phase"] = "stopping".into();
     d["status"]["observedGeneration"] = 2.into();
     d["status"]["conditions"][2] = json!({"type": "Ready", "status": "False", "reason": "Stopping", "message": "stop requested; the pod is terminating", "observedGeneration": 2, "lastTransitionTime": "2026-11-29T08:01:00Z"});
-    let mut api = ApiServer::start(&d, &[]);
+    (d, pod)
+}
+
+/// (c') Once the Job is suspended, a later reconcile does not patch it again; with the Job and
+/// its pod cached and nothing changed, it makes no call at all.
+#[tokio::test]
+async fn a_suspended_job_is_not_patched_again() {
+    let ns = "mock-stop-again";
+    let (d, pod) = stopping(ns);
+    let jobs = [job_object(ns, true)];
+    let pods = [pod];
+    let api = ApiServer::start_with(
+        &d,
+        &[],
+        Watched::Synced {
+            jobs: &jobs,
+            pods: &pods,
+        },
+    );
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// Just after a start, before the Job and pod watches have listed everything, the reconcile
+/// reads the Job and the pods from the API server: an empty cache proves nothing.
+#[tokio::test]
+async fn before_the_caches_sync_the_job_and_pods_are_read_from_the_api() {
+    let ns = "mock-unsynced";
+    let name = "agent-alice-chat-main";
+    let (d, pod) = stopping(ns);
+    let mut api = ApiServer::start_with(&d, &[], Watched::NotSynced);
 
     api.expect(
         Method::GET,
@@ -439,11 +453,94 @@ async fn a_suspended_job_is_not_patched_again() {
     )
     .await
     .ok(job_object(ns, true));
-    api.expect(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"))
-        .await
-        .ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [pod]}));
-    // Nothing changed: no status write either.
+    let pods = api
+        .expect(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"))
+        .await;
+    pods.query(&[("labelSelector", &format!("vexa.ai/dispatch={name}"))]);
+    pods.ok(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [pod]}));
     assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// A live run whose Job the cache has not seen (the watch lags): the API server is asked
+/// before the run is declared over, and the run goes on.
+#[tokio::test]
+async fn a_job_missing_from_the_cache_is_confirmed_before_the_run_ends() {
+    let ns = "mock-lagging-cache";
+    let name = "agent-alice-chat-main";
+    let (mut d, pod) = running(ns);
+    d["spec"]["stop"] = false.into();
+    d["metadata"]["generation"] = 1.into();
+    let pods = [pod];
+    let mut api = ApiServer::start_with(
+        &d,
+        &[],
+        Watched::Synced {
+            jobs: &[],
+            pods: &pods,
+        },
+    );
+
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .ok(job_object(ns, false));
+    // Still running, as recorded: no status write.
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+}
+
+/// A live run whose Job is gone from the cache and from the API server: the run is over, and
+/// the workspace it held is released.
+#[tokio::test]
+async fn a_deleted_job_ends_the_run() {
+    let ns = "mock-job-deleted";
+    let name = "agent-alice-chat-main";
+    let (mut d, _pod) = running(ns);
+    d["spec"]["stop"] = false.into();
+    d["metadata"]["generation"] = 1.into();
+    let mut api = ApiServer::start(&d, &[]);
+
+    let (code, body) = status_404("jobs.batch", name);
+    api.expect(
+        Method::GET,
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+    )
+    .await
+    .respond(code, body);
+    let ws_path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes");
+    let mut ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    ws["status"] = json!({"heldBy": name});
+    api.expect(Method::GET, &ws_path).await.ok(ws.clone());
+    let release = api
+        .expect(Method::PATCH, &format!("{ws_path}/status"))
+        .await;
+    release.merge_patch();
+    assert_eq!(
+        release.body,
+        json!({"metadata": {"resourceVersion": "41"}, "status": {"heldBy": null}})
+    );
+    release.ok(ws);
+
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Warning", "Stopped", "Finish", name);
+    event.echo();
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    let s = &st.body["status"];
+    assert_eq!(s["phase"], "stopped");
+    assert_eq!(s["stopReason"], "failed");
+    st.status_written(&d);
+    assert_eq!(api.done().await, Action::await_change());
 }
 
 /// A runner with a model credential: it is read from the operator's namespace and written
@@ -456,13 +553,6 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
     let notes = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
     let mut api = ApiServer::start(&d, &[]);
 
-    let (code, body) = status_404("jobs.batch", name);
-    api.expect(
-        Method::GET,
-        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-    )
-    .await
-    .respond(code, body);
     api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/claude-code")
         .await
         .ok(runner("goldens/agentrunners/valid/claude-code.yaml"));
@@ -568,13 +658,6 @@ async fn a_busy_workspace_queues_the_dispatch() {
     holder["status"] = json!({"phase": "running"});
     let mut api = ApiServer::start(&d, &[]);
 
-    let (code, body) = status_404("jobs.batch", name);
-    api.expect(
-        Method::GET,
-        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-    )
-    .await
-    .respond(code, body);
     api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
         .await
         .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
@@ -635,13 +718,6 @@ async fn an_older_queued_dispatch_goes_first() {
     let ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
     let mut api = ApiServer::start(&d, &[older]);
 
-    let (code, body) = status_404("jobs.batch", name);
-    api.expect(
-        Method::GET,
-        &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
-    )
-    .await
-    .respond(code, body);
     api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
         .await
         .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));

@@ -1,6 +1,7 @@
 //! The Dispatch controller: one Dispatch becomes one isolated, short-lived Job.
 
 pub mod build;
+pub mod cache;
 pub mod claim;
 pub mod error;
 pub mod reconcile;
@@ -16,12 +17,14 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 use vexa_crds::Dispatch;
 
+pub use cache::Cache;
 pub use error::Error;
 
 use crate::context::Context;
@@ -29,13 +32,19 @@ use crate::context::Context;
 /// Label selector of every object the operator creates.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vexa-operator";
 
-/// What the Dispatch reconciler shares: the operator context, the Dispatch cache (for the
-/// first-come-first-served queue) and per-object failure counts (for exponential backoff).
+/// What the Dispatch reconciler shares: the operator context, the caches the controller's
+/// watches fill (Dispatches for the first-come-first-served queue, Jobs and pods to follow a
+/// run), one event recorder and per-object failure counts (for exponential backoff).
 pub struct DispatchContext {
     /// The operator-wide context.
     pub base: Context,
     /// Every Dispatch the controller sees.
     pub store: Store<Dispatch>,
+    /// The operator's Jobs.
+    pub jobs: Cache<Job>,
+    /// The pods of the operator's Jobs.
+    pub pods: Cache<Pod>,
+    recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<Dispatch>, u32>>,
 }
 
@@ -48,11 +57,15 @@ impl std::fmt::Debug for DispatchContext {
 }
 
 impl DispatchContext {
-    /// A context over `store`.
-    pub fn new(base: Context, store: Store<Dispatch>) -> Self {
+    /// A context over the Dispatch `store` and the Job and pod caches.
+    pub fn new(base: Context, store: Store<Dispatch>, jobs: Cache<Job>, pods: Cache<Pod>) -> Self {
+        let recorder = Recorder::new(base.client.clone(), base.reporter.clone());
         Self {
             base,
             store,
+            jobs,
+            pods,
+            recorder,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -138,14 +151,37 @@ pub async fn run(
             }
         })
         .applied_objects();
+    // The Job and pod watches the controller needs for its triggers also fill the caches the
+    // reconcile reads. Each store is updated before its event triggers a reconcile. The
+    // managed fields are dropped: nothing reads them, and they are a large part of an object.
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let (job_store, job_writer) = reflector::store();
+    let jobs = Cache::new(job_store);
+    let job_events = {
+        let jobs = jobs.clone();
+        watcher(Api::<Job>::all(client.clone()), managed.clone())
+            .modify(|j| j.managed_fields_mut().clear())
+            .reflect(job_writer)
+            .inspect(move |e| jobs.observe(e))
+            .touched_objects()
+    };
+    let (pod_store, pod_writer) = reflector::store();
+    let pods = Cache::new(pod_store);
+    let pod_events = {
+        let pods = pods.clone();
+        watcher(Api::<Pod>::all(client.clone()), managed)
+            .modify(|p| p.managed_fields_mut().clear())
+            .reflect(pod_writer)
+            .inspect(move |e| pods.observe(e))
+            .touched_objects()
+    };
     let controller = Controller::for_stream(dispatch_events, store.clone())
-        .owns(Api::<Job>::all(client.clone()), managed.clone())
-        .watches(Api::<Pod>::all(client.clone()), managed, pod_owner)
+        .owns_stream(job_events)
+        .watches_stream(pod_events, pod_owner)
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown);
     let metrics = ctx.metrics.clone();
-    let dctx = Arc::new(DispatchContext::new(ctx, store.clone()));
+    let dctx = Arc::new(DispatchContext::new(ctx, store.clone(), jobs, pods));
 
     // The phase gauge follows the cache, for as long as this controller runs.
     let gauge = tokio::spawn(async move {

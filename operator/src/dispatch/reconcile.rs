@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -47,12 +48,21 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<DispatchContext>) -> Result<Ac
     let old = d.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = d.metadata.generation;
-    let jobs = Api::<Job>::namespaced(ctx.base.client.clone(), &ns);
 
     let action = match old.phase {
         Some(DispatchPhase::Refused | DispatchPhase::Destroyed) => Action::await_change(),
-        Some(DispatchPhase::Stopped) => clean_up(&ctx, &d, &jobs, &mut status).await?,
-        _ => match jobs.get_opt(&job_name(&name)).await? {
+        Some(DispatchPhase::Stopped) => clean_up(&ctx, &d, &mut status).await?,
+        // A Job the cache has not seen yet is created again only when the run has not been
+        // recorded as started: applying the Job is idempotent. Ending the run (the Job
+        // vanished, or a stop before the start) waits for the API server to confirm.
+        _ => match ctx
+            .job(
+                &ns,
+                &job_name(&name),
+                old.job_name.is_some() || d.spec.stop == Some(true),
+            )
+            .await?
+        {
             None if old.job_name.is_some() => {
                 // The Job vanished while the run was live (deleted by hand, or its namespace is
                 // going away): the run is over.
@@ -363,13 +373,11 @@ async fn follow(
         suspend(client, &ns, &job.name_any()).await?;
         info!(dispatch = %d.name_any(), "stop requested: suspended the Job, its pod terminates gracefully");
     }
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={}", job.name_any())))
-        .await?;
+    let pods = ctx.pods(&ns, &job.name_any()).await?;
     let pod = pods
-        .items
         .iter()
-        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
+        .map(AsRef::as_ref);
     status.job_name = Some(job.name_any());
     if let Some(p) = pod {
         status.pod_name = Some(p.name_any());
@@ -474,14 +482,14 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
 async fn clean_up(
     ctx: &DispatchContext,
     d: &Dispatch,
-    jobs: &Api<Job>,
     status: &mut DispatchStatus,
 ) -> Result<Action, Error> {
     release_all(ctx, d).await?;
-    match jobs.get_opt(&job_name(&d.name_any())).await? {
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    // `destroyed` is final: the Job's absence is confirmed, not taken from the cache.
+    match ctx.job(&ns, &job_name(&d.name_any()), true).await? {
         None => {
             // The run's credentials must not outlive it.
-            let ns = d.namespace().ok_or(Error::Malformed)?;
             let secrets = Api::<Secret>::namespaced(ctx.base.client.clone(), &ns);
             match secrets
                 .delete(
@@ -502,7 +510,15 @@ async fn clean_up(
                 propagation_policy: Some(PropagationPolicy::Background),
                 ..DeleteParams::default()
             };
-            jobs.delete(&job.name_any(), &dp).await?;
+            // The cache may still hold a Job that is already gone.
+            match Api::<Job>::namespaced(ctx.base.client.clone(), &ns)
+                .delete(&job.name_any(), &dp)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
             Ok(Action::requeue(Duration::from_secs(5)))
         }
         Some(_) => Ok(Action::await_change()),
@@ -626,7 +642,6 @@ async fn publish_transitions(
     if events.is_empty() {
         return;
     }
-    let recorder = Recorder::new(ctx.base.client.clone(), ctx.base.reporter.clone());
     let reference = d.object_ref(&());
     for (type_, reason, note, action) in events {
         let ev = Event {
@@ -636,7 +651,7 @@ async fn publish_transitions(
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &reference).await {
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
             warn!(dispatch = %d.name_any(), error = %e, "could not publish event");
         }
     }
@@ -655,6 +670,43 @@ pub fn finished(d: &Dispatch) -> bool {
 }
 
 impl DispatchContext {
+    /// The Job `name` in `ns`: from the cache once it has synced. `confirm_absence`: a Job
+    /// missing from the cache is looked up on the API server, for decisions an absence must
+    /// not get wrong.
+    async fn job(
+        &self,
+        ns: &str,
+        name: &str,
+        confirm_absence: bool,
+    ) -> Result<Option<Arc<Job>>, Error> {
+        if let Some(store) = self.jobs.store() {
+            if let Some(job) = store.get(&ObjectRef::new(name).within(ns)) {
+                return Ok(Some(job));
+            }
+            if !confirm_absence {
+                return Ok(None);
+            }
+        }
+        let job = Api::<Job>::namespaced(self.base.client.clone(), ns)
+            .get_opt(name)
+            .await?;
+        Ok(job.map(Arc::new))
+    }
+
+    /// The pods of the Job `job` in `ns`: from the cache once it has synced.
+    async fn pods(&self, ns: &str, job: &str) -> Result<Vec<Arc<Pod>>, Error> {
+        if let Some(store) = self.pods.store() {
+            return Ok(store.state_filter(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && p.labels().get(DISPATCH_LABEL).map(String::as_str) == Some(job)
+            }));
+        }
+        let pods = Api::<Pod>::namespaced(self.base.client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={job}")))
+            .await?;
+        Ok(pods.items.into_iter().map(Arc::new).collect())
+    }
+
     fn build_settings(&self) -> BuildSettings {
         let c = &self.base.config;
         BuildSettings {

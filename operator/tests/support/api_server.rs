@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
@@ -17,16 +19,43 @@ use tower_test::mock::{Handle, SendResponse};
 use vexa_crds::Dispatch;
 use vexa_operator::config::Config;
 use vexa_operator::context::Context;
-use vexa_operator::dispatch::{DispatchContext, Error, reconcile::reconcile};
+use vexa_operator::dispatch::{Cache, DispatchContext, Error, reconcile::reconcile};
 use vexa_operator::metrics::Metrics;
 
 /// How long one step may take before the test gives up: generous for a loaded CI machine,
 /// short enough that a hang is obvious.
 const STEP: Duration = Duration::from_secs(10);
 
-/// A Dispatch as JSON, typed.
-fn typed(v: &Value) -> Dispatch {
+/// An object as JSON, typed.
+fn typed<K: serde::de::DeserializeOwned>(v: &Value) -> K {
     serde_json::from_value(v.clone()).unwrap()
+}
+
+/// What the controller's Job and pod watches have cached when the reconcile runs.
+pub enum Watched<'a> {
+    /// The initial lists have arrived and hold these Jobs and pods.
+    Synced {
+        jobs: &'a [Value],
+        pods: &'a [Value],
+    },
+    /// The initial lists have not arrived yet (just after a start).
+    NotSynced,
+}
+
+/// A reflector cache holding `objects`.
+fn cache<K>(objects: &[Value], synced: bool) -> Cache<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(typed(o)));
+    }
+    if synced {
+        Cache::synced(store)
+    } else {
+        Cache::new(store)
+    }
 }
 /// One request the reconciler made, and the way to answer it.
 pub struct Call {
@@ -120,8 +149,21 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Starts one reconcile of `d`; `queue` is what the controller's cache holds.
+    /// Starts one reconcile of `d`; `queue` is what the controller's Dispatch cache holds, and
+    /// it has seen no Job or pod.
     pub fn start(d: &Value, queue: &[Value]) -> Self {
+        Self::start_with(
+            d,
+            queue,
+            Watched::Synced {
+                jobs: &[],
+                pods: &[],
+            },
+        )
+    }
+
+    /// Starts one reconcile of `d` with `watched` in the Job and pod caches.
+    pub fn start_with(d: &Value, queue: &[Value], watched: Watched<'_>) -> Self {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
         let config = <Config as clap::Parser>::try_parse_from([
@@ -144,10 +186,14 @@ impl ApiServer {
         };
         let (store, mut writer) = reflector::store::<Dispatch>();
         for d in queue {
-            writer.apply_watcher_event(&watcher::Event::Apply(typed(d)));
+            writer.apply_watcher_event(&watcher::Event::Apply(typed::<Dispatch>(d)));
         }
-        let ctx = Arc::new(DispatchContext::new(base, store));
-        let reconcile = tokio::spawn(reconcile(Arc::new(typed(d)), ctx));
+        let (jobs, pods) = match watched {
+            Watched::Synced { jobs, pods } => (cache::<Job>(jobs, true), cache::<Pod>(pods, true)),
+            Watched::NotSynced => (cache::<Job>(&[], false), cache::<Pod>(&[], false)),
+        };
+        let ctx = Arc::new(DispatchContext::new(base, store, jobs, pods));
+        let reconcile = tokio::spawn(reconcile(Arc::new(typed::<Dispatch>(d)), ctx));
         Self {
             handle,
             reconcile,
