@@ -373,6 +373,7 @@ async fn a_stop_request_suspends_the_job() {
         Watched::Synced {
             jobs: &jobs,
             pods: &pods,
+            references: &[],
         },
     );
 
@@ -433,6 +434,7 @@ async fn a_suspended_job_is_not_patched_again() {
         Watched::Synced {
             jobs: &jobs,
             pods: &pods,
+            references: &[],
         },
     );
     assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
@@ -477,6 +479,7 @@ async fn a_job_missing_from_the_cache_is_confirmed_before_the_run_ends() {
         Watched::Synced {
             jobs: &[],
             pods: &pods,
+            references: &[],
         },
     );
 
@@ -551,35 +554,24 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
     let name = "morning-brief-28912400";
     let d = dispatch("goldens/dispatches/valid/scheduled-routine.yaml", ns);
     let notes = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
-    let mut api = ApiServer::start(&d, &[]);
+    // The runner, the workspaces and the tool are in the controller's caches: none is read
+    // from the API server, except the workspace to claim, which is read fresh.
+    let references = [
+        runner("goldens/agentrunners/valid/claude-code.yaml"),
+        notes.clone(),
+        stored("goldens/workspaces/valid/team-handbook.yaml", ns, "12"),
+        stored("operator/tests/fixtures/inputs/calendar-read.yaml", ns, "3"),
+    ];
+    let mut api = ApiServer::start_with(
+        &d,
+        &[],
+        Watched::Synced {
+            jobs: &[],
+            pods: &[],
+            references: &references,
+        },
+    );
 
-    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/claude-code")
-        .await
-        .ok(runner("goldens/agentrunners/valid/claude-code.yaml"));
-    for (ws, v) in [
-        ("alice-notes", notes.clone()),
-        (
-            "team-handbook",
-            stored("goldens/workspaces/valid/team-handbook.yaml", ns, "12"),
-        ),
-    ] {
-        api.expect(
-            Method::GET,
-            &format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/{ws}"),
-        )
-        .await
-        .ok(v);
-    }
-    api.expect(
-        Method::GET,
-        &format!("/apis/vexa.ai/v1/namespaces/{ns}/tools/calendar-read"),
-    )
-    .await
-    .ok(stored(
-        "operator/tests/fixtures/inputs/calendar-read.yaml",
-        ns,
-        "3",
-    ));
     // The credential is read before the claim, so a missing Secret never holds a workspace.
     let b64 = serde_json::to_value(k8s_openapi::ByteString(CREDENTIAL.into())).unwrap();
     api.expect(

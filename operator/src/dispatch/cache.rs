@@ -1,5 +1,6 @@
 //! The reflector caches of the objects the operator creates (Jobs and their pods), which the
-//! controller's watches fill anyway. A reconcile reads them instead of asking the API server.
+//! controller's watches fill anyway, and of the objects a Dispatch refers to (AgentRunners,
+//! Workspaces, Tools). A reconcile reads them instead of asking the API server.
 //!
 //! A cache can lag behind the API server. It is read only where acting on a stale view is
 //! harmless or converges: an object it holds existed a moment ago, and a watch event triggers
@@ -9,7 +10,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kube::runtime::reflector::Store;
+use kube::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 /// A reflector store and whether its first list has arrived.
@@ -50,6 +52,30 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
         if matches!(event, Ok(watcher::Event::InitDone)) {
             self.synced.store(true, Ordering::Release);
         }
+    }
+
+    /// The object `name` (in `ns`, if namespaced). A miss, or a cache not synced yet, asks
+    /// `api`: a reference that is only new must not be reported missing.
+    pub async fn get_or_fetch(
+        &self,
+        api: &Api<K>,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<K>>, kube::Error>
+    where
+        K: serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if let Some(store) = self.store() {
+            let key = ObjectRef::new(name);
+            let key = match ns {
+                Some(ns) => key.within(ns),
+                None => key,
+            };
+            if let Some(o) = store.get(&key) {
+                return Ok(Some(o));
+            }
+        }
+        Ok(api.get_opt(name).await?.map(Arc::new))
     }
 
     /// The store, once it holds the initial list. Before that (just after a start, when the

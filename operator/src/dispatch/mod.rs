@@ -22,10 +22,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
-use vexa_crds::Dispatch;
+use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 
 pub use cache::Cache;
 pub use error::Error;
+pub use resolve::References;
 
 use crate::context::Context;
 
@@ -44,6 +45,8 @@ pub struct DispatchContext {
     pub jobs: Cache<Job>,
     /// The pods of the operator's Jobs.
     pub pods: Cache<Pod>,
+    /// What Dispatches refer to.
+    pub references: References,
     recorder: Recorder,
     failures: Mutex<HashMap<ObjectRef<Dispatch>, u32>>,
 }
@@ -57,14 +60,21 @@ impl std::fmt::Debug for DispatchContext {
 }
 
 impl DispatchContext {
-    /// A context over the Dispatch `store` and the Job and pod caches.
-    pub fn new(base: Context, store: Store<Dispatch>, jobs: Cache<Job>, pods: Cache<Pod>) -> Self {
+    /// A context over the Dispatch `store` and the other caches.
+    pub fn new(
+        base: Context,
+        store: Store<Dispatch>,
+        jobs: Cache<Job>,
+        pods: Cache<Pod>,
+        references: References,
+    ) -> Self {
         let recorder = Recorder::new(base.client.clone(), base.reporter.clone());
         Self {
             base,
             store,
             jobs,
             pods,
+            references,
             recorder,
             failures: Mutex::new(HashMap::new()),
         }
@@ -122,6 +132,33 @@ fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
     counts
 }
 
+/// A cache of every `K`, kept filled by a spawned watch (abort it to stop).
+fn follow<K>(api: Api<K>) -> (Cache<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let cache = Cache::new(store);
+    let observer = cache.clone();
+    let watch = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |e| observer.observe(e))
+        .for_each(|e| async move {
+            if let Err(e) = e {
+                tracing::debug!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+            }
+        });
+    (cache, tokio::spawn(watch))
+}
+
 /// Runs the Dispatch controller until `shutdown` resolves. `ready` turns true once the
 /// Dispatch cache has synced.
 pub async fn run(
@@ -160,6 +197,7 @@ pub async fn run(
     let job_events = {
         let jobs = jobs.clone();
         watcher(Api::<Job>::all(client.clone()), managed.clone())
+            .default_backoff()
             .modify(|j| j.managed_fields_mut().clear())
             .reflect(job_writer)
             .inspect(move |e| jobs.observe(e))
@@ -170,6 +208,7 @@ pub async fn run(
     let pod_events = {
         let pods = pods.clone();
         watcher(Api::<Pod>::all(client.clone()), managed)
+            .default_backoff()
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(pod_writer)
             .inspect(move |e| pods.observe(e))
@@ -181,7 +220,23 @@ pub async fn run(
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown);
     let metrics = ctx.metrics.clone();
-    let dctx = Arc::new(DispatchContext::new(ctx, store.clone(), jobs, pods));
+    // What Dispatches refer to is only read: these watches trigger nothing (a dispatch
+    // waiting for a missing reference polls), they keep the caches filled.
+    let (runners, runner_watch) = follow(Api::<AgentRunner>::all(client.clone()));
+    let (workspaces, workspace_watch) = follow(Api::<Workspace>::all(client.clone()));
+    let (tools, tool_watch) = follow(Api::<Tool>::all(client.clone()));
+    let references = References {
+        runners,
+        workspaces,
+        tools,
+    };
+    let dctx = Arc::new(DispatchContext::new(
+        ctx,
+        store.clone(),
+        jobs,
+        pods,
+        references,
+    ));
 
     // The phase gauge follows the cache, for as long as this controller runs.
     let gauge = tokio::spawn(async move {
@@ -201,5 +256,8 @@ pub async fn run(
         })
         .await;
     gauge.abort();
+    for watch in [runner_watch, workspace_watch, tool_watch] {
+        watch.abort();
+    }
     info!("Dispatch controller stopped");
 }

@@ -245,7 +245,7 @@ async fn admit(
 ) -> Result<Option<(Resolved, Authorization)>, Error> {
     let generation = d.metadata.generation;
     let t = now();
-    let resolved = match resolve::resolve(&ctx.base.client, d).await {
+    let resolved = match resolve::resolve(&ctx.base.client, &ctx.references, d).await {
         Ok(r) => r,
         Err(e) if e.is_user_error() => {
             set_condition(

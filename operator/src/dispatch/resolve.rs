@@ -4,6 +4,7 @@ use kube::Api;
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
+use super::cache::Cache;
 use super::error::Error;
 
 /// The objects a Dispatch refers to.
@@ -42,21 +43,49 @@ impl Resolved {
     }
 }
 
-async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<K, Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await?.ok_or_else(|| Error::NotFound {
-        kind,
-        name: name.to_owned(),
-    })
+/// The caches of what a Dispatch refers to.
+#[derive(Debug, Clone)]
+pub struct References {
+    /// AgentRunners.
+    pub runners: Cache<AgentRunner>,
+    /// Workspaces.
+    pub workspaces: Cache<Workspace>,
+    /// Tools.
+    pub tools: Cache<Tool>,
 }
 
-/// Reads every object the dispatch names; the first missing one is the error.
-pub async fn resolve(client: &kube::Client, d: &Dispatch) -> Result<Resolved, Error> {
+async fn get<K>(
+    cache: &Cache<K>,
+    api: &Api<K>,
+    ns: Option<&str>,
+    kind: &'static str,
+    name: &str,
+) -> Result<K, Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let o = cache
+        .get_or_fetch(api, ns, name)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind,
+            name: name.to_owned(),
+        })?;
+    Ok(K::clone(&o))
+}
+
+/// Reads every object the dispatch names, from the caches where they hold it; the first
+/// missing one is the error.
+pub async fn resolve(
+    client: &kube::Client,
+    refs: &References,
+    d: &Dispatch,
+) -> Result<Resolved, Error> {
     let ns = d.metadata.namespace.as_deref().ok_or(Error::Malformed)?;
     let runner = get(
+        &refs.runners,
         &Api::<AgentRunner>::all(client.clone()),
+        None,
         "AgentRunner",
         &d.spec.runner,
     )
@@ -64,12 +93,12 @@ pub async fn resolve(client: &kube::Client, d: &Dispatch) -> Result<Resolved, Er
     let ws_api = Api::<Workspace>::namespaced(client.clone(), ns);
     let mut workspaces = Vec::with_capacity(d.spec.workspaces.len());
     for w in &d.spec.workspaces {
-        workspaces.push(get(&ws_api, "Workspace", &w.name).await?);
+        workspaces.push(get(&refs.workspaces, &ws_api, Some(ns), "Workspace", &w.name).await?);
     }
     let tool_api = Api::<Tool>::namespaced(client.clone(), ns);
     let mut tools = Vec::with_capacity(d.spec.tools.len());
     for t in &d.spec.tools {
-        tools.push(get(&tool_api, "Tool", t).await?);
+        tools.push(get(&refs.tools, &tool_api, Some(ns), "Tool", t).await?);
     }
     Ok(Resolved {
         runner,

@@ -16,10 +16,10 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tower_test::mock::{Handle, SendResponse};
-use vexa_crds::Dispatch;
+use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_operator::config::Config;
 use vexa_operator::context::Context;
-use vexa_operator::dispatch::{Cache, DispatchContext, Error, reconcile::reconcile};
+use vexa_operator::dispatch::{Cache, DispatchContext, Error, References, reconcile::reconcile};
 use vexa_operator::metrics::Metrics;
 
 /// How long one step may take before the test gives up: generous for a loaded CI machine,
@@ -33,10 +33,12 @@ fn typed<K: serde::de::DeserializeOwned>(v: &Value) -> K {
 
 /// What the controller's Job and pod watches have cached when the reconcile runs.
 pub enum Watched<'a> {
-    /// The initial lists have arrived and hold these Jobs and pods.
+    /// The initial lists have arrived and hold these Jobs and pods, and these AgentRunners,
+    /// Workspaces and Tools (told apart by `kind`).
     Synced {
         jobs: &'a [Value],
         pods: &'a [Value],
+        references: &'a [Value],
     },
     /// The initial lists have not arrived yet (just after a start).
     NotSynced,
@@ -48,7 +50,10 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
 {
     let (store, mut writer) = reflector::store::<K>();
-    for o in objects {
+    for o in objects
+        .iter()
+        .filter(|o| o["kind"] == K::kind(&()).as_ref())
+    {
         writer.apply_watcher_event(&watcher::Event::Apply(typed(o)));
     }
     if synced {
@@ -158,6 +163,7 @@ impl ApiServer {
             Watched::Synced {
                 jobs: &[],
                 pods: &[],
+                references: &[],
             },
         )
     }
@@ -188,11 +194,26 @@ impl ApiServer {
         for d in queue {
             writer.apply_watcher_event(&watcher::Event::Apply(typed::<Dispatch>(d)));
         }
-        let (jobs, pods) = match watched {
-            Watched::Synced { jobs, pods } => (cache::<Job>(jobs, true), cache::<Pod>(pods, true)),
-            Watched::NotSynced => (cache::<Job>(&[], false), cache::<Pod>(&[], false)),
+        let (jobs, pods, references, synced) = match watched {
+            Watched::Synced {
+                jobs,
+                pods,
+                references,
+            } => (jobs, pods, references, true),
+            Watched::NotSynced => (&[][..], &[][..], &[][..], false),
         };
-        let ctx = Arc::new(DispatchContext::new(base, store, jobs, pods));
+        let references = References {
+            runners: cache::<AgentRunner>(references, synced),
+            workspaces: cache::<Workspace>(references, synced),
+            tools: cache::<Tool>(references, synced),
+        };
+        let ctx = Arc::new(DispatchContext::new(
+            base,
+            store,
+            cache::<Job>(jobs, synced),
+            cache::<Pod>(pods, synced),
+            references,
+        ));
         let reconcile = tokio::spawn(reconcile(Arc::new(typed::<Dispatch>(d)), ctx));
         Self {
             handle,
