@@ -34,6 +34,16 @@ pub struct Config {
     /// Idle timeout of a run when neither the Dispatch nor its runner says.
     #[arg(long, env = "VEXA_DEFAULT_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
     pub default_idle_timeout_seconds: i64,
+    /// CPU request of a run when neither the Dispatch nor its runner sets resources (a pod
+    /// without any would be BestEffort: first to be evicted, unbounded). Empty: none.
+    #[arg(long, env = "VEXA_DEFAULT_CPU_REQUEST", default_value = "100m", value_parser = quantity)]
+    pub default_cpu_request: String,
+    /// Memory request of a run when neither the Dispatch nor its runner sets resources.
+    #[arg(long, env = "VEXA_DEFAULT_MEMORY_REQUEST", default_value = "256Mi", value_parser = quantity)]
+    pub default_memory_request: String,
+    /// Memory limit of a run when neither the Dispatch nor its runner sets resources.
+    #[arg(long, env = "VEXA_DEFAULT_MEMORY_LIMIT", default_value = "2Gi", value_parser = quantity)]
+    pub default_memory_limit: String,
     /// Dispatches reconciled in parallel.
     #[arg(long, env = "VEXA_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
@@ -65,4 +75,41 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A Kubernetes quantity (`100m`, `256Mi`, `2Gi`, `0.5`), or empty for none; checked when the
+/// operator starts, so a typo fails there and not at every Job.
+fn quantity(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let (number, suffix) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let number_ok = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.matches('.').count() <= 1;
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    );
+    if v.is_empty() || (number_ok && suffix_ok) {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "{v:?} is not a Kubernetes quantity (e.g. 100m, 256Mi, 2Gi)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity;
+
+    #[test]
+    fn quantities_are_checked_at_startup() {
+        for ok in ["100m", "256Mi", "2Gi", "0.5", "1", ""] {
+            assert!(quantity(ok).is_ok(), "{ok}");
+        }
+        for bad in ["2 GB", "Gi", "1.2.3", "-1", "1gb", "lots"] {
+            let e = quantity(bad).unwrap_err();
+            assert!(e.contains("not a Kubernetes quantity"), "{bad}: {e}");
+        }
+    }
 }

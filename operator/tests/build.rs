@@ -44,6 +44,7 @@ fn settings() -> BuildSettings {
         job_ttl_seconds: 300,
         default_max_lifetime_seconds: 3600,
         default_idle_timeout_seconds: 120,
+        default_resources: vexa_operator::dispatch::build::resources("100m", "256Mi", "2Gi"),
     }
 }
 
@@ -757,7 +758,10 @@ fn the_model_credential_case_uses_operator_defaults_and_the_workspace_default_mo
         Some(3600)
     );
     assert_eq!(env_value(&job, "VEXA_IDLE_TIMEOUT_SEC"), "120");
-    assert_eq!(agent(&job).resources, None);
+    // Neither the Dispatch nor the runner sets resources: the operator's, never BestEffort.
+    let resources = agent(&job).resources.clone().expect("default resources");
+    assert_eq!(resources.requests.unwrap()["memory"].0, "256Mi");
+    assert_eq!(resources.limits.unwrap()["memory"].0, "2Gi");
     assert_eq!(env_value(&job, "VEXA_CHAT_SESSION"), "ideas");
     assert_eq!(
         env_value(&job, "OPENAI_BASE_URL"),

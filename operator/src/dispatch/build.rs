@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume,
     VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use serde_json::json;
@@ -44,6 +45,31 @@ pub struct BuildSettings {
     pub default_max_lifetime_seconds: i64,
     /// Fallback idle timeout.
     pub default_idle_timeout_seconds: i64,
+    /// Fallback resources, when neither the Dispatch nor its runner sets any.
+    pub default_resources: Option<ResourceRequirements>,
+}
+
+/// Resources from quantities (an empty one is left out; all empty: none).
+pub fn resources(
+    cpu_request: &str,
+    memory_request: &str,
+    memory_limit: &str,
+) -> Option<ResourceRequirements> {
+    let map = |pairs: &[(&str, &str)]| {
+        let m: BTreeMap<String, Quantity> = pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect();
+        (!m.is_empty()).then_some(m)
+    };
+    let requests = map(&[("cpu", cpu_request), ("memory", memory_request)]);
+    let limits = map(&[("memory", memory_limit)]);
+    (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
+        requests,
+        limits,
+        ..ResourceRequirements::default()
+    })
 }
 
 /// A workspace the run uses, resolved.
@@ -149,7 +175,11 @@ pub fn effective_limits(
         .max_lifetime_seconds
         .or(dflt.max_lifetime_seconds)
         .unwrap_or(s.default_max_lifetime_seconds);
-    (idle, life, own.resources.or(dflt.resources))
+    let resources = own
+        .resources
+        .or(dflt.resources)
+        .or_else(|| s.default_resources.clone());
+    (idle, life, resources)
 }
 
 fn mode_str(m: WorkspaceMode) -> &'static str {
@@ -401,5 +431,69 @@ pub fn job(inputs: &Inputs<'_>) -> Job {
             ..JobSpec::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn settings() -> BuildSettings {
+        BuildSettings {
+            redis_url: String::new(),
+            job_ttl_seconds: 300,
+            default_max_lifetime_seconds: 3600,
+            default_idle_timeout_seconds: 120,
+            default_resources: resources("100m", "256Mi", "2Gi"),
+        }
+    }
+
+    fn dispatch(limits: serde_json::Value) -> Dispatch {
+        serde_json::from_value(json!({
+            "apiVersion": "vexa.ai/v1", "kind": "Dispatch", "metadata": {"name": "d"},
+            "spec": {
+                "identity": {"subject": "alice", "launcher": "user:alice"},
+                "runner": "r", "workspaces": [{"name": "w", "mode": "rw"}],
+                "trigger": "message", "start": {"entrypoint": {"inline": "hi"}},
+                "limits": limits,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn runner(defaults: serde_json::Value) -> AgentRunnerSpec {
+        serde_json::from_value(json!({
+            "image": "img", "argv": ["agent"], "streamFormat": "unit-jsonl", "defaults": defaults,
+        }))
+        .unwrap()
+    }
+
+    fn memory_limit(r: Option<ResourceRequirements>) -> Option<String> {
+        Some(r?.limits?.get("memory")?.0.clone())
+    }
+
+    #[test]
+    fn resources_come_from_the_dispatch_then_the_runner_then_the_operator() {
+        let own = json!({"resources": {"limits": {"memory": "1Gi"}}});
+        let runner_set = runner(json!({"resources": {"limits": {"memory": "512Mi"}}}));
+        let (.., r) = effective_limits(&dispatch(own), &runner_set, &settings());
+        assert_eq!(memory_limit(r).as_deref(), Some("1Gi"));
+        let (.., r) = effective_limits(&dispatch(json!({})), &runner_set, &settings());
+        assert_eq!(memory_limit(r).as_deref(), Some("512Mi"));
+        // Neither sets any: the operator's defaults, so the pod is never BestEffort.
+        let (.., r) = effective_limits(&dispatch(json!({})), &runner(json!({})), &settings());
+        let r = r.expect("default resources");
+        assert_eq!(r.requests.unwrap()["cpu"].0, "100m");
+        assert_eq!(r.limits.unwrap()["memory"].0, "2Gi");
+    }
+
+    #[test]
+    fn empty_defaults_mean_none() {
+        assert_eq!(resources("", "", ""), None);
+        let r = resources("", "128Mi", "").unwrap();
+        assert_eq!(r.limits, None);
+        assert_eq!(r.requests.unwrap().len(), 1);
     }
 }

@@ -714,6 +714,11 @@ impl DispatchContext {
             job_ttl_seconds: c.job_ttl_seconds,
             default_max_lifetime_seconds: c.default_max_lifetime_seconds,
             default_idle_timeout_seconds: c.default_idle_timeout_seconds,
+            default_resources: build::resources(
+                &c.default_cpu_request,
+                &c.default_memory_request,
+                &c.default_memory_limit,
+            ),
         }
     }
 }
