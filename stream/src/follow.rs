@@ -14,13 +14,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError, RetryMethod, Value};
+use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use serde::de::DeserializeOwned;
 
+use crate::wire::{Backoff, bytes, field, retryable};
 use crate::{EVENT_FIELD, TURN_FIELD};
 
 /// The id of a stream entry, `<milliseconds>-<sequence>`. Ordered as Redis orders entries.
@@ -174,11 +175,10 @@ pub fn follow_with<T: DeserializeOwned>(
         client,
         topic: out_topic.into(),
         last: from,
-        backoff: options.min_backoff,
+        backoff: Backoff::new(options.min_backoff, options.max_backoff),
         options,
         conn: None,
         ready: VecDeque::new(),
-        failing_since: None,
         ended: false,
         event: PhantomData,
     };
@@ -198,8 +198,7 @@ struct Follower<T> {
     options: FollowOptions,
     conn: Option<MultiplexedConnection>,
     ready: VecDeque<FollowItem<T>>,
-    failing_since: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     ended: bool,
     event: PhantomData<fn() -> T>,
 }
@@ -229,8 +228,7 @@ impl<T: DeserializeOwned> Follower<T> {
             };
             match result {
                 Ok(reply) => {
-                    self.failing_since = None;
-                    self.backoff = self.options.min_backoff;
+                    self.backoff.succeeded();
                     self.take(reply);
                 }
                 Err(e) => {
@@ -297,8 +295,7 @@ impl<T: DeserializeOwned> Follower<T> {
                 source: e,
             });
         }
-        let since = *self.failing_since.get_or_insert_with(Instant::now);
-        let failing_for = since.elapsed();
+        let failing_for = self.backoff.failing_for();
         if self
             .options
             .give_up_after
@@ -316,32 +313,17 @@ impl<T: DeserializeOwned> Follower<T> {
             topic = %self.topic,
             addr = %self.addr,
             last = %self.last,
-            retry_in = ?self.backoff,
+            retry_in = ?self.backoff.next_wait(),
             error = %e,
             "following the stream failed; reconnecting"
         );
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        self.backoff.wait().await;
         None
     }
 }
 
 /// How much longer than the `BLOCK` time a read may take before the connection counts as dead.
 const RESPONSE_MARGIN: Duration = Duration::from_secs(3);
-
-/// Whether a new connection may fix the error: connection, I/O and timeout failures, and the
-/// server's transient states (loading its data after a restart, busy, ...). Requests Redis
-/// rejects (wrong type, bad id) are not.
-fn retryable(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || matches!(
-            e.retry_method(),
-            RetryMethod::Reconnect | RetryMethod::RetryImmediately | RetryMethod::WaitAndRetry
-        )
-}
 
 async fn xread(
     conn: &mut impl ConnectionLike,
@@ -402,34 +384,10 @@ fn stream_entries(reply: Value) -> Result<Vec<RawEntry>, String> {
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .and_then(|s| s.parse::<EntryId>().ok())
                 .ok_or_else(|| format!("unexpected entry id {id:?}"))?;
-            out.push((id, field(fields, EVENT_FIELD.as_bytes())));
+            out.push((id, field(fields, EVENT_FIELD)));
         }
     }
     Ok(out)
-}
-
-/// The value of `name` among an entry's fields (a flat list in RESP2, a map in RESP3).
-fn field(fields: Value, name: &[u8]) -> Option<Vec<u8>> {
-    let pairs: Vec<(Value, Value)> = match fields {
-        Value::Array(flat) => {
-            let mut it = flat.into_iter();
-            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-        }
-        Value::Map(pairs) => pairs,
-        _ => return None,
-    };
-    pairs
-        .into_iter()
-        .find(|(k, _)| bytes(k) == Some(name))
-        .and_then(|(_, v)| bytes(&v).map(<[u8]>::to_vec))
-}
-
-fn bytes(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
 }
 
 fn decode<T: DeserializeOwned>(event: Option<Vec<u8>>) -> Result<T, String> {

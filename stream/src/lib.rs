@@ -17,6 +17,7 @@ pub const TURN_FIELD: &str = "turn";
 pub mod events;
 pub mod follow;
 pub mod publish;
+mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -27,10 +27,11 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, RetryMethod, Value};
+use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use serde_json::Value as Json;
 
 use crate::follow::EntryId;
+use crate::wire::{Backoff, bytes, field, pairs, retryable};
 use crate::{EVENT_FIELD, TURN_FIELD};
 
 /// How a publisher or an inbox retries when Redis cannot be reached.
@@ -92,18 +93,6 @@ pub enum StreamError {
     },
 }
 
-/// Whether a new connection may fix the error: connection, I/O and timeout failures, and the
-/// server's transient states (loading its data after a restart, busy, …).
-fn retryable(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || matches!(
-            e.retry_method(),
-            RetryMethod::Reconnect | RetryMethod::RetryImmediately | RetryMethod::WaitAndRetry
-        )
-}
-
 /// One connection to Redis, re-made after a failure, with the retry bookkeeping.
 struct Link {
     client: Client,
@@ -113,8 +102,7 @@ struct Link {
     /// Extra response time for blocking reads.
     block_margin: Duration,
     conn: Option<MultiplexedConnection>,
-    failing_since: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl fmt::Debug for Link {
@@ -133,11 +121,10 @@ impl Link {
             addr: client.get_connection_info().addr().to_string(),
             client,
             topic,
-            backoff: options.min_backoff,
+            backoff: Backoff::new(options.min_backoff, options.max_backoff),
             options,
             block_margin,
             conn: None,
-            failing_since: None,
         }
     }
 
@@ -158,10 +145,9 @@ impl Link {
     }
 
     fn succeeded(&mut self) {
-        if let Some(since) = self.failing_since.take() {
-            tracing::info!(topic = %self.topic, addr = %self.addr, after = ?since.elapsed(), "Redis is reachable again");
+        if let Some(after) = self.backoff.succeeded() {
+            tracing::info!(topic = %self.topic, addr = %self.addr, ?after, "Redis is reachable again");
         }
-        self.backoff = self.options.min_backoff;
     }
 
     /// Handles a failed request: `Ok(())` after the backoff means "try again on a new
@@ -176,8 +162,7 @@ impl Link {
                 source: e,
             });
         }
-        let since = *self.failing_since.get_or_insert_with(Instant::now);
-        let failing_for = since.elapsed();
+        let failing_for = self.backoff.failing_for();
         if failing_for >= self.options.give_up_after {
             return Err(StreamError::Unreachable {
                 addr: self.addr.clone(),
@@ -190,12 +175,11 @@ impl Link {
         tracing::warn!(
             topic = %self.topic,
             addr = %self.addr,
-            retry_in = ?self.backoff,
+            retry_in = ?self.backoff.next_wait(),
             error = %e,
             "{doing} failed; reconnecting"
         );
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        self.backoff.wait().await;
         Ok(())
     }
 }
@@ -594,18 +578,6 @@ impl Inbox {
     }
 }
 
-/// The (key, value) pairs of a RESP2 flat list or a RESP3 map.
-fn pairs(v: Value) -> Vec<(Value, Value)> {
-    match v {
-        Value::Array(flat) => {
-            let mut it = flat.into_iter();
-            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-        }
-        Value::Map(pairs) => pairs,
-        _ => Vec::new(),
-    }
-}
-
 /// The (stream, entries) pairs of an `XREAD` reply: a list of two-item lists in RESP2, a map in
 /// RESP3.
 fn pairs_or_list(v: Value) -> Vec<(Value, Value)> {
@@ -645,22 +617,6 @@ fn entries(v: Value) -> Vec<(EntryId, Value)> {
             Some((id, fields))
         })
         .collect()
-}
-
-/// The bytes of field `name` among an entry's fields.
-fn field(fields: Value, name: &str) -> Option<Vec<u8>> {
-    pairs(fields)
-        .into_iter()
-        .find(|(k, _)| bytes(k) == Some(name.as_bytes()))
-        .and_then(|(_, v)| bytes(&v).map(<[u8]>::to_vec))
-}
-
-fn bytes(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
