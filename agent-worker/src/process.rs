@@ -191,13 +191,7 @@ impl AgentProcess for SupervisedAgent {
             command.env_remove(name);
         }
         command.envs(self.env_set.iter().map(|(k, v)| (k, v)));
-        let stop = self.stop.clone();
-        stream_lines(
-            &mut command,
-            |c| stop.spawn(c),
-            |c| stop.wait(c),
-            on_line,
-        )
+        stream_lines(&mut command, &self.stop, on_line)
         .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => io::Error::new(
                 e.kind(),
@@ -210,17 +204,16 @@ impl AgentProcess for SupervisedAgent {
 
 /// Runs `command` with standard output piped, calling `on_line` with each line of it (without
 /// its line ending), and returns its exit code (`None` when killed by a signal).
-pub(crate) fn stream_lines(
+fn stream_lines(
     command: &mut Command,
-    spawn: impl FnOnce(&mut Command) -> io::Result<Child>,
-    wait: impl FnOnce(&mut Child) -> io::Result<ExitStatus>,
+    stop: &StopHandle,
     on_line: &mut dyn FnMut(&str),
 ) -> io::Result<Option<i32>> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = spawn(command)?;
+    let mut child = stop.spawn(command)?;
     if let Some(stdout) = child.stdout.take() {
         // Lines are read as bytes so one invalid UTF-8 sequence cannot end the stream.
         let mut reader = BufReader::new(stdout);
@@ -237,13 +230,13 @@ pub(crate) fn stream_lines(
                 Err(e) => {
                     // Do not leave the child running unreaped behind an error.
                     let _ = child.kill();
-                    let _ = wait(&mut child);
+                    let _ = stop.wait(&mut child);
                     return Err(e);
                 }
             }
         }
     }
-    Ok(wait(&mut child)?.code())
+    Ok(stop.wait(&mut child)?.code())
 }
 
 #[cfg(test)]

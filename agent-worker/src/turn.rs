@@ -6,13 +6,10 @@
 //! by a `note` saying the session could not be resumed.
 
 use std::io;
-use std::path::PathBuf;
-use std::process::{Child, Command};
 
 use crate::argv::{ArgTemplate, ArgValues, OptionalArgs, render};
 use crate::env::StreamFormat;
 use crate::events::{Event, TurnId, UnitEvent, first_chars};
-use crate::process::stream_lines;
 use crate::stream::{TurnOutcome, parser};
 
 /// The longest commit message subject.
@@ -23,26 +20,6 @@ const SUBJECT_CHARS: usize = 72;
 pub trait AgentProcess {
     /// Runs `argv` (program first) to completion.
     fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>>;
-}
-
-/// The agent CLI as a plain child process in the workspace: no shell, standard input closed,
-/// standard error passed through. The worker runs [`crate::process::SupervisedAgent`], which can
-/// also be stopped.
-#[derive(Debug, Clone)]
-pub struct ChildProcess {
-    /// The working directory (the primary workspace).
-    pub cwd: PathBuf,
-}
-
-impl AgentProcess for ChildProcess {
-    fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
-        let mut command = Command::new(program);
-        command.args(args).current_dir(&self.cwd);
-        stream_lines(&mut command, Command::spawn, Child::wait, on_line)
-    }
 }
 
 /// What a turn needs from the runner.

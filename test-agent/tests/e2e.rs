@@ -342,7 +342,8 @@ fn without_partial_messages_the_reply_comes_from_the_assistant_message() {
 /// is retried fresh, with one `note` in place of the failed attempt's events.
 #[test]
 fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
-    use vexa_agent_worker::turn::{ChildProcess, TurnSpec, run_turn};
+    use vexa_agent_worker::process::{StopHandle, SupervisedAgent};
+    use vexa_agent_worker::turn::{TurnSpec, run_turn};
 
     let ws = tempfile::tempdir().unwrap();
     let spec = runner();
@@ -350,8 +351,11 @@ fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
     let argv: Vec<_> = std::iter::once(vexa_agent_worker::argv::ArgTemplate::parse(bin).unwrap())
         .chain(spec.argv[1..].iter().cloned())
         .collect();
-    let mut agent = ChildProcess {
+    let mut agent = SupervisedAgent {
         cwd: ws.path().to_owned(),
+        env_remove: Vec::new(),
+        env_set: Vec::new(),
+        stop: StopHandle::default(),
     };
     let values = ArgValues {
         prompt: "write notes/hello.md hi".into(),
