@@ -25,22 +25,17 @@ use vexa_evals::fixtures::{
     wait_dispatch, workspace, workspace_volume,
 };
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client, wait_for};
+use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 use vexa_stream::follow::{EntryId, follow};
 use vexa_stream::{Event, UnitEvent};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const IDLE_SECONDS: i64 = 6;
 
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(hack/cluster env)\"` first"))
-}
-
 /// The in-process operator, pointing the pods at the cluster's Redis.
 async fn operator() {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    let redis = env("POD_REDIS_URL");
+    let redis = cluster_env("POD_REDIS_URL");
     OPERATOR
         .get_or_init(|| Operator::start(&["--job-ttl-seconds", "5", "--redis-url", &redis]))
         .ready()
@@ -65,7 +60,7 @@ impl World {
         test_agent_runner(&client, &ns, &runner, idle).await;
         workspace_volume(&client, &ns.name, &["alice/notes"]).await;
         workspace(&client, &ns.name, "alice-notes", "alice/notes", "rw").await;
-        let redis = redis::Client::open(env("REDIS_URL")).unwrap();
+        let redis = redis::Client::open(cluster_env("REDIS_URL")).unwrap();
         let dispatches = Api::namespaced(client.clone(), &ns.name);
         Self {
             client,

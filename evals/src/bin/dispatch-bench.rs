@@ -42,7 +42,7 @@ use serde_json::json;
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{chat_dispatch, fake_runner, phase, workspace};
 use vexa_evals::operator::assert_no_operator_in_cluster;
-use vexa_evals::{TestNamespace, client, repo_root};
+use vexa_evals::{TestNamespace, client, repo_root, wait_for};
 
 const MANAGED: &str = "app.kubernetes.io/managed-by=vexa-operator";
 
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     raw_api
         .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await?;
-    wait_until(
+    wait_for(
         "the baseline Dispatches are deleted",
         Duration::from_secs(120),
         || async {
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|l| l.items.is_empty())
         },
     )
-    .await?;
+    .await;
     drop(raw);
 
     // The bench namespace: a runner, a Workspace, and no room for pods.
@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         bench_dispatch(n, &runner, false)
     })
     .await;
-    jobs_seen.wait_for(&names, Duration::from_secs(300)).await?;
+    jobs_seen.wait_for(&names, Duration::from_secs(300)).await;
     let burst_all_jobs = t_burst.elapsed();
     let seen = jobs_seen.times();
     let mut watch_latency: Vec<f64> = names
@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         bench_dispatch(n, &runner, false)
     })
     .await;
-    jobs_seen.wait_for(&names, Duration::from_secs(900)).await?;
+    jobs_seen.wait_for(&names, Duration::from_secs(900)).await;
     let seen = jobs_seen.times();
     let mut times: Vec<Instant> = names.iter().map(|n| seen[n]).collect();
     times.sort();
@@ -166,12 +166,12 @@ async fn main() -> anyhow::Result<()> {
     jobs_seen.stop();
     drop(ns);
     let namespaces = Api::<Namespace>::all(client.clone());
-    wait_until(
+    wait_for(
         "the bench namespace is gone",
         Duration::from_secs(600),
         || async { matches!(namespaces.get_opt(&bench_ns).await, Ok(None)).then_some(()) },
     )
-    .await?;
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after_churn = operator.sample(clk_tck)?;
 
@@ -185,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
         bench_dispatch(n, &runner, true)
     })
     .await;
-    wait_until(
+    wait_for(
         "every present Dispatch is over (stopped, or destroyed once nothing is left of it)",
         Duration::from_secs(900),
         || async {
@@ -198,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
             .then_some(())
         },
     )
-    .await?;
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let present = operator.sample(clk_tck)?;
     operator.stop();
@@ -382,33 +382,16 @@ impl JobClock {
         self.seen.lock().unwrap().clone()
     }
 
-    async fn wait_for(&self, names: &[String], timeout: Duration) -> anyhow::Result<()> {
-        wait_until("a Job for every Dispatch", timeout, || async {
+    async fn wait_for(&self, names: &[String], timeout: Duration) {
+        wait_for("a Job for every Dispatch", timeout, || async {
             let seen = self.seen.lock().unwrap();
             names.iter().all(|n| seen.contains_key(n)).then_some(())
         })
-        .await
+        .await;
     }
 
     fn stop(&self) {
         self.task.abort();
-    }
-}
-
-async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

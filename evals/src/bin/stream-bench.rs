@@ -29,7 +29,7 @@ use serde_json::json;
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{chat_dispatch, test_agent_runner, workspace, workspace_volume};
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client};
+use vexa_evals::{TestNamespace, client, cluster_env};
 use vexa_policy::names::{dispatch_id, in_topic, out_topic};
 use vexa_stream::follow::{EntryId, follow, last_id, send_stop, send_turn};
 use vexa_stream::{Event, UnitEvent};
@@ -47,10 +47,6 @@ struct Args {
     /// Lines of the reply in the throughput turn (one event each).
     #[arg(long, default_value_t = 2000)]
     lines: usize,
-}
-
-fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set: eval \"$(hack/cluster env)\""))
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -100,8 +96,8 @@ fn turn_complete(turn: String) -> impl Fn(&UnitEvent) -> bool {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let redis = redis::Client::open(env("REDIS_URL")?)?;
-    let pod_redis = env("POD_REDIS_URL")?;
+    let redis = redis::Client::open(cluster_env("REDIS_URL"))?;
+    let pod_redis = cluster_env("POD_REDIS_URL");
     let operator = Operator::start(&["--job-ttl-seconds", "30", "--redis-url", &pod_redis]);
     operator.ready().await;
     let client = client().await;
