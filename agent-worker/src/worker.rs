@@ -123,6 +123,12 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         settings.redis.clone(),
     );
     let flush_timeout = settings.flush_timeout;
+    let provenance = Provenance {
+        subject: env.owner.clone(),
+        dispatch: env.unit_id.clone(),
+        launcher: env.launcher.clone(),
+        runner: env.runner.clone(),
+    };
     let mut worker = Worker {
         env,
         settings,
@@ -130,6 +136,7 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         shutdown,
         inbox,
         git: None,
+        provenance,
         session: SessionState::default(),
         stop: StopHandle::default(),
         next_turn: TurnId::default(),
@@ -204,6 +211,8 @@ struct Worker {
     shutdown: watch::Receiver<bool>,
     inbox: Inbox,
     git: Option<GitWorkspace>,
+    /// Who the run's commits are by, from the environment.
+    provenance: Provenance,
     session: SessionState,
     stop: StopHandle,
     next_turn: TurnId,
@@ -318,25 +327,9 @@ impl Worker {
         }
         if let Some(rw) = self.env.writable().cloned() {
             let path = rw.path.clone();
-            let env = &self.env;
-            let (owner, unit, launcher, runner) = (
-                env.owner.clone(),
-                env.unit_id.clone(),
-                env.launcher.clone(),
-                env.runner.clone(),
-            );
-            let prepared = tokio::task::spawn_blocking(move || {
-                GitWorkspace::prepare(
-                    &path,
-                    &Provenance {
-                        subject: &owner,
-                        dispatch: &unit,
-                        launcher: &launcher,
-                        runner: &runner,
-                    },
-                )
-            })
-            .await;
+            let who = self.provenance.clone();
+            let prepared =
+                tokio::task::spawn_blocking(move || GitWorkspace::prepare(&path, &who)).await;
             match prepared {
                 Ok(Ok(git)) => {
                     tracing::info!(workspace = %rw.name, base = ?git.base, initialised = git.initialised, "rw workspace ready");
@@ -538,23 +531,9 @@ impl Worker {
             } else {
                 commit_message(&report.outcome.reply, &env.unit_id, turn)
             };
-            let (owner, unit, launcher, runner) = (
-                env.owner.clone(),
-                env.unit_id.clone(),
-                env.launcher.clone(),
-                env.runner.clone(),
-            );
+            let who = self.provenance.clone();
             let committed = tokio::task::spawn_blocking(move || {
-                git.commit(
-                    &subject_line,
-                    &turn.to_string(),
-                    &Provenance {
-                        subject: &owner,
-                        dispatch: &unit,
-                        launcher: &launcher,
-                        runner: &runner,
-                    },
-                )
+                git.commit(&subject_line, &turn.to_string(), &who)
             })
             .await;
             match committed {

@@ -68,15 +68,15 @@ pub struct GitWorkspace {
 
 /// Who a turn's commit is by and what it belongs to.
 #[derive(Debug, Clone)]
-pub struct Provenance<'a> {
+pub struct Provenance {
     /// The subject (`VEXA_OWNER`): the commit's author.
-    pub subject: &'a str,
+    pub subject: String,
     /// The dispatch id.
-    pub dispatch: &'a str,
+    pub dispatch: String,
     /// The launcher.
-    pub launcher: &'a str,
+    pub launcher: String,
     /// The runner.
-    pub runner: &'a str,
+    pub runner: String,
 }
 
 impl GitWorkspace {
@@ -84,7 +84,7 @@ impl GitWorkspace {
     /// branch `main` when there is none, and makes sure `.gitignore` ignores `.claude/`. A
     /// `.gitignore` the worker had to change is committed on its own (without the turn trailer),
     /// so a turn's commit holds only what the agent changed.
-    pub fn prepare(path: &Path, who: &Provenance<'_>) -> Result<Self, WorkspaceError> {
+    pub fn prepare(path: &Path, who: &Provenance) -> Result<Self, WorkspaceError> {
         let (repo, initialised) = match open(path) {
             Ok(repo) => (repo, false),
             Err(e) if e.code() == ErrorCode::NotFound => {
@@ -127,7 +127,7 @@ impl GitWorkspace {
         &self,
         subject_line: &str,
         turn: &str,
-        who: &Provenance<'_>,
+        who: &Provenance,
     ) -> Result<Option<String>, WorkspaceError> {
         let path = &self.path;
         let repo = open(path).map_err(git("open", path))?;
@@ -159,10 +159,10 @@ fn make_commit(
     repo: &Repository,
     tree_id: Oid,
     message: &str,
-    who: &Provenance<'_>,
+    who: &Provenance,
 ) -> Result<Oid, git2::Error> {
     let tree = repo.find_tree(tree_id)?;
-    let author = Signature::now(&clean(who.subject), &author_email(who.subject))?;
+    let author = Signature::now(&clean(&who.subject), &author_email(&who.subject))?;
     let committer = Signature::now(COMMITTER_NAME, COMMITTER_EMAIL)?;
     let parent = head_commit(repo)?;
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
@@ -214,13 +214,13 @@ fn ensure_ignored(root: &Path) -> Result<bool, WorkspaceError> {
 
 /// The full commit message: the subject line, a blank line, the provenance trailers (the turn's
 /// when the commit holds a turn's changes).
-pub fn commit_text(subject_line: &str, turn: Option<&str>, who: &Provenance<'_>) -> String {
+pub fn commit_text(subject_line: &str, turn: Option<&str>, who: &Provenance) -> String {
     let mut text = format!(
         "{}\n\nVexa-Dispatch: {}\nVexa-Launcher: {}\nVexa-Runner: {}\n",
         clean(subject_line),
-        clean(who.dispatch),
-        clean(who.launcher),
-        clean(who.runner),
+        clean(&who.dispatch),
+        clean(&who.launcher),
+        clean(&who.runner),
     );
     if let Some(turn) = turn {
         text.push_str(&format!("Vexa-Turn: {}\n", clean(turn)));
@@ -269,12 +269,12 @@ mod tests {
 
     use super::*;
 
-    fn who() -> Provenance<'static> {
+    fn who() -> Provenance {
         Provenance {
-            subject: "alice",
-            dispatch: "team-a/d1",
-            launcher: "user:alice",
-            runner: "test-agent",
+            subject: "alice".into(),
+            dispatch: "team-a/d1".into(),
+            launcher: "user:alice".into(),
+            runner: "test-agent".into(),
         }
     }
 
@@ -423,10 +423,10 @@ mod tests {
         assert_eq!(author_email("Bob <b@x>\n"), "Bob--b-x--@vexa.invalid");
         assert_eq!(author_email(""), "unknown@vexa.invalid");
         let w = Provenance {
-            subject: "a",
-            dispatch: "d\nVexa-Turn: t9",
-            launcher: "l",
-            runner: "r",
+            subject: "a".into(),
+            dispatch: "d\nVexa-Turn: t9".into(),
+            launcher: "l".into(),
+            runner: "r".into(),
         };
         let text = commit_text("line\r\none", Some("t1"), &w);
         assert_eq!(
