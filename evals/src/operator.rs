@@ -12,9 +12,9 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::context::Context;
-use vexa_operator::dispatch;
-use vexa_operator::metrics::Metrics;
+use vexa_operator::runtime::context::Context;
+use vexa_operator::controllers::dispatch;
+use vexa_operator::runtime::metrics::Metrics;
 
 /// One incarnation of the in-process operator.
 #[derive(Debug)]

@@ -1,15 +1,12 @@
-//! The Vexa operator: reconciles each Dispatch into an isolated, short-lived Job.
+//! The Vexa operator: one controller per kind, all of the same shape.
 //!
-//! Layout: `dispatch/` holds the Dispatch reconciler (pure steps in `build`, `status` and
-//! `resolve`; Kubernetes I/O in `reconcile` and `claim`). `metrics`, `http` and `leader` are
-//! the operational plumbing; `config` is what `main` parses.
+//! Layout: `controllers/<kind>/` holds one controller each (observe → decide → apply, with
+//! typed errors); `runtime/` is the machinery they share: watches and caches, conditions,
+//! events, backoff, leader election, health and metrics. `config` is what `main` parses.
 
 pub mod config;
-pub mod context;
-pub mod dispatch;
-pub mod http;
-pub mod leader;
-pub mod metrics;
+pub mod controllers;
+pub mod runtime;
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vexa-operator";

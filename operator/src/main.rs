@@ -11,9 +11,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::context::Context;
-use vexa_operator::metrics::Metrics;
-use vexa_operator::{dispatch, http, leader};
+use vexa_operator::controllers::dispatch;
+use vexa_operator::runtime::context::Context;
+use vexa_operator::runtime::metrics::Metrics;
+use vexa_operator::runtime::{http, leader};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

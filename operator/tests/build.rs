@@ -23,11 +23,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rstest::rstest;
 use serde_json::Value;
 use vexa_crds::{AgentRunner, Dispatch, Tool, Trust, Workspace, WorkspaceMode};
-use vexa_operator::dispatch::build::{
+use vexa_operator::controllers::dispatch::build::{
     self, BuildSettings, DISPATCH_ANNOTATION, DISPATCH_LABEL, Inputs, MODEL_CREDENTIAL_KEY,
     MountedWorkspace,
 };
-use vexa_operator::dispatch::resolve::Resolved;
+use vexa_operator::controllers::dispatch::resolve::Resolved;
 use vexa_policy::{Authorization, authorize};
 
 /// The namespace every case's namespaced objects live in (`kubectl -n team-a apply`).
@@ -44,7 +44,7 @@ fn settings() -> BuildSettings {
         job_ttl_seconds: 300,
         default_max_lifetime_seconds: 3600,
         default_idle_timeout_seconds: 120,
-        default_resources: vexa_operator::dispatch::build::resources("100m", "256Mi", "2Gi"),
+        default_resources: vexa_operator::controllers::dispatch::build::resources("100m", "256Mi", "2Gi"),
     }
 }
 

@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use tokio::sync::watch;
 use tokio::time::timeout;
-use vexa_operator::leader::{LeaderElector, Timing};
+use vexa_operator::runtime::leader::{LeaderElector, Timing};
 
 const TIMING: Timing = Timing {
     lease_duration: Duration::from_secs(4),

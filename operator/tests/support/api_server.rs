@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use tower_test::mock::{Handle, SendResponse};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_operator::config::Config;
-use vexa_operator::context::Context;
-use vexa_operator::dispatch::{Cache, DispatchContext, Error, References, reconcile::reconcile};
-use vexa_operator::metrics::Metrics;
+use vexa_operator::runtime::context::Context;
+use vexa_operator::controllers::dispatch::{Cache, Reconciler, Error, References, reconcile::reconcile};
+use vexa_operator::runtime::metrics::Metrics;
 
 /// How long one step may take before the test gives up: generous for a loaded CI machine,
 /// short enough that a hang is obvious.
@@ -207,7 +207,7 @@ impl ApiServer {
             workspaces: cache::<Workspace>(references, synced),
             tools: cache::<Tool>(references, synced),
         };
-        let ctx = Arc::new(DispatchContext::new(
+        let ctx = Arc::new(Reconciler::new(
             base,
             store,
             cache::<Job>(jobs, synced),

@@ -21,7 +21,7 @@ use vexa_policy::{
     Authorization, authorize, dispatch_id, in_topic, job_name, out_topic, session_file,
 };
 
-use super::DispatchContext;
+use super::Reconciler;
 use super::build::{self, BuildSettings, DISPATCH_LABEL, Inputs, MountedWorkspace};
 use super::claim::{self, Claim, is_finished};
 use super::error::Error;
@@ -41,7 +41,7 @@ fn now() -> Time {
 }
 
 /// Reconciles one Dispatch.
-pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<DispatchContext>) -> Result<Action, Error> {
+pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
     let _timer = ctx.base.metrics.reconcile_started();
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let name = d.name_any();
@@ -85,7 +85,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<DispatchContext>) -> Result<Ac
                 Action::await_change()
             }
             None => start(&ctx, &d, &mut status).await?,
-            Some(job) => follow(&ctx, &d, &job, &mut status).await?,
+            Some(job) => track_run(&ctx, &d, &job, &mut status).await?,
         },
     };
     publish_transitions(&ctx, &d, &old, &status).await;
@@ -99,7 +99,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<DispatchContext>) -> Result<Ac
 /// Before the Job exists: resolve, authorize, read the credential, claim, then create the
 /// Secret and the Job.
 async fn start(
-    ctx: &DispatchContext,
+    ctx: &Reconciler,
     d: &Dispatch,
     status: &mut DispatchStatus,
 ) -> Result<Action, Error> {
@@ -239,7 +239,7 @@ async fn start(
 /// describing the run (trust, streams, session). `None` when it may not run now: refused
 /// (phase `refused`) or waiting for a missing reference.
 async fn admit(
-    ctx: &DispatchContext,
+    ctx: &Reconciler,
     d: &Dispatch,
     status: &mut DispatchStatus,
 ) -> Result<Option<(Resolved, Authorization)>, Error> {
@@ -354,8 +354,8 @@ fn mounted(resolved: &Resolved, auth: &Authorization) -> Vec<MountedWorkspace> {
 }
 
 /// While the Job exists: follow its pod, honour a stop request, record the ending.
-async fn follow(
-    ctx: &DispatchContext,
+async fn track_run(
+    ctx: &Reconciler,
     d: &Dispatch,
     job: &Job,
     status: &mut DispatchStatus,
@@ -480,7 +480,7 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
 /// After the run: remove a Job that its TTL will not remove (suspended ones), and mark the
 /// dispatch destroyed once the Job is gone. The Dispatch keeps its status.
 async fn clean_up(
-    ctx: &DispatchContext,
+    ctx: &Reconciler,
     d: &Dispatch,
     status: &mut DispatchStatus,
 ) -> Result<Action, Error> {
@@ -540,7 +540,7 @@ async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), Error
     Ok(())
 }
 
-async fn release_all(ctx: &DispatchContext, d: &Dispatch) -> Result<(), Error> {
+async fn release_all(ctx: &Reconciler, d: &Dispatch) -> Result<(), Error> {
     for w in &d.spec.workspaces {
         if w.mode != Some(vexa_crds::WorkspaceMode::ReadOnly) {
             claim::release(&ctx.base.client, d, &w.name).await?;
@@ -550,7 +550,7 @@ async fn release_all(ctx: &DispatchContext, d: &Dispatch) -> Result<(), Error> {
 }
 
 async fn write_status(
-    ctx: &DispatchContext,
+    ctx: &Reconciler,
     d: &Dispatch,
     status: &DispatchStatus,
 ) -> Result<(), Error> {
@@ -572,7 +572,7 @@ async fn write_status(
 
 /// Events for what a person would want to see in `kubectl describe`: only on transitions.
 async fn publish_transitions(
-    ctx: &DispatchContext,
+    ctx: &Reconciler,
     d: &Dispatch,
     old: &DispatchStatus,
     new: &DispatchStatus,
@@ -669,7 +669,7 @@ pub fn finished(d: &Dispatch) -> bool {
     is_finished(d.status.as_ref().and_then(|s| s.phase))
 }
 
-impl DispatchContext {
+impl Reconciler {
     /// The Job `name` in `ns`: from the cache once it has synced. `confirm_absence`: a Job
     /// missing from the cache is looked up on the API server, for decisions an absence must
     /// not get wrong.

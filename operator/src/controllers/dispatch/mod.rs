@@ -1,7 +1,6 @@
 //! The Dispatch controller: one Dispatch becomes one isolated, short-lived Job.
 
 pub mod build;
-pub mod cache;
 pub mod claim;
 pub mod error;
 pub mod reconcile;
@@ -24,11 +23,11 @@ use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 
-pub use cache::Cache;
+pub use crate::runtime::cache::Cache;
 pub use error::Error;
 pub use resolve::References;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 
 /// Label selector of every object the operator creates.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vexa-operator";
@@ -36,7 +35,7 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vexa-operator";
 /// What the Dispatch reconciler shares: the operator context, the caches the controller's
 /// watches fill (Dispatches for the first-come-first-served queue, Jobs and pods to follow a
 /// run), one event recorder and per-object failure counts (for exponential backoff).
-pub struct DispatchContext {
+pub struct Reconciler {
     /// The operator-wide context.
     pub base: Context,
     /// Every Dispatch the controller sees.
@@ -51,15 +50,15 @@ pub struct DispatchContext {
     failures: Mutex<HashMap<ObjectRef<Dispatch>, u32>>,
 }
 
-impl std::fmt::Debug for DispatchContext {
+impl std::fmt::Debug for Reconciler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DispatchContext")
+        f.debug_struct("Reconciler")
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
 }
 
-impl DispatchContext {
+impl Reconciler {
     /// A context over the Dispatch `store` and the other caches.
     pub fn new(
         base: Context,
@@ -102,7 +101,7 @@ impl DispatchContext {
 }
 
 /// Failed reconciles back off exponentially per object; the reason is counted.
-pub fn error_policy(d: Arc<Dispatch>, error: &Error, ctx: Arc<DispatchContext>) -> Action {
+pub fn error_policy(d: Arc<Dispatch>, error: &Error, ctx: Arc<Reconciler>) -> Action {
     ctx.base.metrics.reconcile_failed(error.reason());
     let delay = ctx.next_backoff(&d);
     warn!(dispatch = %d.name_any(), namespace = ?d.namespace(), reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
@@ -133,7 +132,7 @@ fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
 }
 
 /// A cache of every `K`, kept filled by a spawned watch (abort it to stop).
-fn follow<K>(api: Api<K>) -> (Cache<K>, tokio::task::JoinHandle<()>)
+fn cached<K>(api: Api<K>) -> (Cache<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -222,15 +221,15 @@ pub async fn run(
     let metrics = ctx.metrics.clone();
     // What Dispatches refer to is only read: these watches trigger nothing (a dispatch
     // waiting for a missing reference polls), they keep the caches filled.
-    let (runners, runner_watch) = follow(Api::<AgentRunner>::all(client.clone()));
-    let (workspaces, workspace_watch) = follow(Api::<Workspace>::all(client.clone()));
-    let (tools, tool_watch) = follow(Api::<Tool>::all(client.clone()));
+    let (runners, runner_watch) = cached(Api::<AgentRunner>::all(client.clone()));
+    let (workspaces, workspace_watch) = cached(Api::<Workspace>::all(client.clone()));
+    let (tools, tool_watch) = cached(Api::<Tool>::all(client.clone()));
     let references = References {
         runners,
         workspaces,
         tools,
     };
-    let dctx = Arc::new(DispatchContext::new(
+    let dctx = Arc::new(Reconciler::new(
         ctx,
         store.clone(),
         jobs,

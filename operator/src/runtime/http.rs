@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Content type of the OpenMetrics text format that `/metrics` serves.
 pub const OPENMETRICS_CONTENT_TYPE: &str =

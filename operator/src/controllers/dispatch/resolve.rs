@@ -4,7 +4,7 @@ use kube::Api;
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
-use super::cache::Cache;
+use crate::runtime::cache::Cache;
 use super::error::Error;
 
 /// The objects a Dispatch refers to.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kube::runtime::events::Reporter;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Shared state of the reconcilers.
 #[derive(Clone)]

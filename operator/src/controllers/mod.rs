@@ -1,0 +1,3 @@
+//! One folder per kind the operator reconciles.
+
+pub mod dispatch;
