@@ -129,6 +129,24 @@ impl GitWorkspace {
         turn: &str,
         who: &Provenance,
     ) -> Result<Option<String>, WorkspaceError> {
+        self.commit_message(&commit_text(subject_line, Some(turn), who), who)
+    }
+
+    /// Commits every change like [`GitWorkspace::commit`], for work that is not a turn (the
+    /// workspace's seed): no turn trailer.
+    pub fn commit_all(
+        &self,
+        subject_line: &str,
+        who: &Provenance,
+    ) -> Result<Option<String>, WorkspaceError> {
+        self.commit_message(&commit_text(subject_line, None, who), who)
+    }
+
+    fn commit_message(
+        &self,
+        message: &str,
+        who: &Provenance,
+    ) -> Result<Option<String>, WorkspaceError> {
         let path = &self.path;
         let repo = open(path).map_err(git("open", path))?;
         let mut index = repo.index().map_err(git("read the index", path))?;
@@ -148,8 +166,7 @@ impl GitWorkspace {
             return Ok(None);
         }
         index.write().map_err(git("write the index", path))?;
-        let message = commit_text(subject_line, Some(turn), who);
-        let oid = make_commit(&repo, tree_id, &message, who).map_err(git("commit", path))?;
+        let oid = make_commit(&repo, tree_id, message, who).map_err(git("commit", path))?;
         Ok(Some(oid.to_string()))
     }
 }

@@ -107,5 +107,7 @@ pub(crate) const RELATIVE_PATH_MSG: &str =
 pub(crate) const SUBJECT_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$";
 /// Pattern of a launcher: who or what started a dispatch.
 pub(crate) const LAUNCHER_PATTERN: &str = r"^(user:[A-Za-z0-9][A-Za-z0-9._@+-]*|schedule:[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?|integration:[a-z0-9]([-.a-z0-9]*[a-z0-9])?)$";
+/// A Kubernetes quantity such as `512Mi`, `1Gi` or `10G`.
+pub(crate) const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|[kmu]|e[0-9]+)?$";
 /// Pattern of a name that refers to another object (an RFC 1123 subdomain).
 pub(crate) const OBJECT_NAME_PATTERN: &str = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$";

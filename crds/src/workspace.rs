@@ -6,7 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    OBJECT_NAME_PATTERN, RELATIVE_PATH_MSG, RELATIVE_PATH_RULE, SUBJECT_PATTERN, WorkspaceMode,
+    OBJECT_NAME_PATTERN, QUANTITY_PATTERN, RELATIVE_PATH_MSG, RELATIVE_PATH_RULE, SUBJECT_PATTERN,
+    WorkspaceMode,
 };
 
 /// A git folder that dispatches mount.
@@ -82,6 +83,37 @@ pub struct PvcStorage {
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new(RELATIVE_PATH_RULE).message(RELATIVE_PATH_MSG))]
     pub sub_path: Option<String>,
+    /// Create the claim when it does not exist. Without it, an existing claim is adopted and
+    /// the workspace waits (`Ready=False`, reason `ClaimNotFound`) until it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<ClaimTemplate>,
+}
+
+/// The PersistentVolumeClaim the operator creates for a workspace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimTemplate {
+    /// Requested size, as a Kubernetes quantity (for example `1Gi`).
+    #[schemars(length(min = 1, max = 32), regex(pattern = QUANTITY_PATTERN))]
+    pub size: String,
+    /// StorageClass of the claim (default: the cluster's default class). The class must give
+    /// the pod's `fsGroup` write access to the volume, as most CSI drivers do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub storage_class_name: Option<String>,
+    /// What happens to the created claim when the Workspace is deleted: `Retain` (default;
+    /// the files outlive the object) or `Delete` (only when no other Workspace uses the claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim_policy: Option<ReclaimPolicy>,
+}
+
+/// What happens to a claim the operator created once its Workspace is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Keep the claim and its files.
+    Retain,
+    /// Delete the claim, unless another Workspace still uses it.
+    Delete,
 }
 
 /// At-rest encryption settings (reserved).
@@ -115,10 +147,12 @@ pub struct WorkspaceStatus {
     /// The last commit seen on the workspace's branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_commit: Option<String>,
-    /// The Dispatch that currently holds the workspace for writing.
+    /// The Dispatch that currently holds the workspace's folder for writing (the lock is
+    /// keyed on the storage, so Workspaces naming the same claim and folder show one holder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
-    /// Standard conditions: `Ready`.
+    /// Standard conditions: `Ready` (reasons `Ready`, `Preparing`, `ClaimNotFound`,
+    /// `SeedNotFound`, `StorageOverlaps`, `PrepareFailed`, `Terminating`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

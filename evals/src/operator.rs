@@ -1,4 +1,4 @@
-//! The operator's Dispatch controller, run inside the eval process on its own thread and tokio
+//! The operator's controllers (Dispatch and Workspace), run inside the eval process on its own thread and tokio
 //! runtime, so it outlives any one test's runtime and can be killed abruptly.
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
+use vexa_operator::controllers::{dispatch, workspace};
 use vexa_operator::runtime::context::Context;
-use vexa_operator::controllers::dispatch;
 use vexa_operator::runtime::metrics::Metrics;
 
 /// One incarnation of the in-process operator.
@@ -55,8 +55,11 @@ impl Operator {
                         metrics: Arc::new(Metrics::new()),
                     };
                     tokio::select! {
-                        () = dispatch::run(ctx, ready_tx, std::future::pending()) => {
+                        () = dispatch::run(ctx.clone(), ready_tx, std::future::pending()) => {
                             panic!("the Dispatch controller stopped on its own");
+                        }
+                        () = workspace::run(ctx, std::future::pending()) => {
+                            panic!("the Workspace controller stopped on its own");
                         }
                         _ = killed => {}
                     }

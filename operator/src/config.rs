@@ -44,7 +44,15 @@ pub struct Config {
     /// Memory limit of a run when neither the Dispatch nor its runner sets resources.
     #[arg(long, env = "VEXA_DEFAULT_MEMORY_LIMIT", default_value = "2Gi", value_parser = quantity)]
     pub default_memory_limit: String,
-    /// Dispatches reconciled in parallel.
+    /// Image of the Job that prepares a Workspace's folder: one with `vexa-workspace-init` on
+    /// its PATH (the agent worker's image has it).
+    #[arg(
+        long,
+        env = "VEXA_WORKSPACE_INIT_IMAGE",
+        default_value = "localhost/vexa-agent-worker:dev"
+    )]
+    pub workspace_init_image: String,
+    /// Objects of each kind reconciled in parallel.
     #[arg(long, env = "VEXA_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
     /// Address of the metrics and health server.

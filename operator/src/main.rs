@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::controllers::dispatch;
+use vexa_operator::controllers::{dispatch, workspace};
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::{http, leader};
@@ -44,7 +44,12 @@ async fn main() -> anyhow::Result<()> {
 
     let drain_limit = Duration::from_secs(config.shutdown_timeout_seconds);
     let controllers = |ready| {
-        let run = dispatch::run(ctx, ready, stopped(stop.clone()));
+        let run = async {
+            futures::join!(
+                dispatch::run(ctx.clone(), ready, stopped(stop.clone())),
+                workspace::run(ctx.clone(), stopped(stop.clone())),
+            );
+        };
         drain_within(run, stopped(stop.clone()), drain_limit)
     };
     let leading =
@@ -57,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if !*stop.borrow() {
-        bail!("the Dispatch controller stopped without being asked to; see the log above");
+        bail!("the controllers stopped without being asked to; see the log above");
     }
     let _ = stop_http.send(());
     server

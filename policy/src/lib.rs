@@ -3,7 +3,9 @@
 //! dispatch may run at all. No I/O and no Kubernetes client here.
 
 pub mod names;
+pub mod prepare;
 pub mod trust;
 
 pub use names::*;
+pub use prepare::PrepareReport;
 pub use trust::*;

@@ -105,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_served_as_openmetrics() {
         let metrics = Arc::new(Metrics::new());
-        metrics.reconcile_failed("KubeApi");
+        metrics.dispatch.reconcile_failed("KubeApi");
         let (_tx, rx) = watch::channel(false);
         let (status, content_type, body) = get(router(metrics, rx), "/metrics").await;
         assert_eq!(status, StatusCode::OK);

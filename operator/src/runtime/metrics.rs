@@ -31,70 +31,41 @@ struct PhaseLabels {
     phase: String,
 }
 
-/// The operator's metrics and the registry that exposes them.
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
+/// What every controller reports about its own reconciles, under `vexa_<kind>_…`.
+#[derive(Debug, Clone)]
+pub struct ControllerMetrics {
     reconciles: Counter,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconcile_duration: Histogram,
-    job_created_latency: Histogram,
-    dispatches: Family<PhaseLabels, Gauge>,
-    // Phases reported before: a phase missing from a later count is set to 0 rather than
-    // left at its last value.
-    seen_phases: Mutex<BTreeSet<String>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    /// Creates the metrics, registered under the `vexa_` prefix.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("vexa");
+impl ControllerMetrics {
+    /// Registers a controller's metrics in their own sub-registry, prefixed with `kind`.
+    fn register(registry: &mut Registry, kind: &str) -> Self {
+        let sub = registry.sub_registry_with_prefix(kind);
         let reconciles = Counter::default();
-        registry.register(
-            "dispatch_reconciles",
-            "Dispatch reconciles started",
+        sub.register(
+            "reconciles",
+            format!("{kind} reconciles started"),
             reconciles.clone(),
         );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "dispatch_reconcile_errors",
-            "Dispatch reconciles that failed, by reason",
+        sub.register(
+            "reconcile_errors",
+            format!("{kind} reconciles that failed, by reason"),
             reconcile_errors.clone(),
         );
         let reconcile_duration = Histogram::new(RECONCILE_BUCKETS);
-        registry.register_with_unit(
-            "dispatch_reconcile_duration",
-            "Time one Dispatch reconcile took",
+        sub.register_with_unit(
+            "reconcile_duration",
+            format!("Time one {kind} reconcile took"),
             Unit::Seconds,
             reconcile_duration.clone(),
         );
-        let job_created_latency = Histogram::new(JOB_CREATED_BUCKETS);
-        registry.register_with_unit(
-            "dispatch_job_created_latency",
-            "Time from a Dispatch's creation to the creation of its Job",
-            Unit::Seconds,
-            job_created_latency.clone(),
-        );
-        let dispatches = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
-            "dispatches",
-            "Dispatches by lifecycle phase",
-            dispatches.clone(),
-        );
         Self {
-            registry,
             reconciles,
             reconcile_errors,
             reconcile_duration,
-            job_created_latency,
-            dispatches,
-            seen_phases: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -115,6 +86,57 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+}
+
+/// The operator's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// The Dispatch controller's reconciles (`vexa_dispatch_…`).
+    pub dispatch: ControllerMetrics,
+    /// The Workspace controller's reconciles (`vexa_workspace_…`).
+    pub workspace: ControllerMetrics,
+    job_created_latency: Histogram,
+    dispatches: Family<PhaseLabels, Gauge>,
+    // Phases reported before: a phase missing from a later count is set to 0 rather than
+    // left at its last value.
+    seen_phases: Mutex<BTreeSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics, registered under the `vexa_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vexa");
+        let dispatch = ControllerMetrics::register(&mut registry, "dispatch");
+        let workspace = ControllerMetrics::register(&mut registry, "workspace");
+        let job_created_latency = Histogram::new(JOB_CREATED_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_job_created_latency",
+            "Time from a Dispatch's creation to the creation of its Job",
+            Unit::Seconds,
+            job_created_latency.clone(),
+        );
+        let dispatches = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "dispatches",
+            "Dispatches by lifecycle phase",
+            dispatches.clone(),
+        );
+        Self {
+            registry,
+            dispatch,
+            workspace,
+            job_created_latency,
+            dispatches,
+            seen_phases: Mutex::new(BTreeSet::new()),
+        }
     }
 
     /// Records the time from a Dispatch's creation to the creation of its Job.
@@ -186,7 +208,7 @@ mod tests {
     #[test]
     fn a_reconcile_is_counted_and_timed_when_its_timer_drops() {
         let metrics = Metrics::new();
-        let timer = metrics.reconcile_started();
+        let timer = metrics.dispatch.reconcile_started();
         assert!(has(&metrics, "vexa_dispatch_reconciles_total 1"));
         assert!(has(
             &metrics,
@@ -206,9 +228,9 @@ mod tests {
     #[test]
     fn errors_are_counted_by_reason() {
         let metrics = Metrics::new();
-        metrics.reconcile_failed("RunnerNotFound");
-        metrics.reconcile_failed("RunnerNotFound");
-        metrics.reconcile_failed("KubeApi");
+        metrics.dispatch.reconcile_failed("RunnerNotFound");
+        metrics.dispatch.reconcile_failed("RunnerNotFound");
+        metrics.dispatch.reconcile_failed("KubeApi");
         assert!(has(
             &metrics,
             "vexa_dispatch_reconcile_errors_total{reason=\"RunnerNotFound\"} 2"
@@ -216,6 +238,24 @@ mod tests {
         assert!(has(
             &metrics,
             "vexa_dispatch_reconcile_errors_total{reason=\"KubeApi\"} 1"
+        ));
+    }
+
+    #[test]
+    fn each_controller_has_its_own_metrics() {
+        let metrics = Metrics::new();
+        let timer = metrics.workspace.reconcile_started();
+        drop(timer);
+        metrics.workspace.reconcile_failed("PrepareFailed");
+        assert!(has(&metrics, "vexa_workspace_reconciles_total 1"));
+        assert!(has(&metrics, "vexa_dispatch_reconciles_total 0"));
+        assert!(has(
+            &metrics,
+            "vexa_workspace_reconcile_errors_total{reason=\"PrepareFailed\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_workspace_reconcile_duration_seconds_count 1"
         ));
     }
 
@@ -258,7 +298,7 @@ mod tests {
     #[test]
     fn the_encoding_is_openmetrics_with_types_and_an_eof() {
         let metrics = Metrics::new();
-        metrics.reconcile_failed("KubeApi");
+        metrics.dispatch.reconcile_failed("KubeApi");
         metrics.set_phase_counts(&BTreeMap::from([("running".to_owned(), 1)]));
         let text = lines(&metrics);
         for expected in [

@@ -1,8 +1,13 @@
-//! What every controller shares: the operator context, watch caches, leader election, the
-//! health and metrics server.
+//! What every controller shares: the operator context, watches and caches, conditions,
+//! events, backoff, leader election, and the health and metrics server.
 
+pub mod backoff;
 pub mod cache;
+pub mod conditions;
 pub mod context;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod security;
+pub mod watch;

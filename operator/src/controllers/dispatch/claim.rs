@@ -1,15 +1,21 @@
-//! Exclusive writing: at most one live Dispatch holds a Workspace `rw`. The claim is the
-//! Workspace's `status.heldBy`, written with a resourceVersion precondition, so two operators
-//! (or two concurrent reconciles) can never both win it. Waiting dispatches are served first
-//! come, first served.
+//! Exclusive writing: at most one live Dispatch writes a workspace's folder. The lock is a
+//! Lease named from the storage (claim and folder, `workspace::storage`), so two Workspace
+//! objects naming the same folder share it. It is taken and released with a resourceVersion
+//! precondition, so two operators (or two concurrent reconciles) can never both win it.
+//! Waiting dispatches are served first come, first served. The Workspace controller shows the
+//! holder in `status.heldBy`; only this module writes the lock.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::PostParams;
 use kube::runtime::reflector::Store;
-use serde_json::json;
 use vexa_crds::{Dispatch, DispatchPhase, Workspace, WorkspaceMode};
 
 use super::error::Error;
+use crate::controllers::workspace::storage::{self, HEAD_ANNOTATION, LOCK_LABEL, Storage};
 
 /// The outcome of trying to claim a workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,18 +37,24 @@ pub fn is_finished(phase: Option<DispatchPhase>) -> bool {
     )
 }
 
-/// Whether `d` may want to write `workspace` (an unset mode may default to `rw`).
-fn wants_rw(d: &Dispatch, workspace: &str) -> bool {
+/// The folders `d` may want to write (an unset mode may default to `rw`), given the storage
+/// of each workspace name.
+fn wants_rw(d: &Dispatch, folder: &Storage, storage_of: &impl Fn(&str) -> Option<Storage>) -> bool {
     d.spec.trigger.is_trusted()
-        && d.spec
-            .workspaces
-            .iter()
-            .any(|w| w.name == workspace && w.mode != Some(WorkspaceMode::ReadOnly))
+        && d.spec.workspaces.iter().any(|w| {
+            w.mode != Some(WorkspaceMode::ReadOnly)
+                && storage_of(&w.name).is_some_and(|s| s == *folder)
+        })
 }
 
-/// An older dispatch in the same namespace, not yet started, that waits for the same
-/// workspace: it goes first.
-fn ahead_in_queue(store: &Store<Dispatch>, me: &Dispatch, workspace: &str) -> Option<String> {
+/// An older dispatch in the same namespace, not yet started, that waits for the same folder:
+/// it goes first.
+fn ahead_in_queue(
+    store: &Store<Dispatch>,
+    me: &Dispatch,
+    folder: &Storage,
+    storage_of: &impl Fn(&str) -> Option<Storage>,
+) -> Option<String> {
     let key = |d: &Dispatch| {
         (
             d.metadata.creation_timestamp.clone().map(|t| t.0),
@@ -63,62 +75,91 @@ fn ahead_in_queue(store: &Store<Dispatch>, me: &Dispatch, workspace: &str) -> Op
                 Some(DispatchPhase::Queued)
             )
         })
-        .filter(|d| d.spec.stop != Some(true) && wants_rw(d, workspace))
+        .filter(|d| d.spec.stop != Some(true) && wants_rw(d, folder, storage_of))
         .filter(|d| key(d) < mine)
         .min_by_key(|d| key(d))
         .and_then(|d| d.metadata.name.clone())
 }
 
-/// Tries to claim `workspace` for `me`.
+fn now() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// A new lock on `folder`, held by `holder`.
+fn new_lock(ns: &str, folder: &Storage, holder: &str) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(folder.lock_name()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(BTreeMap::from([
+                (LOCK_LABEL.to_owned(), "true".to_owned()),
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    crate::FIELD_MANAGER.to_owned(),
+                ),
+            ])),
+            annotations: Some(folder.annotations()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            acquire_time: Some(now()),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// Tries to claim the folder of `workspace` for `me`. `storage_of` gives the folder of a
+/// workspace name in `me`'s namespace (for the queue).
 pub async fn claim(
     client: &kube::Client,
     store: &Store<Dispatch>,
     me: &Dispatch,
-    workspace: &str,
+    workspace: &Workspace,
+    storage_of: impl Fn(&str) -> Option<Storage>,
 ) -> Result<Claim, Error> {
     let ns = me.metadata.namespace.as_deref().ok_or(Error::Malformed)?;
     let my_name = me.metadata.name.as_deref().ok_or(Error::Malformed)?;
-    let api = Api::<Workspace>::namespaced(client.clone(), ns);
-    let ws = api
-        .get_opt(workspace)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "Workspace",
-            name: workspace.to_owned(),
-        })?;
-    let holder = ws.status.as_ref().and_then(|s| s.held_by.clone());
-    match holder.as_deref() {
-        Some(h) if h == my_name => return Ok(Claim::Held),
-        Some(h) => {
-            let other = Api::<Dispatch>::namespaced(client.clone(), ns)
-                .get_opt(h)
-                .await?;
-            let alive = other.is_some_and(|o| {
-                !is_finished(o.status.and_then(|s| s.phase))
-                    && o.metadata.deletion_timestamp.is_none()
-            });
-            if alive {
-                return Ok(Claim::Busy {
-                    holder: h.to_owned(),
-                });
-            }
-            // The holder is gone or done: its claim is stale and may be taken over.
+    let folder = Storage::of(&workspace.spec);
+    let api = Api::<Lease>::namespaced(client.clone(), ns);
+    let lock = api.get_opt(&folder.lock_name()).await?;
+    if let Some(h) = lock.as_ref().and_then(storage::holder) {
+        if h == my_name {
+            return Ok(Claim::Held);
         }
-        None => {}
+        let other = Api::<Dispatch>::namespaced(client.clone(), ns)
+            .get_opt(h)
+            .await?;
+        let alive = other.is_some_and(|o| {
+            !is_finished(o.status.and_then(|s| s.phase)) && o.metadata.deletion_timestamp.is_none()
+        });
+        if alive {
+            return Ok(Claim::Busy {
+                holder: h.to_owned(),
+            });
+        }
+        // The holder is gone or done: its claim is stale and may be taken over.
     }
-    if let Some(first) = ahead_in_queue(store, me, workspace) {
+    if let Some(first) = ahead_in_queue(store, me, &folder, &storage_of) {
         return Ok(Claim::Busy { holder: first });
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": ws.metadata.resource_version},
-        "status": {"heldBy": my_name},
-    });
-    match api
-        .patch_status(workspace, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    let written = match lock {
+        None => {
+            api.create(&PostParams::default(), &new_lock(ns, &folder, my_name))
+                .await
+        }
+        Some(mut lock) => {
+            // Keeps the resourceVersion: a concurrent change makes this a 409.
+            let spec = lock.spec.get_or_insert_with(LeaseSpec::default);
+            spec.holder_identity = Some(my_name.to_owned());
+            spec.acquire_time = Some(now());
+            api.replace(&folder.lock_name(), &PostParams::default(), &lock)
+                .await
+        }
+    };
+    match written {
         Ok(_) => Ok(Claim::Held),
-        // Someone else wrote the workspace first: report busy; the next reconcile decides.
+        // Someone else took it first: report busy; the next reconcile decides.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Claim::Busy {
             holder: "(concurrent claim)".into(),
         }),
@@ -126,23 +167,36 @@ pub async fn claim(
     }
 }
 
-/// Releases `workspace` if `me` holds it.
-pub async fn release(client: &kube::Client, me: &Dispatch, workspace: &str) -> Result<(), Error> {
+/// Releases the folder of `workspace` if `me` holds it, leaving `head` (the commit the run
+/// ended on) on the lock for the Workspace's `headCommit`.
+pub async fn release(
+    client: &kube::Client,
+    me: &Dispatch,
+    workspace: &Workspace,
+    head: Option<&str>,
+) -> Result<(), Error> {
     let ns = me.metadata.namespace.as_deref().ok_or(Error::Malformed)?;
     let my_name = me.metadata.name.as_deref().ok_or(Error::Malformed)?;
-    let api = Api::<Workspace>::namespaced(client.clone(), ns);
-    let Some(ws) = api.get_opt(workspace).await? else {
+    let folder = Storage::of(&workspace.spec);
+    let api = Api::<Lease>::namespaced(client.clone(), ns);
+    let Some(mut lock) = api.get_opt(&folder.lock_name()).await? else {
         return Ok(());
     };
-    if ws.status.as_ref().and_then(|s| s.held_by.as_deref()) != Some(my_name) {
+    if storage::holder(&lock) != Some(my_name) {
         return Ok(());
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": ws.metadata.resource_version},
-        "status": {"heldBy": null},
-    });
+    if let Some(spec) = lock.spec.as_mut() {
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+    }
+    if let Some(head) = head {
+        lock.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(HEAD_ANNOTATION.to_owned(), head.to_owned());
+    }
     match api
-        .patch_status(workspace, &PatchParams::default(), &Patch::Merge(&patch))
+        .replace(&folder.lock_name(), &PostParams::default(), &lock)
         .await
     {
         Ok(_) => Ok(()),

@@ -7,9 +7,9 @@ pub mod reconcile;
 pub mod resolve;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,20 +21,22 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
-use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, DispatchPhase, Tool, Workspace};
 
 pub use crate::runtime::cache::Cache;
 pub use error::Error;
 pub use resolve::References;
 
+use crate::runtime::backoff::Backoff;
 use crate::runtime::context::Context;
+use crate::runtime::watch::{cached, lenient};
 
 /// Label selector of every object the operator creates.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=vexa-operator";
 
 /// What the Dispatch reconciler shares: the operator context, the caches the controller's
-/// watches fill (Dispatches for the first-come-first-served queue, Jobs and pods to follow a
-/// run), one event recorder and per-object failure counts (for exponential backoff).
+/// watches fill (Dispatches for the first-come-first-served queue, Jobs and pods to track a
+/// run), one event recorder and per-object backoff.
 pub struct Reconciler {
     /// The operator-wide context.
     pub base: Context,
@@ -47,19 +49,19 @@ pub struct Reconciler {
     /// What Dispatches refer to.
     pub references: References,
     recorder: Recorder,
-    failures: Mutex<HashMap<ObjectRef<Dispatch>, u32>>,
+    backoff: Backoff<Dispatch>,
 }
 
 impl std::fmt::Debug for Reconciler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconciler")
+        f.debug_struct("dispatch::Reconciler")
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
 }
 
 impl Reconciler {
-    /// A context over the Dispatch `store` and the other caches.
+    /// A reconciler over the Dispatch `store` and the other caches.
     pub fn new(
         base: Context,
         store: Store<Dispatch>,
@@ -75,35 +77,15 @@ impl Reconciler {
             pods,
             references,
             recorder,
-            failures: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
         }
-    }
-
-    fn reset_backoff(&self, d: &Dispatch) {
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(&ObjectRef::from(d));
-        }
-    }
-
-    /// 1 s, 2 s, 4 s … up to 5 minutes, per object.
-    fn next_backoff(&self, d: &Dispatch) -> Duration {
-        let n = self
-            .failures
-            .lock()
-            .map(|mut f| {
-                let n = f.entry(ObjectRef::from(d)).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            })
-            .unwrap_or(1);
-        Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300))
     }
 }
 
 /// Failed reconciles back off exponentially per object; the reason is counted.
 pub fn error_policy(d: Arc<Dispatch>, error: &Error, ctx: Arc<Reconciler>) -> Action {
-    ctx.base.metrics.reconcile_failed(error.reason());
-    let delay = ctx.next_backoff(&d);
+    ctx.base.metrics.dispatch.reconcile_failed(error.reason());
+    let delay = ctx.backoff.next(&d);
     warn!(dispatch = %d.name_any(), namespace = ?d.namespace(), reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -131,31 +113,23 @@ fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
     counts
 }
 
-/// A cache of every `K`, kept filled by a spawned watch (abort it to stop).
-fn cached<K>(api: Api<K>) -> (Cache<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let cache = Cache::new(store);
-    let observer = cache.clone();
-    let watch = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .inspect(move |e| observer.observe(e))
-        .for_each(|e| async move {
-            if let Err(e) = e {
-                tracing::debug!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
-            }
-        });
-    (cache, tokio::spawn(watch))
+/// The Dispatches that wait for a Workspace (to be ready, or to be free): a change of the
+/// Workspace wakes them, instead of a poll.
+fn waiting_for(store: &Store<Dispatch>, ws: &Workspace) -> Vec<ObjectRef<Dispatch>> {
+    let name = ws.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|d| d.metadata.namespace == ws.metadata.namespace)
+        .filter(|d| {
+            matches!(
+                d.status.as_ref().and_then(|s| s.phase),
+                None | Some(DispatchPhase::Pending | DispatchPhase::Queued)
+            )
+        })
+        .filter(|d| d.spec.workspaces.iter().any(|w| w.name == name))
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
 }
 
 /// Runs the Dispatch controller until `shutdown` resolves. `ready` turns true once the
@@ -178,15 +152,16 @@ pub async fn run(
     // several concurrent waiters, the controller is always one of them, so a second waiter
     // here never woke and the operator never reported ready.
     let (store, writer) = reflector::store();
-    let dispatch_events = watcher(dispatches, watcher::Config::default().any_semantic())
-        .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) && !*ready.borrow() {
-                ready.send_replace(true);
-                info!("Dispatch cache synced; reconciling");
-            }
-        })
-        .applied_objects();
+    let dispatch_events =
+        lenient::<Dispatch>(client.clone(), watcher::Config::default().any_semantic())
+            .reflect(writer)
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) && !*ready.borrow() {
+                    ready.send_replace(true);
+                    info!("Dispatch cache synced; reconciling");
+                }
+            })
+            .applied_objects();
     // The Job and pod watches the controller needs for its triggers also fill the caches the
     // reconcile reads. Each store is updated before its event triggers a reconcile. The
     // managed fields are dropped: nothing reads them, and they are a large part of an object.
@@ -213,29 +188,37 @@ pub async fn run(
             .inspect(move |e| pods.observe(e))
             .touched_objects()
     };
+    // Workspaces fill the cache the reconcile reads, and wake the Dispatches waiting for one.
+    let (ws_store, ws_writer) = reflector::store();
+    let workspaces = Cache::new(ws_store);
+    let workspace_events = {
+        let workspaces = workspaces.clone();
+        lenient::<Workspace>(client.clone(), watcher::Config::default())
+            .modify(|w| w.managed_fields_mut().clear())
+            .reflect(ws_writer)
+            .inspect(move |e| workspaces.observe(e))
+            .touched_objects()
+    };
+    let waiting = store.clone();
     let controller = Controller::for_stream(dispatch_events, store.clone())
         .owns_stream(job_events)
         .watches_stream(pod_events, pod_owner)
+        .watches_stream(workspace_events, move |ws| waiting_for(&waiting, &ws))
         .with_config(ControllerConfig::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown);
     let metrics = ctx.metrics.clone();
     // What Dispatches refer to is only read: these watches trigger nothing (a dispatch
     // waiting for a missing reference polls), they keep the caches filled.
-    let (runners, runner_watch) = cached(Api::<AgentRunner>::all(client.clone()));
-    let (workspaces, workspace_watch) = cached(Api::<Workspace>::all(client.clone()));
-    let (tools, tool_watch) = cached(Api::<Tool>::all(client.clone()));
+    // Runners and tools are only read: these watches trigger nothing (a dispatch waiting for a
+    // missing reference polls), they keep the caches filled.
+    let (runners, runner_watch) = cached::<AgentRunner>(client.clone());
+    let (tools, tool_watch) = cached::<Tool>(client.clone());
     let references = References {
         runners,
         workspaces,
         tools,
     };
-    let dctx = Arc::new(Reconciler::new(
-        ctx,
-        store.clone(),
-        jobs,
-        pods,
-        references,
-    ));
+    let dctx = Arc::new(Reconciler::new(ctx, store.clone(), jobs, pods, references));
 
     // The phase gauge follows the cache, for as long as this controller runs.
     let gauge = tokio::spawn(async move {
@@ -255,7 +238,7 @@ pub async fn run(
         })
         .await;
     gauge.abort();
-    for watch in [runner_watch, workspace_watch, tool_watch] {
+    for watch in [runner_watch, tool_watch] {
         watch.abort();
     }
     info!("Dispatch controller stopped");

@@ -15,7 +15,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 use vexa_crds::{
-    Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, WorkspaceProvenance,
+    Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, Workspace, WorkspaceMode,
+    WorkspaceProvenance,
 };
 use vexa_policy::{
     Authorization, authorize, dispatch_id, in_topic, job_name, out_topic, session_file,
@@ -26,11 +27,13 @@ use super::build::{self, BuildSettings, DISPATCH_LABEL, Inputs, MountedWorkspace
 use super::claim::{self, Claim, is_finished};
 use super::error::Error;
 use super::resolve::{self, Resolved};
-use super::status::{RunState, observe, set_condition};
+use super::status::{RunState, observe};
 use crate::FIELD_MANAGER;
+use crate::runtime::conditions::{ConditionType, Conditions, find, is_true};
 
-/// How often a queued dispatch looks again whether its workspace is free.
-const QUEUE_POLL: Duration = Duration::from_secs(2);
+/// A queued dispatch is woken by its Workspace's change (ready, or released); this is only
+/// the safety net should a wake-up be missed.
+const QUEUE_SAFETY_NET: Duration = Duration::from_secs(30);
 /// How often a dispatch whose references are missing looks again.
 const MISSING_POLL: Duration = Duration::from_secs(15);
 /// A safety net for live runs; watches on the Job and pod drive the real updates.
@@ -42,7 +45,7 @@ fn now() -> Time {
 
 /// Reconciles one Dispatch.
 pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
-    let _timer = ctx.base.metrics.reconcile_started();
+    let _timer = ctx.base.metrics.dispatch.reconcile_started();
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let name = d.name_any();
     let old = d.status.clone().unwrap_or_default();
@@ -81,7 +84,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                         message: "the Job was deleted before the run ended".into(),
                     },
                 );
-                release_all(&ctx, &d).await?;
+                release_all(&ctx, &d, &status).await?;
                 Action::await_change()
             }
             None => start(&ctx, &d, &mut status).await?,
@@ -92,7 +95,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     if status != old {
         write_status(&ctx, &d, &status).await?;
     }
-    ctx.reset_backoff(&d);
+    ctx.backoff.reset(&d);
     Ok(action)
 }
 
@@ -122,7 +125,7 @@ async fn start(
                 message: "stopped before it started".into(),
             },
         );
-        release_all(ctx, d).await?;
+        release_all(ctx, d, status).await?;
         return Ok(Action::await_change());
     }
 
@@ -140,55 +143,81 @@ async fn start(
         {
             Ok(c) => c,
             Err(e) if e.is_user_error() => {
-                set_condition(
-                    &mut status.conditions,
-                    "Valid",
+                Conditions::new(&mut status.conditions, generation, &t).set(
+                    ConditionType::Valid,
                     false,
                     e.reason(),
                     &e.to_string(),
-                    generation,
-                    &t,
                 );
                 return Ok(Action::requeue(MISSING_POLL));
             }
             Err(e) => return Err(e),
         };
 
+    // Every workspace must hold a prepared folder before anything mounts it; its Workspace's
+    // change wakes this dispatch (no poll).
+    if let Some(not_ready) = resolved.workspaces.iter().find(|w| {
+        !is_true(
+            &w.status.clone().unwrap_or_default().conditions,
+            ConditionType::Ready,
+        )
+    }) {
+        let why = not_ready
+            .status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, ConditionType::Ready))
+            .map(|c| format!(" ({}: {})", c.reason, c.message))
+            .unwrap_or_default();
+        Conditions::new(&mut status.conditions, generation, &t).set(
+            ConditionType::Queued,
+            true,
+            "WorkspaceNotReady",
+            &format!(
+                "waiting for workspace {:?} to be ready{why}",
+                not_ready.name_any()
+            ),
+        );
+        status.phase = Some(DispatchPhase::Queued);
+        return Ok(Action::requeue(QUEUE_SAFETY_NET));
+    }
+
     // All rw workspaces or none: holding some while waiting for others could deadlock two
     // dispatches that want the same pair in opposite orders.
-    let mut held = Vec::new();
-    for workspace in auth.writes() {
-        match claim::claim(client, &ctx.store, d, workspace).await? {
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let storage_of = |name: &str| ctx.references.workspace_storage(&ns, name);
+    let mut held: Vec<&Workspace> = Vec::new();
+    for (workspace, (_, mode)) in resolved.workspaces.iter().zip(&auth.modes) {
+        if *mode != WorkspaceMode::ReadWrite {
+            continue;
+        }
+        match claim::claim(client, &ctx.store, d, workspace, storage_of).await? {
             Claim::Held => held.push(workspace),
             Claim::Busy { holder } => {
                 for w in held {
-                    claim::release(client, d, w).await?;
+                    claim::release(client, d, w, None).await?;
                 }
-                set_condition(
-                    &mut status.conditions,
-                    "Queued",
+                Conditions::new(&mut status.conditions, generation, &t).set(
+                    ConditionType::Queued,
                     true,
                     "WorkspaceBusy",
                     &format!(
-                        "waiting for workspace {workspace:?}, held for writing by dispatch {holder:?}"
+                        "waiting for workspace {:?}, whose folder is held for writing by dispatch \
+                         {holder:?}",
+                        workspace.name_any()
                     ),
-                    generation,
-                    &t,
                 );
                 status.phase = Some(DispatchPhase::Queued);
-                return Ok(Action::requeue(QUEUE_POLL));
+                return Ok(Action::requeue(QUEUE_SAFETY_NET));
             }
         }
     }
-    if status.conditions.iter().any(|c| c.type_ == "Queued") {
-        set_condition(
-            &mut status.conditions,
-            "Queued",
+    let mut conditions = Conditions::new(&mut status.conditions, generation, &t);
+    if conditions.has(ConditionType::Queued) {
+        conditions.set(
+            ConditionType::Queued,
             false,
             "WorkspaceClaimed",
-            "every rw workspace is held by this dispatch",
-            generation,
-            &t,
+            "every workspace is ready and every rw one is held by this dispatch",
         );
     }
 
@@ -201,7 +230,6 @@ async fn start(
         model_credential,
         settings: &settings,
     };
-    let ns = d.namespace().ok_or(Error::Malformed)?;
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let secret = build::secret(&inputs);
     let secret_name = secret.name_any();
@@ -223,14 +251,11 @@ async fn start(
     info!(dispatch = %d.name_any(), namespace = %ns, job = %job_name, "created Job");
     status.job_name = Some(job_name);
     status.phase = Some(DispatchPhase::Starting);
-    set_condition(
-        &mut status.conditions,
-        "Ready",
+    Conditions::new(&mut status.conditions, generation, &t).set(
+        ConditionType::Ready,
         false,
         "Starting",
         "the pod is being scheduled or started",
-        generation,
-        &t,
     );
     Ok(Action::requeue(LIVE_RESYNC))
 }
@@ -248,51 +273,39 @@ async fn admit(
     let resolved = match resolve::resolve(&ctx.base.client, &ctx.references, d).await {
         Ok(r) => r,
         Err(e) if e.is_user_error() => {
-            set_condition(
-                &mut status.conditions,
-                "Valid",
+            Conditions::new(&mut status.conditions, generation, &t).set(
+                ConditionType::Valid,
                 false,
                 e.reason(),
                 &e.to_string(),
-                generation,
-                &t,
             );
             return Ok(None);
         }
         Err(e) => return Err(e),
     };
-    set_condition(
-        &mut status.conditions,
-        "Valid",
+    Conditions::new(&mut status.conditions, generation, &t).set(
+        ConditionType::Valid,
         true,
         "ReferencesResolved",
         "runner, workspaces and tools exist",
-        generation,
-        &t,
     );
     match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
         Ok(auth) => {
-            set_condition(
-                &mut status.conditions,
-                "Authorized",
+            Conditions::new(&mut status.conditions, generation, &t).set(
+                ConditionType::Authorized,
                 true,
                 "Authorized",
                 "the dispatch may run as specified",
-                generation,
-                &t,
             );
             describe_run(d, &resolved, &auth, status);
             Ok(Some((resolved, auth)))
         }
         Err(refusal) => {
-            set_condition(
-                &mut status.conditions,
-                "Authorized",
+            Conditions::new(&mut status.conditions, generation, &t).set(
+                ConditionType::Authorized,
                 false,
                 refusal.reason,
                 &refusal.message,
-                generation,
-                &t,
             );
             status.phase = Some(DispatchPhase::Refused);
             Ok(None)
@@ -400,14 +413,11 @@ async fn track_run(
             } else {
                 ("Stopping", "stop requested; the pod is terminating")
             };
-            set_condition(
-                &mut status.conditions,
-                "Ready",
+            Conditions::new(&mut status.conditions, generation, &t).set(
+                ConditionType::Ready,
                 matches!(state, RunState::Running { .. }),
                 reason,
                 msg,
-                generation,
-                &t,
             );
             Ok(Action::requeue(LIVE_RESYNC))
         }
@@ -416,8 +426,9 @@ async fn track_run(
                 // Stop the Job from retrying a pod that cannot start.
                 suspend(client, &ns, &job.name_any()).await?;
             }
-            release_all(ctx, d).await?;
+            // The ending first: its provenance is the head commit the lock keeps.
             finish(status, d, state);
+            release_all(ctx, d, status).await?;
             Ok(Action::await_change())
         }
     }
@@ -457,23 +468,17 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
     } else {
         message
     };
-    set_condition(
-        &mut status.conditions,
-        "Ready",
+    Conditions::new(&mut status.conditions, generation, &t).set(
+        ConditionType::Ready,
         false,
         "Finished",
         &message,
-        generation,
-        &t,
     );
-    set_condition(
-        &mut status.conditions,
-        "Finished",
+    Conditions::new(&mut status.conditions, generation, &t).set(
+        ConditionType::Finished,
         true,
         if ok { "Succeeded" } else { "Failed" },
         &format!("{reason_text}: {message}"),
-        generation,
-        &t,
     );
 }
 
@@ -484,7 +489,7 @@ async fn clean_up(
     d: &Dispatch,
     status: &mut DispatchStatus,
 ) -> Result<Action, Error> {
-    release_all(ctx, d).await?;
+    release_all(ctx, d, status).await?;
     let ns = d.namespace().ok_or(Error::Malformed)?;
     // `destroyed` is final: the Job's absence is confirmed, not taken from the cache.
     match ctx.job(&ns, &job_name(&d.name_any()), true).await? {
@@ -540,11 +545,28 @@ async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), Error
     Ok(())
 }
 
-async fn release_all(ctx: &Reconciler, d: &Dispatch) -> Result<(), Error> {
+async fn release_all(ctx: &Reconciler, d: &Dispatch, status: &DispatchStatus) -> Result<(), Error> {
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let api = Api::<Workspace>::namespaced(ctx.base.client.clone(), &ns);
     for w in &d.spec.workspaces {
-        if w.mode != Some(vexa_crds::WorkspaceMode::ReadOnly) {
-            claim::release(&ctx.base.client, d, &w.name).await?;
+        if w.mode == Some(WorkspaceMode::ReadOnly) {
+            continue;
         }
+        // A workspace deleted meanwhile leaves a stale lock, which the next claimant takes over.
+        let Some(workspace) = ctx
+            .references
+            .workspaces
+            .get_or_fetch(&api, Some(&ns), &w.name)
+            .await?
+        else {
+            continue;
+        };
+        let head = status
+            .provenance
+            .iter()
+            .find(|p| p.workspace == w.name)
+            .and_then(|p| p.result_commit.as_deref());
+        claim::release(&ctx.base.client, d, &workspace, head).await?;
     }
     Ok(())
 }

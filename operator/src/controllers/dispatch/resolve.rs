@@ -1,11 +1,13 @@
 //! Reads what a Dispatch refers to: its runner, workspaces, tools and model credential.
 
 use kube::Api;
+use kube::runtime::reflector::ObjectRef;
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
-use crate::runtime::cache::Cache;
 use super::error::Error;
+use crate::controllers::workspace::storage::Storage;
+use crate::runtime::cache::Cache;
 
 /// The objects a Dispatch refers to.
 #[derive(Debug, Clone)]
@@ -52,6 +54,15 @@ pub struct References {
     pub workspaces: Cache<Workspace>,
     /// Tools.
     pub tools: Cache<Tool>,
+}
+
+impl References {
+    /// The folder of Workspace `name` in `ns`, as far as the cache knows it.
+    pub fn workspace_storage(&self, ns: &str, name: &str) -> Option<Storage> {
+        let store = self.workspaces.store()?;
+        let ws = store.get(&ObjectRef::new(name).within(ns))?;
+        Some(Storage::of(&ws.spec))
+    }
 }
 
 async fn get<K>(
