@@ -1,14 +1,17 @@
-//! The contract gates: generated CRD YAML must match what is committed, and the schema of a
-//! sealed version must never change.
+//! The contract gates: generated CRD YAML must match what is committed, and a sealed version
+//! may only change compatibly.
 //!
 //! A version is sealed by committing a snapshot of its `openAPIV3Schema` under
-//! `crds/sealed/<crd-name>/<version>.json` (`crdgen seal`). From then on the generated schema
-//! of that version must equal the snapshot byte for byte; a change means adding a new version.
+//! `crds/sealed/<crd-name>/<version>.json` (`crdgen seal`). From then on every change to the
+//! generated schema of that version must follow the rules in [`crate::compat`]: new optional
+//! fields and looser validation pass, anything that could refuse or reinterpret a stored
+//! object needs a new version. `crdgen seal` moves a snapshot forward after compatible changes
+//! (and refuses after breaking ones), so what was added becomes part of the contract.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::compat;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// Folder (relative to the repository root) holding the generated CRDs; the Helm chart and
@@ -37,15 +40,24 @@ pub fn render_crd(crd: &CustomResourceDefinition) -> Result<String, String> {
 }
 
 /// The snapshot of one version's schema: pretty JSON without `description`s, so improving a
-/// field's documentation is allowed while any change to what the API server accepts is not.
+/// field's documentation never shows up as a change.
 pub fn version_schema(crd: &CustomResourceDefinition, version: &str) -> Option<String> {
+    let value = version_schema_value(crd, version)?;
+    let mut text = serde_json::to_string_pretty(&value).ok()?;
+    text.push('\n');
+    Some(text)
+}
+
+/// One version's `openAPIV3Schema` as JSON without `description`s, as the gate compares it.
+pub fn version_schema_value(
+    crd: &CustomResourceDefinition,
+    version: &str,
+) -> Option<serde_json::Value> {
     let v = crd.spec.versions.iter().find(|v| v.name == version)?;
     let schema = v.schema.as_ref()?.open_api_v3_schema.as_ref()?;
     let mut value = serde_json::to_value(schema).ok()?;
     strip_descriptions(&mut value);
-    let mut text = serde_json::to_string_pretty(&value).ok()?;
-    text.push('\n');
-    Some(text)
+    Some(value)
 }
 
 fn strip_descriptions(value: &mut serde_json::Value) {
@@ -106,8 +118,8 @@ pub fn check_generated(root: &Path, crds: &[CustomResourceDefinition]) -> Vec<Fi
     findings
 }
 
-/// The contract-version gate: every sealed version must still be served with an identical
-/// schema.
+/// The contract-version gate: every sealed version must still be served, with a schema
+/// compatible with its snapshot (see [`crate::compat`]).
 pub fn check_sealed(root: &Path, crds: &[CustomResourceDefinition]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for crd in crds {
@@ -125,21 +137,113 @@ pub fn check_sealed(root: &Path, crds: &[CustomResourceDefinition]) -> Vec<Findi
             let Some(version) = snapshot.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            let sealed = std::fs::read_to_string(&snapshot).unwrap_or_default();
-            match version_schema(crd, version) {
-                None => findings.push(Finding(format!(
+            let Some(generated) = version_schema_value(crd, version) else {
+                findings.push(Finding(format!(
                     "{name}: sealed version {version} is no longer served; a published version must stay (mark it deprecated instead)"
-                ))),
-                Some(current) if current != sealed => findings.push(Finding(format!(
-                    "{name}: the schema of sealed version {version} changed:\n{}\n  A sealed version is a published contract: revert the change and add a new version (for example {}) instead.",
-                    first_difference(&sealed, &current),
-                    next_version(version),
-                ))),
-                Some(_) => {}
+                )));
+                continue;
+            };
+            match read_snapshot(root, &snapshot) {
+                Ok(sealed) => findings.extend(compare_sealed(&name, version, &sealed, &generated)),
+                Err(f) => findings.push(f),
             }
         }
     }
     findings
+}
+
+/// A snapshot that `crdgen seal` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    /// Where the snapshot goes.
+    pub path: PathBuf,
+    /// The snapshot's text.
+    pub schema: String,
+    /// True when it moves an existing snapshot forward past compatible changes.
+    pub replaces: bool,
+}
+
+/// The snapshots `crdgen seal` would write: one for every served version not sealed yet, and a
+/// new one for every sealed version whose schema changed compatibly. Refuses with the findings
+/// if any sealed version changed incompatibly, so a re-seal can never hide a breaking change.
+pub fn plan_seal(
+    root: &Path,
+    crds: &[CustomResourceDefinition],
+) -> Result<Vec<Seal>, Vec<Finding>> {
+    let mut seals = Vec::new();
+    let mut findings = Vec::new();
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        for version in &crd.spec.versions {
+            let version = version.name.as_str();
+            let path = sealed_path(root, crd, version);
+            let (Some(generated), Some(schema)) = (
+                version_schema_value(crd, version),
+                version_schema(crd, version),
+            ) else {
+                findings.push(Finding(format!("{name} {version} has no schema")));
+                continue;
+            };
+            if !path.exists() {
+                seals.push(Seal {
+                    path,
+                    schema,
+                    replaces: false,
+                });
+                continue;
+            }
+            match read_snapshot(root, &path) {
+                Ok(sealed) if sealed == generated => {}
+                Ok(sealed) => {
+                    let breaking = compare_sealed(&name, version, &sealed, &generated);
+                    if breaking.is_empty() {
+                        seals.push(Seal {
+                            path,
+                            schema,
+                            replaces: true,
+                        });
+                    }
+                    findings.extend(breaking);
+                }
+                Err(f) => findings.push(f),
+            }
+        }
+    }
+    if findings.is_empty() {
+        Ok(seals)
+    } else {
+        Err(findings)
+    }
+}
+
+/// A committed snapshot, parsed.
+fn read_snapshot(root: &Path, path: &Path) -> Result<serde_json::Value, Finding> {
+    let shown = path.strip_prefix(root).unwrap_or(path).display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Finding(format!("cannot read {shown}: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Finding(format!(
+            "{shown} is not a JSON schema snapshot ({e}): restore it with `git checkout`"
+        ))
+    })
+}
+
+/// One finding per breaking change from the snapshot to the generated schema of `version`.
+fn compare_sealed(
+    name: &str,
+    version: &str,
+    sealed: &serde_json::Value,
+    generated: &serde_json::Value,
+) -> Vec<Finding> {
+    compat::breaking_changes(sealed, generated)
+        .into_iter()
+        .map(|b| {
+            Finding(format!(
+                "{name} {version}: {b}. {version} is sealed, a published contract: revert this change, or make it in a new version (for example {}) instead.",
+                next_version(version)
+            ))
+        })
+        .collect()
 }
 
 fn next_version(version: &str) -> String {
@@ -154,31 +258,12 @@ fn next_version(version: &str) -> String {
     }
 }
 
-/// A short, human-readable pointer at the first line that differs.
-fn first_difference(old: &str, new: &str) -> String {
-    let mut out = String::new();
-    for (i, (a, b)) in old.lines().zip(new.lines()).enumerate() {
-        if a != b {
-            let _ = write!(
-                out,
-                "  line {}:\n    sealed:    {}\n    generated: {}",
-                i + 1,
-                a.trim(),
-                b.trim()
-            );
-            return out;
-        }
-    }
-    let (o, n) = (old.lines().count(), new.lines().count());
-    let _ = write!(out, "  sealed has {o} lines, generated has {n}");
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::Dispatch;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
     use kube::CustomResourceExt;
 
     /// A scratch repository root holding a snapshot of Dispatch v1.
@@ -193,15 +278,8 @@ mod tests {
         root
     }
 
-    #[test]
-    fn unchanged_sealed_version_passes() {
-        let root = scratch_root("same");
-        assert_eq!(check_sealed(&root, &[Dispatch::crd()]), vec![]);
-    }
-
-    #[test]
-    fn changing_a_sealed_schema_fails_with_the_add_a_version_message() {
-        let root = scratch_root("changed");
+    /// Dispatch with `change` applied to the schema of `spec.runner` in v1.
+    fn dispatch_with_runner(change: impl FnOnce(&mut JSONSchemaProps)) -> CustomResourceDefinition {
         let mut crd = Dispatch::crd();
         let schema = crd.spec.versions[0]
             .schema
@@ -211,38 +289,82 @@ mod tests {
             .as_mut()
             .unwrap();
         let spec = schema.properties.as_mut().unwrap().get_mut("spec").unwrap();
-        spec.properties
-            .as_mut()
-            .unwrap()
-            .get_mut("runner")
-            .unwrap()
-            .max_length = Some(63);
+        change(spec.properties.as_mut().unwrap().get_mut("runner").unwrap());
+        crd
+    }
+
+    #[test]
+    fn the_committed_snapshots_accept_the_generated_crds() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let findings = check_sealed(root, &crate::all_crds());
+        assert_eq!(findings, vec![], "{findings:#?}");
+    }
+
+    #[test]
+    fn unchanged_sealed_version_passes() {
+        let root = scratch_root("same");
+        assert_eq!(check_sealed(&root, &[Dispatch::crd()]), vec![]);
+        assert_eq!(plan_seal(&root, &[Dispatch::crd()]), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_breaking_change_fails_with_the_path_the_rule_and_the_add_a_version_message() {
+        let root = scratch_root("breaking");
+        let crd = dispatch_with_runner(|runner| runner.max_length = Some(63));
         let findings = check_sealed(&root, &[crd]);
-        assert_eq!(findings.len(), 1);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let message = &findings[0].0;
+        for part in [
+            "dispatches.vexa.ai v1: spec.runner: maxLength lowered from 253 to 63",
+            &compat::Rule::TighterBound.to_string(),
+            "make it in a new version (for example v2) instead.",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_compatible_change_passes_and_seal_moves_the_snapshot_forward() {
+        let root = scratch_root("compatible");
+        let crd = dispatch_with_runner(|runner| runner.max_length = Some(300));
+        assert_eq!(check_sealed(&root, std::slice::from_ref(&crd)), vec![]);
+        let plan = plan_seal(&root, std::slice::from_ref(&crd)).unwrap();
+        assert_eq!(plan.len(), 1);
+        assert!(plan[0].replaces);
+        assert_eq!(plan[0].path, sealed_path(&root, &crd, "v1"));
+        assert_eq!(Some(plan[0].schema.clone()), version_schema(&crd, "v1"));
+
+        // Once re-sealed, going back to the old limit is a tightening of the new contract.
+        std::fs::write(&plan[0].path, &plan[0].schema).unwrap();
+        let findings = check_sealed(&root, &[Dispatch::crd()]);
         assert!(
-            findings[0].0.contains("add a new version (for example v2)"),
-            "{}",
-            findings[0].0
+            findings[0].0.contains("lowered from 300 to 253"),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn seal_refuses_to_move_a_snapshot_past_a_breaking_change() {
+        let root = scratch_root("reseal");
+        let crd = dispatch_with_runner(|runner| runner.pattern = Some("^[a-z]+$".into()));
+        let refused = plan_seal(&root, &[crd]).unwrap_err();
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].0.contains("spec.runner: pattern changed"),
+            "{refused:?}"
         );
     }
 
     #[test]
     fn documentation_changes_do_not_break_the_seal() {
         let root = scratch_root("docs");
-        let mut crd = Dispatch::crd();
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_mut()
-            .unwrap()
-            .open_api_v3_schema
-            .as_mut()
-            .unwrap();
-        schema.description = Some("reworded".into());
-        assert_eq!(check_sealed(&root, &[crd]), vec![]);
+        let crd = dispatch_with_runner(|runner| runner.description = Some("reworded".into()));
+        assert_eq!(check_sealed(&root, std::slice::from_ref(&crd)), vec![]);
+        assert_eq!(plan_seal(&root, &[crd]), Ok(vec![]));
     }
 
     #[test]
-    fn adding_a_version_does_not_trip_the_gate() {
+    fn adding_a_version_does_not_trip_the_gate_and_seal_snapshots_it() {
         let root = scratch_root("v2");
         let mut crd = Dispatch::crd();
         let mut v2 = crd.spec.versions[0].clone();
@@ -256,7 +378,11 @@ mod tests {
             .max_properties = Some(9);
         crd.spec.versions[0].storage = false;
         crd.spec.versions.push(v2);
-        assert_eq!(check_sealed(&root, &[crd]), vec![]);
+        assert_eq!(check_sealed(&root, std::slice::from_ref(&crd)), vec![]);
+        let plan = plan_seal(&root, std::slice::from_ref(&crd)).unwrap();
+        assert_eq!(plan.len(), 1);
+        assert!(!plan[0].replaces);
+        assert_eq!(plan[0].path, sealed_path(&root, &crd, "v2"));
     }
 
     #[test]
@@ -269,16 +395,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_snapshot_is_a_finding() {
+        let root = scratch_root("garbled");
+        let crd = Dispatch::crd();
+        std::fs::write(sealed_path(&root, &crd, "v1"), "{ not json").unwrap();
+        let findings = check_sealed(&root, std::slice::from_ref(&crd));
+        assert!(
+            findings[0]
+                .0
+                .contains("v1.json is not a JSON schema snapshot"),
+            "{findings:?}"
+        );
+        assert!(plan_seal(&root, &[crd]).is_err());
+    }
+
+    #[test]
     fn next_version_counts_up() {
         assert_eq!(next_version("v1"), "v2");
         assert_eq!(next_version("v2beta1"), "v3");
         assert_eq!(next_version("x"), "a new version");
-    }
-
-    #[test]
-    fn first_difference_names_the_line() {
-        let d = first_difference("a\nb\nc", "a\nB\nc");
-        assert!(d.contains("line 2"), "{d}");
-        assert!(d.contains("generated: B"), "{d}");
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod card;
 pub mod common;
+pub mod compat;
 pub mod contract;
 pub mod dispatch;
 pub mod identity;

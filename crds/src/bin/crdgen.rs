@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! crdgen [write]   write charts/vexa/crds/*.yaml
-//! crdgen check     fail if the YAML is stale or a sealed version's schema changed
-//! crdgen seal      snapshot every served version that has no snapshot yet
+//! crdgen check     fail if the YAML is stale or a sealed version changed incompatibly
+//! crdgen seal      snapshot every served version that has no snapshot yet, and move the
+//!                  snapshot of a sealed version forward past compatible changes
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -65,9 +66,19 @@ fn check(root: &Path, crds: &Crds) -> Result<(), String> {
     findings.extend(contract::check_sealed(root, crds));
     if findings.is_empty() {
         println!(
-            "crdgen: {} CRDs up to date; every sealed version unchanged",
+            "crdgen: {} CRDs up to date; every sealed version compatible with its snapshot",
             crds.len()
         );
+        // Compatible changes pass, but until re-sealed they are not part of the contract: a
+        // later commit could still take them back.
+        if let Ok(seals) = contract::plan_seal(root, crds) {
+            for s in seals.iter().filter(|s| s.replaces) {
+                println!(
+                    "note: {} predates compatible changes; `crdgen seal` makes them part of the contract",
+                    shown(root, &s.path)
+                );
+            }
+        }
         return Ok(());
     }
     for f in &findings {
@@ -77,28 +88,31 @@ fn check(root: &Path, crds: &Crds) -> Result<(), String> {
 }
 
 fn seal(root: &Path, crds: &Crds) -> Result<(), String> {
-    for crd in crds {
-        for version in &crd.spec.versions {
-            let path = contract::sealed_path(root, crd, &version.name);
-            if path.exists() {
-                continue;
-            }
-            let schema = contract::version_schema(crd, &version.name).ok_or_else(|| {
-                format!(
-                    "{} {} has no schema",
-                    crd.metadata.name.as_deref().unwrap_or(""),
-                    version.name
-                )
-            })?;
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(&path, schema).map_err(|e| format!("write {}: {e}", path.display()))?;
-            println!(
-                "sealed {}",
-                path.strip_prefix(root).unwrap_or(&path).display()
-            );
+    let seals = contract::plan_seal(root, crds).map_err(|findings| {
+        for f in &findings {
+            eprintln!("- {}", f.0);
         }
+        format!(
+            "nothing sealed: {} contract problem(s) (a snapshot only moves forward past compatible changes)",
+            findings.len()
+        )
+    })?;
+    for s in &seals {
+        if let Some(parent) = s.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&s.path, &s.schema)
+            .map_err(|e| format!("write {}: {e}", s.path.display()))?;
+        let verb = if s.replaces { "re-sealed" } else { "sealed" };
+        println!("{verb} {}", shown(root, &s.path));
     }
     Ok(())
+}
+
+/// `path` relative to the repository root, for messages.
+fn shown(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
