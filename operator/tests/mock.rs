@@ -14,6 +14,7 @@ use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use support::api_server::{ApiServer, Call, Watched};
+use vexa_operator::controllers::workspace::storage::Storage;
 
 /// The uid of every Dispatch here (the build goldens use the same one, so an applied Job can
 /// be compared with them).
@@ -106,23 +107,52 @@ fn assert_event(call: &Call, type_: &str, reason: &str, action: &str, dispatch: 
     assert_eq!(e["reportingController"], "vexa-operator", "{e}");
 }
 
-/// The Workspace claim: a status merge patch guarded by the resourceVersion just read.
+/// A Workspace whose folder the Workspace controller has prepared.
+fn ready(mut ws: Value) -> Value {
+    ws["status"] = json!({"initialized": true, "headCommit": "c0ffee", "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Ready", "message": "ready",
+         "lastTransitionTime": "2026-11-29T07:00:00Z", "observedGeneration": 1}]});
+    ws
+}
+
+/// The path of the lock of a workspace's folder.
+fn lock_path(ns: &str, ws: &Value) -> String {
+    let spec: vexa_crds::WorkspaceSpec = serde_json::from_value(ws["spec"].clone()).unwrap();
+    let name = Storage::of(&spec).lock_name();
+    format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}")
+}
+
+/// The lock of a folder as the API server returns it, held by `holder`.
+fn lock(ns: &str, ws: &Value, holder: Option<&str>) -> Value {
+    let path = lock_path(ns, ws);
+    let name = path.rsplit('/').next().unwrap();
+    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+           "metadata": {"name": name, "namespace": ns, "resourceVersion": "77",
+                        "labels": {"vexa.ai/workspace-lock": "true"},
+                        "annotations": {"vexa.ai/claim": "workspaces", "vexa.ai/path": "alice/notes"}},
+           "spec": {"holderIdentity": holder}})
+}
+
+/// The claim of a free folder: its lock is read, then created for this dispatch (a create,
+/// so a concurrent claimant gets a conflict instead of a silent overwrite).
 async fn expect_claim(api: &mut ApiServer, ns: &str, ws: Value, dispatch: &str) {
-    let name = ws["metadata"]["name"].as_str().unwrap().to_owned();
-    let path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/{name}");
-    let rv = ws["metadata"]["resourceVersion"].clone();
-    api.expect(Method::GET, &path).await.ok(ws.clone());
-    let call = api.expect(Method::PATCH, &format!("{path}/status")).await;
-    call.merge_patch().query(&[]);
+    let path = lock_path(ns, &ws);
+    let (code, body) = status_404("leases.coordination.k8s.io", "lock");
+    api.expect(Method::GET, &path).await.respond(code, body);
+    let collection = path.rsplit_once('/').unwrap().0.to_owned();
+    let call = api.expect(Method::POST, &collection).await;
+    let b = &call.body;
+    assert_eq!(b["spec"]["holderIdentity"], dispatch, "{b}");
     assert_eq!(
-        call.body,
-        json!({"metadata": {"resourceVersion": rv}, "status": {"heldBy": dispatch}}),
-        "the claim must be conditional on the resourceVersion it read"
+        b["metadata"]["labels"]["vexa.ai/workspace-lock"], "true",
+        "{b}"
     );
-    let mut held = ws;
-    held["status"] = json!({"heldBy": dispatch});
-    held["metadata"]["resourceVersion"] = "999".into();
-    call.ok(held);
+    assert_eq!(
+        b["metadata"]["annotations"],
+        json!({"vexa.ai/claim": "workspaces", "vexa.ai/path": "alice/notes"}),
+        "the lock names the folder, not the Workspace object"
+    );
+    call.echo();
 }
 
 // ---- the tests ----
@@ -134,7 +164,11 @@ async fn a_new_dispatch_creates_its_secret_and_job() {
     let ns = "team-a"; // the build goldens' namespace
     let name = "agent-alice-chat-main";
     let d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
-    let ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    let ws = ready(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
     let mut api = ApiServer::start(&d, &[]);
 
     // The Job cache has none: the Job is applied without asking the API server first.
@@ -512,18 +546,27 @@ async fn a_deleted_job_ends_the_run() {
     .await
     .respond(code, body);
     let ws_path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes");
-    let mut ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
-    ws["status"] = json!({"heldBy": name});
+    let ws = ready(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
     api.expect(Method::GET, &ws_path).await.ok(ws.clone());
-    let release = api
-        .expect(Method::PATCH, &format!("{ws_path}/status"))
-        .await;
-    release.merge_patch();
+    let lock_path = lock_path(ns, &ws);
+    api.expect(Method::GET, &lock_path)
+        .await
+        .ok(lock(ns, &ws, Some(name)));
+    let release = api.expect(Method::PUT, &lock_path).await;
     assert_eq!(
-        release.body,
-        json!({"metadata": {"resourceVersion": "41"}, "status": {"heldBy": null}})
+        release.body["metadata"]["resourceVersion"], "77",
+        "the release is conditional on the lock it read"
     );
-    release.ok(ws);
+    assert!(
+        release.body["spec"]["holderIdentity"].is_null(),
+        "{}",
+        release.body
+    );
+    release.echo();
 
     let event = api
         .expect(
@@ -553,13 +596,21 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
     let ns = "team-a"; // the build goldens' namespace
     let name = "morning-brief-28912400";
     let d = dispatch("goldens/dispatches/valid/scheduled-routine.yaml", ns);
-    let notes = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    let notes = ready(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
     // The runner, the workspaces and the tool are in the controller's caches: none is read
-    // from the API server, except the workspace to claim, which is read fresh.
+    // from the API server; the lock of the folder to write is read fresh.
     let references = [
         runner("goldens/agentrunners/valid/claude-code.yaml"),
         notes.clone(),
-        stored("goldens/workspaces/valid/team-handbook.yaml", ns, "12"),
+        ready(stored(
+            "goldens/workspaces/valid/team-handbook.yaml",
+            ns,
+            "12",
+        )),
         stored("operator/tests/fixtures/inputs/calendar-read.yaml", ns, "3"),
     ];
     let mut api = ApiServer::start_with(
@@ -643,8 +694,11 @@ async fn a_busy_workspace_queues_the_dispatch() {
     let ns = "mock-busy";
     let name = "agent-alice-chat-main";
     let d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
-    let mut ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
-    ws["status"] = json!({"heldBy": "morning-brief-28912400"});
+    let ws = ready(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
     let mut holder = dispatch("goldens/dispatches/valid/scheduled-routine.yaml", ns);
     holder["metadata"]["uid"] = "uid-holder".into();
     holder["status"] = json!({"phase": "running"});
@@ -655,7 +709,11 @@ async fn a_busy_workspace_queues_the_dispatch() {
         .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
     let ws_path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes");
     api.expect(Method::GET, &ws_path).await.ok(ws.clone());
-    api.expect(Method::GET, &ws_path).await.ok(ws);
+    api.expect(Method::GET, &lock_path(ns, &ws)).await.ok(lock(
+        ns,
+        &ws,
+        Some("morning-brief-28912400"),
+    ));
     api.expect(
         Method::GET,
         &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/morning-brief-28912400"),
@@ -693,7 +751,7 @@ async fn a_busy_workspace_queues_the_dispatch() {
     assert!(s.get("jobName").is_none(), "{s}");
     st.status_written(&d);
 
-    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(30)));
 }
 
 /// First come, first served: an older dispatch queued for the same workspace goes first, even
@@ -707,7 +765,11 @@ async fn an_older_queued_dispatch_goes_first() {
     older["metadata"]["uid"] = "uid-older".into();
     older["metadata"]["creationTimestamp"] = "2026-11-29T07:59:00Z".into();
     older["status"] = json!({"phase": "queued"});
-    let ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    let ws = ready(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
     let mut api = ApiServer::start(&d, &[older]);
 
     api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
@@ -715,8 +777,11 @@ async fn an_older_queued_dispatch_goes_first() {
         .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
     let ws_path = format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes");
     api.expect(Method::GET, &ws_path).await.ok(ws.clone());
-    api.expect(Method::GET, &ws_path).await.ok(ws);
-    // No PATCH of the Workspace: the claim is left to the older dispatch.
+    let (code, body) = status_404("leases.coordination.k8s.io", "lock");
+    api.expect(Method::GET, &lock_path(ns, &ws))
+        .await
+        .respond(code, body);
+    // The lock is free, but no lock is created: the claim is left to the older dispatch.
     let event = api
         .expect(
             Method::POST,
@@ -739,5 +804,56 @@ async fn an_older_queued_dispatch_goes_first() {
         .await;
     assert_eq!(st.body["status"]["phase"], "queued");
     st.status_written(&d);
-    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(30)));
+}
+
+/// A workspace whose folder is not prepared yet: the dispatch waits with the Workspace's own
+/// reason, takes no lock and creates nothing; the Workspace's change wakes it (no poll).
+#[tokio::test]
+async fn a_workspace_that_is_not_ready_queues_the_dispatch() {
+    let ns = "mock-not-ready";
+    let name = "agent-alice-chat-main";
+    let d = dispatch("goldens/dispatches/valid/chat-message.yaml", ns);
+    let mut ws = stored("goldens/workspaces/valid/alice-notes.yaml", ns, "41");
+    ws["status"] = json!({"conditions": [
+        {"type": "Ready", "status": "False", "reason": "Preparing",
+         "message": "preparing folder \"alice/notes\" on claim \"workspaces\"",
+         "lastTransitionTime": "2026-11-29T07:00:00Z", "observedGeneration": 1}]});
+    let mut api = ApiServer::start(&d, &[]);
+
+    api.expect(Method::GET, "/apis/vexa.ai/v1/agentrunners/test-agent")
+        .await
+        .ok(runner("goldens/agentrunners/valid/test-agent.yaml"));
+    api.expect(
+        Method::GET,
+        &format!("/apis/vexa.ai/v1/namespaces/{ns}/workspaces/alice-notes"),
+    )
+    .await
+    .ok(ws);
+    // No lock read or written, no Secret, no Job.
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Normal", "Queued", "Schedule", name);
+    event.echo();
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    let s = &st.body["status"];
+    assert_eq!(s["phase"], "queued");
+    let q = condition(s, "Queued");
+    assert_eq!(q["reason"], "WorkspaceNotReady");
+    assert!(
+        q["message"].as_str().unwrap().contains("Preparing"),
+        "the workspace's own reason is passed on: {q}"
+    );
+    assert!(s.get("jobName").is_none(), "{s}");
+    st.status_written(&d);
+    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(30)));
 }

@@ -121,6 +121,10 @@ pub async fn claim(
     let ns = me.metadata.namespace.as_deref().ok_or(Error::Malformed)?;
     let my_name = me.metadata.name.as_deref().ok_or(Error::Malformed)?;
     let folder = Storage::of(&workspace.spec);
+    // A name the cache cannot place yet is taken for this folder when it is this workspace's.
+    let my_workspace = workspace.metadata.name.clone().unwrap_or_default();
+    let storage_of =
+        |name: &str| storage_of(name).or_else(|| (name == my_workspace).then(|| folder.clone()));
     let api = Api::<Lease>::namespaced(client.clone(), ns);
     let lock = api.get_opt(&folder.lock_name()).await?;
     if let Some(h) = lock.as_ref().and_then(storage::holder) {

@@ -292,3 +292,333 @@ fn decide_deletion(ws: &Workspace, seen: &Observed, now: &Time) -> Decision {
     d.finalizer = Finalizer::Remove;
     d
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
+
+    use super::*;
+    use crate::runtime::conditions::find;
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            init_image: "localhost/vexa-agent-worker:dev".into(),
+        }
+    }
+
+    fn workspace(extra: serde_json::Value) -> Workspace {
+        let mut spec = json!({
+            "id": "notes", "owner": "alice", "defaultMode": "rw",
+            "storage": {"persistentVolumeClaim": {"claimName": "data", "subPath": "alice/notes"}},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                s.insert(k.clone(), v.clone());
+            }
+        }
+        let mut ws = Workspace::new("notes", serde_json::from_value(spec).unwrap());
+        ws.metadata.namespace = Some("t".into());
+        ws.metadata.uid = Some("uid-notes".into());
+        ws.metadata.generation = Some(1);
+        ws.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        ws
+    }
+
+    fn claim() -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                ..ObjectMeta::default()
+            },
+            ..PersistentVolumeClaim::default()
+        }
+    }
+
+    fn lock(holder: Option<&str>, head: Option<&str>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                annotations: head.map(|h| {
+                    std::collections::BTreeMap::from([(
+                        storage::HEAD_ANNOTATION.to_owned(),
+                        h.to_owned(),
+                    )])
+                }),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    fn ready(d: &Decision) -> (String, String, String) {
+        let c = find(&d.status.as_ref().unwrap().conditions, ConditionType::Ready).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_new_workspace_gets_its_finalizer_and_the_claim_it_asks_for() {
+        let ws = workspace(json!({"storage": {"persistentVolumeClaim": {
+            "claimName": "data", "subPath": "alice/notes", "create": {"size": "1Gi"}}}}));
+        let mut ws = ws;
+        ws.metadata.finalizers = None;
+        let d = decide(&ws, &Observed::default(), &settings(), &at(1));
+        assert_eq!(d.finalizer, Finalizer::Add);
+        let pvc = d.claim.as_ref().unwrap();
+        assert_eq!(pvc.metadata.name.as_deref(), Some("data"));
+        assert!(
+            pvc.metadata.owner_references.is_none(),
+            "the files outlive the object"
+        );
+        assert!(d.prepare_job.is_none(), "prepared once the claim exists");
+        assert_eq!(ready(&d).1, "Preparing");
+    }
+
+    #[test]
+    fn a_missing_claim_that_is_not_ours_to_create_is_waited_for() {
+        let d = decide(
+            &workspace(json!({})),
+            &Observed::default(),
+            &settings(),
+            &at(1),
+        );
+        assert!(d.claim.is_none());
+        let (status, reason, message) = ready(&d);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ClaimNotFound")
+        );
+        assert!(message.contains("\"data\""), "{message}");
+        assert_eq!(d.requeue, Some(WAIT_POLL));
+    }
+
+    #[test]
+    fn a_missing_seed_holds_the_preparation() {
+        let ws = workspace(json!({"seed": {"configMap": "notes-seed"}}));
+        let seen = Observed {
+            claim: Some(claim()),
+            seed_found: Some(false),
+            ..Observed::default()
+        };
+        let d = decide(&ws, &seen, &settings(), &at(1));
+        assert!(d.prepare_job.is_none());
+        assert_eq!(ready(&d).1, "SeedNotFound");
+    }
+
+    #[test]
+    fn the_folder_is_prepared_by_a_restricted_job_once_the_claim_exists() {
+        let ws = workspace(json!({"seed": {"configMap": "notes-seed"}}));
+        let seen = Observed {
+            claim: Some(claim()),
+            seed_found: Some(true),
+            ..Observed::default()
+        };
+        let d = decide(&ws, &seen, &settings(), &at(1));
+        let job = d.prepare_job.as_ref().unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("notes-prepare-1"));
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(
+            (psc.run_as_non_root, psc.fs_group),
+            (Some(true), Some(65532))
+        );
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".into()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let env: Vec<_> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert!(
+            env.contains(&("VEXA_WORKSPACE_SUBPATH", Some("alice/notes"))),
+            "{env:?}"
+        );
+        assert!(env.contains(&("VEXA_SEED", Some("/seed"))), "{env:?}");
+        assert_eq!(ready(&d).1, "Preparing");
+    }
+
+    #[test]
+    fn a_prepared_folder_makes_the_workspace_ready_at_its_head() {
+        let seen = Observed {
+            claim: Some(claim()),
+            prepare: Some(Prepare::Succeeded(Some(PrepareReport::Ready {
+                head_commit: "abc123".into(),
+                created: true,
+                seeded: 2,
+            }))),
+            ..Observed::default()
+        };
+        let d = decide(&workspace(json!({})), &seen, &settings(), &at(1));
+        let s = d.status.as_ref().unwrap();
+        assert_eq!(s.initialized, Some(true));
+        assert_eq!(s.head_commit.as_deref(), Some("abc123"));
+        assert_eq!(ready(&d).0, "True");
+        assert_eq!(d.notes[0].reason, "Prepared");
+    }
+
+    #[test]
+    fn a_failed_preparation_is_reported_and_not_retried_for_the_same_spec() {
+        let seen = Observed {
+            claim: Some(claim()),
+            prepare: Some(Prepare::Failed(
+                Some(PrepareReport::Failed {
+                    reason: "BadSeed".into(),
+                    message: "seed key \"x__..__y\" becomes the path".into(),
+                }),
+                "BackoffLimitExceeded".into(),
+            )),
+            ..Observed::default()
+        };
+        let mut ws = workspace(json!({}));
+        let d = decide(&ws, &seen, &settings(), &at(1));
+        let (_, reason, message) = ready(&d);
+        assert_eq!(reason, "PrepareFailed");
+        assert!(message.contains("becomes the path"), "{message}");
+        assert!(d.notes[0].warning);
+        // The Job is gone (TTL): the same generation is not prepared again.
+        ws.status = d.status.clone();
+        let later = Observed {
+            claim: Some(claim()),
+            ..Observed::default()
+        };
+        let again = decide(&ws, &later, &settings(), &at(2));
+        assert!(again.prepare_job.is_none());
+        // A changed spec is a new attempt.
+        ws.metadata.generation = Some(2);
+        assert!(
+            decide(&ws, &later, &settings(), &at(3))
+                .prepare_job
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_folder_nested_in_an_older_workspace_is_refused() {
+        let seen = Observed {
+            claim: Some(claim()),
+            elder: Some("alice-all".into()),
+            ..Observed::default()
+        };
+        let d = decide(&workspace(json!({})), &seen, &settings(), &at(1));
+        assert!(d.prepare_job.is_none());
+        let (_, reason, message) = ready(&d);
+        assert_eq!(reason, "StorageOverlaps");
+        assert!(message.contains("alice-all"), "{message}");
+    }
+
+    #[test]
+    fn head_commit_and_holder_follow_the_lock() {
+        let mut ws = workspace(json!({}));
+        ws.status = Some(WorkspaceStatus {
+            initialized: Some(true),
+            head_commit: Some("old".into()),
+            ..WorkspaceStatus::default()
+        });
+        let live = Observed {
+            claim: Some(claim()),
+            lock: Some(lock(Some("run-2"), Some("new"))),
+            holder_alive: true,
+            ..Observed::default()
+        };
+        let s = decide(&ws, &live, &settings(), &at(1)).status.unwrap();
+        assert_eq!(s.head_commit.as_deref(), Some("new"));
+        assert_eq!(s.held_by.as_deref(), Some("run-2"));
+        let stale = Observed {
+            holder_alive: false,
+            ..live
+        };
+        let s = decide(&ws, &stale, &settings(), &at(1)).status.unwrap();
+        assert_eq!(s.held_by, None, "a finished holder holds nothing");
+    }
+
+    #[test]
+    fn deletion_waits_for_the_run_that_holds_the_folder() {
+        let mut ws = workspace(json!({}));
+        ws.metadata.deletion_timestamp = Some(at(5));
+        let seen = Observed {
+            claim: Some(claim()),
+            lock: Some(lock(Some("run-1"), None)),
+            holder_alive: true,
+            ..Observed::default()
+        };
+        let d = decide(&ws, &seen, &settings(), &at(6));
+        assert_eq!(d.finalizer, Finalizer::Keep);
+        assert!(!d.delete_claim && !d.delete_lock);
+        let (_, reason, message) = ready(&d);
+        assert_eq!(reason, "Terminating");
+        assert!(message.contains("run-1"), "{message}");
+    }
+
+    #[test]
+    fn a_free_workspace_goes_and_takes_only_what_nothing_else_uses() {
+        let mut ws = workspace(json!({"storage": {"persistentVolumeClaim": {
+            "claimName": "data", "subPath": "alice/notes",
+            "create": {"size": "1Gi", "reclaimPolicy": "Delete"}}}}));
+        ws.metadata.deletion_timestamp = Some(at(5));
+        let ours = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                labels: Some(
+                    children::claim(
+                        &ws,
+                        ws.spec
+                            .storage
+                            .persistent_volume_claim
+                            .create
+                            .as_ref()
+                            .unwrap(),
+                    )
+                    .metadata
+                    .labels
+                    .unwrap(),
+                ),
+                ..claim().metadata
+            },
+            ..claim()
+        };
+        let alone = Observed {
+            claim: Some(ours.clone()),
+            lock: Some(lock(None, Some("abc"))),
+            ..Observed::default()
+        };
+        let d = decide(&ws, &alone, &settings(), &at(6));
+        assert_eq!(d.finalizer, Finalizer::Remove);
+        assert!(d.delete_claim && d.delete_lock);
+        let shared = Observed {
+            claim_shared: true,
+            storage_shared: true,
+            ..alone
+        };
+        let d = decide(&ws, &shared, &settings(), &at(6));
+        assert_eq!(d.finalizer, Finalizer::Remove);
+        assert!(
+            !d.delete_claim && !d.delete_lock,
+            "another Workspace still uses them"
+        );
+        // A claim someone else made is never deleted.
+        let theirs = Observed {
+            claim: Some(claim()),
+            ..Observed::default()
+        };
+        assert!(!decide(&ws, &theirs, &settings(), &at(6)).delete_claim);
+    }
+}
