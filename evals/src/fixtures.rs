@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -111,10 +111,9 @@ pub fn merge(target: &mut Value, patch: Value) {
     }
 }
 
-/// Creates the PVC [`WORKSPACE_CLAIM`] on the default StorageClass, waits until it is bound,
-/// and prepares `folders` on it the way a workspace initialiser would: owned by the agent
-/// user (65532), since the provisioned volume belongs to root.
-pub async fn workspace_volume(client: &Client, ns: &str, folders: &[&str]) {
+/// Creates the PVC [`WORKSPACE_CLAIM`] on the default StorageClass. Nothing is prepared by
+/// hand: the Workspace controller makes each Workspace's folder (as the agents' non-root user).
+pub async fn workspace_volume(client: &Client, ns: &str) {
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": WORKSPACE_CLAIM},
@@ -124,54 +123,31 @@ pub async fn workspace_volume(client: &Client, ns: &str, folders: &[&str]) {
     pvcs.create(&PostParams::default(), &pvc)
         .await
         .expect("create PVC");
-    wait_for(
-        "the workspace PVC to bind",
-        Duration::from_secs(60),
-        || async {
-            let p = pvcs.get(WORKSPACE_CLAIM).await.ok()?;
-            (p.status?.phase.as_deref() == Some("Bound")).then_some(())
-        },
-    )
-    .await;
+}
 
-    let script = format!(
-        "set -e; cd /data; chmod 0755 .; for d in {}; do mkdir -p \"$d\"; chown 65532:65532 \"$d\"; done",
-        folders.join(" ")
-    );
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "prepare-workspaces"},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "securityContext": {"runAsUser": 0, "runAsGroup": 0},
-            "containers": [{
-                "name": "prepare",
-                "image": fake_worker_image(),
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": WORKSPACE_CLAIM}}],
-        },
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create the preparing pod");
+/// Waits until the Workspace `name` is `Ready` (its folder prepared by the operator's prepare
+/// Job) and returns it; a failed preparation fails the test with the Workspace's message.
+pub async fn workspace_ready(client: &Client, ns: &str, name: &str) -> Workspace {
+    let api = Api::<Workspace>::namespaced(client.clone(), ns);
     wait_for(
-        "the workspace folders to be prepared",
-        Duration::from_secs(90),
+        &format!("Workspace {name} to be Ready"),
+        Duration::from_secs(120),
         || async {
-            let p = pods.get("prepare-workspaces").await.ok()?;
-            match p.status?.phase.as_deref() {
-                Some("Succeeded") => Some(()),
-                Some("Failed") => panic!("preparing the workspace folders failed"),
-                _ => None,
+            let ws = api.get(name).await.ok()?;
+            let ready = ws
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .clone();
+            if ready.reason == "PrepareFailed" {
+                panic!("Workspace {name}: {}", ready.message);
             }
+            (ready.status == "True").then_some(ws)
         },
     )
-    .await;
+    .await
 }
 
 /// Creates the Workspace `name` on [`WORKSPACE_CLAIM`] at `sub_path`, with `default_mode`

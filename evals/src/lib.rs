@@ -47,7 +47,8 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
-    /// Creates `vexa-eval-<prefix>-<random>`.
+    /// Creates `vexa-eval-<prefix>-<random>`, a tenant namespace as the product expects them:
+    /// Pod Security `restricted` enforced, so anything the operator starts there must pass it.
     pub async fn new(client: &Client, prefix: &str) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -55,7 +56,10 @@ impl TestNamespace {
             .subsec_nanos();
         let name = format!("vexa-eval-{prefix}-{:x}", nanos ^ std::process::id());
         let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"vexa.ai/eval": "true"}}
+            "metadata": {"name": name, "labels": {
+                "vexa.ai/eval": "true",
+                "pod-security.kubernetes.io/enforce": "restricted",
+            }}
         }))
         .unwrap();
         let ns = Api::<Namespace>::all(client.clone())

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use vexa_crds::{Dispatch, Trigger, Workspace, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{
     PhaseLog, WORKSPACE_CLAIM, chat_dispatch, condition, describe, fake_runner, fake_worker_image,
-    golden_doc, phase, stop_reason, wait_dispatch, workspace, workspace_volume,
+    golden_doc, phase, stop_reason, wait_dispatch, workspace, workspace_ready, workspace_volume,
 };
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, wait_for};
@@ -56,7 +56,7 @@ impl World {
         let ns = TestNamespace::new(&client, prefix).await;
         let runner = format!("fake-{}", ns.name);
         fake_runner(&client, &ns, &runner, json!({})).await;
-        workspace_volume(&client, &ns.name, &["alice/notes", "team/handbook"]).await;
+        workspace_volume(&client, &ns.name).await;
         let mut notes = golden_doc("goldens/workspaces/valid/alice-notes.yaml");
         assert_eq!(
             notes["spec"]["storage"]["persistentVolumeClaim"]["claimName"],
@@ -70,6 +70,7 @@ impl World {
             )
             .await
             .expect("create the golden Workspace alice-notes");
+        workspace_ready(&client, &ns.name, "alice-notes").await;
         let dispatches = Api::namespaced(client.clone(), &ns.name);
         Self {
             client,
@@ -781,6 +782,7 @@ async fn workspaces_are_writable_only_in_rw_and_the_root_filesystem_never() {
         "ro",
     )
     .await;
+    workspace_ready(&w.client, &w.ns.name, "team-handbook").await;
     let ro = |name: &str, prompt: &str| {
         let mut d = w.chat(name, prompt);
         d.spec.workspaces = vec![WorkspaceUse {

@@ -72,7 +72,7 @@ async fn burst_through_crashes() {
         "limits": {"memory": "32Mi"},
     }}});
     fake_runner(&client, &ns, &runner, cheap).await;
-    workspace_volume(&client, &ns.name, &["shared"]).await;
+    workspace_volume(&client, &ns.name).await;
     workspace(&client, &ns.name, "shared", "shared", "ro").await;
     let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);

@@ -22,7 +22,7 @@ use serde_json::json;
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
     WORKSPACE_CLAIM, chat_dispatch, describe, golden_doc, stop_reason, test_agent_runner,
-    wait_dispatch, workspace, workspace_volume,
+    wait_dispatch, workspace, workspace_ready, workspace_volume,
 };
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
@@ -58,8 +58,9 @@ impl World {
         let runner = format!("test-agent-{}", ns.name);
         let idle = json!({"defaults": {"idleTimeoutSeconds": IDLE_SECONDS}});
         test_agent_runner(&client, &ns, &runner, idle).await;
-        workspace_volume(&client, &ns.name, &["alice/notes"]).await;
+        workspace_volume(&client, &ns.name).await;
         workspace(&client, &ns.name, "alice-notes", "alice/notes", "rw").await;
+        workspace_ready(&client, &ns.name, "alice-notes").await;
         let redis = redis::Client::open(cluster_env("REDIS_URL")).unwrap();
         let dispatches = Api::namespaced(client.clone(), &ns.name);
         Self {

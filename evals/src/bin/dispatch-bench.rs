@@ -40,7 +40,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
-use vexa_evals::fixtures::{chat_dispatch, fake_runner, phase, workspace};
+use vexa_evals::fixtures::{
+    chat_dispatch, fake_runner, phase, workspace, workspace_ready, workspace_volume,
+};
 use vexa_evals::operator::assert_no_operator_in_cluster;
 use vexa_evals::{TestNamespace, client, repo_root, wait_for};
 
@@ -106,11 +108,20 @@ async fn main() -> anyhow::Result<()> {
     .await;
     drop(raw);
 
-    // The bench namespace: a runner, a Workspace, and no room for pods.
+    // The bench namespace: a runner, a Workspace (prepared by the operator: its folder is made
+    // by a pod, before the quota leaves no room for pods).
     let ns = TestNamespace::new(&client, "bench").await;
     let runner = format!("bench-{}", ns.name);
     fake_runner(&client, &ns, &runner, json!({})).await;
+    workspace_volume(&client, &ns.name).await;
     workspace(&client, &ns.name, "shared", "shared", "ro").await;
+
+    // 2. The operator, idle.
+    let mut operator = OperatorProcess::start(&binary)?;
+    let t_ready = Instant::now();
+    operator.wait_ready(Duration::from_secs(60))?;
+    let ready_after = t_ready.elapsed();
+    workspace_ready(&client, &ns.name, "shared").await;
     let quota: ResourceQuota = serde_json::from_value(json!({
         "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
     }))?;
@@ -119,12 +130,6 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
     let jobs_seen = JobClock::start(Api::namespaced(client.clone(), &ns.name));
-
-    // 2. The operator, idle.
-    let mut operator = OperatorProcess::start(&binary)?;
-    let t_ready = Instant::now();
-    operator.wait_ready(Duration::from_secs(60))?;
-    let ready_after = t_ready.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = operator.sample(clk_tck)?;
 

@@ -27,7 +27,9 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
-use vexa_evals::fixtures::{chat_dispatch, test_agent_runner, workspace, workspace_volume};
+use vexa_evals::fixtures::{
+    chat_dispatch, test_agent_runner, workspace, workspace_ready, workspace_volume,
+};
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env};
 use vexa_policy::names::{dispatch_id, in_topic, out_topic};
@@ -110,8 +112,9 @@ async fn main() -> anyhow::Result<()> {
         json!({"defaults": {"idleTimeoutSeconds": 60}}),
     )
     .await;
-    workspace_volume(&client, &ns.name, &["bench"]).await;
+    workspace_volume(&client, &ns.name).await;
     workspace(&client, &ns.name, "bench", "bench", "ro").await;
+    workspace_ready(&client, &ns.name, "bench").await;
     let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let dispatch = |name: &str, prompt: &str| {
