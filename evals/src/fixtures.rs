@@ -2,11 +2,13 @@
 //! prepared folders, Workspaces, Dispatches built from the golden chat message, and a record
 //! of the phases a Dispatch goes through.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -303,4 +305,41 @@ pub fn stop_reason(d: &Dispatch) -> String {
 /// Short form for failure messages: `name phase/reason`.
 pub fn describe(d: &Dispatch) -> String {
     format!("{} {}/{}", d.name_any(), phase(d), stop_reason(d))
+}
+
+/// A folder of a claim, on the host: the hostPath the local cluster's provisioner gave it.
+pub async fn claim_folder(client: &Client, ns: &str, claim: &str, folder: &str) -> PathBuf {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get(claim)
+        .await
+        .unwrap_or_else(|e| panic!("claim {claim}: {e}"));
+    let volume = pvc.spec.and_then(|s| s.volume_name).expect("a bound claim");
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&volume)
+        .await
+        .unwrap_or_else(|e| panic!("volume {volume}: {e}"));
+    PathBuf::from(
+        pv.spec
+            .and_then(|s| s.host_path)
+            .expect("a hostPath volume")
+            .path,
+    )
+    .join(folder)
+}
+
+/// `git` in a workspace folder, as the host's root (the repository belongs to the agents' user).
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "safe.directory=*", "-C"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

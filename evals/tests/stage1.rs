@@ -10,19 +10,18 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
-    WORKSPACE_CLAIM, chat_dispatch, describe, golden_doc, stop_reason, test_agent_runner,
-    wait_dispatch, workspace, workspace_ready, workspace_volume,
+    WORKSPACE_CLAIM, chat_dispatch, claim_folder, describe, git, golden_doc, stop_reason,
+    test_agent_runner, wait_dispatch, workspace, workspace_ready, workspace_volume,
 };
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
@@ -112,34 +111,10 @@ impl World {
         .await
     }
 
-    /// The workspace folder on the host: the hostPath the provisioner gave the PVC.
+    /// The workspace folder on the host.
     async fn workspace_dir(&self) -> PathBuf {
-        let pvc = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns.name)
-            .get(WORKSPACE_CLAIM)
-            .await
-            .unwrap();
-        let pv = Api::<PersistentVolume>::all(self.client.clone())
-            .get(&pvc.spec.unwrap().volume_name.unwrap())
-            .await
-            .unwrap();
-        PathBuf::from(pv.spec.unwrap().host_path.unwrap().path).join("alice/notes")
+        claim_folder(&self.client, &self.ns.name, WORKSPACE_CLAIM, "alice/notes").await
     }
-}
-
-/// `git` in the workspace, as the host's root (the repository belongs to the agent's user).
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "safe.directory=*", "-C"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn kinds(events: &[UnitEvent]) -> Vec<&'static str> {
