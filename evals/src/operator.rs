@@ -12,8 +12,8 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::runtime::context::Context;
 use vexa_operator::controllers::dispatch;
+use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
 
 /// One incarnation of the in-process operator.

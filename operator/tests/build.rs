@@ -44,7 +44,9 @@ fn settings() -> BuildSettings {
         job_ttl_seconds: 300,
         default_max_lifetime_seconds: 3600,
         default_idle_timeout_seconds: 120,
-        default_resources: vexa_operator::controllers::dispatch::build::resources("100m", "256Mi", "2Gi"),
+        default_resources: vexa_operator::controllers::dispatch::build::resources(
+            "100m", "256Mi", "2Gi",
+        ),
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use kube::runtime::events::Reporter;
 
-use crate::config::Config;
 use super::metrics::Metrics;
+use crate::config::Config;
 
 /// Shared state of the reconcilers.
 #[derive(Clone)]

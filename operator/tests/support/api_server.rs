@@ -18,8 +18,10 @@ use tokio::task::JoinHandle;
 use tower_test::mock::{Handle, SendResponse};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_operator::config::Config;
+use vexa_operator::controllers::dispatch::{
+    Cache, Error, Reconciler, References, reconcile::reconcile,
+};
 use vexa_operator::runtime::context::Context;
-use vexa_operator::controllers::dispatch::{Cache, Reconciler, Error, References, reconcile::reconcile};
 use vexa_operator::runtime::metrics::Metrics;
 
 /// How long one step may take before the test gives up: generous for a loaded CI machine,

@@ -229,13 +229,7 @@ pub async fn run(
         workspaces,
         tools,
     };
-    let dctx = Arc::new(Reconciler::new(
-        ctx,
-        store.clone(),
-        jobs,
-        pods,
-        references,
-    ));
+    let dctx = Arc::new(Reconciler::new(ctx, store.clone(), jobs, pods, references));
 
     // The phase gauge follows the cache, for as long as this controller runs.
     let gauge = tokio::spawn(async move {

@@ -4,8 +4,8 @@ use kube::Api;
 use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
-use crate::runtime::cache::Cache;
 use super::error::Error;
+use crate::runtime::cache::Cache;
 
 /// The objects a Dispatch refers to.
 #[derive(Debug, Clone)]
