@@ -56,7 +56,8 @@ async fn main() -> ExitCode {
     init_logs(cli.log_format);
     let ending = match WorkerEnv::from_env() {
         Ok(env) => {
-            tracing::info!(unit = %env.unit_id, runner = %env.runner, trigger = ?env.trigger, owner = %env.owner, launcher = %env.launcher, "worker starts");
+            let pod = &env.pod;
+            tracing::info!(unit = %pod.unit_id, runner = %pod.runner, trigger = ?pod.trigger, owner = %pod.owner, launcher = %pod.launcher, "worker starts");
             let settings = Settings {
                 stop_grace: Duration::from_secs(cli.stop_grace_sec),
                 redis: RetryOptions {

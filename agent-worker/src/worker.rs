@@ -13,10 +13,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use vexa_core::WorkspaceMode;
+use vexa_core::pod::{Start, StreamFormat};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
 
 use crate::argv::ArgValues;
-use crate::env::{Mode, Start, StreamFormat, WorkerEnv};
+use crate::env::WorkerEnv;
 use crate::events::{Event, TurnId, UnitEvent};
 use crate::process::{StopHandle, SupervisedAgent};
 use crate::session::{self, ResumeDecision};
@@ -99,13 +101,14 @@ struct PublisherGone;
 
 /// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
 pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Ending {
-    let client = match redis::Client::open(env.redis_url.as_str()) {
+    let pod = &env.pod;
+    let client = match redis::Client::open(pod.redis_url.as_str()) {
         Ok(c) => c,
         Err(e) => return Ending::Failed(format!("REDIS_URL: {e}")),
     };
     let publisher = match Publisher::connect(
         client.clone(),
-        env.out_topic.clone(),
+        pod.out_topic.clone(),
         settings.redis.clone(),
     )
     .await
@@ -113,21 +116,21 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         Ok(p) => p,
         Err(e) => return Ending::Failed(e.to_string()),
     };
-    tracing::info!(topic = %env.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
+    tracing::info!(topic = %pod.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
     let publishing = tokio::spawn(publish(publisher, rx));
     let inbox = Inbox::new(
         client,
-        env.in_topic.clone(),
+        pod.in_topic.clone(),
         settings.consumer.clone(),
         settings.redis.clone(),
     );
     let flush_timeout = settings.flush_timeout;
     let provenance = Provenance {
-        subject: env.owner.clone(),
-        dispatch: env.unit_id.clone(),
-        launcher: env.launcher.clone(),
-        runner: env.runner.clone(),
+        subject: pod.owner.clone(),
+        dispatch: pod.unit_id.clone(),
+        launcher: pod.launcher.clone(),
+        runner: pod.runner.clone(),
     };
     let mut worker = Worker {
         env,
@@ -254,7 +257,7 @@ impl Worker {
             self.note(self.next_turn, why.clone()).await?;
             return Ok(Ending::Failed(why));
         }
-        let mut prompt = self.env.start.first_prompt();
+        let mut prompt = self.env.pod.start.first_prompt();
         loop {
             if let Some(p) = prompt.take() {
                 match self.turn(p).await? {
@@ -267,7 +270,7 @@ impl Worker {
                     TurnEnd::Failed(why) => return Ok(Ending::Failed(why)),
                 }
             }
-            let idle = self.env.idle_timeout;
+            let idle = self.env.pod.idle_timeout;
             let deadline = Instant::now() + idle;
             let turn = self.next_turn;
             loop {
@@ -295,7 +298,7 @@ impl Worker {
                         tracing::warn!(entry = %id, %problem, "malformed turn");
                         self.note(
                             self.last_turn(),
-                            format!("ignored entry {id} of {}: {problem}", self.env.in_topic),
+                            format!("ignored entry {id} of {}: {problem}", self.env.pod.in_topic),
                         )
                         .await?;
                     }
@@ -322,10 +325,10 @@ impl Worker {
     /// The inner error is why the run cannot start.
     async fn prepare(&mut self) -> Result<Result<(), String>, PublisherGone> {
         let t0 = self.next_turn;
-        for w in &self.env.workspaces {
+        for w in &self.env.pod.workspaces {
             tracing::info!(workspace = %w.name, id = %w.id, path = %w.path.display(), mode = ?w.mode, "workspace");
         }
-        if let Some(rw) = self.env.writable().cloned() {
+        if let Some(rw) = self.env.pod.writable().cloned() {
             let path = rw.path.clone();
             let who = self.provenance.clone();
             let prepared =
@@ -347,12 +350,12 @@ impl Worker {
         for note in self.resolve_session() {
             self.note(t0, note).await?;
         }
-        if !self.env.tools.is_empty() {
+        if !self.env.pod.tools.is_empty() {
             self.note(
                 t0,
                 format!(
                     "granted tools ({}) are not passed to the agent: this worker has no MCP gateway configuration yet",
-                    self.env.tools.join(", ")
+                    self.env.pod.tools.join(", ")
                 ),
             )
             .await?;
@@ -364,16 +367,17 @@ impl Worker {
     fn resolve_session(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
         let Some(root) = self.git.as_ref().map(|g| g.path().to_owned()) else {
-            if let Start::Session { reference, .. } = &self.env.start {
+            if let Start::Session { reference, .. } = &self.env.pod.start {
                 notes.push(format!(
                     "cannot resume {reference}: the run has no rw workspace to keep sessions in; starting a fresh session"
                 ));
             }
             return notes;
         };
-        let spec = &self.env.runner_spec;
-        let own = session::session_file(&spec.session_path, &self.env.thread);
-        let found = match &self.env.start {
+        let pod = &self.env.pod;
+        let spec = &pod.runner_spec;
+        let own = session::session_file(&spec.session_path, &pod.thread);
+        let found = match &pod.start {
             Start::Session { reference, .. } => {
                 let file = PathBuf::from(reference);
                 let id = session::read_session_id(&root, &file);
@@ -391,7 +395,7 @@ impl Worker {
             Start::Entrypoint { .. } => {
                 // New ids go to the thread's own file, also when the legacy file was read.
                 self.session.file = Some(own);
-                session::read_thread_session(&root, &spec.session_path, &self.env.thread)
+                session::read_thread_session(&root, &spec.session_path, &pod.thread)
             }
         };
         match found {
@@ -416,19 +420,21 @@ impl Worker {
         let turn = self.next_turn;
         self.next_turn = turn.next();
         let env = &self.env;
-        let spec = env.runner_spec.clone();
+        let pod = &env.pod;
+        let command = env.command.clone();
+        let stream_format = pod.runner_spec.stream_format;
         let values = ArgValues {
             prompt,
             session_id: self.session.id.clone(),
-            model: spec.model.clone(),
+            model: pod.runner_spec.model.clone(),
             // Tools need the MCP gateway's configuration; see the note in `prepare`.
             allowed_tools: None,
             mcp_config: None,
-            workspace_path: Some(env.workspace_path.display().to_string()),
-            dispatch_id: Some(env.unit_id.clone()),
+            workspace_path: Some(pod.workspace_path.display().to_string()),
+            dispatch_id: Some(pod.unit_id.clone()),
         };
         let mut agent = SupervisedAgent {
-            cwd: env.workspace_path.clone(),
+            cwd: pod.workspace_path.clone(),
             env_remove: HIDDEN_FROM_AGENT.iter().map(|s| (*s).to_owned()).collect(),
             env_set: agent_env(env),
             stop: self.stop.clone(),
@@ -440,9 +446,9 @@ impl Worker {
             run_turn(
                 &mut agent,
                 TurnSpec {
-                    argv: &spec.argv,
-                    optional_argv: &spec.optional_argv,
-                    stream_format: spec.stream_format,
+                    argv: &command.argv,
+                    optional_argv: &command.optional_argv,
+                    stream_format,
                 },
                 turn,
                 &values,
@@ -525,11 +531,11 @@ impl Worker {
             }
         }
         if let Some(git) = self.git.clone() {
-            let env = &self.env;
+            let unit_id = &self.env.pod.unit_id;
             let subject_line = if interrupted {
-                format!("Interrupted turn {turn} of {}", env.unit_id)
+                format!("Interrupted turn {turn} of {unit_id}")
             } else {
-                commit_message(&report.outcome.reply, &env.unit_id, turn)
+                commit_message(&report.outcome.reply, unit_id, turn)
             };
             let who = self.provenance.clone();
             let committed = tokio::task::spawn_blocking(move || {
@@ -570,10 +576,14 @@ impl Worker {
 /// `$CLAUDE_CONFIG_DIR/projects`; pointing it at the rw workspace's `.claude/` is what lets the
 /// next container resume (SPEC §8). The runner's image or env may set it otherwise.
 pub fn agent_env(env: &WorkerEnv) -> Vec<(String, String)> {
-    let rw = env.workspaces.iter().find(|w| w.mode == Mode::ReadWrite);
+    let rw = env
+        .pod
+        .workspaces
+        .iter()
+        .find(|w| w.mode == WorkspaceMode::ReadWrite);
     match rw {
         Some(w)
-            if env.runner_spec.stream_format == StreamFormat::ClaudeStreamJson
+            if env.pod.runner_spec.stream_format == StreamFormat::ClaudeStreamJson
                 && std::env::var_os("CLAUDE_CONFIG_DIR").is_none() =>
         {
             vec![(

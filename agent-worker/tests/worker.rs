@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{Value, json};
 use vexa_agent_worker::{Event, TurnId, UnitEvent};
+use vexa_core::pod::{OptionalArgs, PodContract, RunnerSpec, Start, StreamFormat, WorkspaceMount};
+use vexa_core::{DEFAULT_SESSION_PATH, DEFAULT_THREAD, Trigger, WorkspaceMode};
 use vexa_stream::testing::RedisServer;
 
 const UNIT: &str = "team-a/agent-alice-chat-main";
@@ -43,14 +45,42 @@ fn test_agent_dir() -> &'static Path {
     })
 }
 
-fn runner_spec(program: &str) -> Value {
-    json!({
-        "argv": [program, "-p", "${prompt}", "--output-format", "stream-json", "--verbose", "--include-partial-messages"],
-        "optionalArgv": [{"when": "sessionId", "argv": ["--resume", "${sessionId}"]}],
-        "streamFormat": "claude-stream-json",
-        "sessionPath": ".claude/sessions",
-        "model": null,
-    })
+fn runner_spec(program: &str) -> RunnerSpec {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+    RunnerSpec {
+        argv: strings(&[
+            program,
+            "-p",
+            "${prompt}",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+        ]),
+        model: None,
+        optional_argv: vec![OptionalArgs {
+            argv: strings(&["--resume", "${sessionId}"]),
+            when: "sessionId".into(),
+        }],
+        session_path: DEFAULT_SESSION_PATH.into(),
+        stream_format: StreamFormat::ClaudeStreamJson,
+    }
+}
+
+fn mount(name: &str, id: &str, mode: WorkspaceMode, path: &Path) -> WorkspaceMount {
+    WorkspaceMount {
+        id: id.into(),
+        mode,
+        name: name.into(),
+        path: path.to_owned(),
+    }
+}
+
+fn inline(prompt: impl Into<String>) -> Start {
+    Start::Entrypoint {
+        inline: Some(prompt.into()),
+        path: None,
+    }
 }
 
 /// One worker process with its environment.
@@ -101,9 +131,9 @@ impl Drop for Worker {
 struct Dispatch {
     redis: RedisServer,
     dir: tempfile::TempDir,
-    workspaces: Vec<Value>,
+    workspaces: Vec<WorkspaceMount>,
     primary: PathBuf,
-    start: Value,
+    start: Start,
     idle_sec: u64,
     program: String,
     tools: Vec<String>,
@@ -117,10 +147,10 @@ impl Dispatch {
         fs::create_dir_all(&notes).unwrap();
         Self {
             redis: RedisServer::start(),
-            workspaces: vec![json!({"name": "notes", "id": "ws-1", "mode": "rw", "path": notes})],
+            workspaces: vec![mount("notes", "ws-1", WorkspaceMode::ReadWrite, &notes)],
             primary: notes,
             dir,
-            start: json!({"entrypoint": {"inline": prompt}}),
+            start: inline(prompt),
             idle_sec: 30,
             program: "vexa-test-agent".into(),
             tools: Vec::new(),
@@ -136,8 +166,30 @@ impl Dispatch {
         let wiki = self.dir.path().join("workspaces/wiki");
         fs::create_dir_all(&wiki).unwrap();
         self.workspaces
-            .push(json!({"name": "wiki", "id": "ws-2", "mode": "ro", "path": wiki}));
+            .push(mount("wiki", "ws-2", WorkspaceMode::ReadOnly, &wiki));
         wiki
+    }
+
+    /// What the operator would tell the worker.
+    fn contract(&self) -> PodContract {
+        PodContract {
+            unit_id: UNIT.into(),
+            trigger: Trigger::Message,
+            out_topic: OUT.into(),
+            in_topic: IN.into(),
+            start: self.start.clone(),
+            workspaces: self.workspaces.clone(),
+            workspace_path: self.primary.clone(),
+            owner: "alice".into(),
+            launcher: "user:alice".into(),
+            runner: "test-agent".into(),
+            runner_spec: runner_spec(&self.program),
+            tools: self.tools.clone(),
+            context: None,
+            thread: DEFAULT_THREAD.into(),
+            idle_timeout: Duration::from_secs(self.idle_sec),
+            redis_url: self.redis.url(),
+        }
     }
 
     fn spawn(&self) -> Worker {
@@ -152,25 +204,7 @@ impl Dispatch {
         let child = Command::new(env!("CARGO_BIN_EXE_vexa-agent-worker"))
             .env_clear()
             .env("PATH", path)
-            .env("VEXA_UNIT_ID", UNIT)
-            .env("VEXA_UNIT_TRIGGER", "message")
-            .env("VEXA_UNIT_OUT_TOPIC", OUT)
-            .env("VEXA_UNIT_IN_TOPIC", IN)
-            .env("VEXA_START", self.start.to_string())
-            .env(
-                "VEXA_WORKSPACES",
-                Value::from(self.workspaces.clone()).to_string(),
-            )
-            .env("VEXA_WORKSPACE_PATH", &self.primary)
-            .env("VEXA_OWNER", "alice")
-            .env("VEXA_LAUNCHER", "user:alice")
-            .env("VEXA_RUNNER", "test-agent")
-            .env("VEXA_RUNNER_SPEC", runner_spec(&self.program).to_string())
-            .env("VEXA_TOOLS", json!(self.tools).to_string())
-            .env("VEXA_CONTEXT", "null")
-            .env("VEXA_CHAT_SESSION", "main")
-            .env("VEXA_IDLE_TIMEOUT_SEC", self.idle_sec.to_string())
-            .env("REDIS_URL", self.redis.url())
+            .envs(self.contract().to_env())
             .env("VEXA_TERMINATION_LOG", &termination_log)
             .env("VEXA_LOG_FORMAT", "text")
             .env("VEXA_STOP_GRACE_SEC", "2")
@@ -466,7 +500,10 @@ fn a_second_run_resumes_the_stored_session() {
     let session = session.unwrap();
 
     // The next dispatch on the same thread, started from the session file.
-    d.start = json!({"session": {"ref": ".claude/sessions/main.session", "prompt": "recall"}});
+    d.start = Start::Session {
+        reference: ".claude/sessions/main.session".into(),
+        prompt: Some("recall".into()),
+    };
     let before = d.events().len();
     let mut second = d.spawn();
     assert_eq!(
@@ -536,7 +573,10 @@ fn a_read_only_workspace_is_never_changed() {
     repo.commit(Some("HEAD"), &sig, &sig, "seed", &tree, &[])
         .unwrap();
     let before = snapshot(&wiki);
-    d.start = json!({"entrypoint": {"inline": format!("read {}\nwrite notes/summary.md the wiki has one page", wiki.join("a.md").display())}});
+    d.start = inline(format!(
+        "read {}\nwrite notes/summary.md the wiki has one page",
+        wiki.join("a.md").display()
+    ));
     d.idle_sec = 0;
     let mut worker = d.spawn();
     assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(0));
@@ -550,9 +590,9 @@ fn a_read_only_workspace_is_never_changed() {
     let plain = d.dir.path().join("workspaces/plain");
     fs::create_dir_all(&plain).unwrap();
     fs::write(plain.join("b.md"), "b\n").unwrap();
-    d.workspaces = vec![json!({"name": "plain", "id": "ws-3", "mode": "ro", "path": plain})];
+    d.workspaces = vec![mount("plain", "ws-3", WorkspaceMode::ReadOnly, &plain)];
     d.primary = plain.clone();
-    d.start = json!({"entrypoint": {"inline": "write b.md changed by the agent"}});
+    d.start = inline("write b.md changed by the agent");
     d.idle_sec = 0;
     let mut worker = d.spawn();
     assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(0));

@@ -17,15 +17,13 @@ use tracing::{info, warn};
 use vexa_crds::{
     Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, WorkspaceProvenance,
 };
-use vexa_policy::{
-    Authorization, authorize, dispatch_id, in_topic, job_name, out_topic, session_file,
-};
+use vexa_policy::{Authorization, dispatch_id, in_topic, job_name, out_topic, session_file};
 
 use super::Reconciler;
 use super::build::{self, BuildSettings, DISPATCH_LABEL, Inputs, MountedWorkspace};
 use super::claim::{self, Claim, is_finished};
 use super::error::Error;
-use super::resolve::{self, Resolved};
+use super::resolve::{self, Resolved, authorize};
 use super::status::{RunState, observe, set_condition};
 use crate::FIELD_MANAGER;
 
