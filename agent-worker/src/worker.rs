@@ -1,7 +1,9 @@
 //! The worker's run (SPEC §4): prepare the rw workspace, find the session, run the entrypoint as
 //! turn `t0`, then one turn per prompt on the input stream until a stop, the idle timeout or
 //! SIGTERM. Each turn's events go to the output stream as they are parsed; after the turn its
-//! changes are committed, the session id kept, and `turn-complete` sent.
+//! changes are committed, the session id kept, and `turn-complete` sent. When the run ends the
+//! worker reports how, with the base and resulting commit of its rw workspace (the
+//! [`Termination`] the operator reads).
 //!
 //! The agent runs on a blocking thread (it is a plain child process read line by line); its
 //! events cross to the publisher task through a bounded channel, so a slow Redis slows the agent
@@ -13,8 +15,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use vexa_core::WorkspaceMode;
 use vexa_core::pod::{Start, StreamFormat};
+use vexa_core::{CommitRange, StopReason, Termination, WorkspaceMode};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
 
 use crate::argv::ArgValues;
@@ -25,12 +27,7 @@ use crate::session::{self, ResumeDecision};
 use crate::turn::{TurnReport, TurnSpec, commit_message, run_turn};
 use crate::workspace::{GitWorkspace, Provenance};
 
-/// The termination message of a run that ended because no turn came in time (the operator's
-/// `idle_timeout` stop reason).
-pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
-/// The termination message of a run a `{"type": "stop"}` turn ended.
-pub const STOPPED_MESSAGE: &str = "stopped";
-/// The termination message of a run SIGTERM ended.
+/// The termination message's text for a run SIGTERM ended.
 pub const TERMINATED_MESSAGE: &str = "terminated: SIGTERM";
 /// Variables of the worker the agent does not get: it talks to Redis only through the worker.
 pub const HIDDEN_FROM_AGENT: [&str; 1] = ["REDIS_URL"];
@@ -84,13 +81,51 @@ impl Ending {
         }
     }
 
-    /// What the container leaves as its termination message for the operator.
-    pub fn termination_message(&self) -> String {
+    /// The stop reason the worker can vouch for. None after SIGTERM: the operator knows
+    /// whether that was a stop request or the deadline.
+    pub fn reason(&self) -> Option<StopReason> {
         match self {
-            Ending::Idle => IDLE_TIMEOUT_MESSAGE.into(),
-            Ending::Stopped => STOPPED_MESSAGE.into(),
-            Ending::Terminated => TERMINATED_MESSAGE.into(),
-            Ending::Failed(why) => why.clone(),
+            Ending::Idle => Some(StopReason::IdleTimeout),
+            Ending::Stopped => Some(StopReason::Stopped),
+            Ending::Terminated => None,
+            Ending::Failed(_) => Some(StopReason::Failed),
+        }
+    }
+
+    /// Detail for a person, when there is more to say than the reason.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Ending::Idle | Ending::Stopped => None,
+            Ending::Terminated => Some(TERMINATED_MESSAGE.into()),
+            Ending::Failed(why) => Some(why.clone()),
+        }
+    }
+}
+
+/// How a run ended and what it left in git.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// The base and resulting commit of the rw workspace, if the worker prepared one.
+    pub provenance: Vec<CommitRange>,
+}
+
+impl Outcome {
+    /// A run that ended before it touched any workspace.
+    pub fn before_start(ending: Ending) -> Self {
+        Self {
+            ending,
+            provenance: Vec::new(),
+        }
+    }
+
+    /// What the container leaves as its termination message for the operator.
+    pub fn termination(&self) -> Termination {
+        Termination {
+            reason: self.ending.reason(),
+            message: self.ending.message(),
+            provenance: self.provenance.clone(),
         }
     }
 }
@@ -100,11 +135,11 @@ impl Ending {
 struct PublisherGone;
 
 /// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
-pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Ending {
+pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Outcome {
     let pod = &env.pod;
     let client = match redis::Client::open(pod.redis_url.as_str()) {
         Ok(c) => c,
-        Err(e) => return Ending::Failed(format!("REDIS_URL: {e}")),
+        Err(e) => return Outcome::before_start(Ending::Failed(format!("REDIS_URL: {e}"))),
     };
     let publisher = match Publisher::connect(
         client.clone(),
@@ -114,7 +149,7 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
     .await
     {
         Ok(p) => p,
-        Err(e) => return Ending::Failed(e.to_string()),
+        Err(e) => return Outcome::before_start(Ending::Failed(e.to_string())),
     };
     tracing::info!(topic = %pod.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
@@ -145,9 +180,13 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         next_turn: TurnId::default(),
     };
     let ending = worker.drive().await;
+    let commits = worker.commits().await;
     let terminated = ending == Ending::Terminated;
     drop(worker);
-    finish(ending, publishing, terminated.then_some(flush_timeout)).await
+    Outcome {
+        ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
+        provenance: commits,
+    }
 }
 
 /// Waits for the publisher to send what is queued (at most `limit` after SIGTERM), and turns a
@@ -314,6 +353,27 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The base and resulting commit of the rw workspace, if the worker prepared one.
+    async fn commits(&self) -> Vec<CommitRange> {
+        let (Some(git), Some(rw)) = (self.git.clone(), self.env.pod.writable()) else {
+            return Vec::new();
+        };
+        let base = git.base.clone();
+        let head = tokio::task::spawn_blocking(move || git.head())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read.map_err(|e| e.to_string()));
+        let result = head.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the rw workspace's HEAD at exit");
+            None
+        });
+        vec![CommitRange {
+            workspace: rw.name.clone(),
+            base,
+            result,
+        }]
     }
 
     /// The turn whose id notes between turns carry: the last one run (or `t0` before any).
@@ -601,15 +661,39 @@ mod tests {
 
     use super::*;
 
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::idle(Ending::Idle, 0, r#"{"reason":"idle_timeout"}"#)]
+    #[case::stopped(Ending::Stopped, 0, r#"{"reason":"stopped"}"#)]
+    #[case::sigterm(Ending::Terminated, 143, r#"{"message":"terminated: SIGTERM"}"#)]
+    #[case::failed(
+        Ending::Failed("REDIS_URL: bad".into()),
+        1,
+        r#"{"reason":"failed","message":"REDIS_URL: bad"}"#
+    )]
+    fn endings_become_the_operators_stop_reasons(
+        #[case] ending: Ending,
+        #[case] code: u8,
+        #[case] message: &str,
+    ) {
+        assert_eq!(ending.exit_code(), code);
+        let outcome = Outcome::before_start(ending);
+        assert_eq!(outcome.termination().encode(), message);
+    }
+
     #[test]
-    fn endings_become_the_operators_stop_reasons() {
-        assert_eq!(Ending::Idle.exit_code(), 0);
-        assert_eq!(Ending::Idle.termination_message(), "idle_timeout");
-        assert_eq!(Ending::Stopped.exit_code(), 0);
-        assert_eq!(Ending::Stopped.termination_message(), "stopped");
-        assert_eq!(Ending::Terminated.exit_code(), 143);
-        let failed = Ending::Failed("REDIS_URL: bad".into());
-        assert_eq!(failed.exit_code(), 1);
-        assert_eq!(failed.termination_message(), "REDIS_URL: bad");
+    fn the_provenance_travels_with_the_ending() {
+        let outcome = Outcome {
+            ending: Ending::Idle,
+            provenance: vec![CommitRange {
+                workspace: "notes".into(),
+                base: Some("a".repeat(40)),
+                result: Some("b".repeat(40)),
+            }],
+        };
+        let back = Termination::parse(&outcome.termination().encode());
+        assert_eq!(back.reason, Some(StopReason::IdleTimeout));
+        assert_eq!(back.provenance, outcome.provenance);
     }
 }

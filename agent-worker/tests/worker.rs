@@ -14,7 +14,10 @@ use redis::Commands;
 use serde_json::{Value, json};
 use vexa_agent_worker::{Event, TurnId, UnitEvent};
 use vexa_core::pod::{OptionalArgs, PodContract, RunnerSpec, Start, StreamFormat, WorkspaceMount};
-use vexa_core::{DEFAULT_SESSION_PATH, DEFAULT_THREAD, Trigger, WorkspaceMode};
+use vexa_core::{
+    CommitRange, DEFAULT_SESSION_PATH, DEFAULT_THREAD, StopReason, Termination, Trigger,
+    WorkspaceMode,
+};
 use vexa_stream::testing::RedisServer;
 
 const UNIT: &str = "team-a/agent-alice-chat-main";
@@ -106,8 +109,10 @@ impl Worker {
         }
     }
 
-    fn termination_message(&self) -> String {
-        fs::read_to_string(&self.termination_log).unwrap_or_default()
+    /// The termination message, which must be the typed JSON document.
+    fn termination(&self) -> Termination {
+        let text = fs::read_to_string(&self.termination_log).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
     fn log(&self) -> String {
@@ -475,7 +480,21 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
     let status = worker.wait(Duration::from_secs(15));
     let idle_for = idle_from.elapsed();
     assert_eq!(status.code(), Some(0), "{}", worker.log());
-    assert_eq!(worker.termination_message(), "idle_timeout");
+    // The report: idle, from the worker's own .gitignore commit to the last turn's.
+    let repo = git2::Repository::open(&notes).unwrap();
+    let sha = |rev: &str| Some(repo.revparse_single(rev).unwrap().id().to_string());
+    assert_eq!(
+        worker.termination(),
+        Termination {
+            reason: Some(StopReason::IdleTimeout),
+            message: None,
+            provenance: vec![CommitRange {
+                workspace: "notes".into(),
+                base: sha("HEAD~2"),
+                result: sha("HEAD"),
+            }],
+        }
+    );
     assert!(
         idle_for > Duration::from_secs(2) && idle_for < Duration::from_secs(6),
         "{idle_for:?}"
@@ -601,6 +620,11 @@ fn a_read_only_workspace_is_never_changed() {
     assert!(!plain.join(".git").exists());
     assert!(!plain.join(".gitignore").exists());
     assert!(!plain.join(".claude/sessions").exists());
+    assert_eq!(
+        worker.termination().provenance,
+        [],
+        "git says nothing of a ro workspace"
+    );
 }
 
 #[test]
@@ -617,7 +641,9 @@ fn sigterm_mid_turn_ends_promptly_with_a_final_event() {
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(143), "{}", worker.log());
     assert!(took < Duration::from_secs(3), "{took:?}");
-    assert_eq!(worker.termination_message(), "terminated: SIGTERM");
+    let report = worker.termination();
+    assert_eq!(report.reason, None, "the operator knows why SIGTERM came");
+    assert_eq!(report.message.as_deref(), Some("terminated: SIGTERM"));
 
     let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
     let t0 = of_turn(&events, 0);
@@ -643,6 +669,13 @@ fn sigterm_mid_turn_ends_promptly_with_a_final_event() {
             .starts_with(&format!("Interrupted turn t0 of {UNIT}")),
         "{}",
         log[0].0
+    );
+    // The interrupted turn's commit is the run's result.
+    assert_eq!(
+        report.provenance[0].result,
+        commit_sha(&t0),
+        "{:?}",
+        report.provenance
     );
     // No agent process is left behind in the workspace.
     let notes = fs::canonicalize(d.notes()).unwrap();
@@ -782,7 +815,7 @@ fn turns_sent_before_the_worker_started_are_run_and_a_stop_ends_the_run() {
     let mut worker = d.spawn();
     let status = worker.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{}", worker.log());
-    assert_eq!(worker.termination_message(), "stopped");
+    assert_eq!(worker.termination().reason, Some(StopReason::Stopped));
     let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
     assert!(
         matches!(&of_turn(&events, 0)[0], Event::Note { note } if note.contains("granted tools (email.send) are not passed")),
@@ -828,11 +861,22 @@ fn an_agent_that_cannot_run_fails_the_run_with_a_clear_message() {
     d.program = "no-such-agent-cli".into();
     let mut worker = d.spawn();
     assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(1));
-    let message = worker.termination_message();
+    let report = worker.termination();
+    assert_eq!(report.reason, Some(StopReason::Failed));
+    let message = report.message.unwrap();
     assert!(
         message.contains("\"no-such-agent-cli\" was not found on PATH"),
         "{message}"
     );
+    // The workspace was prepared and nothing was committed: base and result are one commit.
+    let [range] = &report.provenance[..] else {
+        panic!("{:?}", report.provenance)
+    };
+    assert_eq!(
+        (range.workspace.as_str(), &range.result),
+        ("notes", &range.base)
+    );
+    assert!(range.base.is_some());
     let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
     assert_eq!(
         kinds(&of_turn(&events, 0)),
@@ -852,6 +896,10 @@ fn a_bad_environment_fails_before_anything_runs() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1));
-    let message = fs::read_to_string(termination_log).unwrap();
+    let report: Termination =
+        serde_json::from_str(&fs::read_to_string(termination_log).unwrap()).unwrap();
+    assert_eq!(report.reason, Some(StopReason::Failed));
+    let message = report.message.unwrap();
     assert!(message.starts_with("VEXA_UNIT_ID: is not set"), "{message}");
+    assert!(report.provenance.is_empty());
 }

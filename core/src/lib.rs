@@ -8,6 +8,8 @@
 //! - [`access`]: triggers, workspace modes, tool grants and trust.
 //! - [`context`]: what a run is about.
 //! - [`pod`]: the environment the operator sets and the worker reads, as one typed value.
+//! - [`termination`]: the message the worker leaves when it exits, and how the operator reads
+//!   it (also from an older worker).
 //!
 //! The enums the CRDs use derive `JsonSchema` here and are re-exported by vexa-crds, so their
 //! `///` docs are also `kubectl explain` text.
@@ -17,9 +19,11 @@ pub mod context;
 pub mod lifecycle;
 pub mod names;
 pub mod pod;
+pub mod termination;
 
 pub use access::{Grant, Trigger, Trust, WorkspaceMode};
 pub use context::{ContextKind, MeetingRef};
 pub use lifecycle::{DispatchPhase, StopReason};
 pub use names::*;
 pub use pod::{PodContract, StreamFormat};
+pub use termination::{CommitRange, Termination};

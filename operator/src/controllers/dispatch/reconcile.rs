@@ -15,7 +15,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 use vexa_crds::{
-    Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, WorkspaceProvenance,
+    Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, WorkspaceMode,
+    WorkspaceProvenance,
 };
 use vexa_policy::{Authorization, dispatch_id, in_topic, job_name, out_topic, session_file};
 
@@ -77,6 +78,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                         started: old.start_time.clone(),
                         finished: Some(now()),
                         message: "the Job was deleted before the run ended".into(),
+                        provenance: Vec::new(),
                     },
                 );
                 release_all(&ctx, &d).await?;
@@ -118,6 +120,7 @@ async fn start(
                 started: None,
                 finished: Some(t),
                 message: "stopped before it started".into(),
+                provenance: Vec::new(),
             },
         );
         release_all(ctx, d).await?;
@@ -421,7 +424,8 @@ async fn track_run(
     }
 }
 
-/// Records the end of a run in the status.
+/// Records the end of a run in the status, with the commits the worker reports for each rw
+/// workspace of the run.
 fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
     let RunState::Finished {
         reason,
@@ -429,6 +433,7 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
         started,
         finished,
         message,
+        provenance,
     } = state
     else {
         return;
@@ -442,14 +447,18 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
         status.start_time = started;
     }
     status.stop_time = Some(finished.unwrap_or_else(|| t.clone()));
-    let reason_text = serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let ok = matches!(
-        reason,
-        StopReason::Completed | StopReason::IdleTimeout | StopReason::Stopped
-    );
+    // Only workspaces the run was authorized to write: the report cannot add any.
+    for range in provenance {
+        if let Some(p) = status
+            .provenance
+            .iter_mut()
+            .find(|p| p.workspace == range.workspace && p.mode == WorkspaceMode::ReadWrite)
+        {
+            p.base_commit = range.base;
+            p.result_commit = range.result;
+        }
+    }
+    let reason_text = reason.as_str();
     let message = if message.is_empty() {
         format!("the run ended: {reason_text}")
     } else {
@@ -468,7 +477,11 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
         &mut status.conditions,
         "Finished",
         true,
-        if ok { "Succeeded" } else { "Failed" },
+        if reason.is_success() {
+            "Succeeded"
+        } else {
+            "Failed"
+        },
         &format!("{reason_text}: {message}"),
         generation,
         &t,
