@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use vexa_policy::PrepareReport;
+use vexa_core::PrepareReport;
 
 use crate::workspace::{GitWorkspace, Provenance, WorkspaceError};
 

@@ -1,11 +1,12 @@
 //! The Vexa agent worker: the generic entrypoint of every dispatch's pod (SPEC §4).
 //!
 //! The pure core, each part testable on its own: [`env`] reads the environment the operator
-//! sets, [`argv`] renders the runner's command line without a shell, [`claude`] and [`jsonl`]
+//! sets (the pod contract of `vexa-core`, plus the runner's argv parsed), [`argv`] renders the runner's command line without a shell, [`claude`] and [`jsonl`]
 //! turn the agent CLI's output into [`events`], [`session`] finds and keeps the agent's session
 //! id in the workspace, [`turn`] runs one turn. At the edges: [`process`] supervises the agent
 //! child process, [`workspace`] prepares and commits the rw workspace with libgit2, and
-//! [`worker`] drives a whole run against the unit streams (the `vexa-agent-worker` binary).
+//! [`worker`] drives a whole run against the unit streams (the `vexa-agent-worker` binary) and
+//! reports its ending and commits as the typed termination message of `vexa-core`.
 
 pub mod argv;
 pub mod claude;

@@ -1,6 +1,7 @@
 //! `vexa-agent-worker`: the entrypoint of every dispatch's agent container (SPEC §4). It reads
 //! the environment the operator sets, runs the agent CLI turn by turn, streams its events to
-//! Redis, and leaves a termination message saying how the run ended.
+//! Redis, and leaves a termination message saying how the run ended and what it committed
+//! (`vexa_core::termination`, at most 4096 bytes of JSON).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,11 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
-use vexa_agent_worker::worker::{self, Ending, Settings};
+use vexa_agent_worker::worker::{self, Ending, Outcome, Settings};
 use vexa_stream::publish::RetryOptions;
-
-/// Kubernetes reads at most 4096 bytes of a termination message.
-const TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -54,9 +52,10 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let ending = match WorkerEnv::from_env() {
+    let outcome = match WorkerEnv::from_env() {
         Ok(env) => {
-            tracing::info!(unit = %env.unit_id, runner = %env.runner, trigger = ?env.trigger, owner = %env.owner, launcher = %env.launcher, "worker starts");
+            let pod = &env.pod;
+            tracing::info!(unit = %pod.unit_id, runner = %pod.runner, trigger = ?pod.trigger, owner = %pod.owner, launcher = %pod.launcher, "worker starts");
             let settings = Settings {
                 stop_grace: Duration::from_secs(cli.stop_grace_sec),
                 redis: RetryOptions {
@@ -68,14 +67,14 @@ async fn main() -> ExitCode {
             };
             worker::run(env, settings, shutdown_on_signal()).await
         }
-        Err(e) => Ending::Failed(e.to_string()),
+        Err(e) => Outcome::before_start(Ending::Failed(e.to_string())),
     };
-    match &ending {
+    match &outcome.ending {
         Ending::Failed(why) => tracing::error!(error = %why, "the run failed"),
-        other => tracing::info!(ending = ?other, "the run ended"),
+        other => tracing::info!(ending = ?other, provenance = ?outcome.provenance, "the run ended"),
     }
-    write_termination_message(&cli.termination_log, &ending.termination_message());
-    ExitCode::from(ending.exit_code())
+    write_termination_message(&cli.termination_log, &outcome.termination().encode());
+    ExitCode::from(outcome.ending.exit_code())
 }
 
 fn init_logs(format: LogFormat) {
@@ -116,11 +115,7 @@ fn shutdown_on_signal() -> watch::Receiver<bool> {
 }
 
 fn write_termination_message(path: &Path, message: &str) {
-    let mut end = message.len().min(TERMINATION_MESSAGE_BYTES);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    if let Err(e) = std::fs::write(path, &message[..end]) {
+    if let Err(e) = std::fs::write(path, message) {
         tracing::warn!(path = %path.display(), error = %e, "could not write the termination message");
     }
 }

@@ -7,6 +7,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use vexa_core::DEFAULT_THREAD;
+
 /// The legacy session file, read for thread `main` when the thread's own file is absent.
 pub const LEGACY_SESSION_FILE: &str = ".claude/.session";
 /// Where the agent CLI keeps its transcripts, relative to the workspace.
@@ -46,9 +48,10 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SessionError + '_ {
     }
 }
 
-/// The session file of `thread`, relative to the workspace: `<sessionPath>/<thread>.session`.
+/// The session file of `thread`, relative to the workspace: `<sessionPath>/<thread>.session`
+/// (the name the operator records as the Dispatch's `sessionRef`).
 pub fn session_file(session_path: &str, thread: &str) -> PathBuf {
-    Path::new(session_path.trim_end_matches('/')).join(format!("{thread}.session"))
+    PathBuf::from(vexa_core::session_file(session_path, thread))
 }
 
 /// Whether `id` can be passed to the agent CLI as a session id: 1 to 128 ASCII letters, digits,
@@ -89,7 +92,8 @@ pub fn read_session_id(root: &Path, file: &Path) -> Result<Option<String>, Sessi
     Ok(Some(id.to_owned()))
 }
 
-/// The session id of a chat thread: its own file, else (thread `main` only) the legacy file.
+/// The session id of a chat thread: its own file, else (the default thread `main` only) the
+/// legacy file.
 /// Returns the file the id came from with it.
 pub fn read_thread_session(
     root: &Path,
@@ -100,7 +104,7 @@ pub fn read_thread_session(
     if let Some(id) = read_session_id(root, &own)? {
         return Ok(Some((own, id)));
     }
-    if thread == "main" {
+    if thread == DEFAULT_THREAD {
         let legacy = PathBuf::from(LEGACY_SESSION_FILE);
         if let Some(id) = read_session_id(root, &legacy)? {
             return Ok(Some((legacy, id)));
@@ -193,13 +197,12 @@ mod tests {
     #[case(".claude/sessions", "main", ".claude/sessions/main.session")]
     #[case(".claude/sessions/", "t-2", ".claude/sessions/t-2.session")]
     #[case("state", "x.y", "state/x.y.session")]
-    fn session_files_are_named_like_the_policy_crate(
+    fn session_files_are_named_by_thread(
         #[case] dir: &str,
         #[case] thread: &str,
         #[case] want: &str,
     ) {
         assert_eq!(session_file(dir, thread), PathBuf::from(want));
-        assert_eq!(vexa_policy::session_file(dir, thread), want);
     }
 
     #[rstest]

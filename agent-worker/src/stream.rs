@@ -3,9 +3,9 @@
 //! becomes an error event on the stream.
 
 use crate::claude::ClaudeParser;
-use crate::env::StreamFormat;
 use crate::events::{Event, TurnId, UnitEvent, first_chars};
 use crate::jsonl::JsonlParser;
+use vexa_core::pod::StreamFormat;
 
 /// How many characters of an unreadable line an error event quotes.
 const EXCERPT_CHARS: usize = 120;

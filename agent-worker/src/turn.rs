@@ -8,9 +8,9 @@
 use std::io;
 
 use crate::argv::{ArgTemplate, ArgValues, OptionalArgs, render};
-use crate::env::StreamFormat;
 use crate::events::{Event, TurnId, UnitEvent, first_chars};
 use crate::stream::{TurnOutcome, parser};
+use vexa_core::pod::StreamFormat;
 
 /// The longest commit message subject.
 const SUBJECT_CHARS: usize = 72;

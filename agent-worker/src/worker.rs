@@ -1,7 +1,9 @@
 //! The worker's run (SPEC §4): prepare the rw workspace, find the session, run the entrypoint as
 //! turn `t0`, then one turn per prompt on the input stream until a stop, the idle timeout or
 //! SIGTERM. Each turn's events go to the output stream as they are parsed; after the turn its
-//! changes are committed, the session id kept, and `turn-complete` sent.
+//! changes are committed, the session id kept, and `turn-complete` sent. When the run ends the
+//! worker reports how, with the base and resulting commit of its rw workspace (the
+//! [`Termination`] the operator reads).
 //!
 //! The agent runs on a blocking thread (it is a plain child process read line by line); its
 //! events cross to the publisher task through a bounded channel, so a slow Redis slows the agent
@@ -13,22 +15,19 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use vexa_core::pod::{Start, StreamFormat};
+use vexa_core::{CommitRange, StopReason, Termination, WorkspaceMode};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
 
 use crate::argv::ArgValues;
-use crate::env::{Mode, Start, StreamFormat, WorkerEnv};
+use crate::env::WorkerEnv;
 use crate::events::{Event, TurnId, UnitEvent};
 use crate::process::{StopHandle, SupervisedAgent};
 use crate::session::{self, ResumeDecision};
 use crate::turn::{TurnReport, TurnSpec, commit_message, run_turn};
 use crate::workspace::{GitWorkspace, Provenance};
 
-/// The termination message of a run that ended because no turn came in time (the operator's
-/// `idle_timeout` stop reason).
-pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
-/// The termination message of a run a `{"type": "stop"}` turn ended.
-pub const STOPPED_MESSAGE: &str = "stopped";
-/// The termination message of a run SIGTERM ended.
+/// The termination message's text for a run SIGTERM ended.
 pub const TERMINATED_MESSAGE: &str = "terminated: SIGTERM";
 /// Variables of the worker the agent does not get: it talks to Redis only through the worker.
 pub const HIDDEN_FROM_AGENT: [&str; 1] = ["REDIS_URL"];
@@ -82,13 +81,51 @@ impl Ending {
         }
     }
 
-    /// What the container leaves as its termination message for the operator.
-    pub fn termination_message(&self) -> String {
+    /// The stop reason the worker can vouch for. None after SIGTERM: the operator knows
+    /// whether that was a stop request or the deadline.
+    pub fn reason(&self) -> Option<StopReason> {
         match self {
-            Ending::Idle => IDLE_TIMEOUT_MESSAGE.into(),
-            Ending::Stopped => STOPPED_MESSAGE.into(),
-            Ending::Terminated => TERMINATED_MESSAGE.into(),
-            Ending::Failed(why) => why.clone(),
+            Ending::Idle => Some(StopReason::IdleTimeout),
+            Ending::Stopped => Some(StopReason::Stopped),
+            Ending::Terminated => None,
+            Ending::Failed(_) => Some(StopReason::Failed),
+        }
+    }
+
+    /// Detail for a person, when there is more to say than the reason.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Ending::Idle | Ending::Stopped => None,
+            Ending::Terminated => Some(TERMINATED_MESSAGE.into()),
+            Ending::Failed(why) => Some(why.clone()),
+        }
+    }
+}
+
+/// How a run ended and what it left in git.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// The base and resulting commit of the rw workspace, if the worker prepared one.
+    pub provenance: Vec<CommitRange>,
+}
+
+impl Outcome {
+    /// A run that ended before it touched any workspace.
+    pub fn before_start(ending: Ending) -> Self {
+        Self {
+            ending,
+            provenance: Vec::new(),
+        }
+    }
+
+    /// What the container leaves as its termination message for the operator.
+    pub fn termination(&self) -> Termination {
+        Termination {
+            reason: self.ending.reason(),
+            message: self.ending.message(),
+            provenance: self.provenance.clone(),
         }
     }
 }
@@ -98,36 +135,37 @@ impl Ending {
 struct PublisherGone;
 
 /// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
-pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Ending {
-    let client = match redis::Client::open(env.redis_url.as_str()) {
+pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Outcome {
+    let pod = &env.pod;
+    let client = match redis::Client::open(pod.redis_url.as_str()) {
         Ok(c) => c,
-        Err(e) => return Ending::Failed(format!("REDIS_URL: {e}")),
+        Err(e) => return Outcome::before_start(Ending::Failed(format!("REDIS_URL: {e}"))),
     };
     let publisher = match Publisher::connect(
         client.clone(),
-        env.out_topic.clone(),
+        pod.out_topic.clone(),
         settings.redis.clone(),
     )
     .await
     {
         Ok(p) => p,
-        Err(e) => return Ending::Failed(e.to_string()),
+        Err(e) => return Outcome::before_start(Ending::Failed(e.to_string())),
     };
-    tracing::info!(topic = %env.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
+    tracing::info!(topic = %pod.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
     let publishing = tokio::spawn(publish(publisher, rx));
     let inbox = Inbox::new(
         client,
-        env.in_topic.clone(),
+        pod.in_topic.clone(),
         settings.consumer.clone(),
         settings.redis.clone(),
     );
     let flush_timeout = settings.flush_timeout;
     let provenance = Provenance {
-        subject: env.owner.clone(),
-        dispatch: env.unit_id.clone(),
-        launcher: env.launcher.clone(),
-        runner: env.runner.clone(),
+        subject: pod.owner.clone(),
+        dispatch: pod.unit_id.clone(),
+        launcher: pod.launcher.clone(),
+        runner: pod.runner.clone(),
     };
     let mut worker = Worker {
         env,
@@ -142,9 +180,13 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         next_turn: TurnId::default(),
     };
     let ending = worker.drive().await;
+    let commits = worker.commits().await;
     let terminated = ending == Ending::Terminated;
     drop(worker);
-    finish(ending, publishing, terminated.then_some(flush_timeout)).await
+    Outcome {
+        ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
+        provenance: commits,
+    }
 }
 
 /// Waits for the publisher to send what is queued (at most `limit` after SIGTERM), and turns a
@@ -254,7 +296,7 @@ impl Worker {
             self.note(self.next_turn, why.clone()).await?;
             return Ok(Ending::Failed(why));
         }
-        let mut prompt = self.env.start.first_prompt();
+        let mut prompt = self.env.pod.start.first_prompt();
         loop {
             if let Some(p) = prompt.take() {
                 match self.turn(p).await? {
@@ -267,7 +309,7 @@ impl Worker {
                     TurnEnd::Failed(why) => return Ok(Ending::Failed(why)),
                 }
             }
-            let idle = self.env.idle_timeout;
+            let idle = self.env.pod.idle_timeout;
             let deadline = Instant::now() + idle;
             let turn = self.next_turn;
             loop {
@@ -295,7 +337,7 @@ impl Worker {
                         tracing::warn!(entry = %id, %problem, "malformed turn");
                         self.note(
                             self.last_turn(),
-                            format!("ignored entry {id} of {}: {problem}", self.env.in_topic),
+                            format!("ignored entry {id} of {}: {problem}", self.env.pod.in_topic),
                         )
                         .await?;
                     }
@@ -313,6 +355,27 @@ impl Worker {
         }
     }
 
+    /// The base and resulting commit of the rw workspace, if the worker prepared one.
+    async fn commits(&self) -> Vec<CommitRange> {
+        let (Some(git), Some(rw)) = (self.git.clone(), self.env.pod.writable()) else {
+            return Vec::new();
+        };
+        let base = git.base.clone();
+        let head = tokio::task::spawn_blocking(move || git.head())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read.map_err(|e| e.to_string()));
+        let result = head.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the rw workspace's HEAD at exit");
+            None
+        });
+        vec![CommitRange {
+            workspace: rw.name.clone(),
+            base,
+            result,
+        }]
+    }
+
     /// The turn whose id notes between turns carry: the last one run (or `t0` before any).
     fn last_turn(&self) -> TurnId {
         TurnId(self.next_turn.0.saturating_sub(1))
@@ -322,10 +385,10 @@ impl Worker {
     /// The inner error is why the run cannot start.
     async fn prepare(&mut self) -> Result<Result<(), String>, PublisherGone> {
         let t0 = self.next_turn;
-        for w in &self.env.workspaces {
+        for w in &self.env.pod.workspaces {
             tracing::info!(workspace = %w.name, id = %w.id, path = %w.path.display(), mode = ?w.mode, "workspace");
         }
-        if let Some(rw) = self.env.writable().cloned() {
+        if let Some(rw) = self.env.pod.writable().cloned() {
             let path = rw.path.clone();
             let who = self.provenance.clone();
             let prepared =
@@ -347,12 +410,12 @@ impl Worker {
         for note in self.resolve_session() {
             self.note(t0, note).await?;
         }
-        if !self.env.tools.is_empty() {
+        if !self.env.pod.tools.is_empty() {
             self.note(
                 t0,
                 format!(
                     "granted tools ({}) are not passed to the agent: this worker has no MCP gateway configuration yet",
-                    self.env.tools.join(", ")
+                    self.env.pod.tools.join(", ")
                 ),
             )
             .await?;
@@ -364,16 +427,17 @@ impl Worker {
     fn resolve_session(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
         let Some(root) = self.git.as_ref().map(|g| g.path().to_owned()) else {
-            if let Start::Session { reference, .. } = &self.env.start {
+            if let Start::Session { reference, .. } = &self.env.pod.start {
                 notes.push(format!(
                     "cannot resume {reference}: the run has no rw workspace to keep sessions in; starting a fresh session"
                 ));
             }
             return notes;
         };
-        let spec = &self.env.runner_spec;
-        let own = session::session_file(&spec.session_path, &self.env.thread);
-        let found = match &self.env.start {
+        let pod = &self.env.pod;
+        let spec = &pod.runner_spec;
+        let own = session::session_file(&spec.session_path, &pod.thread);
+        let found = match &pod.start {
             Start::Session { reference, .. } => {
                 let file = PathBuf::from(reference);
                 let id = session::read_session_id(&root, &file);
@@ -391,7 +455,7 @@ impl Worker {
             Start::Entrypoint { .. } => {
                 // New ids go to the thread's own file, also when the legacy file was read.
                 self.session.file = Some(own);
-                session::read_thread_session(&root, &spec.session_path, &self.env.thread)
+                session::read_thread_session(&root, &spec.session_path, &pod.thread)
             }
         };
         match found {
@@ -416,19 +480,21 @@ impl Worker {
         let turn = self.next_turn;
         self.next_turn = turn.next();
         let env = &self.env;
-        let spec = env.runner_spec.clone();
+        let pod = &env.pod;
+        let command = env.command.clone();
+        let stream_format = pod.runner_spec.stream_format;
         let values = ArgValues {
             prompt,
             session_id: self.session.id.clone(),
-            model: spec.model.clone(),
+            model: pod.runner_spec.model.clone(),
             // Tools need the MCP gateway's configuration; see the note in `prepare`.
             allowed_tools: None,
             mcp_config: None,
-            workspace_path: Some(env.workspace_path.display().to_string()),
-            dispatch_id: Some(env.unit_id.clone()),
+            workspace_path: Some(pod.workspace_path.display().to_string()),
+            dispatch_id: Some(pod.unit_id.clone()),
         };
         let mut agent = SupervisedAgent {
-            cwd: env.workspace_path.clone(),
+            cwd: pod.workspace_path.clone(),
             env_remove: HIDDEN_FROM_AGENT.iter().map(|s| (*s).to_owned()).collect(),
             env_set: agent_env(env),
             stop: self.stop.clone(),
@@ -440,9 +506,9 @@ impl Worker {
             run_turn(
                 &mut agent,
                 TurnSpec {
-                    argv: &spec.argv,
-                    optional_argv: &spec.optional_argv,
-                    stream_format: spec.stream_format,
+                    argv: &command.argv,
+                    optional_argv: &command.optional_argv,
+                    stream_format,
                 },
                 turn,
                 &values,
@@ -525,11 +591,11 @@ impl Worker {
             }
         }
         if let Some(git) = self.git.clone() {
-            let env = &self.env;
+            let unit_id = &self.env.pod.unit_id;
             let subject_line = if interrupted {
-                format!("Interrupted turn {turn} of {}", env.unit_id)
+                format!("Interrupted turn {turn} of {unit_id}")
             } else {
-                commit_message(&report.outcome.reply, &env.unit_id, turn)
+                commit_message(&report.outcome.reply, unit_id, turn)
             };
             let who = self.provenance.clone();
             let committed = tokio::task::spawn_blocking(move || {
@@ -570,10 +636,14 @@ impl Worker {
 /// `$CLAUDE_CONFIG_DIR/projects`; pointing it at the rw workspace's `.claude/` is what lets the
 /// next container resume (SPEC §8). The runner's image or env may set it otherwise.
 pub fn agent_env(env: &WorkerEnv) -> Vec<(String, String)> {
-    let rw = env.workspaces.iter().find(|w| w.mode == Mode::ReadWrite);
+    let rw = env
+        .pod
+        .workspaces
+        .iter()
+        .find(|w| w.mode == WorkspaceMode::ReadWrite);
     match rw {
         Some(w)
-            if env.runner_spec.stream_format == StreamFormat::ClaudeStreamJson
+            if env.pod.runner_spec.stream_format == StreamFormat::ClaudeStreamJson
                 && std::env::var_os("CLAUDE_CONFIG_DIR").is_none() =>
         {
             vec![(
@@ -591,15 +661,39 @@ mod tests {
 
     use super::*;
 
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::idle(Ending::Idle, 0, r#"{"reason":"idle_timeout"}"#)]
+    #[case::stopped(Ending::Stopped, 0, r#"{"reason":"stopped"}"#)]
+    #[case::sigterm(Ending::Terminated, 143, r#"{"message":"terminated: SIGTERM"}"#)]
+    #[case::failed(
+        Ending::Failed("REDIS_URL: bad".into()),
+        1,
+        r#"{"reason":"failed","message":"REDIS_URL: bad"}"#
+    )]
+    fn endings_become_the_operators_stop_reasons(
+        #[case] ending: Ending,
+        #[case] code: u8,
+        #[case] message: &str,
+    ) {
+        assert_eq!(ending.exit_code(), code);
+        let outcome = Outcome::before_start(ending);
+        assert_eq!(outcome.termination().encode(), message);
+    }
+
     #[test]
-    fn endings_become_the_operators_stop_reasons() {
-        assert_eq!(Ending::Idle.exit_code(), 0);
-        assert_eq!(Ending::Idle.termination_message(), "idle_timeout");
-        assert_eq!(Ending::Stopped.exit_code(), 0);
-        assert_eq!(Ending::Stopped.termination_message(), "stopped");
-        assert_eq!(Ending::Terminated.exit_code(), 143);
-        let failed = Ending::Failed("REDIS_URL: bad".into());
-        assert_eq!(failed.exit_code(), 1);
-        assert_eq!(failed.termination_message(), "REDIS_URL: bad");
+    fn the_provenance_travels_with_the_ending() {
+        let outcome = Outcome {
+            ending: Ending::Idle,
+            provenance: vec![CommitRange {
+                workspace: "notes".into(),
+                base: Some("a".repeat(40)),
+                result: Some("b".repeat(40)),
+            }],
+        };
+        let back = Termination::parse(&outcome.termination().encode());
+        assert_eq!(back.reason, Some(StopReason::IdleTimeout));
+        assert_eq!(back.provenance, outcome.provenance);
     }
 }

@@ -120,6 +120,14 @@ impl GitWorkspace {
         &self.path
     }
 
+    /// The commit HEAD points at now (`None`: still no commit).
+    pub fn head(&self) -> Result<Option<String>, WorkspaceError> {
+        let path = &self.path;
+        let repo = open(path).map_err(git("open", path))?;
+        let head = head_commit(&repo).map_err(git("read HEAD", path))?;
+        Ok(head.map(|c| c.id().to_string()))
+    }
+
     /// Commits every change in the workspace (new, modified and deleted files, minus what
     /// `.gitignore` ignores) on the current branch, authored by the subject, with `subject_line`
     /// and trailers naming the dispatch, launcher, runner and turn. `None` when nothing changed.
@@ -344,11 +352,13 @@ mod tests {
         fs::write(dir.path().join("notes/hello.md"), "hi\n").unwrap();
         fs::create_dir_all(dir.path().join(".claude/sessions")).unwrap();
         fs::write(dir.path().join(".claude/sessions/main.session"), "s\n").unwrap();
+        assert_eq!(ws.head().unwrap(), ws.base, "nothing committed yet");
         let first = ws
             .commit("Wrote notes/hello.md.", "t0", &who())
             .unwrap()
             .unwrap();
         assert_eq!(first.len(), 40);
+        assert_eq!(ws.head().unwrap().as_deref(), Some(first.as_str()));
         assert_eq!(
             ws.commit("nothing", "t1", &who()).unwrap(),
             None,

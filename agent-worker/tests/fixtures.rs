@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use rstest::rstest;
-use vexa_agent_worker::env::StreamFormat;
 use vexa_agent_worker::{TurnId, UnitEvent, parser};
+use vexa_core::StreamFormat;
 
 #[rstest]
 #[case::claude_write_file("claude-write-file", StreamFormat::ClaudeStreamJson)]

@@ -5,35 +5,29 @@
 use std::path::{Path, PathBuf};
 
 use rstest::rstest;
-use serde_json::json;
-use vexa_agent_worker::argv::{ArgValues, render};
-use vexa_agent_worker::env::{RunnerSpec, StreamFormat};
+use vexa_agent_worker::argv::ArgValues;
+use vexa_agent_worker::env::CommandLine;
+use vexa_core::StreamFormat;
+use vexa_core::pod::RunnerSpec;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn load(file: &str) -> (vexa_crds::AgentRunner, RunnerSpec) {
+fn load(file: &str) -> (vexa_crds::AgentRunner, RunnerSpec, CommandLine) {
     let text = std::fs::read_to_string(repo().join("runners").join(file)).unwrap();
     let runner: vexa_crds::AgentRunner = serde_saphyr::from_str(&text).unwrap();
-    // Exactly the object operator/src/dispatch/build.rs puts in VEXA_RUNNER_SPEC.
-    let s = &runner.spec;
-    let spec: RunnerSpec = serde_json::from_value(json!({
-        "argv": s.argv,
-        "optionalArgv": s.optional_argv,
-        "streamFormat": s.stream_format,
-        "sessionPath": s.session_path,
-        "model": s.model,
-    }))
-    .unwrap();
-    (runner, spec)
+    // Exactly what the operator puts in VEXA_RUNNER_SPEC, as the worker parses it.
+    let spec = RunnerSpec::from(&runner.spec);
+    let command = CommandLine::parse(&spec).unwrap();
+    (runner, spec, command)
 }
 
 #[rstest]
 #[case("vexa-test-agent.yaml")]
 #[case("claude-code.yaml")]
 fn the_runners_are_valid_agent_runners(#[case] file: &str) {
-    let (runner, spec) = load(file);
+    let (runner, spec, _) = load(file);
     assert_eq!(
         runner.spec.image_pull_policy,
         Some(vexa_crds::runner::PullPolicy::IfNotPresent)
@@ -55,20 +49,16 @@ fn the_runners_are_valid_agent_runners(#[case] file: &str) {
 
 #[test]
 fn the_test_agent_runs_on_the_agent_worker_image() {
-    let (runner, spec) = load("vexa-test-agent.yaml");
+    let (runner, _, command) = load("vexa-test-agent.yaml");
     assert_eq!(runner.spec.image, "localhost/vexa-agent-worker:dev");
     let script = std::fs::read_to_string(repo().join("hack/images/agent-worker")).unwrap();
     assert!(script.contains("build vexa-agent-worker:dev"));
     assert!(script.contains("/vexa-test-agent\""));
-    let argv = render(
-        &spec.argv,
-        &spec.optional_argv,
-        &ArgValues {
-            prompt: "write a.md x".into(),
-            session_id: Some("s-1".into()),
-            ..ArgValues::default()
-        },
-    );
+    let argv = command.render(&ArgValues {
+        prompt: "write a.md x".into(),
+        session_id: Some("s-1".into()),
+        ..ArgValues::default()
+    });
     assert_eq!(argv[..3], ["vexa-test-agent", "-p", "write a.md x"]);
     assert!(argv.ends_with(&["--resume".into(), "s-1".into()]));
 }
@@ -82,21 +72,17 @@ fn claude_code_gets_the_spec_command_line(
     #[case] tools: Option<&str>,
     #[case] extra: &[&str],
 ) {
-    let (runner, spec) = load("claude-code.yaml");
+    let (runner, spec, command) = load("claude-code.yaml");
     let cred = runner.spec.model_credential.as_ref().unwrap();
     assert_eq!(cred.env, "ANTHROPIC_API_KEY");
-    let argv = render(
-        &spec.argv,
-        &spec.optional_argv,
-        &ArgValues {
-            prompt: "hi".into(),
-            session_id: session.map(Into::into),
-            model: spec.model.clone(),
-            allowed_tools: tools.map(Into::into),
-            mcp_config: tools.map(|_| "/tmp/mcp.json".into()),
-            ..ArgValues::default()
-        },
-    );
+    let argv = command.render(&ArgValues {
+        prompt: "hi".into(),
+        session_id: session.map(Into::into),
+        model: spec.model.clone(),
+        allowed_tools: tools.map(Into::into),
+        mcp_config: tools.map(|_| "/tmp/mcp.json".into()),
+        ..ArgValues::default()
+    });
     let mut want = vec![
         "claude",
         "-p",

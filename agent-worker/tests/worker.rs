@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{Value, json};
 use vexa_agent_worker::{Event, TurnId, UnitEvent};
+use vexa_core::pod::{OptionalArgs, PodContract, RunnerSpec, Start, StreamFormat, WorkspaceMount};
+use vexa_core::{
+    CommitRange, DEFAULT_SESSION_PATH, DEFAULT_THREAD, StopReason, Termination, Trigger,
+    WorkspaceMode,
+};
 use vexa_stream::testing::RedisServer;
 
 const UNIT: &str = "team-a/agent-alice-chat-main";
@@ -43,14 +48,42 @@ fn test_agent_dir() -> &'static Path {
     })
 }
 
-fn runner_spec(program: &str) -> Value {
-    json!({
-        "argv": [program, "-p", "${prompt}", "--output-format", "stream-json", "--verbose", "--include-partial-messages"],
-        "optionalArgv": [{"when": "sessionId", "argv": ["--resume", "${sessionId}"]}],
-        "streamFormat": "claude-stream-json",
-        "sessionPath": ".claude/sessions",
-        "model": null,
-    })
+fn runner_spec(program: &str) -> RunnerSpec {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+    RunnerSpec {
+        argv: strings(&[
+            program,
+            "-p",
+            "${prompt}",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+        ]),
+        model: None,
+        optional_argv: vec![OptionalArgs {
+            argv: strings(&["--resume", "${sessionId}"]),
+            when: "sessionId".into(),
+        }],
+        session_path: DEFAULT_SESSION_PATH.into(),
+        stream_format: StreamFormat::ClaudeStreamJson,
+    }
+}
+
+fn mount(name: &str, id: &str, mode: WorkspaceMode, path: &Path) -> WorkspaceMount {
+    WorkspaceMount {
+        id: id.into(),
+        mode,
+        name: name.into(),
+        path: path.to_owned(),
+    }
+}
+
+fn inline(prompt: impl Into<String>) -> Start {
+    Start::Entrypoint {
+        inline: Some(prompt.into()),
+        path: None,
+    }
 }
 
 /// One worker process with its environment.
@@ -76,8 +109,10 @@ impl Worker {
         }
     }
 
-    fn termination_message(&self) -> String {
-        fs::read_to_string(&self.termination_log).unwrap_or_default()
+    /// The termination message, which must be the typed JSON document.
+    fn termination(&self) -> Termination {
+        let text = fs::read_to_string(&self.termination_log).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
     fn log(&self) -> String {
@@ -101,9 +136,9 @@ impl Drop for Worker {
 struct Dispatch {
     redis: RedisServer,
     dir: tempfile::TempDir,
-    workspaces: Vec<Value>,
+    workspaces: Vec<WorkspaceMount>,
     primary: PathBuf,
-    start: Value,
+    start: Start,
     idle_sec: u64,
     program: String,
     tools: Vec<String>,
@@ -117,10 +152,10 @@ impl Dispatch {
         fs::create_dir_all(&notes).unwrap();
         Self {
             redis: RedisServer::start(),
-            workspaces: vec![json!({"name": "notes", "id": "ws-1", "mode": "rw", "path": notes})],
+            workspaces: vec![mount("notes", "ws-1", WorkspaceMode::ReadWrite, &notes)],
             primary: notes,
             dir,
-            start: json!({"entrypoint": {"inline": prompt}}),
+            start: inline(prompt),
             idle_sec: 30,
             program: "vexa-test-agent".into(),
             tools: Vec::new(),
@@ -136,8 +171,30 @@ impl Dispatch {
         let wiki = self.dir.path().join("workspaces/wiki");
         fs::create_dir_all(&wiki).unwrap();
         self.workspaces
-            .push(json!({"name": "wiki", "id": "ws-2", "mode": "ro", "path": wiki}));
+            .push(mount("wiki", "ws-2", WorkspaceMode::ReadOnly, &wiki));
         wiki
+    }
+
+    /// What the operator would tell the worker.
+    fn contract(&self) -> PodContract {
+        PodContract {
+            unit_id: UNIT.into(),
+            trigger: Trigger::Message,
+            out_topic: OUT.into(),
+            in_topic: IN.into(),
+            start: self.start.clone(),
+            workspaces: self.workspaces.clone(),
+            workspace_path: self.primary.clone(),
+            owner: "alice".into(),
+            launcher: "user:alice".into(),
+            runner: "test-agent".into(),
+            runner_spec: runner_spec(&self.program),
+            tools: self.tools.clone(),
+            context: None,
+            thread: DEFAULT_THREAD.into(),
+            idle_timeout: Duration::from_secs(self.idle_sec),
+            redis_url: self.redis.url(),
+        }
     }
 
     fn spawn(&self) -> Worker {
@@ -152,25 +209,7 @@ impl Dispatch {
         let child = Command::new(env!("CARGO_BIN_EXE_vexa-agent-worker"))
             .env_clear()
             .env("PATH", path)
-            .env("VEXA_UNIT_ID", UNIT)
-            .env("VEXA_UNIT_TRIGGER", "message")
-            .env("VEXA_UNIT_OUT_TOPIC", OUT)
-            .env("VEXA_UNIT_IN_TOPIC", IN)
-            .env("VEXA_START", self.start.to_string())
-            .env(
-                "VEXA_WORKSPACES",
-                Value::from(self.workspaces.clone()).to_string(),
-            )
-            .env("VEXA_WORKSPACE_PATH", &self.primary)
-            .env("VEXA_OWNER", "alice")
-            .env("VEXA_LAUNCHER", "user:alice")
-            .env("VEXA_RUNNER", "test-agent")
-            .env("VEXA_RUNNER_SPEC", runner_spec(&self.program).to_string())
-            .env("VEXA_TOOLS", json!(self.tools).to_string())
-            .env("VEXA_CONTEXT", "null")
-            .env("VEXA_CHAT_SESSION", "main")
-            .env("VEXA_IDLE_TIMEOUT_SEC", self.idle_sec.to_string())
-            .env("REDIS_URL", self.redis.url())
+            .envs(self.contract().to_env())
             .env("VEXA_TERMINATION_LOG", &termination_log)
             .env("VEXA_LOG_FORMAT", "text")
             .env("VEXA_STOP_GRACE_SEC", "2")
@@ -441,7 +480,21 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
     let status = worker.wait(Duration::from_secs(15));
     let idle_for = idle_from.elapsed();
     assert_eq!(status.code(), Some(0), "{}", worker.log());
-    assert_eq!(worker.termination_message(), "idle_timeout");
+    // The report: idle, from the worker's own .gitignore commit to the last turn's.
+    let repo = git2::Repository::open(&notes).unwrap();
+    let sha = |rev: &str| Some(repo.revparse_single(rev).unwrap().id().to_string());
+    assert_eq!(
+        worker.termination(),
+        Termination {
+            reason: Some(StopReason::IdleTimeout),
+            message: None,
+            provenance: vec![CommitRange {
+                workspace: "notes".into(),
+                base: sha("HEAD~2"),
+                result: sha("HEAD"),
+            }],
+        }
+    );
     assert!(
         idle_for > Duration::from_secs(2) && idle_for < Duration::from_secs(6),
         "{idle_for:?}"
@@ -466,7 +519,10 @@ fn a_second_run_resumes_the_stored_session() {
     let session = session.unwrap();
 
     // The next dispatch on the same thread, started from the session file.
-    d.start = json!({"session": {"ref": ".claude/sessions/main.session", "prompt": "recall"}});
+    d.start = Start::Session {
+        reference: ".claude/sessions/main.session".into(),
+        prompt: Some("recall".into()),
+    };
     let before = d.events().len();
     let mut second = d.spawn();
     assert_eq!(
@@ -536,7 +592,10 @@ fn a_read_only_workspace_is_never_changed() {
     repo.commit(Some("HEAD"), &sig, &sig, "seed", &tree, &[])
         .unwrap();
     let before = snapshot(&wiki);
-    d.start = json!({"entrypoint": {"inline": format!("read {}\nwrite notes/summary.md the wiki has one page", wiki.join("a.md").display())}});
+    d.start = inline(format!(
+        "read {}\nwrite notes/summary.md the wiki has one page",
+        wiki.join("a.md").display()
+    ));
     d.idle_sec = 0;
     let mut worker = d.spawn();
     assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(0));
@@ -550,9 +609,9 @@ fn a_read_only_workspace_is_never_changed() {
     let plain = d.dir.path().join("workspaces/plain");
     fs::create_dir_all(&plain).unwrap();
     fs::write(plain.join("b.md"), "b\n").unwrap();
-    d.workspaces = vec![json!({"name": "plain", "id": "ws-3", "mode": "ro", "path": plain})];
+    d.workspaces = vec![mount("plain", "ws-3", WorkspaceMode::ReadOnly, &plain)];
     d.primary = plain.clone();
-    d.start = json!({"entrypoint": {"inline": "write b.md changed by the agent"}});
+    d.start = inline("write b.md changed by the agent");
     d.idle_sec = 0;
     let mut worker = d.spawn();
     assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(0));
@@ -561,6 +620,11 @@ fn a_read_only_workspace_is_never_changed() {
     assert!(!plain.join(".git").exists());
     assert!(!plain.join(".gitignore").exists());
     assert!(!plain.join(".claude/sessions").exists());
+    assert_eq!(
+        worker.termination().provenance,
+        [],
+        "git says nothing of a ro workspace"
+    );
 }
 
 #[test]
@@ -577,7 +641,9 @@ fn sigterm_mid_turn_ends_promptly_with_a_final_event() {
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(143), "{}", worker.log());
     assert!(took < Duration::from_secs(3), "{took:?}");
-    assert_eq!(worker.termination_message(), "terminated: SIGTERM");
+    let report = worker.termination();
+    assert_eq!(report.reason, None, "the operator knows why SIGTERM came");
+    assert_eq!(report.message.as_deref(), Some("terminated: SIGTERM"));
 
     let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
     let t0 = of_turn(&events, 0);
@@ -603,6 +669,13 @@ fn sigterm_mid_turn_ends_promptly_with_a_final_event() {
             .starts_with(&format!("Interrupted turn t0 of {UNIT}")),
         "{}",
         log[0].0
+    );
+    // The interrupted turn's commit is the run's result.
+    assert_eq!(
+        report.provenance[0].result,
+        commit_sha(&t0),
+        "{:?}",
+        report.provenance
     );
     // No agent process is left behind in the workspace.
     let notes = fs::canonicalize(d.notes()).unwrap();
@@ -742,7 +815,7 @@ fn turns_sent_before_the_worker_started_are_run_and_a_stop_ends_the_run() {
     let mut worker = d.spawn();
     let status = worker.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{}", worker.log());
-    assert_eq!(worker.termination_message(), "stopped");
+    assert_eq!(worker.termination().reason, Some(StopReason::Stopped));
     let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
     assert!(
         matches!(&of_turn(&events, 0)[0], Event::Note { note } if note.contains("granted tools (email.send) are not passed")),
@@ -788,11 +861,22 @@ fn an_agent_that_cannot_run_fails_the_run_with_a_clear_message() {
     d.program = "no-such-agent-cli".into();
     let mut worker = d.spawn();
     assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(1));
-    let message = worker.termination_message();
+    let report = worker.termination();
+    assert_eq!(report.reason, Some(StopReason::Failed));
+    let message = report.message.unwrap();
     assert!(
         message.contains("\"no-such-agent-cli\" was not found on PATH"),
         "{message}"
     );
+    // The workspace was prepared and nothing was committed: base and result are one commit.
+    let [range] = &report.provenance[..] else {
+        panic!("{:?}", report.provenance)
+    };
+    assert_eq!(
+        (range.workspace.as_str(), &range.result),
+        ("notes", &range.base)
+    );
+    assert!(range.base.is_some());
     let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
     assert_eq!(
         kinds(&of_turn(&events, 0)),
@@ -812,6 +896,10 @@ fn a_bad_environment_fails_before_anything_runs() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1));
-    let message = fs::read_to_string(termination_log).unwrap();
+    let report: Termination =
+        serde_json::from_str(&fs::read_to_string(termination_log).unwrap()).unwrap();
+    assert_eq!(report.reason, Some(StopReason::Failed));
+    let message = report.message.unwrap();
     assert!(message.starts_with("VEXA_UNIT_ID: is not set"), "{message}");
+    assert!(report.provenance.is_empty());
 }

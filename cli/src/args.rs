@@ -78,7 +78,7 @@ pub struct ChatArgs {
     #[arg(long, env = "VEXA_SUBJECT", value_parser = subject)]
     pub subject: Option<String>,
     /// The chat thread; each thread has its own agent session.
-    #[arg(long, env = "VEXA_THREAD", default_value = "main", value_parser = parse_thread)]
+    #[arg(long, env = "VEXA_THREAD", default_value = vexa_core::DEFAULT_THREAD, value_parser = parse_thread)]
     pub thread: String,
     /// Keep following until the dispatch stops, not only until the reply is complete.
     #[arg(long)]
@@ -191,12 +191,8 @@ fn parse_workspace(s: &str) -> Result<WorkspaceUse, String> {
 }
 
 fn parse_thread(s: &str) -> Result<String, String> {
-    // The CRD's pattern for context.session, checked here so a typo fails before any request.
-    let ok = (1..=63).contains(&s.len())
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    // The CRD's rule for context.session, checked here so a typo fails before any request.
+    if vexa_core::valid_thread(s) {
         Ok(s.to_owned())
     } else {
         Err(format!(

@@ -23,8 +23,6 @@ use vexa_crds::{
 use crate::dispatch;
 use crate::error::CliError;
 
-/// The thread a chat message belongs to when none is given.
-pub const DEFAULT_THREAD: &str = "main";
 /// Room left after the base name for the `-<n>` of later dispatches (names are at most 253).
 const MAX_BASE_NAME: usize = 240;
 
@@ -83,7 +81,7 @@ pub fn base_name(subject: &str, thread: &str) -> String {
         let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         format!("{}-{hash}", clean.trim_end_matches('-'))
     };
-    vexa_policy::bounded_name(&name, MAX_BASE_NAME)
+    vexa_core::bounded_name(&name, MAX_BASE_NAME)
 }
 
 /// The name at chain position `n` (1 is the base name itself).
@@ -198,12 +196,8 @@ pub fn new_dispatch(namespace: &str, name: &str, req: &ChatRequest, start: Start
 }
 
 fn in_thread(d: &Dispatch, req: &ChatRequest) -> bool {
-    let thread = d
-        .spec
-        .context
-        .as_ref()
-        .and_then(|c| c.session.as_deref())
-        .unwrap_or(DEFAULT_THREAD);
+    let thread =
+        vexa_core::thread_or_default(d.spec.context.as_ref().and_then(|c| c.session.as_deref()));
     d.spec.trigger == Trigger::Message
         && d.spec.identity.subject == req.subject
         && thread == req.thread

@@ -50,7 +50,7 @@ impl Cluster {
 
     /// The dispatch `namespace/name`.
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Dispatch, CliError> {
-        let id = vexa_policy::dispatch_id(namespace, name);
+        let id = vexa_core::dispatch_id(namespace, name);
         match self.api(namespace).get(name).await {
             Ok(d) => Ok(d),
             Err(kube::Error::Api(s)) if s.code == 404 => Err(CliError::NotFound(id)),
@@ -83,7 +83,7 @@ impl Cluster {
     /// Asks the run to stop: merge-patches `spec.stop: true` (the one field of a Dispatch's
     /// spec that may change).
     pub async fn request_stop(&self, namespace: &str, name: &str) -> Result<Dispatch, CliError> {
-        let id = vexa_policy::dispatch_id(namespace, name);
+        let id = vexa_core::dispatch_id(namespace, name);
         let patch = serde_json::json!({"spec": {"stop": true}});
         match self
             .api(namespace)

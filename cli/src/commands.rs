@@ -188,10 +188,10 @@ impl Context {
         after: u32,
     ) -> Result<String, CliError> {
         for name in chat::free_names(existing, req, after) {
-            let id = vexa_policy::dispatch_id(&self.namespace, &name);
+            let id = vexa_core::dispatch_id(&self.namespace, &name);
             let streams: u64 = redis::cmd("EXISTS")
-                .arg(vexa_policy::out_topic(&id))
-                .arg(vexa_policy::in_topic(&id))
+                .arg(vexa_core::out_topic(&id))
+                .arg(vexa_core::in_topic(&id))
                 .query_async(conn)
                 .await
                 .map_err(|e| self.unreachable(e))?;

@@ -3,12 +3,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use serde::Serialize;
 use vexa_crds::{Dispatch, DispatchPhase};
 
 /// The dispatch id `<namespace>/<name>`.
 pub fn id(d: &Dispatch) -> String {
-    vexa_policy::dispatch_id(d.namespace().as_deref().unwrap_or_default(), &d.name_any())
+    vexa_core::dispatch_id(d.namespace().as_deref().unwrap_or_default(), &d.name_any())
 }
 
 /// The `out` and `in` streams: as the status names them, else as the contract derives them
@@ -18,7 +17,7 @@ pub fn topics(d: &Dispatch) -> (String, String) {
         Some(s) => (s.out.clone(), s.input.clone()),
         None => {
             let id = id(d);
-            (vexa_policy::out_topic(&id), vexa_policy::in_topic(&id))
+            (vexa_core::out_topic(&id), vexa_core::in_topic(&id))
         }
     }
 }
@@ -30,10 +29,7 @@ pub fn phase(d: &Dispatch) -> Option<DispatchPhase> {
 
 /// Whether the run is over: nothing more will be written to its stream.
 pub fn is_over(d: &Dispatch) -> bool {
-    matches!(
-        phase(d),
-        Some(DispatchPhase::Stopped | DispatchPhase::Destroyed | DispatchPhase::Refused)
-    )
+    phase(d).is_some_and(DispatchPhase::is_terminal)
 }
 
 /// Whether the run is, or will be, taking turns: not over, not stopping, no stop requested.
@@ -54,7 +50,10 @@ pub fn has_first_turn(d: &Dispatch) -> bool {
 
 /// The phase as the CRD spells it (`pending` before the operator looked at it).
 pub fn phase_name(d: &Dispatch) -> String {
-    phase(d).map_or_else(|| "pending".to_owned(), |p| wire_name(&p))
+    phase(d)
+        .unwrap_or(DispatchPhase::Pending)
+        .as_str()
+        .to_owned()
 }
 
 /// Why it was refused: the `Authorized` condition's message (or `Valid`'s), when it was.
@@ -92,7 +91,7 @@ pub fn how_it_ended(d: &Dispatch) -> String {
     let reason = d.status.as_ref().and_then(|s| s.stop_reason);
     match (refusal(d), reason) {
         (Some(why), _) => format!("refused: {why}"),
-        (None, Some(r)) => format!("{} ({})", phase_name(d), wire_name(&r)),
+        (None, Some(r)) => format!("{} ({})", phase_name(d), r.as_str()),
         (None, None) => phase_name(d),
     }
 }
@@ -103,14 +102,6 @@ fn condition<'a>(d: &'a Dispatch, type_: &str) -> Option<&'a Condition> {
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-}
-
-/// A unit enum's name as serde writes it in the CRD.
-fn wire_name(v: &impl Serialize) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "unknown".to_owned(),
-    }
 }
 
 #[cfg(test)]

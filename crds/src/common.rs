@@ -4,61 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// How a dispatch may use a workspace.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum WorkspaceMode {
-    /// Read-only: mounted read-only; nothing is committed.
-    #[serde(rename = "ro")]
-    ReadOnly,
-    /// Read-write: mounted writable; changes are committed after each turn.
-    #[serde(rename = "rw")]
-    ReadWrite,
-}
-
-/// What started a dispatch. `message` and `scheduled` are trusted; `event` and `transcription`
-/// carry content from outside and are therefore propose-only.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// A person sent a message (chat).
-    Message,
-    /// A Schedule fired at its scheduled time.
-    Scheduled,
-    /// An external event (for example an email arriving).
-    Event,
-    /// A meeting transcription.
-    Transcription,
-}
-
-impl Trigger {
-    /// Whether content behind this trigger comes from the subject or someone they trust.
-    pub fn is_trusted(self) -> bool {
-        matches!(self, Trigger::Message | Trigger::Scheduled)
-    }
-}
-
-/// A reference to a meeting. For the platforms supported today the three ids are equal: the
-/// platform's native meeting id (for example a Meet code `abc-defg-hij`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MeetingRef {
-    /// The meeting's id.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-    )]
-    pub meeting_id: String,
-    /// The id of this session of the meeting (equal to `meetingId` for current platforms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-    )]
-    pub session_uid: Option<String>,
-    /// The meeting platform, for example `google_meet`, `teams` or `zoom`.
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9_]*$"))]
-    pub platform: String,
-}
+// Shared with the worker, the policy and the CLI: defined (with their schema docs) in vexa-core.
+pub use vexa_core::{MeetingRef, Trigger, WorkspaceMode};
 
 /// A reference to a key of a Secret. Only the reference is stored; the value never appears in
 /// any Vexa object.

@@ -2,13 +2,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
     LAUNCHER_PATTERN, MeetingRef, OBJECT_NAME_PATTERN, RELATIVE_PATH_MSG, RELATIVE_PATH_RULE,
     RunLimits, SUBJECT_PATTERN, Trigger, WorkspaceMode,
 };
+
+// Shared with the worker, the policy and the CLI: defined (with their schema docs) in vexa-core.
+pub use vexa_core::{ContextKind, DispatchPhase, StopReason, Trust};
 
 /// The desired run. Immutable once created, except that `stop` may be set to ask the run to end.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -125,21 +127,6 @@ pub struct WorkspaceUse {
     pub mode: Option<WorkspaceMode>,
 }
 
-/// What kind of material a run works on.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ContextKind {
-    /// No particular context.
-    #[default]
-    None,
-    /// A meeting: `meeting` must be set.
-    Meeting,
-    /// An email or mailbox: `source` refers to it.
-    Email,
-    /// Any other source material referred to by `source`.
-    Generic,
-}
-
 /// The context of a run. The envelope never carries the source's bytes: a tool resolves
 /// `source` when the agent asks for it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
@@ -231,59 +218,6 @@ pub struct SessionStart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 65536))]
     pub prompt: Option<String>,
-}
-
-/// Where a run is in its lifecycle.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DispatchPhase {
-    /// Accepted by the API server, not yet looked at by the operator.
-    Pending,
-    /// Refused: see the `Authorized` or `Valid` condition. No Job is created.
-    Refused,
-    /// Waiting: a workspace it writes is held by another dispatch.
-    Queued,
-    /// The Job exists; the pod is being scheduled or its containers are starting.
-    Starting,
-    /// The agent worker runs.
-    Running,
-    /// A stop was requested or the deadline passed; the pod is terminating.
-    Stopping,
-    /// The run ended; see `stopReason`.
-    Stopped,
-    /// The run ended and its Job and pod have been cleaned up.
-    Destroyed,
-}
-
-/// Why a run ended.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The worker finished its work and exited 0.
-    Completed,
-    /// A stop was requested.
-    Stopped,
-    /// No new turn arrived within the idle timeout.
-    IdleTimeout,
-    /// The worker exited with an error (see `exitCode`).
-    Failed,
-    /// The agent container ran out of memory.
-    Oom,
-    /// The pod could not start (image or container creation errors).
-    StartFailed,
-    /// The run reached its maximum lifetime.
-    MaxLifetime,
-}
-
-/// Whether a run may change things on its own.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Trust {
-    /// Trusted: may write its rw workspaces and call its auto-granted tools.
-    Trusted,
-    /// Propose-only: every workspace is read-only and every irreversible tool is gated; its
-    /// effects become Cards a person approves.
-    ProposeOnly,
 }
 
 /// The Redis streams of a run.

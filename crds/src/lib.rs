@@ -1,7 +1,10 @@
 //! The Vexa primitives as Kubernetes custom resources (`vexa.ai/v1`).
 //!
 //! Types and schema only: no I/O, no reconcile logic. Every field's `///` doc becomes the
-//! `kubectl explain` text of the generated CRD.
+//! `kubectl explain` text of the generated CRD. The enums several crates share (workspace
+//! modes, triggers, phases, stop reasons, trust, grants, stream formats, meeting references)
+//! are defined in `vexa-core` and re-exported here; [`pod`] turns the kinds' fields into the
+//! pod contract the worker reads.
 
 // kube-derive takes one `printcolumn(...)` per column; clippy mistakes their repeated
 // `type_ = "string"` for duplicated attributes.
@@ -13,6 +16,7 @@ pub mod compat;
 pub mod contract;
 pub mod dispatch;
 pub mod identity;
+pub mod pod;
 pub mod runner;
 pub mod schedule;
 pub mod tool;

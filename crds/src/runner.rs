@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{RELATIVE_PATH_MSG, RELATIVE_PATH_RULE, RunLimits, SecretKeyRef};
 
+// Shared with the worker: defined (with its schema docs) in vexa-core.
+pub use vexa_core::StreamFormat;
+
 /// The placeholders an argv template may use, written `${name}`.
 pub const ARGV_PLACEHOLDERS: &[&str] = &[
     "prompt",
@@ -92,7 +95,7 @@ pub struct AgentRunnerSpec {
 }
 
 fn default_session_path() -> String {
-    ".claude/sessions".to_owned()
+    vexa_core::DEFAULT_SESSION_PATH.to_owned()
 }
 
 /// Image pull policy, as for a Pod's containers.
@@ -120,16 +123,6 @@ pub struct OptionalArgs {
     #[x_kube(validation = Rule::new(ARG_RULE).message(ARG_MSG))]
     #[schemars(inner(length(max = 1024)))]
     pub argv: Vec<String>,
-}
-
-/// Output formats the agent worker can parse.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum StreamFormat {
-    /// Claude Code's `--output-format stream-json` (with `--include-partial-messages`).
-    ClaudeStreamJson,
-    /// One unit event per line, as JSON (for runners that emit unit events themselves).
-    UnitJsonl,
 }
 
 /// A plain environment variable.

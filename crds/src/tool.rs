@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::SecretKeyRef;
 
+// Shared with the policy: defined (with its schema docs) in vexa-core.
+pub use vexa_core::Grant;
+
 /// One capability reached over MCP.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -70,16 +73,6 @@ pub struct ToolSpec {
 
 fn default_true() -> bool {
     true
-}
-
-/// How a tool call is granted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Grant {
-    /// Runs when the agent calls it.
-    Auto,
-    /// Becomes a proposal (Card) that a person approves.
-    Gate,
 }
 
 /// The protocol a tool speaks.

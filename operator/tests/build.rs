@@ -22,13 +22,14 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rstest::rstest;
 use serde_json::Value;
+use vexa_core::pod::{PodContract, var};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Trust, Workspace, WorkspaceMode};
 use vexa_operator::controllers::dispatch::build::{
     self, BuildSettings, DISPATCH_ANNOTATION, DISPATCH_LABEL, Inputs, MODEL_CREDENTIAL_KEY,
     MountedWorkspace,
 };
-use vexa_operator::controllers::dispatch::resolve::Resolved;
-use vexa_policy::{Authorization, authorize};
+use vexa_operator::controllers::dispatch::resolve::{Resolved, authorize};
+use vexa_policy::Authorization;
 
 /// The namespace every case's namespaced objects live in (`kubectl -n team-a apply`).
 const NAMESPACE: &str = "team-a";
@@ -491,24 +492,15 @@ fn the_worker_gets_the_contract_environment_in(name: &str) {
     let d = &case.dispatch;
     let dname = d.metadata.name.as_deref().unwrap();
     let (job, _) = children(&case);
-    // SPEC §4, by name.
-    for var in [
-        "VEXA_UNIT_ID",
-        "VEXA_UNIT_TRIGGER",
-        "VEXA_UNIT_OUT_TOPIC",
-        "VEXA_UNIT_IN_TOPIC",
-        "VEXA_START",
-        "VEXA_WORKSPACES",
-        "VEXA_WORKSPACE_PATH",
-        "VEXA_OWNER",
-        "VEXA_LAUNCHER",
-        "VEXA_RUNNER",
-        "VEXA_CHAT_SESSION",
-        "VEXA_IDLE_TIMEOUT_SEC",
-        "REDIS_URL",
-    ] {
-        env_value(&job, var);
+    // SPEC §4, by name, and the worker's reading of them is what the operator meant.
+    let mut contract = Vec::new();
+    for var in var::ALL {
+        contract.push((var, env_value(&job, var)));
     }
+    let parsed = PodContract::from_vars(contract).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(parsed.unit_id, format!("{NAMESPACE}/{dname}"));
+    assert_eq!(parsed.trigger, d.spec.trigger);
+    assert_eq!(parsed.tools, d.spec.tools);
     let names: Vec<&str> = agent(&job)
         .env
         .as_ref()

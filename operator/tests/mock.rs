@@ -589,6 +589,92 @@ async fn a_deleted_job_ends_the_run() {
     assert_eq!(api.done().await, Action::await_change());
 }
 
+/// A run whose worker went idle: the stop reason and the commits the worker reports in its
+/// termination message reach the status (the rw workspace's `provenance` entry), and the
+/// workspace is released.
+#[tokio::test]
+async fn a_finished_run_records_the_commits_the_worker_reports() {
+    let ns = "mock-finished";
+    let name = "agent-alice-chat-main";
+    let (mut d, mut pod) = running(ns);
+    d["spec"]["stop"] = false.into();
+    d["metadata"]["generation"] = 1.into();
+    let (base, result) = ("1".repeat(40), "2".repeat(40));
+    let report = json!({
+        "reason": "idle_timeout",
+        "provenance": [
+            {"workspace": "alice-notes", "base": base, "result": result},
+            {"workspace": "not-in-this-run", "base": base, "result": result},
+        ],
+    });
+    pod["status"]["containerStatuses"][0]["state"] = json!({"terminated": {
+        "exitCode": 0, "reason": "Completed", "message": report.to_string(),
+        "startedAt": "2026-11-29T08:00:05Z", "finishedAt": "2026-11-29T08:02:05Z",
+    }});
+    let mut job = job_object(ns, false);
+    job["status"] = json!({"succeeded": 1, "conditions": [
+        {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-29T08:02:06Z"},
+    ]});
+    let ws = ready(stored(
+        "goldens/workspaces/valid/alice-notes.yaml",
+        ns,
+        "41",
+    ));
+    let (jobs, pods, references) = ([job], [pod], [ws.clone()]);
+    let mut api = ApiServer::start_with(
+        &d,
+        &[],
+        Watched::Synced {
+            jobs: &jobs,
+            pods: &pods,
+            references: &references,
+        },
+    );
+
+    // The folder's lock is released with the commit the run ended on, for the Workspace's
+    // headCommit.
+    let lock_path = lock_path(ns, &ws);
+    api.expect(Method::GET, &lock_path)
+        .await
+        .ok(lock(ns, &ws, Some(name)));
+    let release = api.expect(Method::PUT, &lock_path).await;
+    assert!(
+        release.body["spec"]["holderIdentity"].is_null(),
+        "{}",
+        release.body
+    );
+    assert_eq!(
+        release.body["metadata"]["annotations"]["vexa.ai/head-commit"],
+        result.as_str()
+    );
+    release.echo();
+    let event = api
+        .expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+        )
+        .await;
+    assert_event(&event, "Normal", "Stopped", "Finish", name);
+    event.echo();
+    let st = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/vexa.ai/v1/namespaces/{ns}/dispatches/{name}/status"),
+        )
+        .await;
+    let s = &st.body["status"];
+    assert_eq!(s["phase"], "stopped");
+    assert_eq!(s["stopReason"], "idle_timeout");
+    assert_eq!(s["stopTime"], "2026-11-29T08:02:05Z");
+    assert_eq!(
+        s["provenance"],
+        json!([{"workspace": "alice-notes", "mode": "rw", "baseCommit": base, "resultCommit": result}]),
+        "only the run's own rw workspace"
+    );
+    st.status_written(&d);
+    assert_eq!(api.done().await, Action::await_change());
+}
+
 /// A runner with a model credential: it is read from the operator's namespace and written
 /// only into the per-dispatch Secret; the Job refers to it, the status never holds it.
 #[tokio::test]

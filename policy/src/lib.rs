@@ -1,11 +1,12 @@
-//! Pure policy shared by the operator and the gateway, so the two can never disagree: how a
-//! dispatch is named, which mode each workspace gets, whether a run is trusted, and whether a
-//! dispatch may run at all. No I/O and no Kubernetes client here.
+//! Pure policy shared by the operator and the gateway, so the two can never disagree: which
+//! mode each workspace gets, whether a run is trusted, and whether a dispatch may run at all.
+//! It decides on plain data ([`DispatchRequest`] and facts about the objects it names): no
+//! I/O, no Kubernetes types.
+//!
+//! The names (dispatch id, topics, children) live in `vexa-core`; they are re-exported here
+//! for the crates that reach them through the policy.
 
-pub mod names;
-pub mod prepare;
 pub mod trust;
 
-pub use names::*;
-pub use prepare::PrepareReport;
 pub use trust::*;
+pub use vexa_core::names::{self, *};

@@ -1,6 +1,31 @@
 //! Which mode each workspace gets, whether a run is trusted, and whether it may run at all.
 
-use vexa_crds::{DispatchSpec, Grant, Trigger, Trust, WorkspaceMode};
+use vexa_core::{Grant, Trigger, Trust, WorkspaceMode};
+
+/// What a dispatch asks for, as the policy needs it: the operator builds it from a Dispatch's
+/// spec, the gateway (later) from a dispatch token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRequest {
+    /// On whose behalf the run happens.
+    pub subject: String,
+    /// Who or what started it: `user:…`, `schedule:…` or `integration:…`.
+    pub launcher: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The workspaces it names, in order.
+    pub workspaces: Vec<WantedWorkspace>,
+    /// The names of the tools it asks for.
+    pub tools: Vec<String>,
+}
+
+/// A workspace a dispatch names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedWorkspace {
+    /// The Workspace object's name.
+    pub name: String,
+    /// The mode asked for; `None` leaves it to the trigger and the workspace's default.
+    pub mode: Option<WorkspaceMode>,
+}
 
 /// What the policy needs to know about a Workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +95,7 @@ pub fn effective_mode(
 /// resolving references is the caller's job). Untrusted triggers must be propose-only: every
 /// workspace read-only and every irreversible tool gated.
 pub fn authorize(
-    spec: &DispatchSpec,
+    spec: &DispatchRequest,
     workspaces: &[WorkspaceFacts],
     tools: &[ToolFacts],
 ) -> Result<Authorization, Refusal> {
@@ -91,7 +116,7 @@ pub fn authorize(
                 message: format!(
                     "a dispatch with trigger '{}' is propose-only and may not write workspace {:?}: \
                      use mode 'ro' (its changes become Cards for a person to approve)",
-                    trigger_name(spec.trigger),
+                    spec.trigger.as_str(),
                     wanted.name
                 ),
             });
@@ -117,7 +142,7 @@ pub fn authorize(
             message: format!(
                 "a dispatch with trigger '{}' is propose-only, but tool(s) {} are irreversible and not gated: \
                  set their grant to 'gate' or leave them out",
-                trigger_name(spec.trigger),
+                spec.trigger.as_str(),
                 ungated_irreversible.join(", ")
             ),
         });
@@ -131,45 +156,22 @@ pub fn authorize(
     Ok(Authorization { modes, trust })
 }
 
-fn trigger_name(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Message => "message",
-        Trigger::Scheduled => "scheduled",
-        Trigger::Event => "event",
-        Trigger::Transcription => "transcription",
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rstest::rstest;
-    use vexa_crds::{DispatchIdentity, Entrypoint, Start, WorkspaceUse};
 
-    fn spec(trigger: Trigger, mode: Option<WorkspaceMode>, tools: &[&str]) -> DispatchSpec {
-        DispatchSpec {
-            identity: DispatchIdentity {
-                subject: "alice".into(),
-                launcher: "user:alice".into(),
-            },
-            runner: "test-agent".into(),
-            workspaces: vec![WorkspaceUse {
+    fn spec(trigger: Trigger, mode: Option<WorkspaceMode>, tools: &[&str]) -> DispatchRequest {
+        DispatchRequest {
+            subject: "alice".into(),
+            launcher: "user:alice".into(),
+            trigger,
+            workspaces: vec![WantedWorkspace {
                 name: "notes".into(),
                 mode,
             }],
             tools: tools.iter().map(|t| t.to_string()).collect(),
-            trigger,
-            context: None,
-            start: Start {
-                entrypoint: Some(Entrypoint {
-                    inline: Some("hi".into()),
-                    path: None,
-                }),
-                session: None,
-            },
-            limits: None,
-            stop: None,
         }
     }
 

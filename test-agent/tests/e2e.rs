@@ -7,22 +7,26 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use vexa_agent_worker::argv::{ArgValues, render};
-use vexa_agent_worker::env::RunnerSpec;
+use vexa_agent_worker::argv::ArgValues;
+use vexa_agent_worker::env::CommandLine;
 use vexa_agent_worker::session;
 use vexa_agent_worker::{Event, StreamParser, TurnId, TurnOutcome};
+use vexa_core::pod::RunnerSpec;
 
-/// The runner from `goldens/agentrunners/valid/test-agent.yaml`, as the operator passes it.
-fn runner() -> RunnerSpec {
+/// The runner from `goldens/agentrunners/valid/test-agent.yaml`, as the operator passes it
+/// (`VEXA_RUNNER_SPEC`) and the worker parses its command line.
+fn runner() -> (RunnerSpec, CommandLine) {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../goldens/agentrunners/valid/test-agent.yaml");
     let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let spec = &doc["spec"];
-    serde_json::from_value(json!({
+    let spec: RunnerSpec = serde_json::from_value(json!({
         "argv": spec["argv"], "optionalArgv": spec["optionalArgv"],
         "streamFormat": spec["streamFormat"], "sessionPath": spec["sessionPath"], "model": spec["model"],
     }))
-    .unwrap()
+    .unwrap();
+    let command = CommandLine::parse(&spec).unwrap();
+    (spec, command)
 }
 
 struct Run {
@@ -34,16 +38,12 @@ struct Run {
 
 /// One turn, as the worker will run it: render argv, run in the workspace, parse stdout.
 fn turn(workspace: &Path, prompt: &str, session_id: Option<&str>) -> Run {
-    let spec = runner();
-    let argv = render(
-        &spec.argv,
-        &spec.optional_argv,
-        &ArgValues {
-            prompt: prompt.to_owned(),
-            session_id: session_id.map(str::to_owned),
-            ..ArgValues::default()
-        },
-    );
+    let (spec, command) = runner();
+    let argv = command.render(&ArgValues {
+        prompt: prompt.to_owned(),
+        session_id: session_id.map(str::to_owned),
+        ..ArgValues::default()
+    });
     assert_eq!(argv[0], "vexa-test-agent");
     let out = Command::new(env!("CARGO_BIN_EXE_vexa-test-agent"))
         .args(&argv[1..])
@@ -163,10 +163,10 @@ fn the_session_round_trips_through_the_session_file_and_resume_recalls() {
     let ws = tempfile::tempdir().unwrap();
     let root = ws.path();
     let first = turn(root, "write a.md one\nremember blue", None);
-    let file = session::session_file(&runner().session_path, "main");
+    let file = session::session_file(&runner().0.session_path, "main");
     session::write_session_id(root, &file, first.outcome.session_id.as_deref().unwrap()).unwrap();
 
-    let (_, id) = session::read_thread_session(root, &runner().session_path, "main")
+    let (_, id) = session::read_thread_session(root, &runner().0.session_path, "main")
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -346,10 +346,10 @@ fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
     use vexa_agent_worker::turn::{TurnSpec, run_turn};
 
     let ws = tempfile::tempdir().unwrap();
-    let spec = runner();
+    let (spec, command) = runner();
     let bin = env!("CARGO_BIN_EXE_vexa-test-agent");
     let argv: Vec<_> = std::iter::once(vexa_agent_worker::argv::ArgTemplate::parse(bin).unwrap())
-        .chain(spec.argv[1..].iter().cloned())
+        .chain(command.argv[1..].iter().cloned())
         .collect();
     let mut agent = SupervisedAgent {
         cwd: ws.path().to_owned(),
@@ -367,7 +367,7 @@ fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
         &mut agent,
         TurnSpec {
             argv: &argv,
-            optional_argv: &spec.optional_argv,
+            optional_argv: &command.optional_argv,
             stream_format: spec.stream_format,
         },
         TurnId(0),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use vexa_agent_worker::init::{self, Request};
 use vexa_agent_worker::workspace::Provenance;
-use vexa_policy::prepare::TERMINATION_MESSAGE_MAX;
+use vexa_core::termination::MAX_BYTES;
 
 /// Prepare a workspace folder: create it, write the seed, make it a git repository.
 #[derive(Debug, Parser)]
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     };
     let message = report.to_message();
     println!("{message}");
-    debug_assert!(message.len() <= TERMINATION_MESSAGE_MAX);
+    debug_assert!(message.len() <= MAX_BYTES);
     if let Err(e) = std::fs::write(&cli.termination_log, &message) {
         eprintln!(
             "could not write the termination message to {}: {e}",

@@ -17,6 +17,8 @@ use super::cache::Cache;
 /// An object of kind `K` as the API server sent it: readable, or not (written under another
 /// schema, or by a newer operator). Reading never fails, so a list is never lost to one object.
 #[derive(Clone, Debug)]
+// Valid objects are the common case: boxing them would cost an allocation for each one.
+#[allow(clippy::large_enum_variant)]
 pub enum Lenient<K> {
     /// The object, read as `K`.
     Valid(K),

@@ -3,6 +3,8 @@
 //! operator applies exactly what was applied before.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -15,9 +17,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use serde_json::json;
+use vexa_core::pod::{PodContract, WorkspaceMount};
+use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
-use vexa_policy::{Authorization, dispatch_id, in_topic, job_name, out_topic, secret_name};
+use vexa_policy::Authorization;
 
 /// Label holding the (bounded) dispatch name on Jobs and pods.
 pub const DISPATCH_LABEL: &str = "vexa.ai/dispatch";
@@ -182,13 +185,6 @@ pub fn effective_limits(
     (idle, life, resources)
 }
 
-fn mode_str(m: WorkspaceMode) -> &'static str {
-    match m {
-        WorkspaceMode::ReadOnly => "ro",
-        WorkspaceMode::ReadWrite => "rw",
-    }
-}
-
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -197,75 +193,66 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// The agent container's environment (SPEC §4 names, plus what the worker needs to render the
-/// runner's argv).
-fn environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
+/// What the worker is told about its run (SPEC §4): the dispatch's pod contract, with the idle
+/// timeout in force.
+pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
     let d = inputs.dispatch;
-    let ns = d.metadata.namespace.as_deref().unwrap_or_default();
-    let name = d.metadata.name.as_deref().unwrap_or_default();
-    let id = dispatch_id(ns, name);
     let spec = &d.spec;
-    let workspaces: Vec<_> = inputs
+    let id = dispatch_id(
+        d.metadata.namespace.as_deref().unwrap_or_default(),
+        d.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let mount_path = |w: &MountedWorkspace| PathBuf::from(format!("{WORKSPACES_ROOT}/{}", w.name));
+    let workspaces = inputs
         .workspaces
         .iter()
-        .map(|w| json!({"name": w.name, "id": w.spec.id, "mode": mode_str(w.mode), "path": format!("{WORKSPACES_ROOT}/{}", w.name)}))
+        .map(|w| WorkspaceMount {
+            id: w.spec.id.clone(),
+            mode: w.mode,
+            name: w.name.clone(),
+            path: mount_path(w),
+        })
         .collect();
+    // The agent runs in the workspace it writes, else in the first.
     let primary = inputs
         .workspaces
         .iter()
         .find(|w| w.mode == WorkspaceMode::ReadWrite)
         .or(inputs.workspaces.first())
-        .map(|w| format!("{WORKSPACES_ROOT}/{}", w.name))
+        .map(mount_path)
         .unwrap_or_default();
-    let thread = spec
-        .context
-        .as_ref()
-        .and_then(|c| c.session.clone())
-        .unwrap_or_else(|| "main".into());
+    let thread = thread_or_default(spec.context.as_ref().and_then(|c| c.session.as_deref()));
+    PodContract {
+        unit_id: id.clone(),
+        trigger: spec.trigger,
+        out_topic: out_topic(&id),
+        in_topic: in_topic(&id),
+        start: (&spec.start).into(),
+        workspaces,
+        workspace_path: primary,
+        owner: spec.identity.subject.clone(),
+        launcher: spec.identity.launcher.clone(),
+        runner: spec.runner.clone(),
+        runner_spec: inputs.runner.into(),
+        tools: spec.tools.clone(),
+        context: spec.context.as_ref().map(Into::into),
+        thread: thread.to_owned(),
+        idle_timeout: Duration::from_secs(u64::try_from(idle_seconds).unwrap_or_default()),
+        redis_url: inputs.settings.redis_url.clone(),
+    }
+}
+
+/// The agent container's environment: the pod contract, then what the platform and the
+/// runner add.
+fn environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
+    let name = inputs.dispatch.metadata.name.as_deref().unwrap_or_default();
     let runner = inputs.runner;
-    let runner_spec = json!({
-        "argv": runner.argv,
-        "optionalArgv": runner.optional_argv,
-        "streamFormat": runner.stream_format,
-        "sessionPath": runner.session_path,
-        "model": runner.model,
-    });
-    let trigger = serde_json::to_value(spec.trigger)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut vars = vec![
-        env("VEXA_UNIT_ID", id.clone()),
-        env("VEXA_UNIT_TRIGGER", trigger),
-        env("VEXA_UNIT_OUT_TOPIC", out_topic(&id)),
-        env("VEXA_UNIT_IN_TOPIC", in_topic(&id)),
-        env(
-            "VEXA_START",
-            serde_json::to_string(&spec.start).unwrap_or_default(),
-        ),
-        env(
-            "VEXA_WORKSPACES",
-            serde_json::Value::Array(workspaces).to_string(),
-        ),
-        env("VEXA_WORKSPACE_PATH", primary),
-        env("VEXA_OWNER", spec.identity.subject.clone()),
-        env("VEXA_LAUNCHER", spec.identity.launcher.clone()),
-        env("VEXA_RUNNER", spec.runner.clone()),
-        env("VEXA_RUNNER_SPEC", runner_spec.to_string()),
-        env(
-            "VEXA_TOOLS",
-            serde_json::to_string(&spec.tools).unwrap_or_default(),
-        ),
-        // What the run is about (meeting, opaque source reference); never the source's bytes.
-        env(
-            "VEXA_CONTEXT",
-            serde_json::to_string(&spec.context).unwrap_or_default(),
-        ),
-        env("VEXA_CHAT_SESSION", thread),
-        env("VEXA_IDLE_TIMEOUT_SEC", idle.to_string()),
-        env("REDIS_URL", inputs.settings.redis_url.clone()),
-        env("HOME", "/home/agent"),
-    ];
+    let mut vars: Vec<EnvVar> = contract(inputs, idle)
+        .to_env()
+        .into_iter()
+        .map(|(name, value)| env(&name, value))
+        .collect();
+    vars.push(env("HOME", "/home/agent"));
     // The schema keeps VEXA_* and REDIS_URL out of a runner's env; anything else the platform
     // sets (HOME) wins over the runner so no variable appears twice.
     let platform: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
@@ -439,6 +426,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use serde_json::json;
 
     fn settings() -> BuildSettings {
         BuildSettings {

@@ -29,12 +29,9 @@ pub enum Claim {
     },
 }
 
-/// Whether a dispatch in this phase no longer needs its workspaces.
+/// Whether a dispatch in this phase no longer needs its workspaces (its phase is terminal).
 pub fn is_finished(phase: Option<DispatchPhase>) -> bool {
-    matches!(
-        phase,
-        Some(DispatchPhase::Stopped | DispatchPhase::Destroyed | DispatchPhase::Refused)
-    )
+    phase.is_some_and(DispatchPhase::is_terminal)
 }
 
 /// The folders `d` may want to write (an unset mode may default to `rw`), given the storage

@@ -18,15 +18,13 @@ use vexa_crds::{
     Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, Workspace, WorkspaceMode,
     WorkspaceProvenance,
 };
-use vexa_policy::{
-    Authorization, authorize, dispatch_id, in_topic, job_name, out_topic, session_file,
-};
+use vexa_policy::{Authorization, dispatch_id, in_topic, job_name, out_topic, session_file};
 
 use super::Reconciler;
 use super::build::{self, BuildSettings, DISPATCH_LABEL, Inputs, MountedWorkspace};
 use super::claim::{self, Claim, is_finished};
 use super::error::Error;
-use super::resolve::{self, Resolved};
+use super::resolve::{self, Resolved, authorize};
 use super::status::{RunState, observe};
 use crate::FIELD_MANAGER;
 use crate::runtime::conditions::{ConditionType, Conditions, find, is_true};
@@ -82,6 +80,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                         started: old.start_time.clone(),
                         finished: Some(now()),
                         message: "the Job was deleted before the run ended".into(),
+                        provenance: Vec::new(),
                     },
                 );
                 release_all(&ctx, &d, &status).await?;
@@ -123,6 +122,7 @@ async fn start(
                 started: None,
                 finished: Some(t),
                 message: "stopped before it started".into(),
+                provenance: Vec::new(),
             },
         );
         release_all(ctx, d, status).await?;
@@ -434,7 +434,8 @@ async fn track_run(
     }
 }
 
-/// Records the end of a run in the status.
+/// Records the end of a run in the status, with the commits the worker reports for each rw
+/// workspace of the run.
 fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
     let RunState::Finished {
         reason,
@@ -442,6 +443,7 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
         started,
         finished,
         message,
+        provenance,
     } = state
     else {
         return;
@@ -455,14 +457,18 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
         status.start_time = started;
     }
     status.stop_time = Some(finished.unwrap_or_else(|| t.clone()));
-    let reason_text = serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let ok = matches!(
-        reason,
-        StopReason::Completed | StopReason::IdleTimeout | StopReason::Stopped
-    );
+    // Only workspaces the run was authorized to write: the report cannot add any.
+    for range in provenance {
+        if let Some(p) = status
+            .provenance
+            .iter_mut()
+            .find(|p| p.workspace == range.workspace && p.mode == WorkspaceMode::ReadWrite)
+        {
+            p.base_commit = range.base;
+            p.result_commit = range.result;
+        }
+    }
+    let reason_text = reason.as_str();
     let message = if message.is_empty() {
         format!("the run ended: {reason_text}")
     } else {
@@ -477,7 +483,11 @@ fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
     Conditions::new(&mut status.conditions, generation, &t).set(
         ConditionType::Finished,
         true,
-        if ok { "Succeeded" } else { "Failed" },
+        if reason.is_success() {
+            "Succeeded"
+        } else {
+            "Failed"
+        },
         &format!("{reason_text}: {message}"),
     );
 }

@@ -1,9 +1,12 @@
-//! Reads what a Dispatch refers to: its runner, workspaces, tools and model credential.
+//! Reads what a Dispatch refers to (its runner, workspaces, tools and model credential) and
+//! puts the dispatch in the policy's terms.
 
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
-use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
-use vexa_policy::{ToolFacts, WorkspaceFacts};
+use vexa_crds::{AgentRunner, Dispatch, DispatchSpec, Tool, Workspace};
+use vexa_policy::{
+    Authorization, DispatchRequest, Refusal, ToolFacts, WantedWorkspace, WorkspaceFacts,
+};
 
 use super::error::Error;
 use crate::controllers::workspace::storage::Storage;
@@ -43,6 +46,33 @@ impl Resolved {
             })
             .collect()
     }
+}
+
+/// What the policy needs of a Dispatch's spec.
+pub fn request(spec: &DispatchSpec) -> DispatchRequest {
+    DispatchRequest {
+        subject: spec.identity.subject.clone(),
+        launcher: spec.identity.launcher.clone(),
+        trigger: spec.trigger,
+        workspaces: spec
+            .workspaces
+            .iter()
+            .map(|w| WantedWorkspace {
+                name: w.name.clone(),
+                mode: w.mode,
+            })
+            .collect(),
+        tools: spec.tools.clone(),
+    }
+}
+
+/// [`vexa_policy::authorize`] for a Dispatch's spec.
+pub fn authorize(
+    spec: &DispatchSpec,
+    workspaces: &[WorkspaceFacts],
+    tools: &[ToolFacts],
+) -> Result<Authorization, Refusal> {
+    vexa_policy::authorize(&request(spec), workspaces, tools)
 }
 
 /// The caches of what a Dispatch refers to.

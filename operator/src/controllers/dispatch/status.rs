@@ -1,16 +1,13 @@
-//! Pure derivation of a run's lifecycle from its Job and pod, and condition bookkeeping.
+//! Pure derivation of a run's lifecycle from its Job and pod (including the worker's
+//! termination message, `vexa_core::termination`), and condition bookkeeping.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use vexa_core::{CommitRange, Termination};
 use vexa_crds::{DispatchPhase, StopReason};
 
 use super::build::AGENT_CONTAINER;
-
-/// The termination message the worker leaves when it exits because nothing came in time.
-pub const IDLE_TIMEOUT_MESSAGE: &str = "idle_timeout";
-/// The termination message the worker leaves when a `{"type": "stop"}` turn asked it to end.
-pub const STOPPED_MESSAGE: &str = "stopped";
 
 /// Termination reasons of a container whose process never started (the runtime could not
 /// create or exec it): containerd says `StartError`, dockershim said `ContainerCannotRun`.
@@ -53,6 +50,8 @@ pub enum RunState {
         finished: Option<Time>,
         /// Detail for a person.
         message: String,
+        /// What the worker reports it did to git, per rw workspace.
+        provenance: Vec<CommitRange>,
     },
 }
 
@@ -97,7 +96,10 @@ fn from_termination(
     stop_requested: bool,
     started: Option<Time>,
 ) -> RunState {
-    let message = t.message.clone().unwrap_or_default();
+    // The worker's report, or plain text (an older worker, or the log tail Kubernetes falls
+    // back to when the worker wrote nothing).
+    let report = Termination::parse(t.message.as_deref().unwrap_or_default());
+    let message = report.message.unwrap_or_default();
     let never_started = START_ERRORS.contains(&t.reason.as_deref().unwrap_or_default());
     let reason = if t.reason.as_deref() == Some("OOMKilled") {
         StopReason::Oom
@@ -105,12 +107,12 @@ fn from_termination(
         StopReason::StartFailed
     } else if stop_requested {
         StopReason::Stopped
-    } else if t.exit_code == 0 && message.trim() == IDLE_TIMEOUT_MESSAGE {
-        StopReason::IdleTimeout
-    } else if t.exit_code == 0 && message.trim() == STOPPED_MESSAGE {
-        StopReason::Stopped
     } else if t.exit_code == 0 {
-        StopReason::Completed
+        // A clean exit is completed unless the worker says it went idle or was stopped.
+        match report.reason {
+            Some(r @ (StopReason::IdleTimeout | StopReason::Stopped)) => r,
+            _ => StopReason::Completed,
+        }
     } else {
         StopReason::Failed
     };
@@ -148,6 +150,7 @@ fn from_termination(
         started,
         finished: t.finished_at.clone(),
         message: detail,
+        provenance: report.provenance,
     }
 }
 
@@ -180,6 +183,11 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
                 .and_then(|t| t.finished_at.clone())
                 .or_else(|| c.last_transition_time.clone()),
             message: "the run reached its maximum lifetime".into(),
+            // The worker got SIGTERM and reported what it had committed.
+            provenance: terminated
+                .and_then(|t| t.message.as_deref())
+                .map(|m| Termination::parse(m).provenance)
+                .unwrap_or_default(),
         };
     }
     if let Some(t) = terminated {
@@ -211,6 +219,7 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
             started,
             finished: c.last_transition_time.clone(),
             message,
+            provenance: Vec::new(),
         };
     }
     if let Some(c) = job_condition(job, "Complete") {
@@ -224,6 +233,7 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
             started,
             finished: c.last_transition_time.clone(),
             message: String::new(),
+            provenance: Vec::new(),
         };
     }
     if let Some(waiting) = container
@@ -238,6 +248,7 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
             started: None,
             finished: None,
             message: format!("{reason}: {}", waiting.message.clone().unwrap_or_default()),
+            provenance: Vec::new(),
         };
     }
     if stop_requested {
@@ -250,6 +261,7 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
                 started,
                 finished: None,
                 message: "stopped on request".into(),
+                provenance: Vec::new(),
             };
         }
         return RunState::Stopping { started };
@@ -258,40 +270,6 @@ pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
         return RunState::Running { started };
     }
     RunState::Starting
-}
-
-/// Sets a condition, keeping its `lastTransitionTime` when its status does not change so an
-/// unchanged state produces an identical status.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let observed = generation.unwrap_or_default();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now.clone();
-            }
-            c.status = status;
-            c.reason = reason.into();
-            c.message = message.into();
-            c.observed_generation = Some(observed);
-        }
-        None => conditions.push(Condition {
-            type_: type_.into(),
-            status,
-            reason: reason.into(),
-            message: message.into(),
-            observed_generation: Some(observed),
-            last_transition_time: now.clone(),
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -364,13 +342,42 @@ mod tests {
 
     #[rstest]
     #[case::idle(
+        terminated(0, "Completed", r#"{"reason":"idle_timeout"}"#),
+        false,
+        StopReason::IdleTimeout
+    )]
+    #[case::idle_from_an_older_worker(
         terminated(0, "Completed", "idle_timeout"),
         false,
         StopReason::IdleTimeout
     )]
     #[case::completed(terminated(0, "Completed", ""), false, StopReason::Completed)]
-    #[case::stop_turn(terminated(0, "Completed", "stopped"), false, StopReason::Stopped)]
-    #[case::failed(terminated(2, "Error", "boom"), false, StopReason::Failed)]
+    #[case::stop_turn(
+        terminated(0, "Completed", r#"{"reason":"stopped"}"#),
+        false,
+        StopReason::Stopped
+    )]
+    #[case::stop_turn_from_an_older_worker(
+        terminated(0, "Completed", "stopped"),
+        false,
+        StopReason::Stopped
+    )]
+    #[case::a_clean_exit_cannot_claim_a_failure(
+        terminated(0, "Completed", r#"{"reason":"oom"}"#),
+        false,
+        StopReason::Completed
+    )]
+    #[case::failed(
+        terminated(2, "Error", r#"{"reason":"failed","message":"boom"}"#),
+        false,
+        StopReason::Failed
+    )]
+    #[case::failed_from_an_older_worker(terminated(2, "Error", "boom"), false, StopReason::Failed)]
+    #[case::sigterm_without_a_stop(
+        terminated(143, "Error", r#"{"message":"terminated: SIGTERM"}"#),
+        false,
+        StopReason::Failed
+    )]
     #[case::oom(terminated(137, "OOMKilled", ""), false, StopReason::Oom)]
     #[case::never_started(
         terminated(
@@ -387,11 +394,13 @@ mod tests {
         assert_eq!(reason(&s), Some(expected), "{s:?}");
     }
 
-    #[test]
-    fn failure_keeps_the_exit_code_and_last_log_line() {
+    #[rstest]
+    #[case::report(r#"{"reason":"failed","message":"line one\nno such plan: x.md"}"#)]
+    #[case::plain_text("line one\nno such plan: x.md")]
+    fn failure_keeps_the_exit_code_and_last_log_line(#[case] termination: &str) {
         let s = observe(
             &job_with(None, 0),
-            Some(&terminated(3, "Error", "line one\nno such plan: x.md")),
+            Some(&terminated(3, "Error", termination)),
             false,
         );
         let RunState::Finished {
@@ -407,6 +416,49 @@ mod tests {
         assert_eq!(exit_code, Some(3));
         assert!(message.contains("code 3: no such plan: x.md"), "{message}");
         assert_eq!((started, finished), (Some(t(1)), Some(t(9))));
+    }
+
+    const BASE: &str = "1111111111111111111111111111111111111111";
+    const RESULT: &str = "2222222222222222222222222222222222222222";
+
+    fn report(reason: &str) -> String {
+        format!(
+            r#"{{"reason":"{reason}","provenance":[{{"workspace":"alice-notes","base":"{BASE}","result":"{RESULT}"}}]}}"#
+        )
+    }
+
+    fn provenance(s: &RunState) -> Vec<CommitRange> {
+        match s {
+            RunState::Finished { provenance, .. } => provenance.clone(),
+            other => panic!("not finished: {other:?}"),
+        }
+    }
+
+    /// The worker's provenance reaches the run's state however the run ended.
+    #[rstest]
+    #[case::idle(job_with(None, 0), terminated(0, "Completed", &report("idle_timeout")))]
+    #[case::failed(job_with(None, 0), terminated(1, "Error", &report("failed")))]
+    #[case::deadline(
+        job_with(Some(("Failed", "DeadlineExceeded")), 0),
+        terminated(143, "Error", r#"{"message":"terminated: SIGTERM","provenance":[{"workspace":"alice-notes","base":"1111111111111111111111111111111111111111","result":"2222222222222222222222222222222222222222"}]}"#)
+    )]
+    fn the_workers_provenance_is_kept(#[case] job: Job, #[case] p: Pod) {
+        let want = vec![CommitRange {
+            workspace: "alice-notes".into(),
+            base: Some(BASE.into()),
+            result: Some(RESULT.into()),
+        }];
+        assert_eq!(provenance(&observe(&job, Some(&p), false)), want);
+    }
+
+    #[test]
+    fn a_plain_text_message_has_no_provenance() {
+        let s = observe(
+            &job_with(None, 0),
+            Some(&terminated(0, "Completed", "idle_timeout")),
+            false,
+        );
+        assert_eq!(provenance(&s), []);
     }
 
     #[test]
@@ -545,17 +597,5 @@ mod tests {
             )),
             Some(StopReason::Stopped)
         );
-    }
-
-    #[test]
-    fn conditions_keep_their_transition_time_when_unchanged() {
-        let mut c = Vec::new();
-        set_condition(&mut c, "Ready", true, "Running", "", Some(1), &t(1));
-        set_condition(&mut c, "Ready", true, "Running", "still", Some(2), &t(5));
-        assert_eq!(c[0].last_transition_time, t(1));
-        assert_eq!(c[0].observed_generation, Some(2));
-        set_condition(&mut c, "Ready", false, "Stopped", "", Some(2), &t(7));
-        assert_eq!(c[0].last_transition_time, t(7));
-        assert_eq!(c.len(), 1);
     }
 }

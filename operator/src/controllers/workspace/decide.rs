@@ -7,8 +7,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use vexa_core::PrepareReport;
 use vexa_crds::{ReclaimPolicy, Workspace, WorkspaceStatus};
-use vexa_policy::PrepareReport;
 
 use super::children::{self, Settings};
 use super::observe::{Observed, Prepare};

@@ -6,8 +6,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use vexa_core::PrepareReport;
 use vexa_crds::{Dispatch, Workspace};
-use vexa_policy::PrepareReport;
 
 use super::Reconciler;
 use super::children::prepare_job_name;

@@ -4,12 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Kubernetes keeps at most this many bytes of a termination message.
-pub const TERMINATION_MESSAGE_MAX: usize = 4096;
+use crate::termination::MAX_BYTES as TERMINATION_MESSAGE_MAX;
 
 /// How the preparation of a workspace's folder ended.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", tag = "outcome")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "outcome"
+)]
 pub enum PrepareReport {
     /// The folder holds a git repository on a commit.
     Ready {
@@ -30,7 +33,7 @@ pub enum PrepareReport {
 }
 
 impl PrepareReport {
-    /// The report as the termination message: JSON of at most [`TERMINATION_MESSAGE_MAX`] bytes
+    /// The report as the termination message: JSON of at most 4096 bytes
     /// (a long failure message is shortened, never the JSON cut).
     pub fn to_message(&self) -> String {
         let text = serde_json::to_string(self).unwrap_or_default();

@@ -1,9 +1,17 @@
-//! Deterministic names: the dispatch id, its stream keys and its child objects.
+//! Deterministic names: the dispatch id, its stream keys, its child objects, its chat thread and
+//! the thread's session file.
 
 use sha2::{Digest, Sha256};
 
 /// The longest name a Job may have (its name becomes a label value).
 pub const MAX_JOB_NAME: usize = 63;
+/// The chat thread of a dispatch that names none (`spec.context.session`).
+pub const DEFAULT_THREAD: &str = "main";
+/// Where an AgentRunner keeps its session files when it says nothing (`spec.sessionPath`),
+/// relative to the rw workspace.
+pub const DEFAULT_SESSION_PATH: &str = ".claude/sessions";
+/// The longest chat thread name (the Dispatch schema's `context.session` limit).
+pub const MAX_THREAD_LEN: usize = 63;
 
 /// The dispatch id: `<namespace>/<name>`. Unique in the cluster and stable across restarts.
 pub fn dispatch_id(namespace: &str, name: &str) -> String {
@@ -46,7 +54,22 @@ pub fn secret_name(dispatch_name: &str) -> String {
     )
 }
 
-/// The session file of a chat thread, relative to the rw workspace.
+/// The chat thread a dispatch continues: the one it names, else [`DEFAULT_THREAD`].
+pub fn thread_or_default(thread: Option<&str>) -> &str {
+    thread.filter(|t| !t.is_empty()).unwrap_or(DEFAULT_THREAD)
+}
+
+/// Whether `thread` is a valid chat thread name (the Dispatch schema's rule). It becomes a file
+/// name, so it can never hold a path separator or start with a dot.
+pub fn valid_thread(thread: &str) -> bool {
+    let mut chars = thread.chars();
+    thread.len() <= MAX_THREAD_LEN
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The session file of a chat thread, relative to the rw workspace:
+/// `<sessionPath>/<thread>.session`.
 pub fn session_file(session_path: &str, thread: &str) -> String {
     format!("{}/{thread}.session", session_path.trim_end_matches('/'))
 }
@@ -54,6 +77,7 @@ pub fn session_file(session_path: &str, thread: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
     #[test]
     fn short_names_are_kept() {
@@ -86,5 +110,29 @@ mod tests {
             session_file(".claude/sessions/", "main"),
             ".claude/sessions/main.session"
         );
+        assert_eq!(
+            session_file(DEFAULT_SESSION_PATH, thread_or_default(None)),
+            ".claude/sessions/main.session"
+        );
+    }
+
+    #[rstest]
+    #[case::default("main", true)]
+    #[case::dotted("2026.q1_plan-b", true)]
+    #[case::longest(&"a".repeat(MAX_THREAD_LEN), true)]
+    #[case::too_long(&"a".repeat(MAX_THREAD_LEN + 1), false)]
+    #[case::empty("", false)]
+    #[case::hidden(".hidden", false)]
+    #[case::traversal("../main", false)]
+    #[case::separator("a/b", false)]
+    fn thread_names(#[case] thread: &str, #[case] valid: bool) {
+        assert_eq!(valid_thread(thread), valid, "{thread:?}");
+    }
+
+    #[test]
+    fn an_unnamed_or_empty_thread_is_the_default() {
+        assert_eq!(thread_or_default(None), DEFAULT_THREAD);
+        assert_eq!(thread_or_default(Some("")), DEFAULT_THREAD);
+        assert_eq!(thread_or_default(Some("ideas")), "ideas");
     }
 }
