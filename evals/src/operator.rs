@@ -110,6 +110,35 @@ impl Drop for Operator {
 /// Label selector of the operator pods the Helm chart (`charts/vexa`, e.g. via `hack/up`) runs.
 const CHART_OPERATOR: &str = "app.kubernetes.io/name=vexa,app.kubernetes.io/component=operator";
 
+/// Whether the evals run against the operator the Helm chart installed
+/// (`VEXA_EVAL_OPERATOR=chart`, after `hack/install-operator`) instead of one in this process.
+pub fn chart_installed() -> bool {
+    std::env::var("VEXA_EVAL_OPERATOR").is_ok_and(|v| v == "chart")
+}
+
+/// Waits until exactly one operator pod of the chart runs, and it is Ready.
+pub async fn assert_chart_operator_running(client: &kube::Client) {
+    let pods = Api::<Pod>::all(client.clone());
+    let is_ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    crate::wait_for(
+        "one Ready operator pod of the chart (hack/install-operator)",
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(CHART_OPERATOR))
+                .await
+                .ok()?;
+            (list.items.len() == 1 && list.items.iter().all(is_ready)).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Panics when an operator installed in the cluster runs: it would reconcile the evals'
 /// Dispatches too, and the evals would prove nothing about the one they start.
 pub async fn assert_no_operator_in_cluster(client: &kube::Client) {

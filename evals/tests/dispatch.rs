@@ -123,9 +123,10 @@ impl World {
         .await
     }
 
+    /// The Jobs of Dispatches (the Workspace controller's prepare Jobs are not runs).
     async fn jobs(&self) -> Vec<Job> {
         self.api::<Job>()
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels("app.kubernetes.io/name=vexa-dispatch"))
             .await
             .unwrap()
             .items

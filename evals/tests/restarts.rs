@@ -35,7 +35,9 @@ const BATCH: usize = 10;
 const HARD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Finished Jobs are kept for the whole eval, so the final count sees every one of them.
 const OPERATOR_ARGS: &[&str] = &["--job-ttl-seconds", "3600"];
-const MANAGED: &str = "app.kubernetes.io/managed-by=vexa-operator";
+/// The operator's run objects (Jobs and pods of Dispatches; not the Workspace's prepare Job).
+const MANAGED: &str =
+    "app.kubernetes.io/managed-by=vexa-operator,app.kubernetes.io/name=vexa-dispatch";
 
 /// A small xorshift generator: crash intervals vary from run to run, and the seed is printed
 /// so a failing sequence can be told apart.

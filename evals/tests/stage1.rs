@@ -23,7 +23,7 @@ use vexa_evals::fixtures::{
     WORKSPACE_CLAIM, chat_dispatch, claim_folder, describe, git, golden_doc, stop_reason,
     test_agent_runner, wait_dispatch, workspace, workspace_ready, workspace_volume,
 };
-use vexa_evals::operator::Operator;
+use vexa_evals::operator::{Operator, assert_chart_operator_running, chart_installed};
 use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 use vexa_stream::follow::{EntryId, follow};
 use vexa_stream::{Event, UnitEvent};
@@ -31,8 +31,15 @@ use vexa_stream::{Event, UnitEvent};
 const TIMEOUT: Duration = Duration::from_secs(180);
 const IDLE_SECONDS: i64 = 6;
 
-/// The in-process operator, pointing the pods at the cluster's Redis.
+/// The operator under test: by default one in this process, pointing the pods at the
+/// cluster's Redis; with `VEXA_EVAL_OPERATOR=chart`, the one the Helm chart installed (as users
+/// run it: its image, its service account and RBAC), which `hack/test` installs with a Job TTL
+/// of 5 s like the in-process one.
 async fn operator() {
+    if chart_installed() {
+        assert_chart_operator_running(&client().await).await;
+        return;
+    }
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
     let redis = cluster_env("POD_REDIS_URL");
     OPERATOR

@@ -46,7 +46,9 @@ use vexa_evals::fixtures::{
 use vexa_evals::operator::assert_no_operator_in_cluster;
 use vexa_evals::{TestNamespace, client, repo_root, wait_for};
 
-const MANAGED: &str = "app.kubernetes.io/managed-by=vexa-operator";
+/// The Jobs of Dispatches (not the Workspace controller's prepare Jobs).
+const MANAGED: &str =
+    "app.kubernetes.io/managed-by=vexa-operator,app.kubernetes.io/name=vexa-dispatch";
 
 /// Benchmark of the Dispatch controller against the local cluster.
 #[derive(Parser, Debug)]
