@@ -13,7 +13,9 @@
 //! 2. the operator (`target/release/vexa-operator`, leader election off, metrics on loopback)
 //!    idle: RSS and CPU once its cache has synced;
 //! 3. a burst of Dispatches: create → Job-created latency p50/p99 (seen by a watch, ms; and from
-//!    the server's creationTimestamps, which have 1 s resolution) and Jobs per second;
+//!    the server's creationTimestamps, which have 1 s resolution) and Jobs per second; then the
+//!    platform floor: as many plain Jobs with the same pod template, created with no operator in
+//!    the path, and the controller manager's Job → Pod latency and rate;
 //! 4. a larger sustained batch: Jobs per second in the steady middle (10th to 90th percentile);
 //! 5. RSS after the bench namespace is deleted, and with `--present` Dispatches that asked to
 //!    stop before they started (`spec.stop: true`: reconciled to `stopped`, then `destroyed`; no Job).
@@ -66,6 +68,9 @@ struct Args {
     /// Creates in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Reconciles the operator runs in parallel (its `--concurrency`).
+    #[arg(long, default_value_t = 32)]
+    operator_concurrency: u16,
     /// The operator binary (relative paths are from the repository root).
     #[arg(long, default_value = "target/release/vexa-operator")]
     operator: PathBuf,
@@ -119,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     workspace(&client, &ns.name, "shared", "shared", "ro").await;
 
     // 2. The operator, idle.
-    let mut operator = OperatorProcess::start(&binary)?;
+    let mut operator = OperatorProcess::start(&binary, args.operator_concurrency)?;
     let t_ready = Instant::now();
     operator.wait_ready(Duration::from_secs(60))?;
     let ready_after = t_ready.elapsed();
@@ -131,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         .create(&PostParams::default(), &quota)
         .await?;
     let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
-    let jobs_seen = JobClock::start(Api::namespaced(client.clone(), &ns.name));
+    let jobs_seen = Clock::jobs(Api::namespaced(client.clone(), &ns.name));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = operator.sample(clk_tck)?;
 
@@ -151,6 +156,15 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let server_latency = server_side_latencies(&client, &ns.name).await?;
     let after_burst = operator.sample(clk_tck)?;
+
+    // 3b. The platform floor: the same number of plain Jobs, same pod template, no operator
+    // in the path.
+    let template = Api::<Job>::namespaced(client.clone(), &ns.name)
+        .get(&names[0])
+        .await?;
+    let (mut floor_latency, floor_all) =
+        platform_floor(&client, &template, args.burst, args.concurrency).await?;
+    floor_latency.sort_by(f64::total_cmp);
 
     // 4. Sustained.
     let names: Vec<String> = (0..args.sustained)
@@ -222,8 +236,9 @@ async fn main() -> anyhow::Result<()> {
     let sustained_create_rate = args.sustained as f64 / sustained_create.as_secs_f64();
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "dispatch-bench (operator {}, concurrency 8, {} creates in flight)",
+        "dispatch-bench (operator {}, {} reconciles in parallel, {} creates in flight)",
         binary.display(),
+        args.operator_concurrency,
         args.concurrency
     );
     println!(
@@ -251,6 +266,20 @@ async fn main() -> anyhow::Result<()> {
         pct(&watch_latency, 0.5),
         pct(&watch_latency, 0.99),
         watch_latency.last().copied().unwrap_or_default()
+    );
+    let floor_rate = args.burst as f64 / floor_all.as_secs_f64();
+    println!(
+        "floor     {} plain Jobs, same pod template, no operator: all pods after {:.2} s: {:.1} pods/s; Job create -> pod p50 {:.0} ms  p99 {:.0} ms",
+        args.burst,
+        floor_all.as_secs_f64(),
+        floor_rate,
+        pct(&floor_latency, 0.5),
+        pct(&floor_latency, 0.99),
+    );
+    println!(
+        "          operator burst vs floor: {:.2} x the floor's rate; p99 {:.2} x the floor's",
+        burst_rate / floor_rate,
+        pct(&watch_latency, 0.99) / pct(&floor_latency, 0.99).max(1.0),
     );
     println!(
         "          create -> Job, creationTimestamps (1 s resolution): p50 {:.0} s  p99 {:.0} s  max {:.0} s",
@@ -359,25 +388,39 @@ async fn server_side_latencies(client: &Client, ns: &str) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// When each Job of a namespace was first seen, by a watch.
-struct JobClock {
+/// When each object of a kind was first seen by a watch, keyed by `key` (a Job's name, or the
+/// Job a pod belongs to).
+struct Clock {
     seen: Arc<Mutex<BTreeMap<String, Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl JobClock {
-    fn start(api: Api<Job>) -> Self {
+impl Clock {
+    /// The Jobs of Dispatches in the namespace of `api`.
+    fn jobs(api: Api<Job>) -> Self {
+        Self::start(api, MANAGED, |j: &Job| Some(j.name_any()))
+    }
+
+    fn start<K>(api: Api<K>, selector: &str, key: fn(&K) -> Option<String>) -> Self
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
         let seen: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
         let log = seen.clone();
+        let config = watcher::Config::default().labels(selector);
         let task = tokio::spawn(async move {
-            let _ = watcher(api, watcher::Config::default().labels(MANAGED))
+            let _ = watcher(api, config)
                 .default_backoff()
                 .touched_objects()
-                .try_for_each(|job| {
-                    log.lock()
-                        .unwrap()
-                        .entry(job.name_any())
-                        .or_insert_with(Instant::now);
+                .try_for_each(|o| {
+                    if let Some(k) = key(&o) {
+                        log.lock().unwrap().entry(k).or_insert_with(Instant::now);
+                    }
                     async { Ok(()) }
                 })
                 .await;
@@ -390,7 +433,7 @@ impl JobClock {
     }
 
     async fn wait_for(&self, names: &[String], timeout: Duration) {
-        wait_for("a Job for every Dispatch", timeout, || async {
+        wait_for("every object to be seen", timeout, || async {
             let seen = self.seen.lock().unwrap();
             names.iter().all(|n| seen.contains_key(n)).then_some(())
         })
@@ -400,6 +443,81 @@ impl JobClock {
     fn stop(&self) {
         self.task.abort();
     }
+}
+
+/// Label the job controller puts on a Job's pods.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// The platform floor, in the same run: `n` plain Jobs with the pod template the operator built
+/// (`template`), created straight through the API server in a namespace of their own; returns
+/// each Job's create → pod-created latency (ms, seen by a watch) and the time until every pod
+/// existed. The pods cannot be scheduled (a node selector nothing matches), so this is the
+/// controller manager's Job → Pod path, not the kubelet's.
+async fn platform_floor(
+    client: &Client,
+    template: &Job,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let ns = TestNamespace::new(client, "bench-floor").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let pods = Clock::start(
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns.name),
+        JOB_NAME_LABEL,
+        |p| p.labels().get(JOB_NAME_LABEL).cloned(),
+    );
+    let mut spec = template
+        .spec
+        .clone()
+        .context("the operator's Job has a spec")?;
+    // What the API server added to the operator's Job is not part of a template.
+    spec.selector = None;
+    spec.manual_selector = None;
+    if let Some(meta) = spec.template.metadata.as_mut() {
+        meta.labels = Some(BTreeMap::from([(
+            "app".to_owned(),
+            "bench-floor".to_owned(),
+        )]));
+    }
+    if let Some(pod) = spec.template.spec.as_mut() {
+        pod.node_selector = Some(BTreeMap::from([(
+            "vexa.ai/bench".to_owned(),
+            "never".to_owned(),
+        )]));
+    }
+    spec.suspend = Some(false);
+    let names: Vec<String> = (0..n).map(|i| format!("floor-{i:05}")).collect();
+    let start = Instant::now();
+    let created: BTreeMap<String, Instant> = futures::stream::iter(names.clone())
+        .map(|name| {
+            let job = Job {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(spec.clone()),
+                ..Job::default()
+            };
+            let jobs = jobs.clone();
+            async move {
+                jobs.create(&PostParams::default(), &job)
+                    .await
+                    .unwrap_or_else(|e| panic!("create Job {name}: {e}"));
+                (name, Instant::now())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    pods.wait_for(&names, Duration::from_secs(300)).await;
+    let all = start.elapsed();
+    let seen = pods.times();
+    pods.stop();
+    let latency = names
+        .iter()
+        .map(|n| (seen[n].saturating_duration_since(created[n])).as_secs_f64() * 1000.0)
+        .collect();
+    Ok((latency, all))
 }
 
 /// The operator binary as a child process, its log in `target/dispatch-bench-operator.log`.
@@ -417,7 +535,7 @@ struct Sample {
 }
 
 impl OperatorProcess {
-    fn start(binary: &std::path::Path) -> anyhow::Result<Self> {
+    fn start(binary: &std::path::Path, concurrency: u16) -> anyhow::Result<Self> {
         // A free loopback port: bind, read, release.
         let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log_path = repo_root().join("target/dispatch-bench-operator.log");
@@ -425,6 +543,7 @@ impl OperatorProcess {
             .with_context(|| format!("create {}", log_path.display()))?;
         let child = Command::new(binary)
             .args(["--leader-election=false", "--http-addr", &http.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

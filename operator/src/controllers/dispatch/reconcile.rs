@@ -9,11 +9,10 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 use vexa_crds::{
     Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, Workspace, WorkspaceMode,
     WorkspaceProvenance,
@@ -28,6 +27,7 @@ use super::resolve::{self, Resolved, authorize};
 use super::status::{RunState, observe};
 use crate::FIELD_MANAGER;
 use crate::runtime::conditions::{ConditionType, Conditions, find, is_true};
+use crate::runtime::events::{self, Note};
 
 /// A queued dispatch is woken by its Workspace's change (ready, or released); this is only
 /// the safety net should a wake-up be missed.
@@ -90,9 +90,13 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
             Some(job) => track_run(&ctx, &d, &job, &mut status).await?,
         },
     };
-    publish_transitions(&ctx, &d, &old, &status).await;
+    // Events are for people and never fail a reconcile; they go out beside the status write.
+    let notes = events::publish(&ctx.recorder, d.as_ref(), transitions(&old, &status));
     if status != old {
-        write_status(&ctx, &d, &status).await?;
+        let (_, written) = tokio::join!(notes, write_status(&ctx, &d, &status));
+        written?;
+    } else {
+        notes.await;
     }
     ctx.backoff.reset(&d);
     Ok(action)
@@ -230,17 +234,19 @@ async fn start(
         model_credential,
         settings: &settings,
     };
+    // The Secret and the Job at once: the pod waits for the Secret's key if it comes second.
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let secret = build::secret(&inputs);
-    let secret_name = secret.name_any();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .patch(&secret_name, &pp, &Patch::Apply(&secret))
-        .await?;
     let job = build::job(&inputs);
     let job_name = job.name_any();
-    Api::<Job>::namespaced(client.clone(), &ns)
-        .patch(&job_name, &pp, &Patch::Apply(&job))
-        .await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns);
+    let (secret_name, secret_patch, job_patch) =
+        (secret.name_any(), Patch::Apply(&secret), Patch::Apply(&job));
+    tokio::try_join!(
+        secrets.patch(&secret_name, &pp, &secret_patch),
+        jobs.patch(&job_name, &pp, &job_patch),
+    )?;
 
     if let Some(created) = &d.metadata.creation_timestamp {
         let latency = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
@@ -603,90 +609,45 @@ async fn write_status(
 }
 
 /// Events for what a person would want to see in `kubectl describe`: only on transitions.
-async fn publish_transitions(
-    ctx: &Reconciler,
-    d: &Dispatch,
-    old: &DispatchStatus,
-    new: &DispatchStatus,
-) {
-    let cond = |s: &DispatchStatus, t: &str| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == t)
-            .map(|c| (c.status.clone(), c.reason.clone()))
+fn transitions(old: &DispatchStatus, new: &DispatchStatus) -> Vec<Note> {
+    let cond = |s: &DispatchStatus, t: ConditionType| {
+        find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
-    let mut events = Vec::new();
-    for t in ["Valid", "Authorized"] {
-        if let Some((status, reason)) = cond(new, t)
+    let mut notes = Vec::new();
+    for (t, action) in [
+        (ConditionType::Valid, "Validate"),
+        (ConditionType::Authorized, "Authorize"),
+    ] {
+        let before = cond(old, t).map(|(s, r, _)| (s, r));
+        if let Some((status, reason, message)) = cond(new, t)
             && status == "False"
-            && cond(old, t) != cond(new, t)
+            && before != Some((status, reason.clone()))
         {
-            let msg = new
-                .conditions
-                .iter()
-                .find(|c| c.type_ == t)
-                .map(|c| c.message.clone());
-            events.push((
-                EventType::Warning,
-                reason,
-                msg,
-                if t == "Valid" {
-                    "Validate"
-                } else {
-                    "Authorize"
-                },
-            ));
+            notes.push(Note::warning(reason, Some(message), action));
         }
     }
     if new.phase != old.phase {
         match new.phase {
-            Some(DispatchPhase::Queued) => events.push((
-                EventType::Normal,
-                "Queued".into(),
-                cond_msg(new, "Queued"),
-                "Schedule",
-            )),
-            Some(DispatchPhase::Starting) if old.job_name.is_none() => events.push((
-                EventType::Normal,
-                "JobCreated".into(),
+            Some(DispatchPhase::Queued) => {
+                notes.push(Note::normal("Queued", cond_msg(new, "Queued"), "Schedule"))
+            }
+            Some(DispatchPhase::Starting) if old.job_name.is_none() => notes.push(Note::normal(
+                "JobCreated",
                 new.job_name.as_ref().map(|j| format!("created Job {j}")),
                 "Create",
             )),
             Some(DispatchPhase::Stopped) => {
-                let ok = matches!(
-                    new.stop_reason,
-                    Some(StopReason::Completed | StopReason::IdleTimeout | StopReason::Stopped)
-                );
-                events.push((
-                    if ok {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    },
-                    "Stopped".into(),
-                    cond_msg(new, "Finished"),
-                    "Finish",
-                ))
+                let message = cond_msg(new, "Finished");
+                notes.push(if new.stop_reason.is_some_and(StopReason::is_success) {
+                    Note::normal("Stopped", message, "Finish")
+                } else {
+                    Note::warning("Stopped", message, "Finish")
+                })
             }
             _ => {}
         }
     }
-    if events.is_empty() {
-        return;
-    }
-    let reference = d.object_ref(&());
-    for (type_, reason, note, action) in events {
-        let ev = Event {
-            type_,
-            reason,
-            note,
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            warn!(dispatch = %d.name_any(), error = %e, "could not publish event");
-        }
-    }
+    notes
 }
 
 fn cond_msg(s: &DispatchStatus, t: &str) -> Option<String> {
