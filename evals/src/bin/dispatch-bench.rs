@@ -71,15 +71,21 @@ struct Args {
     /// Reconciles the operator runs in parallel (its `--concurrency`).
     #[arg(long, default_value_t = 32)]
     operator_concurrency: u16,
-    /// The operator binary (relative paths are from the repository root).
-    #[arg(long, default_value = "target/release/vexa-operator")]
-    operator: PathBuf,
+    /// The operator binary (default: `release/vexa-operator` in `$CARGO_TARGET_DIR`, else in
+    /// the repository's `target/`; relative paths are from the repository root).
+    #[arg(long)]
+    operator: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let binary = repo_root().join(&args.operator);
+    let binary = match &args.operator {
+        Some(path) => repo_root().join(path),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from)
+            .join("release/vexa-operator"),
+    };
     ensure!(
         binary.is_file(),
         "{} not found: build it with `cargo build --release -p vexa-operator`",
@@ -520,7 +526,8 @@ async fn platform_floor(
     Ok((latency, all))
 }
 
-/// The operator binary as a child process, its log in `target/dispatch-bench-operator.log`.
+/// The operator binary as a child process, its log in `dispatch-bench-operator.log` in the
+/// temporary folder.
 struct OperatorProcess {
     child: Child,
     http: std::net::SocketAddr,
@@ -538,7 +545,7 @@ impl OperatorProcess {
     fn start(binary: &std::path::Path, concurrency: u16) -> anyhow::Result<Self> {
         // A free loopback port: bind, read, release.
         let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let log_path = repo_root().join("target/dispatch-bench-operator.log");
+        let log_path = std::env::temp_dir().join("dispatch-bench-operator.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("create {}", log_path.display()))?;
         let child = Command::new(binary)
@@ -560,14 +567,14 @@ impl OperatorProcess {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the operator exited ({status}); see target/dispatch-bench-operator.log");
+                bail!("the operator exited ({status}); see its log in the temporary folder (dispatch-bench-operator.log)");
             }
             if http_status(self.http, "/readyz").is_ok_and(|s| s == 200) {
                 return Ok(());
             }
             if start.elapsed() > timeout {
                 bail!(
-                    "the operator was not ready after {timeout:?}; see target/dispatch-bench-operator.log"
+                    "the operator was not ready after {timeout:?}; see dispatch-bench-operator.log in the temporary folder"
                 );
             }
             std::thread::sleep(Duration::from_millis(50));

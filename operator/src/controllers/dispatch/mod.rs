@@ -113,6 +113,21 @@ fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
     counts
 }
 
+/// What the cache keeps of a run's Job: the reconcile reads its metadata, `spec.suspend` and
+/// its status, never the pod template (the bulk of it) or the managed fields.
+fn slim_job(job: &mut Job) {
+    job.managed_fields_mut().clear();
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+/// What the cache keeps of a run's pod: metadata and status (how it started and ended).
+fn slim_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.spec = None;
+}
+
 /// The Dispatches that wait for a Workspace (to be ready, or to be free): a change of the
 /// Workspace wakes them, instead of a poll.
 fn waiting_for(store: &Store<Dispatch>, ws: &Workspace) -> Vec<ObjectRef<Dispatch>> {
@@ -154,6 +169,7 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let dispatch_events =
         lenient::<Dispatch>(client.clone(), watcher::Config::default().any_semantic())
+            .modify(|d| d.managed_fields_mut().clear())
             .reflect(writer)
             .inspect(move |event| {
                 if matches!(event, Ok(watcher::Event::InitDone)) && !*ready.borrow() {
@@ -172,7 +188,7 @@ pub async fn run(
         let jobs = jobs.clone();
         watcher(Api::<Job>::all(client.clone()), managed.clone())
             .default_backoff()
-            .modify(|j| j.managed_fields_mut().clear())
+            .modify(slim_job)
             .reflect(job_writer)
             .inspect(move |e| jobs.observe(e))
             .touched_objects()
@@ -183,7 +199,7 @@ pub async fn run(
         let pods = pods.clone();
         watcher(Api::<Pod>::all(client.clone()), managed)
             .default_backoff()
-            .modify(|p| p.managed_fields_mut().clear())
+            .modify(slim_pod)
             .reflect(pod_writer)
             .inspect(move |e| pods.observe(e))
             .touched_objects()
