@@ -52,8 +52,10 @@ pub struct Config {
         default_value = "localhost/vexa-agent-worker:dev"
     )]
     pub workspace_init_image: String,
-    /// Objects of each kind reconciled in parallel.
-    #[arg(long, env = "VEXA_CONCURRENCY", default_value_t = 8)]
+    /// Objects of each kind reconciled in parallel. A reconcile mostly waits on the API server,
+    /// so more in flight starts a burst sooner (dispatch-bench: burst p99 2.8 s at 8, 1.8-2.0 s
+    /// at 32, on a 2-core cluster).
+    #[arg(long, env = "VEXA_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
     /// Address of the metrics and health server.
     #[arg(long, env = "VEXA_HTTP_ADDR", default_value = "0.0.0.0:8080")]

@@ -567,7 +567,9 @@ impl OperatorProcess {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the operator exited ({status}); see its log in the temporary folder (dispatch-bench-operator.log)");
+                bail!(
+                    "the operator exited ({status}); see its log in the temporary folder (dispatch-bench-operator.log)"
+                );
             }
             if http_status(self.http, "/readyz").is_ok_and(|s| s == 200) {
                 return Ok(());
