@@ -24,11 +24,11 @@ use rstest::rstest;
 use serde_json::Value;
 use vexa_core::pod::{PodContract, var};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Trust, Workspace, WorkspaceMode};
-use vexa_operator::controllers::dispatch::build::{
+use vexa_operator::controllers::dispatch::children::{
     self, BuildSettings, DISPATCH_ANNOTATION, DISPATCH_LABEL, Inputs, MODEL_CREDENTIAL_KEY,
     MountedWorkspace,
 };
-use vexa_operator::controllers::dispatch::resolve::{Resolved, authorize};
+use vexa_operator::controllers::dispatch::{decide::authorize, observe::Resolved};
 use vexa_policy::Authorization;
 
 /// The namespace every case's namespaced objects live in (`kubectl -n team-a apply`).
@@ -45,7 +45,7 @@ fn settings() -> BuildSettings {
         job_ttl_seconds: 300,
         default_max_lifetime_seconds: 3600,
         default_idle_timeout_seconds: 120,
-        default_resources: vexa_operator::controllers::dispatch::build::resources(
+        default_resources: vexa_operator::controllers::dispatch::children::resources(
             "100m", "256Mi", "2Gi",
         ),
     }
@@ -222,7 +222,7 @@ fn children(case: &Case) -> (Job, Secret) {
         model_credential: case.credential.clone(),
         settings: &settings,
     };
-    (build::job(&inputs), build::secret(&inputs))
+    (children::job(&inputs), children::secret(&inputs))
 }
 
 /// YAML with keys in a stable order (via `serde_json::Value`).

@@ -1,11 +1,18 @@
 //! The Dispatch controller: one Dispatch becomes one isolated, short-lived Job.
+//!
+//! Shape (as every controller): `observe` (I/O: read what the decisions depend on) → `decide`
+//! and `run_state` (pure: admission in the policy's terms, the run's description and ending,
+//! the events) with `children` (pure: the Secret and the Job) → `apply` (I/O: write) → `error`.
+//! `reconcile` drives them by phase; `claim` is the rw lock of a workspace's folder.
 
-pub mod build;
+pub mod apply;
+pub mod children;
 pub mod claim;
+pub mod decide;
 pub mod error;
+pub mod observe;
 pub mod reconcile;
-pub mod resolve;
-pub mod status;
+pub mod run_state;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,7 +32,7 @@ use vexa_crds::{AgentRunner, Dispatch, DispatchPhase, Tool, Workspace};
 
 pub use crate::runtime::cache::Cache;
 pub use error::Error;
-pub use resolve::References;
+pub use observe::References;
 
 use crate::runtime::backoff::Backoff;
 use crate::runtime::context::Context;
@@ -93,7 +100,10 @@ pub fn error_policy(d: Arc<Dispatch>, error: &Error, ctx: Arc<Reconciler>) -> Ac
 /// The Dispatch an operator-created pod belongs to.
 fn pod_owner(pod: Pod) -> Option<ObjectRef<Dispatch>> {
     let ns = pod.namespace()?;
-    let name = pod.annotations().get(build::DISPATCH_ANNOTATION)?.clone();
+    let name = pod
+        .annotations()
+        .get(children::DISPATCH_ANNOTATION)?
+        .clone();
     Some(ObjectRef::new(&name).within(&ns))
 }
 

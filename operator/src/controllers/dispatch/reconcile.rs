@@ -1,33 +1,31 @@
-//! The Dispatch reconcile: a thin driver over the steps read → validate → build → apply →
-//! status. Pure decisions live in `build`, `status` and the `vexa-policy` crate.
+//! The Dispatch reconcile: a thin driver over its steps, by phase: before the Job (resolve,
+//! authorize, wait for ready workspaces, take the rw locks, create the children), while it
+//! runs (track the pod, honour a stop), after it (clean up). Reads are in `observe`, pure
+//! decisions in `decide`, `run_state` and `children`, writes in `apply`; the folder lock in
+//! `claim`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 use tracing::info;
-use vexa_crds::{
-    Dispatch, DispatchPhase, DispatchStatus, StopReason, StreamKeys, Workspace, WorkspaceMode,
-    WorkspaceProvenance,
-};
-use vexa_policy::{Authorization, dispatch_id, in_topic, job_name, out_topic, session_file};
+use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, StopReason, Workspace, WorkspaceMode};
+use vexa_policy::{Authorization, job_name};
 
 use super::Reconciler;
-use super::build::{self, BuildSettings, DISPATCH_LABEL, Inputs, MountedWorkspace};
-use super::claim::{self, Claim, is_finished};
+use super::apply::{self, release_all, suspend, write_status};
+use super::children::Inputs;
+use super::claim::{self, Claim};
+use super::decide::{authorize, describe_run, finish, mounted, transitions};
 use super::error::Error;
-use super::resolve::{self, Resolved, authorize};
-use super::status::{RunState, observe};
-use crate::FIELD_MANAGER;
-use crate::runtime::conditions::{ConditionType, Conditions, find, is_true};
-use crate::runtime::events::{self, Note};
+use super::observe::{self, Resolved};
+use super::run_state::{RunState, run_state};
+use crate::runtime::conditions::{ConditionType, Conditions, find, is_true, now};
+use crate::runtime::events;
 
 /// A queued dispatch is woken by its Workspace's change (ready, or released); this is only
 /// the safety net should a wake-up be missed.
@@ -36,10 +34,6 @@ const QUEUE_SAFETY_NET: Duration = Duration::from_secs(30);
 const MISSING_POLL: Duration = Duration::from_secs(15);
 /// A safety net for live runs; watches on the Job and pod drive the real updates.
 const LIVE_RESYNC: Duration = Duration::from_secs(60);
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
 
 /// Reconciles one Dispatch.
 pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
@@ -143,7 +137,7 @@ async fn start(
 
     // Read the credential before claiming, so a missing Secret never holds a workspace.
     let model_credential =
-        match resolve::model_credential(client, &resolved.runner, &ctx.base.config.namespace).await
+        match observe::model_credential(client, &resolved.runner, &ctx.base.config.namespace).await
         {
             Ok(c) => c,
             Err(e) if e.is_user_error() => {
@@ -234,19 +228,7 @@ async fn start(
         model_credential,
         settings: &settings,
     };
-    // The Secret and the Job at once: the pod waits for the Secret's key if it comes second.
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let secret = build::secret(&inputs);
-    let job = build::job(&inputs);
-    let job_name = job.name_any();
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-    let jobs = Api::<Job>::namespaced(client.clone(), &ns);
-    let (secret_name, secret_patch, job_patch) =
-        (secret.name_any(), Patch::Apply(&secret), Patch::Apply(&job));
-    tokio::try_join!(
-        secrets.patch(&secret_name, &pp, &secret_patch),
-        jobs.patch(&job_name, &pp, &job_patch),
-    )?;
+    let job_name = apply::children(ctx, &ns, &inputs).await?;
 
     if let Some(created) = &d.metadata.creation_timestamp {
         let latency = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
@@ -276,7 +258,7 @@ async fn admit(
 ) -> Result<Option<(Resolved, Authorization)>, Error> {
     let generation = d.metadata.generation;
     let t = now();
-    let resolved = match resolve::resolve(&ctx.base.client, &ctx.references, d).await {
+    let resolved = match observe::resolve(&ctx.base.client, &ctx.references, d).await {
         Ok(r) => r,
         Err(e) if e.is_user_error() => {
             Conditions::new(&mut status.conditions, generation, &t).set(
@@ -319,59 +301,6 @@ async fn admit(
     }
 }
 
-/// The run's trust, streams, session and provenance skeleton, fixed once authorized.
-fn describe_run(
-    d: &Dispatch,
-    resolved: &Resolved,
-    auth: &Authorization,
-    status: &mut DispatchStatus,
-) {
-    let id = dispatch_id(
-        d.metadata.namespace.as_deref().unwrap_or_default(),
-        &d.name_any(),
-    );
-    status.trust = Some(auth.trust);
-    status.streams = Some(StreamKeys {
-        out: out_topic(&id),
-        input: in_topic(&id),
-    });
-    let thread = d
-        .spec
-        .context
-        .as_ref()
-        .and_then(|c| c.session.clone())
-        .unwrap_or_else(|| "main".into());
-    status.session_ref = Some(match &d.spec.start.session {
-        Some(s) => s.reference.clone(),
-        None => session_file(&resolved.runner.spec.session_path, &thread),
-    });
-    if status.provenance.is_empty() {
-        status.provenance = auth
-            .modes
-            .iter()
-            .map(|(w, m)| WorkspaceProvenance {
-                workspace: w.clone(),
-                mode: *m,
-                base_commit: None,
-                result_commit: None,
-            })
-            .collect();
-    }
-}
-
-fn mounted(resolved: &Resolved, auth: &Authorization) -> Vec<MountedWorkspace> {
-    resolved
-        .workspaces
-        .iter()
-        .zip(&auth.modes)
-        .map(|(w, (_, mode))| MountedWorkspace {
-            name: w.name_any(),
-            spec: w.spec.clone(),
-            mode: *mode,
-        })
-        .collect()
-}
-
 /// While the Job exists: follow its pod, honour a stop request, record the ending.
 async fn track_run(
     ctx: &Reconciler,
@@ -401,7 +330,7 @@ async fn track_run(
     if let Some(p) = pod {
         status.pod_name = Some(p.name_any());
     }
-    let state = observe(job, pod, stop);
+    let state = run_state(job, pod, stop);
     let generation = d.metadata.generation;
     let t = now();
     match &state {
@@ -438,64 +367,6 @@ async fn track_run(
             Ok(Action::await_change())
         }
     }
-}
-
-/// Records the end of a run in the status, with the commits the worker reports for each rw
-/// workspace of the run.
-fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
-    let RunState::Finished {
-        reason,
-        exit_code,
-        started,
-        finished,
-        message,
-        provenance,
-    } = state
-    else {
-        return;
-    };
-    let generation = d.metadata.generation;
-    let t = now();
-    status.phase = Some(DispatchPhase::Stopped);
-    status.stop_reason = Some(reason);
-    status.exit_code = exit_code;
-    if status.start_time.is_none() {
-        status.start_time = started;
-    }
-    status.stop_time = Some(finished.unwrap_or_else(|| t.clone()));
-    // Only workspaces the run was authorized to write: the report cannot add any.
-    for range in provenance {
-        if let Some(p) = status
-            .provenance
-            .iter_mut()
-            .find(|p| p.workspace == range.workspace && p.mode == WorkspaceMode::ReadWrite)
-        {
-            p.base_commit = range.base;
-            p.result_commit = range.result;
-        }
-    }
-    let reason_text = reason.as_str();
-    let message = if message.is_empty() {
-        format!("the run ended: {reason_text}")
-    } else {
-        message
-    };
-    Conditions::new(&mut status.conditions, generation, &t).set(
-        ConditionType::Ready,
-        false,
-        "Finished",
-        &message,
-    );
-    Conditions::new(&mut status.conditions, generation, &t).set(
-        ConditionType::Finished,
-        true,
-        if reason.is_success() {
-            "Succeeded"
-        } else {
-            "Failed"
-        },
-        &format!("{reason_text}: {message}"),
-    );
 }
 
 /// After the run: remove a Job that its TTL will not remove (suspended ones), and mark the
@@ -543,175 +414,5 @@ async fn clean_up(
             Ok(Action::requeue(Duration::from_secs(5)))
         }
         Some(_) => Ok(Action::await_change()),
-    }
-}
-
-async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), Error> {
-    // A merge patch from a second manager: the Job's apply owner keeps every other field.
-    // Not `.force()`: force exists only for server-side apply, and kube refuses to send a
-    // merge patch that carries it.
-    let patch = json!({"spec": {"suspend": true}});
-    Api::<Job>::namespaced(client.clone(), ns)
-        .patch(
-            job,
-            &PatchParams::apply("vexa-operator-stop"),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn release_all(ctx: &Reconciler, d: &Dispatch, status: &DispatchStatus) -> Result<(), Error> {
-    let ns = d.namespace().ok_or(Error::Malformed)?;
-    let api = Api::<Workspace>::namespaced(ctx.base.client.clone(), &ns);
-    for w in &d.spec.workspaces {
-        if w.mode == Some(WorkspaceMode::ReadOnly) {
-            continue;
-        }
-        // A workspace deleted meanwhile leaves a stale lock, which the next claimant takes over.
-        let Some(workspace) = ctx
-            .references
-            .workspaces
-            .get_or_fetch(&api, Some(&ns), &w.name)
-            .await?
-        else {
-            continue;
-        };
-        let head = status
-            .provenance
-            .iter()
-            .find(|p| p.workspace == w.name)
-            .and_then(|p| p.result_commit.as_deref());
-        claim::release(&ctx.base.client, d, &workspace, head).await?;
-    }
-    Ok(())
-}
-
-async fn write_status(
-    ctx: &Reconciler,
-    d: &Dispatch,
-    status: &DispatchStatus,
-) -> Result<(), Error> {
-    let ns = d.namespace().ok_or(Error::Malformed)?;
-    let body = json!({
-        "apiVersion": Dispatch::api_version(&()),
-        "kind": Dispatch::kind(&()),
-        "status": status,
-    });
-    Api::<Dispatch>::namespaced(ctx.base.client.clone(), &ns)
-        .patch_status(
-            &d.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Events for what a person would want to see in `kubectl describe`: only on transitions.
-fn transitions(old: &DispatchStatus, new: &DispatchStatus) -> Vec<Note> {
-    let cond = |s: &DispatchStatus, t: ConditionType| {
-        find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
-    let mut notes = Vec::new();
-    for (t, action) in [
-        (ConditionType::Valid, "Validate"),
-        (ConditionType::Authorized, "Authorize"),
-    ] {
-        let before = cond(old, t).map(|(s, r, _)| (s, r));
-        if let Some((status, reason, message)) = cond(new, t)
-            && status == "False"
-            && before != Some((status, reason.clone()))
-        {
-            notes.push(Note::warning(reason, Some(message), action));
-        }
-    }
-    if new.phase != old.phase {
-        match new.phase {
-            Some(DispatchPhase::Queued) => {
-                notes.push(Note::normal("Queued", cond_msg(new, "Queued"), "Schedule"))
-            }
-            Some(DispatchPhase::Starting) if old.job_name.is_none() => notes.push(Note::normal(
-                "JobCreated",
-                new.job_name.as_ref().map(|j| format!("created Job {j}")),
-                "Create",
-            )),
-            Some(DispatchPhase::Stopped) => {
-                let message = cond_msg(new, "Finished");
-                notes.push(if new.stop_reason.is_some_and(StopReason::is_success) {
-                    Note::normal("Stopped", message, "Finish")
-                } else {
-                    Note::warning("Stopped", message, "Finish")
-                })
-            }
-            _ => {}
-        }
-    }
-    notes
-}
-
-fn cond_msg(s: &DispatchStatus, t: &str) -> Option<String> {
-    s.conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| c.message.clone())
-}
-
-/// Whether a dispatch has finished (used by metrics and the queue).
-pub fn finished(d: &Dispatch) -> bool {
-    is_finished(d.status.as_ref().and_then(|s| s.phase))
-}
-
-impl Reconciler {
-    /// The Job `name` in `ns`: from the cache once it has synced. `confirm_absence`: a Job
-    /// missing from the cache is looked up on the API server, for decisions an absence must
-    /// not get wrong.
-    async fn job(
-        &self,
-        ns: &str,
-        name: &str,
-        confirm_absence: bool,
-    ) -> Result<Option<Arc<Job>>, Error> {
-        if let Some(store) = self.jobs.store() {
-            if let Some(job) = store.get(&ObjectRef::new(name).within(ns)) {
-                return Ok(Some(job));
-            }
-            if !confirm_absence {
-                return Ok(None);
-            }
-        }
-        let job = Api::<Job>::namespaced(self.base.client.clone(), ns)
-            .get_opt(name)
-            .await?;
-        Ok(job.map(Arc::new))
-    }
-
-    /// The pods of the Job `job` in `ns`: from the cache once it has synced.
-    async fn pods(&self, ns: &str, job: &str) -> Result<Vec<Arc<Pod>>, Error> {
-        if let Some(store) = self.pods.store() {
-            return Ok(store.state_filter(|p| {
-                p.metadata.namespace.as_deref() == Some(ns)
-                    && p.labels().get(DISPATCH_LABEL).map(String::as_str) == Some(job)
-            }));
-        }
-        let pods = Api::<Pod>::namespaced(self.base.client.clone(), ns)
-            .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={job}")))
-            .await?;
-        Ok(pods.items.into_iter().map(Arc::new).collect())
-    }
-
-    fn build_settings(&self) -> BuildSettings {
-        let c = &self.base.config;
-        BuildSettings {
-            redis_url: c.redis_url.clone(),
-            job_ttl_seconds: c.job_ttl_seconds,
-            default_max_lifetime_seconds: c.default_max_lifetime_seconds,
-            default_idle_timeout_seconds: c.default_idle_timeout_seconds,
-            default_resources: build::resources(
-                &c.default_cpu_request,
-                &c.default_memory_request,
-                &c.default_memory_limit,
-            ),
-        }
     }
 }

@@ -1,13 +1,19 @@
-//! Reads what a Dispatch refers to (its runner, workspaces, tools and model credential) and
-//! puts the dispatch in the policy's terms.
+//! Reads what a Dispatch's decisions depend on: what it refers to (its runner, workspaces,
+//! tools and model credential), and its Job and pods. I/O only, from the watch caches where
+//! they hold the answer.
 
-use kube::Api;
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
-use vexa_crds::{AgentRunner, Dispatch, DispatchSpec, Tool, Workspace};
-use vexa_policy::{
-    Authorization, DispatchRequest, Refusal, ToolFacts, WantedWorkspace, WorkspaceFacts,
-};
+use kube::{Api, ResourceExt};
+use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
+use vexa_policy::{ToolFacts, WorkspaceFacts};
 
+use super::Reconciler;
+use super::children::DISPATCH_LABEL;
 use super::error::Error;
 use crate::controllers::workspace::storage::Storage;
 use crate::runtime::cache::Cache;
@@ -46,33 +52,6 @@ impl Resolved {
             })
             .collect()
     }
-}
-
-/// What the policy needs of a Dispatch's spec.
-pub fn request(spec: &DispatchSpec) -> DispatchRequest {
-    DispatchRequest {
-        subject: spec.identity.subject.clone(),
-        launcher: spec.identity.launcher.clone(),
-        trigger: spec.trigger,
-        workspaces: spec
-            .workspaces
-            .iter()
-            .map(|w| WantedWorkspace {
-                name: w.name.clone(),
-                mode: w.mode,
-            })
-            .collect(),
-        tools: spec.tools.clone(),
-    }
-}
-
-/// [`vexa_policy::authorize`] for a Dispatch's spec.
-pub fn authorize(
-    spec: &DispatchSpec,
-    workspaces: &[WorkspaceFacts],
-    tools: &[ToolFacts],
-) -> Result<Authorization, Refusal> {
-    vexa_policy::authorize(&request(spec), workspaces, tools)
 }
 
 /// The caches of what a Dispatch refers to.
@@ -176,4 +155,43 @@ pub async fn model_credential(
             Error::Credential(format!("key {:?} missing in Secret {ns}/{}", r.key, r.name))
         })?;
     Ok(Some(value.0))
+}
+
+impl Reconciler {
+    /// The Job `name` in `ns`: from the cache once it has synced. `confirm_absence`: a Job
+    /// missing from the cache is looked up on the API server, for decisions an absence must
+    /// not get wrong.
+    pub async fn job(
+        &self,
+        ns: &str,
+        name: &str,
+        confirm_absence: bool,
+    ) -> Result<Option<Arc<Job>>, Error> {
+        if let Some(store) = self.jobs.store() {
+            if let Some(job) = store.get(&ObjectRef::new(name).within(ns)) {
+                return Ok(Some(job));
+            }
+            if !confirm_absence {
+                return Ok(None);
+            }
+        }
+        let job = Api::<Job>::namespaced(self.base.client.clone(), ns)
+            .get_opt(name)
+            .await?;
+        Ok(job.map(Arc::new))
+    }
+
+    /// The pods of the Job `job` in `ns`: from the cache once it has synced.
+    pub async fn pods(&self, ns: &str, job: &str) -> Result<Vec<Arc<Pod>>, Error> {
+        if let Some(store) = self.pods.store() {
+            return Ok(store.state_filter(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && p.labels().get(DISPATCH_LABEL).map(String::as_str) == Some(job)
+            }));
+        }
+        let pods = Api::<Pod>::namespaced(self.base.client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={job}")))
+            .await?;
+        Ok(pods.items.into_iter().map(Arc::new).collect())
+    }
 }

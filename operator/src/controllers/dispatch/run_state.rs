@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use vexa_core::{CommitRange, Termination};
 use vexa_crds::{DispatchPhase, StopReason};
 
-use super::build::AGENT_CONTAINER;
+use super::children::AGENT_CONTAINER;
 
 /// Termination reasons of a container whose process never started (the runtime could not
 /// create or exec it): containerd says `StartError`, dockershim said `ContainerCannotRun`.
@@ -155,7 +155,7 @@ fn from_termination(
 }
 
 /// Reads the run's state from its Job and (if it still exists) its pod.
-pub fn observe(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
+pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
     let container = pod.and_then(agent_status);
     let started = container
         .and_then(|c| c.state.as_ref())
@@ -390,7 +390,7 @@ mod tests {
     )]
     #[case::stopped(terminated(143, "Error", ""), true, StopReason::Stopped)]
     fn container_endings(#[case] p: Pod, #[case] stop: bool, #[case] expected: StopReason) {
-        let s = observe(&job_with(None, 1), Some(&p), stop);
+        let s = run_state(&job_with(None, 1), Some(&p), stop);
         assert_eq!(reason(&s), Some(expected), "{s:?}");
     }
 
@@ -398,7 +398,7 @@ mod tests {
     #[case::report(r#"{"reason":"failed","message":"line one\nno such plan: x.md"}"#)]
     #[case::plain_text("line one\nno such plan: x.md")]
     fn failure_keeps_the_exit_code_and_last_log_line(#[case] termination: &str) {
-        let s = observe(
+        let s = run_state(
             &job_with(None, 0),
             Some(&terminated(3, "Error", termination)),
             false,
@@ -448,12 +448,12 @@ mod tests {
             base: Some(BASE.into()),
             result: Some(RESULT.into()),
         }];
-        assert_eq!(provenance(&observe(&job, Some(&p), false)), want);
+        assert_eq!(provenance(&run_state(&job, Some(&p), false)), want);
     }
 
     #[test]
     fn a_plain_text_message_has_no_provenance() {
-        let s = observe(
+        let s = run_state(
             &job_with(None, 0),
             Some(&terminated(0, "Completed", "idle_timeout")),
             false,
@@ -481,7 +481,7 @@ mod tests {
             started,
             message,
             ..
-        } = observe(&job_with(None, 0), Some(&p), false)
+        } = run_state(&job_with(None, 0), Some(&p), false)
         else {
             panic!()
         };
@@ -491,7 +491,7 @@ mod tests {
 
     #[test]
     fn deadline_is_max_lifetime_even_without_a_pod() {
-        let s = observe(
+        let s = run_state(
             &job_with(Some(("Failed", "DeadlineExceeded")), 0),
             None,
             false,
@@ -503,7 +503,7 @@ mod tests {
     #[case::failure_target("FailureTarget")]
     #[case::failed("Failed")]
     fn a_deadline_wins_over_the_exit_it_caused(#[case] condition: &str) {
-        let s = observe(
+        let s = run_state(
             &job_with(Some((condition, "DeadlineExceeded")), 0),
             Some(&terminated(137, "Error", "")),
             false,
@@ -522,12 +522,12 @@ mod tests {
         let mut p = terminated(137, "Error", "");
         p.metadata.deletion_timestamp = Some(t(9));
         assert!(matches!(
-            observe(&job_with(None, 1), Some(&p), false),
+            run_state(&job_with(None, 1), Some(&p), false),
             RunState::Stopping { .. }
         ));
         // The agent's own failure in a pod nobody deletes is final at once.
         assert_eq!(
-            reason(&observe(
+            reason(&run_state(
                 &job_with(None, 1),
                 Some(&terminated(137, "Error", "")),
                 false
@@ -549,7 +549,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            reason(&observe(&job_with(None, 1), Some(&p), false)),
+            reason(&run_state(&job_with(None, 1), Some(&p), false)),
             Some(StopReason::StartFailed)
         );
     }
@@ -564,7 +564,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            observe(&job_with(None, 1), Some(&p), false),
+            run_state(&job_with(None, 1), Some(&p), false),
             RunState::Starting
         );
     }
@@ -578,19 +578,19 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            observe(&job_with(None, 1), Some(&p), false),
+            run_state(&job_with(None, 1), Some(&p), false),
             RunState::Running {
                 started: Some(t(2))
             }
         );
         assert_eq!(
-            observe(&job_with(None, 1), Some(&p), true),
+            run_state(&job_with(None, 1), Some(&p), true),
             RunState::Stopping {
                 started: Some(t(2))
             }
         );
         assert_eq!(
-            reason(&observe(
+            reason(&run_state(
                 &job_with(Some(("Suspended", "JobSuspended")), 0),
                 None,
                 true

@@ -1,0 +1,120 @@
+//! Carries out what the Dispatch reconcile decided: its children, the Job's suspension, the
+//! release of its workspaces' locks, its status. I/O only.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use vexa_crds::{Dispatch, DispatchStatus, Workspace, WorkspaceMode};
+
+use super::Reconciler;
+use super::children::{self, BuildSettings, Inputs};
+use super::claim;
+use super::error::Error;
+use crate::FIELD_MANAGER;
+
+/// Applies the run's Secret and Job (server-side apply, one field manager) at once: the pod
+/// waits for the Secret's key if it comes second. Returns the Job's name.
+pub async fn children(ctx: &Reconciler, ns: &str, inputs: &Inputs<'_>) -> Result<String, Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let secret = children::secret(inputs);
+    let job = children::job(inputs);
+    let job_name = job.name_any();
+    let secrets = Api::<Secret>::namespaced(ctx.base.client.clone(), ns);
+    let jobs = Api::<Job>::namespaced(ctx.base.client.clone(), ns);
+    let (secret_name, secret_patch, job_patch) =
+        (secret.name_any(), Patch::Apply(&secret), Patch::Apply(&job));
+    tokio::try_join!(
+        secrets.patch(&secret_name, &pp, &secret_patch),
+        jobs.patch(&job_name, &pp, &job_patch),
+    )?;
+    Ok(job_name)
+}
+
+/// Suspends the run's Job: its pod terminates gracefully.
+pub async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), Error> {
+    // A merge patch from a second manager: the Job's apply owner keeps every other field.
+    // Not `.force()`: force exists only for server-side apply, and kube refuses to send a
+    // merge patch that carries it.
+    let patch = json!({"spec": {"suspend": true}});
+    Api::<Job>::namespaced(client.clone(), ns)
+        .patch(
+            job,
+            &PatchParams::apply("vexa-operator-stop"),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Releases the folder locks of the run's rw workspaces, leaving the commit it ended on.
+pub async fn release_all(
+    ctx: &Reconciler,
+    d: &Dispatch,
+    status: &DispatchStatus,
+) -> Result<(), Error> {
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let api = Api::<Workspace>::namespaced(ctx.base.client.clone(), &ns);
+    for w in &d.spec.workspaces {
+        if w.mode == Some(WorkspaceMode::ReadOnly) {
+            continue;
+        }
+        // A workspace deleted meanwhile leaves a stale lock, which the next claimant takes over.
+        let Some(workspace) = ctx
+            .references
+            .workspaces
+            .get_or_fetch(&api, Some(&ns), &w.name)
+            .await?
+        else {
+            continue;
+        };
+        let head = status
+            .provenance
+            .iter()
+            .find(|p| p.workspace == w.name)
+            .and_then(|p| p.result_commit.as_deref());
+        claim::release(&ctx.base.client, d, &workspace, head).await?;
+    }
+    Ok(())
+}
+
+/// Writes the Dispatch's status (server-side apply).
+pub async fn write_status(
+    ctx: &Reconciler,
+    d: &Dispatch,
+    status: &DispatchStatus,
+) -> Result<(), Error> {
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let body = json!({
+        "apiVersion": Dispatch::api_version(&()),
+        "kind": Dispatch::kind(&()),
+        "status": status,
+    });
+    Api::<Dispatch>::namespaced(ctx.base.client.clone(), &ns)
+        .patch_status(
+            &d.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    Ok(())
+}
+
+impl Reconciler {
+    /// The operator settings that shape a run's children.
+    pub fn build_settings(&self) -> BuildSettings {
+        let c = &self.base.config;
+        BuildSettings {
+            redis_url: c.redis_url.clone(),
+            job_ttl_seconds: c.job_ttl_seconds,
+            default_max_lifetime_seconds: c.default_max_lifetime_seconds,
+            default_idle_timeout_seconds: c.default_idle_timeout_seconds,
+            default_resources: children::resources(
+                &c.default_cpu_request,
+                &c.default_memory_request,
+                &c.default_memory_limit,
+            ),
+        }
+    }
+}
