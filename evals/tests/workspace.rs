@@ -79,6 +79,16 @@ impl World {
             .unwrap_or_else(|e| panic!("create Workspace {name}: {e}"));
     }
 
+    /// A seed ConfigMap `name` with `data` (keys spell `/` as `__`).
+    async fn seed(&self, name: &str, data: serde_json::Value) {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap();
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap_or_else(|e| panic!("create ConfigMap {name}: {e}"));
+    }
+
     /// A chat Dispatch on the test agent writing `workspace`.
     fn chat(&self, name: &str, workspace: &str, prompt: &str) -> Dispatch {
         let mut d = chat_dispatch(name, &self.runner, prompt);
@@ -162,15 +172,11 @@ impl World {
 #[ignore = "needs a cluster: run hack/test"]
 async fn a_brand_new_workspace_is_prepared_and_its_first_dispatch_waits_then_commits() {
     let w = World::new("ws-fresh", 4).await;
-    let seed: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "fresh-seed"},
-        "data": {"README.md": "# fresh\n", "plans__week.md": "- ship\n"},
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(w.client.clone(), &w.ns.name)
-        .create(&PostParams::default(), &seed)
-        .await
-        .unwrap();
+    w.seed(
+        "fresh-seed",
+        json!({"README.md": "# fresh\n", "plans__week.md": "- ship\n"}),
+    )
+    .await;
     // The Workspace (with a claim nobody made yet) and the Dispatch over it, at once.
     w.workspace(
         "fresh",
@@ -344,15 +350,11 @@ async fn a_workspace_cannot_reach_into_another_workspaces_folder() {
 #[ignore = "needs a cluster: run hack/test"]
 async fn a_seed_cannot_write_outside_its_folder() {
     let w = World::new("ws-seed", 4).await;
-    let seed: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "evil-seed"},
-        "data": {"ok.md": "fine", "x__..__..__escape.md": "outside"},
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(w.client.clone(), &w.ns.name)
-        .create(&PostParams::default(), &seed)
-        .await
-        .unwrap();
+    w.seed(
+        "evil-seed",
+        json!({"ok.md": "fine", "x__..__..__escape.md": "outside"}),
+    )
+    .await;
     w.workspace(
         "seeded",
         "seed-claim",

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod cache;
 pub mod conditions;
 pub mod context;
+pub mod errors;
 pub mod events;
 pub mod http;
 pub mod leader;

@@ -47,8 +47,7 @@ impl Error {
             Error::NotFound { .. } => "NotFound",
             Error::Credential(_) => "CredentialNotFound",
             Error::Refused(r) => r.reason,
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "Conflict",
-            Error::Kube(_) => "KubeError",
+            Error::Kube(e) => crate::runtime::errors::kube_reason(e),
             Error::Serde(_) => "SerializationError",
             Error::Malformed => "Malformed",
         }

@@ -20,8 +20,7 @@ impl Error {
     /// A short, bounded reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "Conflict",
-            Error::Kube(_) => "KubeError",
+            Error::Kube(e) => crate::runtime::errors::kube_reason(e),
             Error::Serde(_) => "SerializationError",
             Error::Malformed => "Malformed",
         }
