@@ -239,10 +239,12 @@ pub struct WorkspaceProvenance {
     pub workspace: String,
     /// The mode the run had.
     pub mode: WorkspaceMode,
-    /// The commit the run started from.
+    /// The commit the run started from (the folder's HEAD once the worker prepared it), as the
+    /// worker reports it when it exits; rw workspaces only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_commit: Option<String>,
-    /// The last commit the run made, if any.
+    /// The commit the run ended on (the folder's HEAD when the worker exited; equal to
+    /// `baseCommit` when the run committed nothing). The Workspace's `headCommit` follows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_commit: Option<String>,
 }
