@@ -91,7 +91,12 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Reconciler>) -> Result<Actio
 pub fn error_policy(ws: Arc<Workspace>, error: &Error, ctx: Arc<Reconciler>) -> Action {
     ctx.base.metrics.workspace.reconcile_failed(error.reason());
     let delay = ctx.backoff.next(&ws);
-    warn!(workspace = %ws.name_any(), namespace = ?ws.namespace(), reason = error.reason(), error = %error, retry_in = ?delay, "workspace reconcile failed");
+    if error.reason() == "NamespaceTerminating" {
+        // The namespace is going away with everything in it: nothing for a person to do.
+        tracing::debug!(workspace = %ws.name_any(), namespace = ?ws.namespace(), "namespace terminating; retrying until the Workspace is gone");
+    } else {
+        warn!(workspace = %ws.name_any(), namespace = ?ws.namespace(), reason = error.reason(), error = %error, retry_in = ?delay, "workspace reconcile failed");
+    }
     Action::requeue(delay)
 }
 
