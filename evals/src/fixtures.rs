@@ -238,6 +238,19 @@ impl PhaseLog {
         let mut it = phases.iter();
         wanted.iter().all(|w| it.any(|p| p == w))
     }
+
+    /// Whether `wanted` appear in this order within `timeout`: the watch may deliver a phase a
+    /// moment after a GET has already shown it.
+    pub async fn saw_in_order_within(&self, wanted: &[&str], timeout: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while !self.saw_in_order(wanted) {
+            if start.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
 }
 
 impl Drop for PhaseLog {

@@ -397,7 +397,8 @@ async fn golden_chat_dispatch_runs_one_locked_down_job_until_idle() {
     assert_eq!(stop_reason(&done), "idle_timeout", "{}", describe(&done));
     assert_eq!(s.exit_code, Some(0));
     assert!(
-        log.saw_in_order(&["starting", "running", "stopped"]),
+        log.saw_in_order_within(&["starting", "running", "stopped"], Duration::from_secs(10))
+            .await,
         "phases: {:?}",
         log.phases()
     );
@@ -587,7 +588,12 @@ async fn a_second_writer_queues_until_the_first_stops_while_a_reader_never_waits
         first_log.phases()
     );
     assert!(
-        second_log.saw_in_order(&["queued", "starting", "running", "stopped"]),
+        second_log
+            .saw_in_order_within(
+                &["queued", "starting", "running", "stopped"],
+                Duration::from_secs(10)
+            )
+            .await,
         "second: {:?}",
         second_log.phases()
     );
@@ -692,7 +698,8 @@ async fn a_stop_request_stops_the_run_and_removes_its_pod() {
     let done = w.wait_finished("stoppable").await;
     assert_eq!(stop_reason(&done), "stopped", "{}", describe(&done));
     assert!(
-        log.saw_in_order(&["running", "stopping", "stopped"]),
+        log.saw_in_order_within(&["running", "stopping", "stopped"], Duration::from_secs(10))
+            .await,
         "phases: {:?}",
         log.phases()
     );
@@ -742,7 +749,8 @@ async fn a_finished_dispatch_keeps_its_status_after_its_job_is_gone() {
         "the Job's TTL removed it"
     );
     assert!(
-        log.saw_in_order(&["stopped", "destroyed"]),
+        log.saw_in_order_within(&["stopped", "destroyed"], Duration::from_secs(10))
+            .await,
         "phases: {:?}",
         log.phases()
     );

@@ -34,6 +34,12 @@ pub fn is_finished(phase: Option<DispatchPhase>) -> bool {
     phase.is_some_and(DispatchPhase::is_terminal)
 }
 
+/// Whether `d` still runs (or may): not finished, not being deleted. Only such a Dispatch holds
+/// a lock.
+pub fn is_live(d: &Dispatch) -> bool {
+    !is_finished(d.status.as_ref().and_then(|s| s.phase)) && d.metadata.deletion_timestamp.is_none()
+}
+
 /// The folders `d` may want to write (an unset mode may default to `rw`), given the storage
 /// of each workspace name.
 fn wants_rw(d: &Dispatch, folder: &Storage, storage_of: &impl Fn(&str) -> Option<Storage>) -> bool {
@@ -131,9 +137,7 @@ pub async fn claim(
         let other = Api::<Dispatch>::namespaced(client.clone(), ns)
             .get_opt(h)
             .await?;
-        let alive = other.is_some_and(|o| {
-            !is_finished(o.status.and_then(|s| s.phase)) && o.metadata.deletion_timestamp.is_none()
-        });
+        let alive = other.as_ref().is_some_and(is_live);
         if alive {
             return Ok(Claim::Busy {
                 holder: h.to_owned(),

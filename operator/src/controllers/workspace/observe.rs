@@ -13,7 +13,7 @@ use super::Reconciler;
 use super::children::prepare_job_name;
 use super::error::Error;
 use super::storage::{self, Storage};
-use crate::controllers::dispatch::claim::is_finished;
+use crate::controllers::dispatch::claim::{is_finished, is_live};
 
 /// How the preparation of the folder stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +96,7 @@ pub async fn observe(ctx: &Reconciler, ws: &Workspace) -> Result<Observed, Error
     };
     if let Some(holder) = seen.lock.as_ref().and_then(storage::holder) {
         let d = get_opt(Api::<Dispatch>::namespaced(client.clone(), &ns), holder).await?;
-        seen.holder_alive = d.is_some_and(|d| {
-            !is_finished(d.status.and_then(|s| s.phase)) && d.metadata.deletion_timestamp.is_none()
-        });
+        seen.holder_alive = d.as_ref().is_some_and(is_live);
     }
     if status.initialized != Some(true) && !deleting {
         if let Some(seed) = &ws.spec.seed {
