@@ -4,6 +4,7 @@
 //! or [`PodContract::from_vars`], which check every value and name the variable of the first
 //! bad one ([`EnvError`]).
 
+pub mod layout;
 mod runner;
 mod start;
 

@@ -1,0 +1,33 @@
+//! Where things are in a dispatch's pod: its two containers and the trusted files. The operator
+//! builds the pod from these names and the worker, the shim and the evals find things by them.
+//!
+//! A pod has two sides. The **worker** container is trusted: it holds the dispatch's
+//! credentials (the per-dispatch Secret, mounted only there), talks to Redis, commits, and
+//! serves the agent's model requests on loopback. The **agent** container runs only the agent
+//! CLI under `vexa-agent-shim`; it holds no credential and shares no process namespace with the
+//! worker. The two meet only in the workspaces and in [`AGENT_SOCKET_DIR`].
+
+/// Name of the trusted container (the agent worker).
+pub const WORKER_CONTAINER: &str = "worker";
+/// Name of the untrusted container (the agent CLI, under the shim).
+pub const AGENT_CONTAINER: &str = "agent";
+/// The worker's entrypoint in the worker image.
+pub const WORKER_COMMAND: &str = "vexa-agent-worker";
+/// The shim's entrypoint, which every runner image carries.
+pub const SHIM_COMMAND: &str = "vexa-agent-shim";
+/// Where the per-dispatch Secret is mounted, read-only and only in the worker container.
+pub const DISPATCH_SECRET_DIR: &str = "/var/run/vexa/dispatch";
+/// The folder (an emptyDir shared by both containers) holding the shim's socket.
+pub const AGENT_SOCKET_DIR: &str = "/var/run/vexa/agent";
+/// The shim's socket inside [`AGENT_SOCKET_DIR`].
+pub const AGENT_SOCKET: &str = "/var/run/vexa/agent/shim.sock";
+
+/// Keys of the per-dispatch Secret (each one a file in [`DISPATCH_SECRET_DIR`]).
+pub mod secret_key {
+    /// The dispatch's Redis ACL user.
+    pub const REDIS_USERNAME: &str = "redis-username";
+    /// That user's password.
+    pub const REDIS_PASSWORD: &str = "redis-password";
+    /// The dispatch's credential at the operator's model gateway.
+    pub const MODEL_TOKEN: &str = "model-token";
+}
