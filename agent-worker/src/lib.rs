@@ -17,6 +17,7 @@ pub use vexa_stream::events;
 pub mod jsonl;
 pub mod process;
 pub mod session;
+pub mod shim;
 pub mod stream;
 pub mod turn;
 pub mod worker;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::worker::{self, Ending, Outcome, Settings};
+use vexa_core::pod::layout::AGENT_SOCKET;
 use vexa_stream::publish::RetryOptions;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,6 +47,12 @@ struct Cli {
     /// This worker's name among the readers of the input stream (the pod's name).
     #[arg(long, env = "HOSTNAME", default_value = "vexa-agent-worker")]
     consumer: String,
+    /// The agent container's shim socket (on a volume both containers mount).
+    #[arg(long, env = "VEXA_AGENT_SOCKET", default_value = AGENT_SOCKET)]
+    agent_socket: PathBuf,
+    /// Seconds the agent container may take to start and answer on the socket.
+    #[arg(long, env = "VEXA_AGENT_CONNECT_TIMEOUT_SEC", default_value_t = 120)]
+    agent_connect_timeout_sec: u64,
 }
 
 #[tokio::main]
@@ -63,6 +70,8 @@ async fn main() -> ExitCode {
                     ..RetryOptions::default()
                 },
                 consumer: cli.consumer,
+                agent_socket: cli.agent_socket,
+                agent_connect_timeout: Duration::from_secs(cli.agent_connect_timeout_sec),
                 ..Settings::default()
             };
             worker::run(env, settings, shutdown_on_signal()).await

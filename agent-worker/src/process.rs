@@ -1,10 +1,11 @@
-//! The agent CLI as a supervised child process: no shell, its own process group, and a
-//! [`StopHandle`] another thread uses to stop it (SIGTERM to the group, SIGKILL later) without
-//! ever signalling a process id the kernel may have reused.
+//! The agent CLI as a supervised child process of the shim, in the agent's container: no
+//! shell, its own process group, and a [`StopHandle`] another thread uses to stop it (SIGTERM
+//! to the group, SIGKILL later) without ever signalling a process id the kernel may have
+//! reused.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use rustix::process::{
     Pid, Signal, WaitId, WaitIdOptions, WaitOptions, kill_process_group, waitid, waitpid,
 };
 
-use crate::turn::AgentProcess;
+use crate::shim::frame::CHUNK;
 
 /// How often a finished agent's exit status is polled (reaping under the stop lock).
 const REAP_POLL: Duration = Duration::from_millis(10);
@@ -165,74 +166,55 @@ fn signal(group: Option<Pid>, sig: Signal) -> bool {
     }
 }
 
-/// The agent CLI run in the workspace as a child process of its own process group: no shell,
-/// standard input closed, standard error passed through to the pod's log, and the environment
-/// of the worker minus what the agent must not see.
-#[derive(Debug, Clone)]
-pub struct SupervisedAgent {
-    /// The working directory (the primary workspace).
-    pub cwd: PathBuf,
-    /// Variables removed from the agent's environment.
-    pub env_remove: Vec<String>,
-    /// Variables set in the agent's environment.
-    pub env_set: Vec<(String, String)>,
-    /// Stops it.
-    pub stop: StopHandle,
-}
-
-impl AgentProcess for SupervisedAgent {
-    fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
-        let mut command = Command::new(program);
-        command.args(args).current_dir(&self.cwd).process_group(0);
-        for name in &self.env_remove {
-            command.env_remove(name);
-        }
-        command.envs(self.env_set.iter().map(|(k, v)| (k, v)));
-        stream_lines(&mut command, &self.stop, on_line)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => io::Error::new(
-                e.kind(),
-                format!("the agent CLI {program:?} was not found on PATH: check the runner's argv and image"),
-            ),
-            _ => e,
-        })
-    }
-}
-
-/// Runs `command` with standard output piped, calling `on_line` with each line of it (without
-/// its line ending), and returns its exit code (`None` when killed by a signal).
-fn stream_lines(
-    command: &mut Command,
+/// Runs `argv` (program first, no shell) in `cwd` as a child of its own process group, with
+/// `env` set on top of this process's environment and standard input closed; calls `on_output`
+/// with each chunk of its standard output as it comes (standard error goes to this process's
+/// own, the container log) and returns its exit code (`None` when a signal ended it).
+///
+/// `stop` stops it from another thread. Once the agent has exited, whatever it left running
+/// in its group is killed, so a turn ends with nothing of it still running.
+pub fn run_supervised(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
     stop: &StopHandle,
-    on_line: &mut dyn FnMut(&str),
+    on_output: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<Option<i32>> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let mut command = Command::new(program);
     command
+        .args(args)
+        .current_dir(cwd)
+        .process_group(0)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = stop.spawn(command)?;
-    if let Some(stdout) = child.stdout.take() {
-        // Lines are read as bytes so one invalid UTF-8 sequence cannot end the stream.
-        let mut reader = BufReader::new(stdout);
-        let mut buf = Vec::new();
+    let mut child = stop.spawn(&mut command).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => io::Error::new(
+            e.kind(),
+            format!(
+                "the agent CLI {program:?} was not found on PATH: check the runner's argv and image"
+            ),
+        ),
+        _ => e,
+    })?;
+    if let Some(mut stdout) = child.stdout.take() {
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            match reader.read_until(b'\n', &mut buf) {
+            let result = match stdout.read(&mut buf) {
                 Ok(0) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    on_line(line.trim_end_matches(['\n', '\r']));
-                    buf.clear();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Do not leave the child running unreaped behind an error.
-                    let _ = child.kill();
-                    let _ = stop.wait(&mut child);
-                    return Err(e);
-                }
+                Ok(n) => on_output(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                // Do not leave the child running unreaped behind an error.
+                let _ = child.kill();
+                let _ = stop.wait(&mut child);
+                return Err(e);
             }
         }
     }
@@ -246,13 +228,31 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn agent(stop: &StopHandle) -> SupervisedAgent {
-        SupervisedAgent {
-            cwd: std::env::temp_dir(),
-            env_remove: vec!["HOME".into()],
-            env_set: vec![("FOR_AGENT".into(), "yes".into())],
-            stop: stop.clone(),
+    /// Runs `argv` under `stop`, calling `on_line` with each line of its output.
+    struct Agent<'a>(&'a StopHandle);
+
+    impl Agent<'_> {
+        fn run(&self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>> {
+            let mut out = Vec::new();
+            let code = run_supervised(
+                argv,
+                &std::env::temp_dir(),
+                &[("FOR_AGENT".into(), "yes".into())],
+                self.0,
+                &mut |chunk| {
+                    out.extend_from_slice(chunk);
+                    Ok(())
+                },
+            )?;
+            for line in String::from_utf8_lossy(&out).lines() {
+                on_line(line);
+            }
+            Ok(code)
         }
+    }
+
+    fn agent(stop: &StopHandle) -> Agent<'_> {
+        Agent(stop)
     }
 
     fn sh(script: &str) -> Vec<String> {
@@ -260,17 +260,17 @@ mod tests {
     }
 
     #[test]
-    fn lines_come_as_printed_and_the_environment_is_filtered() {
+    fn output_comes_as_printed_with_the_extra_environment() {
         let stop = StopHandle::default();
         let mut lines = Vec::new();
         let code = agent(&stop)
             .run(
-                &sh("printf 'a\\r\\nb\\n'; printf '\\377\\n'; echo \"${HOME:-unset} $FOR_AGENT\"; exit 3"),
+                &sh("printf 'a\\r\\nb\\n'; printf '\\377\\n'; echo \"$FOR_AGENT\"; exit 3"),
                 &mut |l| lines.push(l.to_owned()),
             )
             .unwrap();
         assert_eq!(code, Some(3));
-        assert_eq!(lines, ["a", "b", "\u{fffd}", "unset yes"]);
+        assert_eq!(lines, ["a", "b", "\u{fffd}", "yes"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use vexa_core::pod::layout::AGENT_SOCKET;
 use vexa_core::pod::{Start, StreamFormat};
 use vexa_core::{CommitRange, StopReason, Termination, WorkspaceMode};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
@@ -22,15 +23,13 @@ use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, S
 use crate::argv::ArgValues;
 use crate::env::WorkerEnv;
 use crate::events::{Event, TurnId, UnitEvent};
-use crate::process::{StopHandle, SupervisedAgent};
 use crate::session::{self, ResumeDecision};
+use crate::shim::{Shim, ShimAgent, ShimStop};
 use crate::turn::{TurnReport, TurnSpec, commit_message, run_turn};
 use crate::workspace::{GitWorkspace, Provenance};
 
 /// The termination message's text for a run SIGTERM ended.
 pub const TERMINATED_MESSAGE: &str = "terminated: SIGTERM";
-/// Variables of the worker the agent does not get: it talks to Redis only through the worker.
-pub const HIDDEN_FROM_AGENT: [&str; 1] = ["REDIS_URL"];
 /// How many events may wait for the publisher before the agent is slowed down.
 const EVENT_BUFFER: usize = 1024;
 
@@ -45,6 +44,10 @@ pub struct Settings {
     pub redis: RetryOptions,
     /// This worker's name among the readers of the input stream (the pod's name).
     pub consumer: String,
+    /// The agent container's shim socket.
+    pub agent_socket: PathBuf,
+    /// How long the agent container may take to answer on it.
+    pub agent_connect_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -54,6 +57,8 @@ impl Default for Settings {
             flush_timeout: Duration::from_secs(5),
             redis: RetryOptions::default(),
             consumer: "vexa-agent-worker".into(),
+            agent_socket: AGENT_SOCKET.into(),
+            agent_connect_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -176,7 +181,8 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         git: None,
         provenance,
         session: SessionState::default(),
-        stop: StopHandle::default(),
+        shim: None,
+        stop: ShimStop::default(),
         next_turn: TurnId::default(),
     };
     let ending = worker.drive().await;
@@ -256,7 +262,9 @@ struct Worker {
     /// Who the run's commits are by, from the environment.
     provenance: Provenance,
     session: SessionState,
-    stop: StopHandle,
+    /// The connection to the agent container, once it answered.
+    shim: Option<Shim>,
+    stop: ShimStop,
     next_turn: TurnId,
 }
 
@@ -295,6 +303,14 @@ impl Worker {
         if let Err(why) = self.prepare().await? {
             self.note(self.next_turn, why.clone()).await?;
             return Ok(Ending::Failed(why));
+        }
+        match self.connect_agent().await {
+            Ok(Some(shim)) => self.shim = Some(shim),
+            Ok(None) => return Ok(Ending::Terminated),
+            Err(why) => {
+                self.note(self.next_turn, why.clone()).await?;
+                return Ok(Ending::Failed(why));
+            }
         }
         let mut prompt = self.env.pod.start.first_prompt();
         loop {
@@ -383,6 +399,23 @@ impl Worker {
 
     /// Prepares the rw workspace and reads the session; notes what the reader should know.
     /// The inner error is why the run cannot start.
+    /// Connects to the agent container's shim (it may still be starting); `None` when SIGTERM
+    /// came first.
+    async fn connect_agent(&self) -> Result<Option<Shim>, String> {
+        let socket = self.settings.agent_socket.clone();
+        let timeout = self.settings.agent_connect_timeout;
+        let connecting = tokio::task::spawn_blocking(move || Shim::connect(&socket, timeout));
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            joined = connecting => match joined {
+                Ok(Ok(shim)) => Ok(Some(shim)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("connecting to the agent container failed: {e}")),
+            },
+            _ = shutdown.wait_for(|stop| *stop) => Ok(None),
+        }
+    }
+
     async fn prepare(&mut self) -> Result<Result<(), String>, PublisherGone> {
         let t0 = self.next_turn;
         for w in &self.env.pod.workspaces {
@@ -493,10 +526,15 @@ impl Worker {
             workspace_path: Some(pod.workspace_path.display().to_string()),
             dispatch_id: Some(pod.unit_id.clone()),
         };
-        let mut agent = SupervisedAgent {
+        let Some(shim) = self.shim.clone() else {
+            return Ok(TurnEnd::Failed(
+                "the agent container is not connected".into(),
+            ));
+        };
+        let mut agent = ShimAgent {
+            shim,
             cwd: pod.workspace_path.clone(),
-            env_remove: HIDDEN_FROM_AGENT.iter().map(|s| (*s).to_owned()).collect(),
-            env_set: agent_env(env),
+            env: agent_env(env),
             stop: self.stop.clone(),
         };
         tracing::info!(%turn, resume = ?values.session_id, "turn starts");

@@ -86,9 +86,11 @@ fn inline(prompt: impl Into<String>) -> Start {
     }
 }
 
-/// One worker process with its environment.
+/// One worker process with its environment, and the shim it drives the agent through (the
+/// agent container's side; in a pod the two share only the socket and the workspaces).
 struct Worker {
     child: Child,
+    shim: Child,
     termination_log: PathBuf,
     log: PathBuf,
 }
@@ -129,6 +131,8 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = self.shim.kill();
+        let _ = self.shim.wait();
     }
 }
 
@@ -206,9 +210,21 @@ impl Dispatch {
             test_agent_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        let socket = self.dir.path().join(format!("shim-{n}.sock"));
+        let shim = Command::new(env!("CARGO_BIN_EXE_vexa-agent-shim"))
+            .env_clear()
+            .env("PATH", &path)
+            .env("VEXA_AGENT_SOCKET", &socket)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.path().join(format!("shim-{n}.log"))).unwrap())
+            .spawn()
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vexa-agent-worker"))
             .env_clear()
             .env("PATH", path)
+            .env("VEXA_AGENT_SOCKET", &socket)
             .envs(self.contract().to_env())
             .env("VEXA_TERMINATION_LOG", &termination_log)
             .env("VEXA_LOG_FORMAT", "text")
@@ -221,6 +237,7 @@ impl Dispatch {
             .unwrap();
         Worker {
             child,
+            shim,
             termination_log,
             log,
         }
