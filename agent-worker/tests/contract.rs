@@ -24,19 +24,18 @@ fn golden_jobs() -> Vec<PathBuf> {
     jobs
 }
 
-fn agent(job: &Value) -> &Value {
+fn worker(job: &Value) -> &Value {
     job["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "agent")
+        .find(|c| c["name"] == vexa_core::pod::layout::WORKER_CONTAINER)
         .unwrap()
 }
 
-/// The agent container's plain variables, in order (one from a Secret, `valueFrom`, is no part
-/// of the contract).
+/// The worker container's plain variables, in order.
 fn plain_env(job: &Value) -> Vec<(String, String)> {
-    agent(job)["env"]
+    worker(job)["env"]
         .as_array()
         .unwrap()
         .iter()
@@ -95,7 +94,7 @@ fn every_golden_job_is_read_by_the_worker_as_the_job_says() {
 
         // Every workspace is mounted where the worker is told, read-only unless it is written,
         // and the agent runs in one of them.
-        let mounts = agent(&job)["volumeMounts"].as_array().unwrap();
+        let mounts = worker(&job)["volumeMounts"].as_array().unwrap();
         for w in &pod.workspaces {
             let mount = mounts
                 .iter()

@@ -20,8 +20,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use vexa_crds::{Dispatch, Trigger, Workspace, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{
-    PhaseLog, WORKSPACE_CLAIM, chat_dispatch, condition, describe, fake_runner, fake_worker_image,
-    golden_doc, phase, stop_reason, wait_dispatch, workspace, workspace_ready, workspace_volume,
+    FAKE_WORKER_IMAGE, PhaseLog, WORKSPACE_CLAIM, chat_dispatch, condition, describe, fake_runner,
+    fake_worker_image, golden_doc, phase, stop_reason, wait_dispatch, workspace, workspace_ready,
+    workspace_volume,
 };
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, wait_for};
@@ -35,7 +36,14 @@ const MANAGED: &str = "app.kubernetes.io/managed-by=vexa-operator";
 async fn operator() {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
     OPERATOR
-        .get_or_init(|| Operator::start(&["--job-ttl-seconds", JOB_TTL_SECONDS]))
+        .get_or_init(|| {
+            Operator::start(&[
+                "--job-ttl-seconds",
+                JOB_TTL_SECONDS,
+                "--worker-image",
+                FAKE_WORKER_IMAGE,
+            ])
+        })
         .ready()
         .await;
 }

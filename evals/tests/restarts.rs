@@ -21,7 +21,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{
-    chat_dispatch, describe, fake_runner, phase, stop_reason, workspace, workspace_volume,
+    FAKE_WORKER_IMAGE, chat_dispatch, describe, fake_runner, phase, stop_reason, workspace,
+    workspace_volume,
 };
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client};
@@ -34,7 +35,12 @@ const BATCH: usize = 10;
 /// Everything, including 200 pods through one kubelet, must be done within this.
 const HARD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Finished Jobs are kept for the whole eval, so the final count sees every one of them.
-const OPERATOR_ARGS: &[&str] = &["--job-ttl-seconds", "3600"];
+const OPERATOR_ARGS: &[&str] = &[
+    "--job-ttl-seconds",
+    "3600",
+    "--worker-image",
+    FAKE_WORKER_IMAGE,
+];
 /// The operator's run objects (Jobs and pods of Dispatches; not the Workspace's prepare Job).
 const MANAGED: &str =
     "app.kubernetes.io/managed-by=vexa-operator,app.kubernetes.io/name=vexa-dispatch";

@@ -44,6 +44,24 @@ pub struct Config {
     /// Memory limit of a run when neither the Dispatch nor its runner sets resources.
     #[arg(long, env = "VEXA_DEFAULT_MEMORY_LIMIT", default_value = "2Gi", value_parser = quantity)]
     pub default_memory_limit: String,
+    /// Image of every dispatch's trusted `worker` container (the agent worker). The agent's
+    /// own container runs the runner's image.
+    #[arg(
+        long,
+        env = "VEXA_WORKER_IMAGE",
+        default_value = "localhost/vexa-agent-worker:dev"
+    )]
+    pub worker_image: String,
+    /// CPU request of the worker container.
+    #[arg(long, env = "VEXA_WORKER_CPU_REQUEST", default_value = "20m", value_parser = quantity)]
+    pub worker_cpu_request: String,
+    /// Memory request of the worker container.
+    #[arg(long, env = "VEXA_WORKER_MEMORY_REQUEST", default_value = "32Mi", value_parser = quantity)]
+    pub worker_memory_request: String,
+    /// Memory limit of the worker container (output lines are capped, so it stays small; a
+    /// large commit needs more).
+    #[arg(long, env = "VEXA_WORKER_MEMORY_LIMIT", default_value = "512Mi", value_parser = quantity)]
+    pub worker_memory_limit: String,
     /// Image of the Job that prepares a Workspace's folder: one with `vexa-workspace-init` on
     /// its PATH (the agent worker's image has it).
     #[arg(

@@ -48,6 +48,10 @@ fn settings() -> BuildSettings {
         default_resources: vexa_operator::controllers::dispatch::children::resources(
             "100m", "256Mi", "2Gi",
         ),
+        worker_image: "localhost/vexa-agent-worker:dev".into(),
+        worker_resources: vexa_operator::controllers::dispatch::children::resources(
+            "20m", "32Mi", "512Mi",
+        ),
     }
 }
 
@@ -307,14 +311,32 @@ fn pod_spec(job: &Job) -> &PodSpec {
     job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
-fn agent(job: &Job) -> &Container {
+fn container<'a>(job: &'a Job, name: &str) -> &'a Container {
     let containers = &pod_spec(job).containers;
-    assert_eq!(containers.len(), 1, "one container: the agent");
-    &containers[0]
+    assert_eq!(
+        containers.len(),
+        2,
+        "two containers: the worker and the agent"
+    );
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no {name} container"))
 }
 
+/// The trusted side: the agent worker.
+fn worker(job: &Job) -> &Container {
+    container(job, "worker")
+}
+
+/// The untrusted side: the agent CLI under the shim.
+fn agent(job: &Job) -> &Container {
+    container(job, "agent")
+}
+
+/// A variable of the worker's environment.
 fn env<'a>(job: &'a Job, name: &str) -> &'a EnvVar {
-    agent(job)
+    worker(job)
         .env
         .as_ref()
         .unwrap()
@@ -359,28 +381,91 @@ fn every_job_is_isolated_and_short_lived_in(name: &str) {
         Some("RuntimeDefault")
     );
 
-    let c = agent(&job);
-    let sc = c.security_context.as_ref().unwrap();
-    assert_eq!(sc.run_as_non_root, Some(true));
-    assert!(sc.run_as_user.is_some_and(|u| u != 0));
-    assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.privileged, Some(false));
-    let caps = sc.capabilities.as_ref().unwrap();
-    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
-    assert_eq!(caps.add, None);
     assert_eq!(
-        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
-        Some("RuntimeDefault")
+        pod.share_process_namespace,
+        Some(false),
+        "the agent cannot see the worker's processes"
     );
+    for c in [worker(&job), agent(&job)] {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert!(sc.run_as_user.is_some_and(|u| u != 0));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.privileged, Some(false));
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(caps.add, None);
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+    }
     assert_eq!(
-        c.command.as_deref(),
+        worker(&job).command.as_deref(),
         Some(&["vexa-agent-worker".to_owned()][..])
     );
     assert_eq!(
-        c.image.as_deref(),
+        worker(&job).image.as_deref(),
+        Some("localhost/vexa-agent-worker:dev")
+    );
+    let a = agent(&job);
+    assert_eq!(
+        a.command.as_deref(),
+        Some(&["vexa-agent-shim".to_owned()][..])
+    );
+    assert_eq!(
+        a.image.as_deref(),
         Some(case.resolved.runner.spec.image.as_str())
     );
+    assert_eq!(
+        a.termination_message_policy.as_deref(),
+        Some("File"),
+        "never the agent's log as a termination message"
+    );
+}
+
+#[test]
+fn the_agent_container_holds_nothing_secret() {
+    for_each_case(the_agent_container_holds_nothing_secret_in);
+}
+
+fn the_agent_container_holds_nothing_secret_in(name: &str) {
+    let case = load(name);
+    let (job, _) = children(&case);
+    let a = agent(&job);
+    for e in a.env.as_deref().unwrap_or_default() {
+        assert!(
+            e.value_from.is_none(),
+            "{}: no variable from elsewhere",
+            e.name
+        );
+        assert!(
+            !e.name.starts_with("VEXA_") && e.name != "REDIS_URL",
+            "{}: the contract is the worker's",
+            e.name
+        );
+    }
+    assert!(a.env_from.is_none());
+    let mounts = a.volume_mounts.as_deref().unwrap_or_default();
+    let volumes = pod_spec(&job).volumes.as_deref().unwrap_or_default();
+    for m in mounts {
+        let v = volumes.iter().find(|v| v.name == m.name).unwrap();
+        assert!(
+            v.secret.is_none() && v.projected.is_none(),
+            "{}: a secret volume",
+            m.name
+        );
+        assert_ne!(m.mount_path, "/var/run/vexa/dispatch");
+    }
+    let secret_mount = worker(&job)
+        .volume_mounts
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "dispatch-secret")
+        .expect("the worker mounts the dispatch's Secret");
+    assert_eq!(secret_mount.read_only, Some(true));
 }
 
 #[test]
@@ -501,7 +586,7 @@ fn the_worker_gets_the_contract_environment_in(name: &str) {
     assert_eq!(parsed.unit_id, format!("{NAMESPACE}/{dname}"));
     assert_eq!(parsed.trigger, d.spec.trigger);
     assert_eq!(parsed.tools, d.spec.tools);
-    let names: Vec<&str> = agent(&job)
+    let names: Vec<&str> = worker(&job)
         .env
         .as_ref()
         .unwrap()
@@ -711,16 +796,17 @@ fn the_model_credential_travels_only_in_the_secret(
     assert_eq!(data[MODEL_CREDENTIAL_KEY].0, CREDENTIAL);
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
 
-    let var = env(&job, &cred.env);
-    assert_eq!(var.value, None, "never a literal value");
-    let key_ref = var
-        .value_from
-        .as_ref()
-        .and_then(|v| v.secret_key_ref.as_ref())
-        .unwrap();
-    assert_eq!(key_ref.name, format!("{dname}-credentials"));
-    assert_eq!(key_ref.key, MODEL_CREDENTIAL_KEY);
-    assert_eq!(key_ref.optional, Some(false));
+    // The agent's container never gets it: no variable of that name in either container.
+    for c in &pod_spec(&job).containers {
+        let env = c.env.as_deref().unwrap_or_default();
+        assert!(
+            env.iter().all(|e| e.name != cred.env),
+            "{}: {}",
+            c.name,
+            cred.env
+        );
+    }
+    let _ = dname;
 
     // Neither the Job nor the Dispatch holds the value, plain or base64.
     let secret_text = serde_json::to_string(&secret).unwrap();
@@ -757,10 +843,15 @@ fn the_model_credential_case_uses_operator_defaults_and_the_workspace_default_mo
     assert_eq!(resources.requests.unwrap()["memory"].0, "256Mi");
     assert_eq!(resources.limits.unwrap()["memory"].0, "2Gi");
     assert_eq!(env_value(&job, "VEXA_CHAT_SESSION"), "ideas");
-    assert_eq!(
-        env_value(&job, "OPENAI_BASE_URL"),
-        "http://llm.models.svc:8000/v1"
-    );
+    // The runner's plain variables are the agent container's.
+    let base_url = agent(&job)
+        .env
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "OPENAI_BASE_URL")
+        .and_then(|e| e.value.as_deref());
+    assert_eq!(base_url, Some("http://llm.models.svc:8000/v1"));
     assert_eq!(agent(&job).image_pull_policy.as_deref(), Some("Never"));
     // No mode in the Dispatch: the Workspace's default (rw) for a trusted trigger.
     let workspaces: Value = serde_json::from_str(env_value(&job, "VEXA_WORKSPACES")).unwrap();

@@ -342,7 +342,7 @@ fn without_partial_messages_the_reply_comes_from_the_assistant_message() {
 /// is retried fresh, with one `note` in place of the failed attempt's events.
 #[test]
 fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
-    use vexa_agent_worker::process::{StopHandle, SupervisedAgent};
+    use vexa_agent_worker::shim::{Shim, ShimAgent, ShimStop, server};
     use vexa_agent_worker::turn::{TurnSpec, run_turn};
 
     let ws = tempfile::tempdir().unwrap();
@@ -351,11 +351,14 @@ fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
     let argv: Vec<_> = std::iter::once(vexa_agent_worker::argv::ArgTemplate::parse(bin).unwrap())
         .chain(command.argv[1..].iter().cloned())
         .collect();
-    let mut agent = SupervisedAgent {
+    // The agent container's side, over a socket pair instead of the shared socket file.
+    let (worker_end, shim_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    let shim = std::thread::spawn(move || server::serve_connection(shim_end));
+    let mut agent = ShimAgent {
+        shim: Shim::over(worker_end).unwrap(),
         cwd: ws.path().to_owned(),
-        env_remove: Vec::new(),
-        env_set: Vec::new(),
-        stop: StopHandle::default(),
+        env: Vec::new(),
+        stop: ShimStop::default(),
     };
     let values = ArgValues {
         prompt: "write notes/hello.md hi".into(),
@@ -388,4 +391,6 @@ fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
     );
     assert!(matches!(events.last(), Some(Event::Done { ok: true, .. })));
     assert!(ws.path().join("notes/hello.md").exists());
+    drop(agent);
+    shim.join().unwrap().unwrap();
 }

@@ -54,6 +54,11 @@ impl Shim {
                 }
             }
         };
+        Self::over(stream)
+    }
+
+    /// The shim at the other end of `stream`, once it has greeted with a matching version.
+    pub fn over(stream: UnixStream) -> io::Result<Self> {
         let mut reader = stream.try_clone()?;
         match Frame::read_from(&mut reader)? {
             Some(Frame::Hello { version }) if version == PROTOCOL_VERSION => {}

@@ -43,7 +43,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use vexa_crds::{Dispatch, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{
-    chat_dispatch, fake_runner, phase, workspace, workspace_ready, workspace_volume,
+    FAKE_WORKER_IMAGE, chat_dispatch, fake_runner, phase, workspace, workspace_ready,
+    workspace_volume,
 };
 use vexa_evals::operator::assert_no_operator_in_cluster;
 use vexa_evals::{TestNamespace, client, repo_root, wait_for};
@@ -551,6 +552,7 @@ impl OperatorProcess {
         let child = Command::new(binary)
             .args(["--leader-election=false", "--http-addr", &http.to_string()])
             .args(["--concurrency", &concurrency.to_string()])
+            .args(["--worker-image", FAKE_WORKER_IMAGE])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -115,6 +115,12 @@ impl Reconciler {
                 &c.default_memory_request,
                 &c.default_memory_limit,
             ),
+            worker_image: c.worker_image.clone(),
+            worker_resources: children::resources(
+                &c.worker_cpu_request,
+                &c.worker_memory_request,
+                &c.worker_memory_limit,
+            ),
         }
     }
 }

@@ -9,33 +9,31 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use vexa_core::pod::layout::{AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, SHIM_COMMAND, WORKER_COMMAND};
 use vexa_core::pod::{PodContract, WorkspaceMount};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
 use vexa_policy::Authorization;
 
+use crate::runtime::security;
+
 /// Label holding the (bounded) dispatch name on Jobs and pods.
 pub const DISPATCH_LABEL: &str = "vexa.ai/dispatch";
 /// Annotation holding the full dispatch name on Jobs and pods.
 pub const DISPATCH_ANNOTATION: &str = "vexa.ai/dispatch-name";
-/// Name of the agent container.
-pub const AGENT_CONTAINER: &str = "agent";
+pub use vexa_core::pod::layout::{AGENT_CONTAINER, WORKER_CONTAINER};
 /// Key of the brokered model credential in the per-dispatch Secret.
 pub const MODEL_CREDENTIAL_KEY: &str = "model-credential";
 /// Where workspaces are mounted: `/workspaces/<name>`.
 pub const WORKSPACES_ROOT: &str = "/workspaces";
-/// The agent worker's entrypoint inside every runner image.
-pub const WORKER_COMMAND: &str = "vexa-agent-worker";
-/// The non-root user the agent runs as.
-pub const AGENT_UID: i64 = 65532;
+/// The agent's home folder (a scratch volume of its own).
+pub const AGENT_HOME: &str = "/home/agent";
 
 /// Operator settings that shape the children.
 #[derive(Debug, Clone)]
@@ -50,6 +48,10 @@ pub struct BuildSettings {
     pub default_idle_timeout_seconds: i64,
     /// Fallback resources, when neither the Dispatch nor its runner sets any.
     pub default_resources: Option<ResourceRequirements>,
+    /// Image of the trusted worker container.
+    pub worker_image: String,
+    /// Resources of the worker container (the agent's are the run's).
+    pub worker_resources: Option<ResourceRequirements>,
 }
 
 /// Resources from quantities (an empty one is left out; all empty: none).
@@ -242,70 +244,83 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
     }
 }
 
-/// The agent container's environment: the pod contract, then what the platform and the
-/// runner add.
-fn environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
-    let name = inputs.dispatch.metadata.name.as_deref().unwrap_or_default();
-    let runner = inputs.runner;
-    let mut vars: Vec<EnvVar> = contract(inputs, idle)
+/// The worker container's environment: the pod contract.
+fn worker_environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
+    contract(inputs, idle)
         .to_env()
         .into_iter()
         .map(|(name, value)| env(&name, value))
-        .collect();
-    vars.push(env("HOME", "/home/agent"));
-    // The schema keeps VEXA_* and REDIS_URL out of a runner's env; anything else the platform
-    // sets (HOME) wins over the runner so no variable appears twice.
-    let platform: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
+        .collect()
+}
+
+/// The agent container's environment: its home and the runner's non-secret variables. Nothing
+/// of the contract, and no credential: the worker passes what a run needs over the shim.
+fn agent_environment(runner: &AgentRunnerSpec) -> Vec<EnvVar> {
+    let mut vars = vec![env("HOME", AGENT_HOME)];
     vars.extend(
         runner
             .env
             .iter()
-            .filter(|e| !platform.contains(&e.name))
+            .filter(|e| e.name != "HOME")
             .map(|e| env(&e.name, e.value.clone())),
     );
-    if let (Some(cred), Some(_)) = (&runner.model_credential, &inputs.model_credential) {
-        vars.push(EnvVar {
-            name: cred.env.clone(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret_name(name),
-                    key: MODEL_CREDENTIAL_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
-    }
     vars
 }
 
-/// Volumes and mounts: one volume per distinct PVC, one mount per workspace (its folder on
-/// the volume, read-only unless the run writes it), and writable scratch space.
-fn storage(inputs: &Inputs<'_>) -> (Vec<Volume>, Vec<VolumeMount>) {
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The pod's volumes and each container's mounts. Both containers see the workspaces (read-only
+/// unless the run writes them) and the shim's socket folder; each has a scratch `/tmp` of its
+/// own, so nothing the agent leaves there is read by the worker; only the agent has a home; only
+/// the worker has the dispatch's Secret.
+struct Storage {
+    volumes: Vec<Volume>,
+    worker: Vec<VolumeMount>,
+    agent: Vec<VolumeMount>,
+}
+
+fn storage(inputs: &Inputs<'_>) -> Storage {
+    let name = inputs.dispatch.metadata.name.as_deref().unwrap_or_default();
     let mut volumes = vec![
+        empty_dir("agent-socket"),
+        empty_dir("worker-tmp"),
+        empty_dir("agent-tmp"),
+        empty_dir("agent-home"),
         Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-        Volume {
-            name: "home".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            name: "dispatch-secret".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name(name)),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
             ..Volume::default()
         },
     ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
-        VolumeMount {
-            name: "home".into(),
-            mount_path: "/home/agent".into(),
-            ..VolumeMount::default()
-        },
+    let mut worker = vec![
+        mount("agent-socket", AGENT_SOCKET_DIR, false),
+        mount("worker-tmp", "/tmp", false),
+        mount("dispatch-secret", DISPATCH_SECRET_DIR, true),
+    ];
+    let mut agent = vec![
+        mount("agent-socket", AGENT_SOCKET_DIR, false),
+        mount("agent-tmp", "/tmp", false),
+        mount("agent-home", AGENT_HOME, false),
     ];
     let mut claims: Vec<String> = Vec::new();
     for w in &inputs.workspaces {
@@ -325,58 +340,65 @@ fn storage(inputs: &Inputs<'_>) -> (Vec<Volume>, Vec<VolumeMount>) {
                 claims.len() - 1
             }
         };
-        mounts.push(VolumeMount {
+        let ws = VolumeMount {
             name: format!("ws-{index}"),
             mount_path: format!("{WORKSPACES_ROOT}/{}", w.name),
             sub_path: Some(pvc.sub_path.clone().unwrap_or_else(|| w.spec.id.clone())),
             read_only: Some(w.mode == WorkspaceMode::ReadOnly),
             ..VolumeMount::default()
-        });
+        };
+        worker.push(ws.clone());
+        agent.push(ws);
     }
-    (volumes, mounts)
+    Storage {
+        volumes,
+        worker,
+        agent,
+    }
 }
 
-/// The Job that runs the dispatch: one pod, never restarted, no service-account token,
-/// non-root with a read-only root filesystem, no privilege escalation, no capabilities.
+/// The Job that runs the dispatch: one pod, never restarted, no service-account token, no shared
+/// process namespace, both containers non-root with a read-only root filesystem, no privilege
+/// escalation and no capabilities (Pod Security `restricted`).
 pub fn job(inputs: &Inputs<'_>) -> Job {
     let d = inputs.dispatch;
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let runner = inputs.runner;
-    let (idle, lifetime, resources) = effective_limits(d, runner, inputs.settings);
-    let (volumes, mounts) = storage(inputs);
+    let settings = inputs.settings;
+    let (idle, lifetime, resources) = effective_limits(d, runner, settings);
+    let storage = storage(inputs);
     let stop = d.spec.stop == Some(true);
     let pull = runner
         .image_pull_policy
         .and_then(|p| serde_json::to_value(p).ok())
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "IfNotPresent".into());
-    let container = Container {
+    let worker = Container {
+        name: WORKER_CONTAINER.into(),
+        image: Some(settings.worker_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![WORKER_COMMAND.into()]),
+        env: Some(worker_environment(inputs, idle)),
+        resources: settings.worker_resources.clone(),
+        volume_mounts: Some(storage.worker),
+        working_dir: Some(WORKSPACES_ROOT.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(security::restricted_container()),
+        ..Container::default()
+    };
+    let agent = Container {
         name: AGENT_CONTAINER.into(),
         image: Some(runner.image.clone()),
         image_pull_policy: Some(pull),
-        command: Some(vec![WORKER_COMMAND.into()]),
-        env: Some(environment(inputs, idle)),
+        command: Some(vec![SHIM_COMMAND.into()]),
+        env: Some(agent_environment(runner)),
         resources,
-        volume_mounts: Some(mounts),
+        volume_mounts: Some(storage.agent),
         working_dir: Some(WORKSPACES_ROOT.into()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(AGENT_UID),
-            run_as_group: Some(AGENT_UID),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        // The agent's container has no say in how the run ended: only the worker's message is
+        // read, and nothing the agent writes here is.
+        termination_message_policy: Some("File".into()),
+        security_context: Some(security::restricted_container()),
         ..Container::default()
     };
     let mut pod_meta = meta(d, String::new());
@@ -390,7 +412,7 @@ pub fn job(inputs: &Inputs<'_>) -> Job {
             completions: Some(1),
             parallelism: Some(1),
             active_deadline_seconds: Some(lifetime),
-            ttl_seconds_after_finished: Some(inputs.settings.job_ttl_seconds),
+            ttl_seconds_after_finished: Some(settings.job_ttl_seconds),
             suspend: Some(stop),
             template: PodTemplateSpec {
                 metadata: Some(pod_meta),
@@ -398,20 +420,11 @@ pub fn job(inputs: &Inputs<'_>) -> Job {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    share_process_namespace: Some(false),
                     termination_grace_period_seconds: Some(30),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(AGENT_UID),
-                        run_as_group: Some(AGENT_UID),
-                        fs_group: Some(AGENT_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    containers: vec![container],
-                    volumes: Some(volumes),
+                    security_context: Some(security::restricted_pod()),
+                    containers: vec![worker, agent],
+                    volumes: Some(storage.volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -435,6 +448,8 @@ mod tests {
             default_max_lifetime_seconds: 3600,
             default_idle_timeout_seconds: 120,
             default_resources: resources("100m", "256Mi", "2Gi"),
+            worker_image: "worker".into(),
+            worker_resources: None,
         }
     }
 

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use vexa_core::{CommitRange, Termination};
 use vexa_crds::{DispatchPhase, StopReason};
 
-use super::children::AGENT_CONTAINER;
+use super::children::{AGENT_CONTAINER, WORKER_CONTAINER};
 
 /// Termination reasons of a container whose process never started (the runtime could not
 /// create or exec it): containerd says `StartError`, dockershim said `ContainerCannotRun`.
@@ -82,13 +82,22 @@ fn job_condition<'a>(
         .find(|c| c.type_ == type_ && c.status == "True")
 }
 
-fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+fn container_status<'a>(
+    pod: &'a Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
     pod.status
         .as_ref()?
         .container_statuses
         .as_ref()?
         .iter()
-        .find(|c| c.name == AGENT_CONTAINER)
+        .find(|c| c.name == name)
+}
+
+fn terminated_state(
+    c: Option<&k8s_openapi::api::core::v1::ContainerStatus>,
+) -> Option<&ContainerStateTerminated> {
+    c?.state.as_ref()?.terminated.as_ref()
 }
 
 fn from_termination(
@@ -129,9 +138,7 @@ fn from_termination(
                 }
             )
         }
-        StopReason::Oom => {
-            "the agent container ran out of memory: raise the runner's memory limit".into()
-        }
+        StopReason::Oom => OOM_MESSAGE.into(),
         StopReason::StartFailed => format!(
             "the agent container could not start (check the runner's image): {}",
             message.trim()
@@ -154,17 +161,52 @@ fn from_termination(
     }
 }
 
-/// Reads the run's state from its Job and (if it still exists) its pod.
-pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
-    let container = pod.and_then(agent_status);
-    let started = container
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.running.as_ref())
-        .and_then(|r| r.started_at.clone());
+/// The message of a run whose agent ran out of memory.
+const OOM_MESSAGE: &str = "the agent container ran out of memory: raise the runner's memory limit";
 
-    let terminated = container
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref());
+/// The run's state once its worker container has terminated.
+fn ending_of(
+    t: &ContainerStateTerminated,
+    pod: Option<&Pod>,
+    job: &Job,
+    stop_requested: bool,
+    started: Option<Time>,
+) -> RunState {
+    // A pod being deleted whose worker died of a signal was killed from outside (the Job's
+    // deadline, an eviction); until the Job says why, the run is only stopping.
+    let killed_from_outside = t.exit_code > 128
+        && !stop_requested
+        && t.reason.as_deref() != Some("OOMKilled")
+        && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+        && job_condition(job, "Failed").is_none();
+    if killed_from_outside {
+        return RunState::Stopping { started };
+    }
+    // Otherwise the container's own ending is the most precise account.
+    from_termination(t, stop_requested, started)
+}
+
+/// Reads the run's state from its Job and (if it still exists) its pod.
+///
+/// The pod has two containers. The trusted `worker` says how the run ended (its exit and
+/// termination message, provenance included); the `agent` container's own message is never
+/// read, since the agent could write anything there. From the agent container only what the
+/// kubelet vouches for counts: that it ran out of memory, or could not start.
+pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
+    let worker = pod.and_then(|p| container_status(p, WORKER_CONTAINER));
+    let agent = pod.and_then(|p| container_status(p, AGENT_CONTAINER));
+    let running_since = |c: Option<&k8s_openapi::api::core::v1::ContainerStatus>| {
+        c.and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone())
+    };
+    // Running means both sides run; the agent's start is the later one in practice.
+    let started = running_since(worker).and(running_since(agent));
+    let agent_oom =
+        terminated_state(agent).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"));
+    let agent_never_started = terminated_state(agent)
+        .filter(|t| START_ERRORS.contains(&t.reason.as_deref().unwrap_or_default()));
+    let terminated = terminated_state(worker);
     // The Job controller marks a deadline (FailureTarget, then Failed) before it kills the pod,
     // so the container's non-zero exit that follows is the deadline's doing, not the agent's.
     if let Some(c) = job_condition(job, "FailureTarget")
@@ -191,18 +233,36 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
         };
     }
     if let Some(t) = terminated {
-        // A pod being deleted whose agent died of a signal was killed from outside (the Job's
-        // deadline, an eviction); until the Job says why, the run is only stopping.
-        let killed_from_outside = t.exit_code > 128
-            && !stop_requested
-            && t.reason.as_deref() != Some("OOMKilled")
-            && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
-            && job_condition(job, "Failed").is_none();
-        if killed_from_outside {
-            return RunState::Stopping { started };
+        let mut state = ending_of(t, pod, job, stop_requested, started.clone());
+        if let RunState::Finished {
+            reason, message, ..
+        } = &mut state
+        {
+            if agent_oom && *reason != StopReason::Stopped {
+                *reason = StopReason::Oom;
+                *message = OOM_MESSAGE.into();
+            } else if let Some(a) = agent_never_started {
+                *reason = StopReason::StartFailed;
+                *message = format!(
+                    "the agent container could not start (check the runner's image and that it carries vexa-agent-shim): {}",
+                    a.message.as_deref().unwrap_or_default().trim()
+                );
+            }
         }
-        // Otherwise the container's own ending is the most precise account.
-        return from_termination(t, stop_requested, started);
+        return state;
+    }
+    if let Some(a) = agent_never_started {
+        return RunState::Finished {
+            reason: StopReason::StartFailed,
+            exit_code: None,
+            started: None,
+            finished: a.finished_at.clone(),
+            message: format!(
+                "the agent container could not start (check the runner's image and that it carries vexa-agent-shim): {}",
+                a.message.as_deref().unwrap_or_default().trim()
+            ),
+            provenance: Vec::new(),
+        };
     }
     if let Some(c) = job_condition(job, "Failed") {
         let (reason, message) = if stop_requested {
@@ -236,18 +296,25 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
             provenance: Vec::new(),
         };
     }
-    if let Some(waiting) = container
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.waiting.as_ref())
-        && let Some(reason) = waiting.reason.as_deref()
-        && START_FAILURES.contains(&reason)
-    {
+    let start_failure = [(worker, WORKER_CONTAINER), (agent, AGENT_CONTAINER)]
+        .into_iter()
+        .find_map(|(c, name)| {
+            let waiting = c?.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            START_FAILURES
+                .contains(&reason)
+                .then_some((name, reason, waiting))
+        });
+    if let Some((name, reason, waiting)) = start_failure {
         return RunState::Finished {
             reason: StopReason::StartFailed,
             exit_code: None,
             started: None,
             finished: None,
-            message: format!("{reason}: {}", waiting.message.clone().unwrap_or_default()),
+            message: format!(
+                "the {name} container cannot start: {reason}: {}",
+                waiting.message.clone().unwrap_or_default()
+            ),
             provenance: Vec::new(),
         };
     }
@@ -286,22 +353,32 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + s).unwrap())
     }
 
-    fn pod(state: ContainerState) -> Pod {
+    /// A pod whose worker and agent containers are in the given states.
+    fn pod_of(worker: ContainerState, agent: ContainerState) -> Pod {
+        let status = |name: &str, state| ContainerStatus {
+            name: name.into(),
+            state: Some(state),
+            ..Default::default()
+        };
         Pod {
             status: Some(PodStatus {
-                container_statuses: Some(vec![ContainerStatus {
-                    name: AGENT_CONTAINER.into(),
-                    state: Some(state),
-                    ..Default::default()
-                }]),
+                container_statuses: Some(vec![
+                    status(WORKER_CONTAINER, worker),
+                    status(AGENT_CONTAINER, agent),
+                ]),
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
 
-    fn terminated(code: i32, reason: &str, message: &str) -> Pod {
-        pod(ContainerState {
+    /// A pod whose two containers are both in `state`.
+    fn pod(state: ContainerState) -> Pod {
+        pod_of(state.clone(), state)
+    }
+
+    fn ended(code: i32, reason: &str, message: &str) -> ContainerState {
+        ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: code,
                 reason: Some(reason.into()),
@@ -311,7 +388,93 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }
+    }
+
+    fn running() -> ContainerState {
+        ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(t(1)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_workers_message_counts_a_forged_one_from_the_agent_is_ignored() {
+        let forged = r#"{"reason":"completed","provenance":[{"workspace":"ws","base":"a","result":"f0f0"}]}"#;
+        let state = run_state(
+            &job_with(None, 0),
+            Some(&pod_of(
+                ended(1, "Error", r#"{"reason":"failed","message":"boom"}"#),
+                ended(0, "Completed", forged),
+            )),
+            false,
+        );
+        assert_eq!(reason(&state), Some(StopReason::Failed));
+        assert!(provenance(&state).is_empty(), "{state:?}");
+    }
+
+    #[test]
+    fn the_agent_running_out_of_memory_is_oom_whatever_the_worker_says() {
+        let state = run_state(
+            &job_with(None, 0),
+            Some(&pod_of(
+                ended(
+                    1,
+                    "Error",
+                    r#"{"reason":"failed","message":"the agent container closed the connection"}"#,
+                ),
+                ended(137, "OOMKilled", ""),
+            )),
+            false,
+        );
+        assert_eq!(reason(&state), Some(StopReason::Oom));
+    }
+
+    #[test]
+    fn an_agent_image_that_cannot_be_pulled_fails_the_start_and_names_the_container() {
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ErrImageNeverPull".into()),
+                message: Some("image not present".into()),
+            }),
+            ..Default::default()
+        };
+        let state = run_state(&job_with(None, 1), Some(&pod_of(running(), waiting)), false);
+        assert_eq!(reason(&state), Some(StopReason::StartFailed));
+        let RunState::Finished { message, .. } = state else {
+            unreachable!()
+        };
+        assert!(
+            message.contains("the agent container cannot start"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn running_needs_both_sides() {
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        };
+        let only_worker = pod_of(running(), waiting);
+        assert_eq!(
+            run_state(&job_with(None, 1), Some(&only_worker), false),
+            RunState::Starting
+        );
+        let both = pod_of(running(), running());
+        assert!(matches!(
+            run_state(&job_with(None, 1), Some(&both), false),
+            RunState::Running { .. }
+        ));
+    }
+
+    fn terminated(code: i32, reason: &str, message: &str) -> Pod {
+        pod(ended(code, reason, message))
     }
 
     fn job_with(cond: Option<(&str, &str)>, active: i32) -> Job {
