@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vexa_core::pod::layout::AGENT_SOCKET;
 use vexa_core::pod::{Start, StreamFormat};
-use vexa_core::{CommitRange, StopReason, Termination, WorkspaceMode};
+use vexa_core::{CommitRange, ModelUsage, StopReason, Termination, WorkspaceMode};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
 
 use crate::argv::ArgValues;
@@ -114,6 +114,8 @@ pub struct Outcome {
     pub ending: Ending,
     /// The base and resulting commit of the rw workspace, if the worker prepared one.
     pub provenance: Vec<CommitRange>,
+    /// Model tokens used through the brokered credential, if the run had one.
+    pub usage: Option<ModelUsage>,
 }
 
 impl Outcome {
@@ -122,6 +124,7 @@ impl Outcome {
         Self {
             ending,
             provenance: Vec::new(),
+            usage: None,
         }
     }
 
@@ -131,6 +134,7 @@ impl Outcome {
             reason: self.ending.reason(),
             message: self.ending.message(),
             provenance: self.provenance.clone(),
+            usage: self.usage,
         }
     }
 }
@@ -192,6 +196,7 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
     Outcome {
         ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
         provenance: commits,
+        usage: None,
     }
 }
 
@@ -729,8 +734,14 @@ mod tests {
                 base: Some("a".repeat(40)),
                 result: Some("b".repeat(40)),
             }],
+            usage: Some(ModelUsage {
+                input_tokens: 10,
+                output_tokens: 2,
+                requests: 1,
+            }),
         };
         let back = Termination::parse(&outcome.termination().encode());
+        assert_eq!(back.usage, outcome.usage);
         assert_eq!(back.reason, Some(StopReason::IdleTimeout));
         assert_eq!(back.provenance, outcome.provenance);
     }

@@ -198,6 +198,7 @@ impl Dispatch {
             thread: DEFAULT_THREAD.into(),
             idle_timeout: Duration::from_secs(self.idle_sec),
             redis_url: self.redis.url(),
+            model: None,
         }
     }
 
@@ -510,6 +511,7 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
                 base: sha("HEAD~2"),
                 result: sha("HEAD"),
             }],
+            usage: None,
         }
     );
     assert!(

@@ -19,6 +19,7 @@
 pub mod access;
 pub mod context;
 pub mod lifecycle;
+pub mod model;
 pub mod names;
 pub mod pod;
 pub mod prepare;
@@ -27,6 +28,7 @@ pub mod termination;
 pub use access::{Grant, Trigger, Trust, WorkspaceMode};
 pub use context::{ContextKind, MeetingRef};
 pub use lifecycle::{DispatchPhase, StopReason};
+pub use model::ModelUsage;
 pub use names::*;
 pub use pod::{PodContract, StreamFormat};
 pub use prepare::PrepareReport;

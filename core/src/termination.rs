@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::StopReason;
+use crate::model::ModelUsage;
 
 /// The most Kubernetes keeps of a termination message, in bytes.
 pub const MAX_BYTES: usize = 4096;
@@ -35,6 +36,9 @@ pub struct Termination {
     /// One entry per rw workspace the worker prepared.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provenance: Vec<CommitRange>,
+    /// Model tokens the run used through the brokered credential, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ModelUsage>,
 }
 
 /// What git says a run did to one workspace.
@@ -133,6 +137,7 @@ mod tests {
             reason: Some(StopReason::IdleTimeout),
             message: None,
             provenance: vec![range(1)],
+            usage: None,
         };
         let text = doc.encode();
         assert_eq!(
@@ -160,6 +165,11 @@ mod tests {
             reason: Some(StopReason::Failed),
             message: Some(message.clone()),
             provenance: (0..8).map(range).collect(),
+            usage: Some(crate::ModelUsage {
+                input_tokens: i64::MAX,
+                output_tokens: i64::MAX,
+                requests: i64::MAX,
+            }),
         };
         let text = doc.encode();
         assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());
@@ -169,6 +179,7 @@ mod tests {
             back.provenance, doc.provenance,
             "the message gives way first"
         );
+        assert_eq!(back.usage, doc.usage);
         let cut = back.message.unwrap();
         let kept = cut.strip_suffix(TRUNCATED).unwrap();
         assert!(message.starts_with(kept));
@@ -181,6 +192,7 @@ mod tests {
             reason: Some(StopReason::Stopped),
             message: Some("m".repeat(10_000)),
             provenance: (0..100).map(range).collect(),
+            usage: None,
         };
         let text = doc.encode();
         assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());

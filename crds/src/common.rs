@@ -42,6 +42,12 @@ pub struct RunLimits {
     /// Compute resources of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Most model tokens (input and output together) the run may use through the brokered
+    /// model credential; past it, model requests are refused and the agent's turn fails.
+    /// Unset: no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub model_tokens: Option<i64>,
 }
 
 /// CEL: a workspace-relative path: not absolute, no `..` segment, no empty segment.

@@ -10,7 +10,7 @@ use crate::common::{
 };
 
 // Shared with the worker, the policy and the CLI: defined (with their schema docs) in vexa-core.
-pub use vexa_core::{ContextKind, DispatchPhase, StopReason, Trust};
+pub use vexa_core::{ContextKind, DispatchPhase, ModelUsage, StopReason, Trust};
 
 /// The desired run. Immutable once created, except that `stop` may be set to ask the run to end.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -286,6 +286,9 @@ pub struct DispatchStatus {
     /// The session file the run reads and writes, relative to its rw workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_ref: Option<String>,
+    /// Model tokens the run used through the brokered credential, as its worker counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ModelUsage>,
     /// Git provenance per workspace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provenance: Vec<WorkspaceProvenance>,

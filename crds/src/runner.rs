@@ -143,18 +143,53 @@ pub struct EnvVar {
     pub value: String,
 }
 
-/// A model credential to broker to the agent.
+/// A model credential the platform brokers for the agent. The agent never holds it: the agent
+/// CLI is pointed at a loopback proxy in its pod's trusted container, which forwards each model
+/// request to the operator's model gateway; the gateway adds this credential and sends the
+/// request on to `endpoint`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelCredential {
-    /// The Secret key holding the credential (default namespace: the operator's).
+    /// The Secret key holding the credential. The Secret must be in the operator's namespace
+    /// (the gateway reads no other); `namespace`, if set, must name it.
     pub secret_ref: SecretKeyRef,
-    /// The environment variable the CLI reads it from, for example `ANTHROPIC_API_KEY`.
+    /// The environment variable the CLI reads its key from, for example `ANTHROPIC_API_KEY`.
+    /// The agent gets a placeholder in it, never the key.
     #[schemars(
         length(min = 1, max = 128),
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
     )]
     pub env: String,
+    /// Base URL of the model API the gateway forwards to (default `https://api.anthropic.com`).
+    /// Bring your own inference by naming an endpoint inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub endpoint: Option<String>,
+    /// How the gateway presents the credential: `x-api-key` (default; the Anthropic API) or
+    /// `bearer` (`Authorization: Bearer`, e.g. OpenAI-compatible servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<CredentialScheme>,
+    /// The environment variable the CLI reads its API base URL from (default
+    /// `ANTHROPIC_BASE_URL`); the agent gets the loopback proxy's address in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub base_url_env: Option<String>,
+}
+
+/// How a brokered credential is presented to the model API.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialScheme {
+    /// The `x-api-key` header.
+    XApiKey,
+    /// `Authorization: Bearer <credential>`.
+    Bearer,
 }
 
 /// The observed state of an AgentRunner.

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
 use vexa_operator::controllers::{dispatch, workspace};
 use vexa_operator::runtime::context::Context;
+use vexa_operator::runtime::gateway_key;
 use vexa_operator::runtime::metrics::Metrics;
 
 /// One incarnation of the in-process operator.
@@ -45,7 +46,18 @@ impl Operator {
                     .expect("operator runtime");
                 rt.block_on(async move {
                     let client = crate::client().await;
+                    // Brokered model access needs the operator's namespace; the evals that use
+                    // it create it, the others run without.
+                    let gateway_key =
+                        match gateway_key::load_or_create(&client, &config.namespace).await {
+                            Ok(key) => Some(key),
+                            Err(e) => {
+                                tracing::info!("no model gateway key: {e}");
+                                None
+                            }
+                        };
                     let ctx = Context {
+                        gateway_key,
                         client,
                         reporter: Reporter {
                             controller: "vexa-operator".into(),

@@ -44,6 +44,13 @@ pub struct Config {
     /// Memory limit of a run when neither the Dispatch nor its runner sets resources.
     #[arg(long, env = "VEXA_DEFAULT_MEMORY_LIMIT", default_value = "2Gi", value_parser = quantity)]
     pub default_memory_limit: String,
+    /// The model gateway's base URL as dispatch pods reach it (the operator's Service).
+    #[arg(
+        long,
+        env = "VEXA_MODEL_GATEWAY_URL",
+        default_value = "http://vexa-operator.vexa-system.svc:8082"
+    )]
+    pub model_gateway_url: String,
     /// Image of every dispatch's trusted `worker` container (the agent worker). The agent's
     /// own container runs the runner's image.
     #[arg(

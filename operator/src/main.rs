@@ -14,7 +14,7 @@ use vexa_operator::config::{Config, LogFormat};
 use vexa_operator::controllers::{dispatch, workspace};
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
-use vexa_operator::runtime::{http, leader};
+use vexa_operator::runtime::{gateway_key, http, leader};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,7 +24,11 @@ async fn main() -> anyhow::Result<()> {
         "connecting to the Kubernetes API failed; run in a pod with a service account, or set KUBECONFIG",
     )?;
     let metrics = Arc::new(Metrics::new());
+    let gateway_key = gateway_key::load_or_create(&client, &config.namespace)
+        .await
+        .context("the model gateway's key is needed to broker model credentials")?;
     let ctx = Context {
+        gateway_key: Some(gateway_key),
         client: client.clone(),
         config: Arc::new(config.clone()),
         metrics: metrics.clone(),

@@ -16,7 +16,6 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -25,8 +24,7 @@ use serde_json::Value;
 use vexa_core::pod::{PodContract, var};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Trust, Workspace, WorkspaceMode};
 use vexa_operator::controllers::dispatch::children::{
-    self, BuildSettings, DISPATCH_ANNOTATION, DISPATCH_LABEL, Inputs, MODEL_CREDENTIAL_KEY,
-    MountedWorkspace,
+    self, BuildSettings, DISPATCH_ANNOTATION, DISPATCH_LABEL, Inputs, MountedWorkspace,
 };
 use vexa_operator::controllers::dispatch::{decide::authorize, observe::Resolved};
 use vexa_policy::Authorization;
@@ -35,8 +33,8 @@ use vexa_policy::Authorization;
 const NAMESPACE: &str = "team-a";
 /// The uid the API server gave the Dispatch; the owner reference must carry it.
 const DISPATCH_UID: &str = "0b7c4f1e-5d1a-4e0c-9a51-6f2d7e3c8a10";
-/// The model credential's value, as read from the runner's Secret.
-const CREDENTIAL: &[u8] = b"sk-fixture-not-a-real-key";
+/// The key the operator signs gateway tokens with.
+const GATEWAY_KEY: &[u8] = b"fixture-gateway-key-of-32-bytes!";
 
 /// The operator's defaults (those of `Config`).
 fn settings() -> BuildSettings {
@@ -52,6 +50,8 @@ fn settings() -> BuildSettings {
         worker_resources: vexa_operator::controllers::dispatch::children::resources(
             "20m", "32Mi", "512Mi",
         ),
+        model_gateway_url: "http://vexa-operator.vexa-system.svc:8082".into(),
+        model_gateway_key: Some(std::sync::Arc::from(GATEWAY_KEY)),
     }
 }
 
@@ -64,11 +64,10 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// One case: its input files and whether the runner's model credential is found.
+/// One case: its input files.
 struct CaseDef {
     name: &'static str,
     inputs: &'static [&'static str],
-    credential: bool,
 }
 
 const CASES: &[CaseDef] = &[
@@ -80,7 +79,6 @@ const CASES: &[CaseDef] = &[
             "goldens/agentrunners/valid/test-agent.yaml",
             "goldens/workspaces/valid/alice-notes.yaml",
         ],
-        credential: false,
     },
     // A Schedule's routine: alice-notes rw and team-handbook ro, both on the PVC `workspaces`.
     CaseDef {
@@ -92,7 +90,6 @@ const CASES: &[CaseDef] = &[
             "goldens/workspaces/valid/team-handbook.yaml",
             "operator/tests/fixtures/inputs/calendar-read.yaml",
         ],
-        credential: true,
     },
     // An email arrived: untrusted, propose-only, the send tool gated.
     CaseDef {
@@ -104,7 +101,6 @@ const CASES: &[CaseDef] = &[
             "goldens/tools/valid/email-read.yaml",
             "goldens/tools/valid/email-send.yaml",
         ],
-        credential: true,
     },
     // A resumed chat on a self-hosted model whose credential lives in another namespace.
     CaseDef {
@@ -114,7 +110,6 @@ const CASES: &[CaseDef] = &[
             "operator/tests/fixtures/inputs/local-model.yaml",
             "goldens/workspaces/valid/alice-notes.yaml",
         ],
-        credential: true,
     },
 ];
 
@@ -122,7 +117,6 @@ const CASES: &[CaseDef] = &[
 struct Case {
     dispatch: Dispatch,
     resolved: Resolved,
-    credential: Option<Vec<u8>>,
 }
 
 fn read_yaml(rel: &str) -> Value {
@@ -190,7 +184,6 @@ fn load(name: &str) -> Case {
             workspaces,
             tools,
         },
-        credential: def.credential.then(|| CREDENTIAL.to_vec()),
     }
 }
 
@@ -223,7 +216,6 @@ fn children(case: &Case) -> (Job, Secret) {
         runner: &case.resolved.runner.spec,
         workspaces,
         authorization: &auth,
-        model_credential: case.credential.clone(),
         settings: &settings,
     };
     (children::job(&inputs), children::secret(&inputs))
@@ -784,19 +776,30 @@ fn an_email_event_is_propose_only() {
 }
 
 #[rstest]
-fn the_model_credential_travels_only_in_the_secret(
+fn the_model_credential_never_leaves_the_operators_namespace(
     #[values("scheduled-routine", "email-event", "model-credential")] name: &str,
 ) {
     let case = load(name);
     let cred = case.resolved.runner.spec.model_credential.clone().unwrap();
-    let dname = case.dispatch.metadata.name.clone().unwrap();
+    let d = &case.dispatch;
     let (job, secret) = children(&case);
+    // The dispatch's Secret holds only its own token at the model gateway, which speaks for
+    // this dispatch and no other.
     let data = secret.data.clone().unwrap();
-    assert_eq!(data.len(), 1);
-    assert_eq!(data[MODEL_CREDENTIAL_KEY].0, CREDENTIAL);
-    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
-
-    // The agent's container never gets it: no variable of that name in either container.
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["model-token"]);
+    let token = std::str::from_utf8(&data["model-token"].0).unwrap();
+    let verified = vexa_core::model::GatewayToken::verify(GATEWAY_KEY, token).unwrap();
+    assert_eq!(
+        (
+            verified.namespace.as_str(),
+            verified.name.as_str(),
+            verified.uid.as_str()
+        ),
+        (NAMESPACE, d.metadata.name.as_deref().unwrap(), DISPATCH_UID)
+    );
+    assert!(vexa_core::model::GatewayToken::verify(b"another key", token).is_err());
+    // The agent gets a placeholder key and the proxy's address from the worker, never a
+    // variable from the Job: no container has the credential's variable.
     for c in &pod_spec(&job).containers {
         let env = c.env.as_deref().unwrap_or_default();
         assert!(
@@ -806,26 +809,11 @@ fn the_model_credential_travels_only_in_the_secret(
             cred.env
         );
     }
-    let _ = dname;
-
-    // Neither the Job nor the Dispatch holds the value, plain or base64.
-    let secret_text = serde_json::to_string(&secret).unwrap();
-    let b64 = serde_json::to_value(ByteString(CREDENTIAL.to_vec())).unwrap();
-    let b64 = b64.as_str().unwrap();
-    let plain = std::str::from_utf8(CREDENTIAL).unwrap();
-    for (what, text) in [
-        ("Job", serde_json::to_string(&job).unwrap()),
-        ("Dispatch", serde_json::to_string(&case.dispatch).unwrap()),
-    ] {
-        assert!(!text.contains(plain), "{what} carries the credential");
-        assert!(
-            !text.contains(b64),
-            "{what} carries the credential (base64)"
-        );
-    }
-    assert!(
-        secret_text.contains(b64),
-        "the Secret holds it base64-encoded"
+    let model: Value = serde_json::from_str(env_value(&job, "VEXA_MODEL")).unwrap();
+    assert_eq!(model["keyEnv"], cred.env);
+    assert_eq!(
+        model["gateway"],
+        "http://vexa-operator.vexa-system.svc:8082"
     );
 }
 

@@ -373,8 +373,15 @@ fn running(ns: &str) -> (Value, Value) {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("{name}-x7k2p"), "namespace": ns, "creationTimestamp": "2026-11-29T08:00:01Z",
                      "labels": {"vexa.ai/dispatch": name}},
-        "spec": {"containers": [{"name": "agent", "image": "localhost/vexa-agent-worker:dev"}]},
+        "spec": {"containers": [
+            {"name": "worker", "image": "localhost/vexa-agent-worker:dev"},
+            {"name": "agent", "image": "localhost/vexa-agent-worker:dev"},
+        ]},
+        // The worker first, as the operator builds the pod.
         "status": {"phase": "Running", "containerStatuses": [{
+            "name": "worker", "image": "localhost/vexa-agent-worker:dev", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-11-29T08:00:05Z"}},
+        }, {
             "name": "agent", "image": "localhost/vexa-agent-worker:dev", "imageID": "", "ready": true, "restartCount": 0,
             "state": {"running": {"startedAt": "2026-11-29T08:00:05Z"}},
         }]},
@@ -675,10 +682,11 @@ async fn a_finished_run_records_the_commits_the_worker_reports() {
     assert_eq!(api.done().await, Action::await_change());
 }
 
-/// A runner with a model credential: it is read from the operator's namespace and written
-/// only into the per-dispatch Secret; the Job refers to it, the status never holds it.
+/// A runner with a model credential: the operator checks that it exists in its own namespace,
+/// and the per-dispatch Secret gets only the dispatch's token at the model gateway; neither the
+/// Secret, the Job nor the status holds the credential.
 #[tokio::test]
-async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
+async fn the_model_credential_stays_in_the_operators_namespace() {
     let ns = "team-a"; // the build goldens' namespace
     let name = "morning-brief-28912400";
     let d = dispatch("goldens/dispatches/valid/scheduled-routine.yaml", ns);
@@ -709,7 +717,7 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
         },
     );
 
-    // The credential is read before the claim, so a missing Secret never holds a workspace.
+    // The credential is checked before the claim, so a missing Secret never holds a workspace.
     let b64 = serde_json::to_value(k8s_openapi::ByteString(CREDENTIAL.into())).unwrap();
     api.expect(
         Method::GET,
@@ -729,11 +737,18 @@ async fn the_model_credential_is_brokered_through_the_dispatch_secret() {
         )
         .await;
     secret.server_side_apply();
-    assert_eq!(
-        secret.body["data"],
-        json!({"model-credential": b64}),
-        "only the referenced key, under model-credential"
-    );
+    let data = secret.body["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["model-token"]);
+    let token: k8s_openapi::ByteString =
+        serde_json::from_value(data["model-token"].clone()).unwrap();
+    let token = vexa_core::model::GatewayToken::verify(
+        b"mock-gateway-key-of-32-bytes-len",
+        std::str::from_utf8(&token.0).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((token.namespace.as_str(), token.name.as_str()), (ns, name));
+    let text = secret.body.to_string();
+    assert!(!text.contains(CREDENTIAL) && !text.contains(b64.as_str().unwrap()));
     secret.echo();
 
     let job = api

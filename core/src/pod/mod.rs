@@ -57,9 +57,12 @@ pub mod var {
     pub const IDLE_TIMEOUT_SEC: &str = "VEXA_IDLE_TIMEOUT_SEC";
     /// The Redis server of the unit streams.
     pub const REDIS_URL: &str = "REDIS_URL";
+    /// How the agent reaches its model through the brokered credential (JSON; `null`: no
+    /// brokered credential).
+    pub const MODEL: &str = "VEXA_MODEL";
 
     /// Every variable of the contract, in the order the operator sets them.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         UNIT_ID,
         UNIT_TRIGGER,
         UNIT_OUT_TOPIC,
@@ -76,6 +79,7 @@ pub mod var {
         CHAT_SESSION,
         IDLE_TIMEOUT_SEC,
         REDIS_URL,
+        MODEL,
     ];
 }
 
@@ -152,6 +156,25 @@ pub struct PodContract {
     pub idle_timeout: Duration,
     /// `REDIS_URL`.
     pub redis_url: String,
+    /// `VEXA_MODEL`: the brokered model access, if the runner has a model credential.
+    pub model: Option<ModelAccess>,
+}
+
+/// How the worker brokers the agent's model requests (`VEXA_MODEL`): it serves a loopback
+/// proxy, points the agent CLI at it and forwards to the operator's model gateway with the
+/// dispatch's gateway token (a file of the dispatch's Secret, never a variable).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelAccess {
+    /// The model gateway's base URL, as the pod reaches it.
+    pub gateway: String,
+    /// The variable the agent CLI reads its key from (it gets a placeholder).
+    pub key_env: String,
+    /// The variable the agent CLI reads its API base URL from (it gets the proxy's address).
+    pub base_url_env: String,
+    /// Most tokens (input and output) the run may use; `None`: no budget.
+    #[serde(default)]
+    pub token_budget: Option<i64>,
 }
 
 impl PodContract {
@@ -181,6 +204,7 @@ impl PodContract {
                 self.idle_timeout.as_secs().to_string(),
             ),
             (var::REDIS_URL, self.redis_url.clone()),
+            (var::MODEL, to_json(&self.model)),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
@@ -277,6 +301,10 @@ impl PodContract {
             })?,
         };
         let redis_url = required(var::REDIS_URL)?;
+        let model = match optional(var::MODEL) {
+            Some(v) => json::<Option<ModelAccess>>(var::MODEL, &v)?,
+            None => None,
+        };
         if !["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
             .any(|s| redis_url.starts_with(s))
@@ -304,6 +332,7 @@ impl PodContract {
             thread,
             idle_timeout,
             redis_url,
+            model,
         })
     }
 

@@ -90,6 +90,12 @@ fn full() -> PodContract {
         thread: "brief".into(),
         idle_timeout: Duration::from_secs(900),
         redis_url: "rediss://redis.vexa-system:6380".into(),
+        model: Some(super::ModelAccess {
+            gateway: "http://vexa-operator.vexa-system.svc:8082".into(),
+            key_env: "ANTHROPIC_API_KEY".into(),
+            base_url_env: "ANTHROPIC_BASE_URL".into(),
+            token_budget: Some(50_000),
+        }),
     }
 }
 

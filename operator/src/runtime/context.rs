@@ -18,6 +18,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Who the operator's Events say they come from.
     pub reporter: Reporter,
+    /// The key of the dispatches' model-gateway tokens (`None`: model access is not brokered,
+    /// and a dispatch whose runner has a model credential gets no token).
+    pub gateway_key: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Context {

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod context;
 pub mod errors;
 pub mod events;
+pub mod gateway_key;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -184,6 +184,7 @@ impl ApiServer {
         ])
         .unwrap();
         let base = Context {
+            gateway_key: Some(Arc::from(&b"mock-gateway-key-of-32-bytes-len"[..])),
             client,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),

@@ -121,6 +121,8 @@ impl Reconciler {
                 &c.worker_memory_request,
                 &c.worker_memory_limit,
             ),
+            model_gateway_url: c.model_gateway_url.clone(),
+            model_gateway_key: self.base.gateway_key.clone(),
         }
     }
 }

@@ -15,8 +15,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use vexa_core::model::{DEFAULT_BASE_URL_ENV, GatewayToken};
+use vexa_core::pod::layout::secret_key;
 use vexa_core::pod::layout::{AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, SHIM_COMMAND, WORKER_COMMAND};
-use vexa_core::pod::{PodContract, WorkspaceMount};
+use vexa_core::pod::{ModelAccess, PodContract, WorkspaceMount};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
 use vexa_policy::Authorization;
@@ -28,8 +30,6 @@ pub const DISPATCH_LABEL: &str = "vexa.ai/dispatch";
 /// Annotation holding the full dispatch name on Jobs and pods.
 pub const DISPATCH_ANNOTATION: &str = "vexa.ai/dispatch-name";
 pub use vexa_core::pod::layout::{AGENT_CONTAINER, WORKER_CONTAINER};
-/// Key of the brokered model credential in the per-dispatch Secret.
-pub const MODEL_CREDENTIAL_KEY: &str = "model-credential";
 /// Where workspaces are mounted: `/workspaces/<name>`.
 pub const WORKSPACES_ROOT: &str = "/workspaces";
 /// The agent's home folder (a scratch volume of its own).
@@ -52,6 +52,11 @@ pub struct BuildSettings {
     pub worker_image: String,
     /// Resources of the worker container (the agent's are the run's).
     pub worker_resources: Option<ResourceRequirements>,
+    /// The model gateway's base URL, as pods reach it.
+    pub model_gateway_url: String,
+    /// The key gateway tokens are signed with (`None`: the gateway is not set up, and a run
+    /// with a model credential gets no token).
+    pub model_gateway_key: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Resources from quantities (an empty one is left out; all empty: none).
@@ -99,8 +104,6 @@ pub struct Inputs<'a> {
     pub workspaces: Vec<MountedWorkspace>,
     /// The authorization (modes and trust).
     pub authorization: &'a Authorization,
-    /// The model credential's value, read from the Secret the runner references.
-    pub model_credential: Option<Vec<u8>>,
     /// Operator settings.
     pub settings: &'a BuildSettings,
 }
@@ -145,13 +148,25 @@ fn meta(d: &Dispatch, name: String) -> ObjectMeta {
     }
 }
 
-/// The per-dispatch Secret: the dispatch's credentials. Today it carries the brokered model
-/// credential; the trust stage adds the signed dispatch token (mounted only into a sidecar).
+/// The per-dispatch Secret: the dispatch's own credentials, mounted only into the trusted
+/// worker container. With a brokered model credential it holds the dispatch's token at the
+/// model gateway (never the credential itself, which stays in the operator's namespace).
 pub fn secret(inputs: &Inputs<'_>) -> Secret {
     let d = inputs.dispatch;
     let mut data = BTreeMap::new();
-    if let Some(value) = &inputs.model_credential {
-        data.insert(MODEL_CREDENTIAL_KEY.to_owned(), ByteString(value.clone()));
+    if inputs.runner.model_credential.is_some()
+        && let Some(key) = &inputs.settings.model_gateway_key
+    {
+        let token = GatewayToken {
+            namespace: d.metadata.namespace.clone().unwrap_or_default(),
+            name: d.metadata.name.clone().unwrap_or_default(),
+            uid: d.metadata.uid.clone().unwrap_or_default(),
+        }
+        .sign(key);
+        data.insert(
+            secret_key::MODEL_TOKEN.to_owned(),
+            ByteString(token.into_bytes()),
+        );
     }
     Secret {
         metadata: meta(
@@ -241,6 +256,23 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
         thread: thread.to_owned(),
         idle_timeout: Duration::from_secs(u64::try_from(idle_seconds).unwrap_or_default()),
         redis_url: inputs.settings.redis_url.clone(),
+        model: inputs
+            .runner
+            .model_credential
+            .as_ref()
+            .map(|c| ModelAccess {
+                gateway: inputs.settings.model_gateway_url.clone(),
+                key_env: c.env.clone(),
+                base_url_env: c
+                    .base_url_env
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_BASE_URL_ENV.into()),
+                token_budget: spec
+                    .limits
+                    .as_ref()
+                    .and_then(|l| l.model_tokens)
+                    .or_else(|| inputs.runner.defaults.as_ref().and_then(|l| l.model_tokens)),
+            }),
     }
 }
 
@@ -450,6 +482,8 @@ mod tests {
             default_resources: resources("100m", "256Mi", "2Gi"),
             worker_image: "worker".into(),
             worker_resources: None,
+            model_gateway_url: String::new(),
+            model_gateway_key: None,
         }
     }
 

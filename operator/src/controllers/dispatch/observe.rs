@@ -127,17 +127,26 @@ pub async fn resolve(
     })
 }
 
-/// Reads the runner's model credential from its Secret (default namespace: the operator's).
-pub async fn model_credential(
+/// Checks that the runner's model credential is where the model gateway will read it: a key
+/// of a Secret in the operator's own namespace. The value is not read into the dispatch: it
+/// never leaves the operator's namespace.
+pub async fn check_model_credential(
     client: &kube::Client,
     runner: &AgentRunner,
     operator_ns: &str,
-) -> Result<Option<Vec<u8>>, Error> {
+) -> Result<(), Error> {
     let Some(cred) = &runner.spec.model_credential else {
-        return Ok(None);
+        return Ok(());
     };
     let r = &cred.secret_ref;
     let ns = r.namespace.as_deref().unwrap_or(operator_ns);
+    if ns != operator_ns {
+        return Err(Error::Credential(format!(
+            "AgentRunner {} names Secret {ns}/{}, but model credentials are read only in the operator's namespace {operator_ns}: move the Secret there",
+            runner.metadata.name.as_deref().unwrap_or_default(),
+            r.name
+        )));
+    }
     let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
         .get_opt(&r.name)
         .await?
@@ -148,13 +157,13 @@ pub async fn model_credential(
                 runner.metadata.name.as_deref().unwrap_or_default()
             ))
         })?;
-    let value = secret
-        .data
-        .and_then(|mut d| d.remove(&r.key))
-        .ok_or_else(|| {
-            Error::Credential(format!("key {:?} missing in Secret {ns}/{}", r.key, r.name))
-        })?;
-    Ok(Some(value.0))
+    if !secret.data.is_some_and(|d| d.contains_key(&r.key)) {
+        return Err(Error::Credential(format!(
+            "key {:?} missing in Secret {ns}/{}",
+            r.key, r.name
+        )));
+    }
+    Ok(())
 }
 
 impl Reconciler {

@@ -135,22 +135,22 @@ async fn start(
         });
     };
 
-    // Read the credential before claiming, so a missing Secret never holds a workspace.
-    let model_credential =
-        match observe::model_credential(client, &resolved.runner, &ctx.base.config.namespace).await
-        {
-            Ok(c) => c,
-            Err(e) if e.is_user_error() => {
-                Conditions::new(&mut status.conditions, generation, &t).set(
-                    ConditionType::Valid,
-                    false,
-                    e.reason(),
-                    &e.to_string(),
-                );
-                return Ok(Action::requeue(MISSING_POLL));
-            }
-            Err(e) => return Err(e),
-        };
+    // Check the credential before claiming, so a missing Secret never holds a workspace.
+    match observe::check_model_credential(client, &resolved.runner, &ctx.base.config.namespace)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.is_user_error() => {
+            Conditions::new(&mut status.conditions, generation, &t).set(
+                ConditionType::Valid,
+                false,
+                e.reason(),
+                &e.to_string(),
+            );
+            return Ok(Action::requeue(MISSING_POLL));
+        }
+        Err(e) => return Err(e),
+    }
 
     // Every workspace must hold a prepared folder before anything mounts it; its Workspace's
     // change wakes this dispatch (no poll).
@@ -225,7 +225,6 @@ async fn start(
         runner: &resolved.runner.spec,
         workspaces: mounted(&resolved, &auth),
         authorization: &auth,
-        model_credential,
         settings: &settings,
     };
     let job_name = apply::children(ctx, &ns, &inputs).await?;
