@@ -15,6 +15,7 @@ pub mod init;
 /// The unit events, defined with the streams they travel on.
 pub use vexa_stream::events;
 pub mod jsonl;
+pub mod model_proxy;
 pub mod process;
 pub mod session;
 pub mod shim;

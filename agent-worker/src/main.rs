@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::worker::{self, Ending, Outcome, Settings};
-use vexa_core::pod::layout::AGENT_SOCKET;
+use vexa_core::pod::layout::{AGENT_SOCKET, DISPATCH_SECRET_DIR};
 use vexa_stream::publish::RetryOptions;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -53,6 +53,9 @@ struct Cli {
     /// Seconds the agent container may take to start and answer on the socket.
     #[arg(long, env = "VEXA_AGENT_CONNECT_TIMEOUT_SEC", default_value_t = 120)]
     agent_connect_timeout_sec: u64,
+    /// Where the dispatch's Secret is mounted (its credentials, one file per key).
+    #[arg(long, env = "VEXA_SECRET_DIR", default_value = DISPATCH_SECRET_DIR)]
+    secret_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -72,6 +75,7 @@ async fn main() -> ExitCode {
                 consumer: cli.consumer,
                 agent_socket: cli.agent_socket,
                 agent_connect_timeout: Duration::from_secs(cli.agent_connect_timeout_sec),
+                secret_dir: cli.secret_dir,
                 ..Settings::default()
             };
             worker::run(env, settings, shutdown_on_signal()).await

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use vexa_core::pod::layout::AGENT_SOCKET;
+use vexa_core::model::PLACEHOLDER_KEY;
+use vexa_core::pod::layout::{AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
 use vexa_core::pod::{Start, StreamFormat};
 use vexa_core::{CommitRange, ModelUsage, StopReason, Termination, WorkspaceMode};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
@@ -23,6 +24,7 @@ use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, S
 use crate::argv::ArgValues;
 use crate::env::WorkerEnv;
 use crate::events::{Event, TurnId, UnitEvent};
+use crate::model_proxy::{ModelProxy, ProxySettings};
 use crate::session::{self, ResumeDecision};
 use crate::shim::{Shim, ShimAgent, ShimStop};
 use crate::turn::{TurnReport, TurnSpec, commit_message, run_turn};
@@ -48,6 +50,8 @@ pub struct Settings {
     pub agent_socket: PathBuf,
     /// How long the agent container may take to answer on it.
     pub agent_connect_timeout: Duration,
+    /// Where the dispatch's Secret is mounted.
+    pub secret_dir: PathBuf,
 }
 
 impl Default for Settings {
@@ -59,6 +63,7 @@ impl Default for Settings {
             consumer: "vexa-agent-worker".into(),
             agent_socket: AGENT_SOCKET.into(),
             agent_connect_timeout: Duration::from_secs(120),
+            secret_dir: DISPATCH_SECRET_DIR.into(),
         }
     }
 }
@@ -186,17 +191,19 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         provenance,
         session: SessionState::default(),
         shim: None,
+        model: None,
         stop: ShimStop::default(),
         next_turn: TurnId::default(),
     };
     let ending = worker.drive().await;
     let commits = worker.commits().await;
+    let usage = worker.model.as_ref().map(ModelProxy::usage);
     let terminated = ending == Ending::Terminated;
     drop(worker);
     Outcome {
         ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
         provenance: commits,
-        usage: None,
+        usage,
     }
 }
 
@@ -269,6 +276,8 @@ struct Worker {
     session: SessionState,
     /// The connection to the agent container, once it answered.
     shim: Option<Shim>,
+    /// The agent's model endpoint, when the run brokers a model credential.
+    model: Option<ModelProxy>,
     stop: ShimStop,
     next_turn: TurnId,
 }
@@ -308,6 +317,13 @@ impl Worker {
         if let Err(why) = self.prepare().await? {
             self.note(self.next_turn, why.clone()).await?;
             return Ok(Ending::Failed(why));
+        }
+        match self.start_model_proxy().await {
+            Ok(proxy) => self.model = proxy,
+            Err(why) => {
+                self.note(self.next_turn, why.clone()).await?;
+                return Ok(Ending::Failed(why));
+            }
         }
         match self.connect_agent().await {
             Ok(Some(shim)) => self.shim = Some(shim),
@@ -404,6 +420,45 @@ impl Worker {
 
     /// Prepares the rw workspace and reads the session; notes what the reader should know.
     /// The inner error is why the run cannot start.
+    /// Starts the agent's loopback model endpoint, if the run brokers a model credential.
+    async fn start_model_proxy(&self) -> Result<Option<ModelProxy>, String> {
+        let Some(access) = &self.env.pod.model else {
+            return Ok(None);
+        };
+        let path = self.settings.secret_dir.join(secret_key::MODEL_TOKEN);
+        let token = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "the dispatch's model token {} cannot be read ({e}): the operator's model gateway is not set up",
+                path.display()
+            )
+        })?;
+        let gateway = access.gateway.parse().map_err(|e| {
+            format!(
+                "the model gateway URL {:?} is not a URL: {e}",
+                access.gateway
+            )
+        })?;
+        ModelProxy::start(ProxySettings {
+            gateway,
+            token,
+            budget: access.token_budget,
+        })
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+    }
+
+    /// The variables a turn's agent gets on top of its container's: where its sessions live,
+    /// and the model proxy's address with a placeholder key.
+    fn agent_env(&self) -> Vec<(String, String)> {
+        let mut vars = agent_env(&self.env);
+        if let (Some(access), Some(proxy)) = (&self.env.pod.model, &self.model) {
+            vars.push((access.base_url_env.clone(), proxy.base_url()));
+            vars.push((access.key_env.clone(), PLACEHOLDER_KEY.into()));
+        }
+        vars
+    }
+
     /// Connects to the agent container's shim (it may still be starting); `None` when SIGTERM
     /// came first.
     async fn connect_agent(&self) -> Result<Option<Shim>, String> {
@@ -539,7 +594,7 @@ impl Worker {
         let mut agent = ShimAgent {
             shim,
             cwd: pod.workspace_path.clone(),
-            env: agent_env(env),
+            env: self.agent_env(),
             stop: self.stop.clone(),
         };
         tracing::info!(%turn, resume = ?values.session_id, "turn starts");
