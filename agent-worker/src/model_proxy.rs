@@ -27,22 +27,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use vexa_core::ModelUsage;
-use vexa_core::model::{AGENT_CREDENTIAL_HEADERS, GATEWAY_TOKEN_HEADER, UsageMeter};
+use vexa_core::model::{
+    GATEWAY_TOKEN_HEADER, UsageMeter, forward_uri, strip_credentials, strip_hop_by_hop,
+};
 
 /// The longest response line the meter looks at; usage lines are far shorter.
 pub const MAX_METERED_LINE: usize = 64 * 1024;
-
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -184,17 +174,6 @@ fn refuse(status: StatusCode, kind: &str, message: &str) -> Response<ProxyBody> 
     response
 }
 
-fn upstream_uri(gateway: &Uri, req: &Uri) -> Option<Uri> {
-    let base = gateway.path().trim_end_matches('/');
-    let path = req.path_and_query().map_or("/", |p| p.as_str());
-    Uri::builder()
-        .scheme(gateway.scheme_str()?)
-        .authority(gateway.authority()?.as_str())
-        .path_and_query(format!("{base}{path}"))
-        .build()
-        .ok()
-}
-
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     if let Some(budget) = state.budget {
         let used = state.usage().total();
@@ -214,7 +193,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
         }
     }
     let (mut parts, body) = req.into_parts();
-    let Some(uri) = upstream_uri(&state.gateway, &parts.uri) else {
+    let Some(uri) = forward_uri(&state.gateway, &parts.uri) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -222,12 +201,8 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
         );
     };
     parts.uri = uri;
-    for name in HOP_BY_HOP.iter().chain([&header::HOST]) {
-        parts.headers.remove(name);
-    }
-    for name in AGENT_CREDENTIAL_HEADERS {
-        parts.headers.remove(name);
-    }
+    strip_hop_by_hop(&mut parts.headers);
+    strip_credentials(&mut parts.headers);
     parts.headers.insert(
         HeaderName::from_static(GATEWAY_TOKEN_HEADER),
         state.token.clone(),
@@ -244,9 +219,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
         }
     };
     let (mut parts, body) = response.into_parts();
-    for name in &HOP_BY_HOP {
-        parts.headers.remove(name);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     let metered = Metered {
         inner: body,
         line: Vec::new(),

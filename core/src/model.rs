@@ -27,6 +27,60 @@ pub const DEFAULT_BASE_URL_ENV: &str = "ANTHROPIC_BASE_URL";
 /// Default model API.
 pub const DEFAULT_ENDPOINT: &str = "https://api.anthropic.com";
 
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1), plus
+/// `host`, which names the hop it was sent to.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Removes the headers one hop must not pass to the next (and any header `connection` names).
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+/// Removes every credential a request carries (the agent's, or a token meant for the previous
+/// hop).
+pub fn strip_credentials(headers: &mut http::HeaderMap) {
+    for name in AGENT_CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
+}
+
+/// The next hop's URI: `base` (scheme, authority and a path prefix) with the request's path
+/// and query appended. `None` when `base` has no scheme or authority.
+pub fn forward_uri(base: &http::Uri, request: &http::Uri) -> Option<http::Uri> {
+    let prefix = base.path().trim_end_matches('/');
+    let path = request.path_and_query().map_or("/", |p| p.as_str());
+    http::Uri::builder()
+        .scheme(base.scheme_str()?)
+        .authority(base.authority()?.as_str())
+        .path_and_query(format!("{prefix}{path}"))
+        .build()
+        .ok()
+}
+
 /// Domain separation: this key signs nothing else.
 const TOKEN_CONTEXT: &[u8] = b"vexa-model-gateway/v1";
 
@@ -233,6 +287,46 @@ mod tests {
             name: "agent-alice-chat-main".into(),
             uid: "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
         }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_not_forwarded() {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("host", "127.0.0.1:1"),
+            ("transfer-encoding", "chunked"),
+            ("anthropic-version", "2023-06-01"),
+        ] {
+            h.insert(http::HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["anthropic-version"]
+        );
+    }
+
+    #[rstest]
+    #[case(
+        "http://gw:8082",
+        "/v1/messages?beta=true",
+        "http://gw:8082/v1/messages?beta=true"
+    )]
+    #[case("http://gw:8082/", "/v1/messages", "http://gw:8082/v1/messages")]
+    #[case(
+        "https://llm.models.svc/prefix/",
+        "/v1/x",
+        "https://llm.models.svc/prefix/v1/x"
+    )]
+    fn the_next_hop_keeps_the_path_and_query(
+        #[case] base: &str,
+        #[case] req: &str,
+        #[case] want: &str,
+    ) {
+        let uri = forward_uri(&base.parse().unwrap(), &req.parse().unwrap()).unwrap();
+        assert_eq!(uri.to_string(), want);
     }
 
     #[test]

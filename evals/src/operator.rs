@@ -13,6 +13,7 @@ use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
 use vexa_operator::controllers::{dispatch, workspace};
+use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
 use vexa_operator::runtime::metrics::Metrics;
@@ -56,6 +57,21 @@ impl Operator {
                                 None
                             }
                         };
+                    // The model gateway, as every replica serves it (its port is free once the
+                    // previous incarnation's runtime is gone).
+                    let gateway = gateway_key.clone().map(|key| {
+                        let gw = model_gateway::Gateway::new(
+                            client.clone(),
+                            key,
+                            config.namespace.clone(),
+                        )
+                        .expect("the model gateway's TLS roots");
+                        tokio::spawn(model_gateway::serve(
+                            config.model_gateway_addr,
+                            Arc::new(gw),
+                            std::future::pending(),
+                        ))
+                    });
                     let ctx = Context {
                         gateway_key,
                         client,
@@ -74,6 +90,9 @@ impl Operator {
                             panic!("the Workspace controller stopped on its own");
                         }
                         _ = killed => {}
+                    }
+                    if let Some(gateway) = gateway {
+                        gateway.abort();
                     }
                 });
                 // Like a crash: whatever was in flight is dropped at its next await point.

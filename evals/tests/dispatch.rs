@@ -291,47 +291,70 @@ async fn golden_chat_dispatch_runs_one_locked_down_job_until_idle() {
         psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
         Some("RuntimeDefault")
     );
-    assert_eq!(pod.containers.len(), 1);
-    let c = &pod.containers[0];
-    assert_eq!(c.image.as_deref(), Some(fake_worker_image()));
-    assert_eq!(c.command, Some(vec!["vexa-agent-worker".to_owned()]));
-    let sc = c.security_context.as_ref().unwrap();
-    assert_eq!(sc.run_as_non_root, Some(true));
-    assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(sc.privileged, Some(false));
-    assert_eq!(
-        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
-        Some(vec!["ALL".to_owned()])
-    );
-    assert_eq!(
-        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
-        Some("RuntimeDefault")
-    );
-    let resources = serde_json::to_value(c.resources.as_ref().unwrap()).unwrap();
+    // Two containers: the trusted worker and the agent's, sharing no process namespace.
+    assert_eq!(pod.share_process_namespace, Some(false));
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["worker", "agent"]);
+    let (worker, agent) = (&pod.containers[0], &pod.containers[1]);
+    assert_eq!(worker.image.as_deref(), Some(fake_worker_image()));
+    assert_eq!(worker.command, Some(vec!["vexa-agent-worker".to_owned()]));
+    assert_eq!(agent.image.as_deref(), Some(fake_worker_image()));
+    assert_eq!(agent.command, Some(vec!["vexa-agent-shim".to_owned()]));
+    for c in [worker, agent] {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+    }
+    // The run's resources are the agent's; the worker has the operator's small default.
+    let resources = serde_json::to_value(agent.resources.as_ref().unwrap()).unwrap();
     assert_eq!(
         resources,
         json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
     );
-    let mounts: BTreeMap<_, _> = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .map(|m| {
-            (
-                m.mount_path.as_str(),
-                (m.sub_path.as_deref(), m.read_only.unwrap_or(false)),
-            )
-        })
-        .collect();
+    let resources = serde_json::to_value(worker.resources.as_ref().unwrap()).unwrap();
     assert_eq!(
-        mounts.get("/workspaces/alice-notes"),
-        Some(&(Some("alice/notes"), false))
+        resources,
+        json!({"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "512Mi"}})
     );
-    assert!(
-        mounts.contains_key("/tmp") && mounts.contains_key("/home/agent"),
-        "{mounts:?}"
+    let mounts_of =
+        |c: &k8s_openapi::api::core::v1::Container| -> BTreeMap<String, (Option<String>, bool)> {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| {
+                    (
+                        m.mount_path.clone(),
+                        (m.sub_path.clone(), m.read_only.unwrap_or(false)),
+                    )
+                })
+                .collect()
+        };
+    let (worker_mounts, agent_mounts) = (mounts_of(worker), mounts_of(agent));
+    for mounts in [&worker_mounts, &agent_mounts] {
+        assert_eq!(
+            mounts.get("/workspaces/alice-notes"),
+            Some(&(Some("alice/notes".to_owned()), false))
+        );
+        assert!(mounts.contains_key("/tmp"), "{mounts:?}");
+        assert!(mounts.contains_key("/var/run/vexa/agent"), "{mounts:?}");
+    }
+    assert!(agent_mounts.contains_key("/home/agent"), "{agent_mounts:?}");
+    assert_eq!(
+        worker_mounts.get("/var/run/vexa/dispatch"),
+        Some(&(None, true)),
+        "the dispatch's Secret, read-only, in the worker only"
     );
+    assert!(!agent_mounts.contains_key("/var/run/vexa/dispatch"));
 
     // The worker contract (SPEC §4).
     let env = env_of(job);
@@ -810,7 +833,7 @@ async fn workspaces_are_writable_only_in_rw_and_the_root_filesystem_never() {
     };
     let mut writer = w.chat(
         "writer",
-        "write /workspaces/alice-notes/hello.md hello; write /tmp/scratch ok; write /home/agent/.state ok",
+        "write /workspaces/alice-notes/hello.md hello; write /tmp/scratch ok",
     );
     writer.spec.workspaces.push(WorkspaceUse {
         name: "team-handbook".into(),
@@ -825,7 +848,7 @@ async fn workspaces_are_writable_only_in_rw_and_the_root_filesystem_never() {
     assert_eq!(
         stop_reason(&done),
         "completed",
-        "rw workspace, /tmp and $HOME are writable: {}",
+        "rw workspace and /tmp are writable: {}",
         describe(&done)
     );
     for name in ["reader", "rootfs"] {

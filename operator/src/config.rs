@@ -44,6 +44,9 @@ pub struct Config {
     /// Memory limit of a run when neither the Dispatch nor its runner sets resources.
     #[arg(long, env = "VEXA_DEFAULT_MEMORY_LIMIT", default_value = "2Gi", value_parser = quantity)]
     pub default_memory_limit: String,
+    /// Where the model gateway listens (every replica serves it).
+    #[arg(long, env = "VEXA_MODEL_GATEWAY_ADDR", default_value = "0.0.0.0:8082")]
+    pub model_gateway_addr: std::net::SocketAddr,
     /// The model gateway's base URL as dispatch pods reach it (the operator's Service).
     #[arg(
         long,

@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
 use vexa_operator::controllers::{dispatch, workspace};
+use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::{gateway_key, http, leader};
@@ -27,6 +28,14 @@ async fn main() -> anyhow::Result<()> {
     let gateway_key = gateway_key::load_or_create(&client, &config.namespace)
         .await
         .context("the model gateway's key is needed to broker model credentials")?;
+    let gateway = Arc::new(
+        model_gateway::Gateway::new(
+            client.clone(),
+            gateway_key.clone(),
+            config.namespace.clone(),
+        )
+        .context("the model gateway cannot load the system's CA certificates")?,
+    );
     let ctx = Context {
         gateway_key: Some(gateway_key),
         client: client.clone(),
@@ -46,6 +55,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
 
+    // Every replica serves the gateway, leader or not; it stops with the process.
+    let mut gateway_server = tokio::spawn(model_gateway::serve(
+        config.model_gateway_addr,
+        gateway,
+        stopped(stop.clone()),
+    ));
+
     let drain_limit = Duration::from_secs(config.shutdown_timeout_seconds);
     let controllers = |ready| {
         let run = async {
@@ -63,6 +79,10 @@ async fn main() -> anyhow::Result<()> {
         result = &mut server => {
             result.context("the metrics and health server panicked")??;
             bail!("the metrics and health server stopped unexpectedly");
+        }
+        result = &mut gateway_server => {
+            result.context("the model gateway panicked")??;
+            bail!("the model gateway stopped unexpectedly");
         }
     }
     if !*stop.borrow() {

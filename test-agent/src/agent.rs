@@ -223,6 +223,28 @@ impl Turn<'_> {
                     }
                 }
                 Step::Say(text) => self.reply.push(text.clone()),
+                Step::Env(name) => self.reply.push(match std::env::var(name) {
+                    Ok(value) => format!("{name}={value}"),
+                    Err(_) => format!("{name} is unset"),
+                }),
+                Step::Grep { text, path } => {
+                    let file = self.path(path);
+                    let r =
+                        self.tool(out, "Grep", json!({"pattern": text, "path": file}), || {
+                            fs::read(&file).map(|b| String::from_utf8_lossy(&b).into_owned())
+                        })?;
+                    self.reply.push(match r {
+                        Ok(content) if content.contains(text.as_str()) => {
+                            format!("{path} contains {text}.")
+                        }
+                        Ok(_) => format!("{path} does not contain {text}."),
+                        Err(e) => format!("Could not read {path}: {e}"),
+                    });
+                }
+                Step::Model(prompt) => self.reply.push(match crate::model::ask(prompt) {
+                    Ok(text) => format!("The model says: {text}"),
+                    Err(e) => format!("The model request failed: {e}"),
+                }),
                 Step::Remember(text) => self.reply.push(format!("I will remember: {text}")),
                 Step::Recall => self.reply.push(recall(self.history)),
                 Step::Sleep(d) => {

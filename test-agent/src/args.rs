@@ -62,6 +62,10 @@ small script in its prompt, one command per line:
   recall                   reply with the earlier prompts of this session
   sleep SECONDS            wait (at most 600 s)
   fail [TEXT]              end the turn with an error
+  env NAME                 say the value of the environment variable NAME
+  grep TEXT PATH           say whether PATH contains TEXT
+  model TEXT               ask the model at $ANTHROPIC_BASE_URL (key $ANTHROPIC_API_KEY),
+                           say its reply
 
 Any other line is echoed. Sessions live under .claude/projects/ in the working directory.
 

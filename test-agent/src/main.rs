@@ -5,6 +5,7 @@
 
 mod agent;
 mod args;
+mod model;
 mod script;
 mod store;
 

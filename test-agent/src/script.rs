@@ -42,6 +42,17 @@ pub enum Step {
     Sleep(Duration),
     /// `fail [TEXT]`: end the turn with an error.
     Fail(String),
+    /// `env NAME`: say the variable's value (what a prompt-injected agent would look for).
+    Env(String),
+    /// `grep TEXT PATH`: say whether the file contains the text.
+    Grep {
+        /// What to look for.
+        text: String,
+        /// The file.
+        path: String,
+    },
+    /// `model TEXT`: ask the model at `ANTHROPIC_BASE_URL` and say its reply.
+    Model(String),
     /// Any other line: echoed.
     Echo(String),
 }
@@ -85,6 +96,15 @@ fn step(line: &str) -> Step {
             }
         }
         "say" => Step::Say(rest.to_owned()),
+        "env" if !rest.is_empty() => Step::Env(rest.to_owned()),
+        "grep" if rest.contains(char::is_whitespace) => {
+            let (text, path) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            Step::Grep {
+                text: text.to_owned(),
+                path: path.trim().to_owned(),
+            }
+        }
+        "model" if !rest.is_empty() => Step::Model(rest.to_owned()),
         "remember" => Step::Remember(rest.to_owned()),
         "recall" if rest.is_empty() => Step::Recall,
         "fail" => Step::Fail(if rest.is_empty() {

@@ -35,6 +35,23 @@ const MISSING_POLL: Duration = Duration::from_secs(15);
 /// A safety net for live runs; watches on the Job and pod drive the real updates.
 const LIVE_RESYNC: Duration = Duration::from_secs(60);
 
+/// Marks a dispatch that waited as no longer waiting: it holds every workspace it needs.
+fn claimed(
+    status: &mut DispatchStatus,
+    generation: Option<i64>,
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) {
+    let mut conditions = Conditions::new(&mut status.conditions, generation, t);
+    if conditions.has(ConditionType::Queued) {
+        conditions.set(
+            ConditionType::Queued,
+            false,
+            "WorkspaceClaimed",
+            "every workspace is ready and every rw one is held by this dispatch",
+        );
+    }
+}
+
 /// Reconciles one Dispatch.
 pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
     let _timer = ctx.base.metrics.dispatch.reconcile_started();
@@ -209,15 +226,7 @@ async fn start(
             }
         }
     }
-    let mut conditions = Conditions::new(&mut status.conditions, generation, &t);
-    if conditions.has(ConditionType::Queued) {
-        conditions.set(
-            ConditionType::Queued,
-            false,
-            "WorkspaceClaimed",
-            "every workspace is ready and every rw one is held by this dispatch",
-        );
-    }
+    claimed(status, generation, &t);
 
     let settings = ctx.build_settings();
     let inputs = Inputs {
@@ -332,6 +341,9 @@ async fn track_run(
     let state = run_state(job, pod, stop);
     let generation = d.metadata.generation;
     let t = now();
+    // The Job exists, so the claims were taken; a status read from a cache that has not yet
+    // seen the claim's write must not bring the wait back.
+    claimed(status, generation, &t);
     match &state {
         RunState::Starting => {
             status.phase = Some(DispatchPhase::Starting);
