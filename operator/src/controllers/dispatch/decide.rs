@@ -104,10 +104,14 @@ pub fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
         finished,
         message,
         provenance,
+        usage,
     } = state
     else {
         return;
     };
+    if usage.is_some() {
+        status.usage = usage;
+    }
     let generation = d.metadata.generation;
     let t = now();
     status.phase = Some(DispatchPhase::Stopped);

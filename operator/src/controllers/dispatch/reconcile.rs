@@ -92,6 +92,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                         finished: Some(now()),
                         message: "the Job was deleted before the run ended".into(),
                         provenance: Vec::new(),
+                        usage: None,
                     },
                 );
                 release_all(&ctx, &d, &status).await?;
@@ -138,6 +139,7 @@ async fn start(
                 finished: Some(t),
                 message: "stopped before it started".into(),
                 provenance: Vec::new(),
+                usage: None,
             },
         );
         release_all(ctx, d, status).await?;

@@ -4,7 +4,7 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use vexa_core::{CommitRange, Termination};
+use vexa_core::{CommitRange, ModelUsage, Termination};
 use vexa_crds::{DispatchPhase, StopReason};
 
 use super::children::{AGENT_CONTAINER, WORKER_CONTAINER};
@@ -52,6 +52,8 @@ pub enum RunState {
         message: String,
         /// What the worker reports it did to git, per rw workspace.
         provenance: Vec<CommitRange>,
+        /// The model tokens the worker counted, if the run brokered a credential.
+        usage: Option<ModelUsage>,
     },
 }
 
@@ -158,6 +160,7 @@ fn from_termination(
         finished: t.finished_at.clone(),
         message: detail,
         provenance: report.provenance,
+        usage: report.usage,
     }
 }
 
@@ -213,6 +216,11 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
         .or_else(|| job_condition(job, "Failed"))
         .filter(|c| c.reason.as_deref() == Some(DEADLINE_EXCEEDED))
     {
+        let report = Termination::parse(
+            terminated
+                .and_then(|t| t.message.as_deref())
+                .unwrap_or_default(),
+        );
         return RunState::Finished {
             reason: if stop_requested {
                 StopReason::Stopped
@@ -225,11 +233,9 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
                 .and_then(|t| t.finished_at.clone())
                 .or_else(|| c.last_transition_time.clone()),
             message: "the run reached its maximum lifetime".into(),
-            // The worker got SIGTERM and reported what it had committed.
-            provenance: terminated
-                .and_then(|t| t.message.as_deref())
-                .map(|m| Termination::parse(m).provenance)
-                .unwrap_or_default(),
+            // The worker got SIGTERM and reported what it had committed and used.
+            provenance: report.provenance,
+            usage: report.usage,
         };
     }
     if let Some(t) = terminated {
@@ -262,6 +268,7 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
                 a.message.as_deref().unwrap_or_default().trim()
             ),
             provenance: Vec::new(),
+            usage: None,
         };
     }
     if let Some(c) = job_condition(job, "Failed") {
@@ -280,6 +287,7 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
             finished: c.last_transition_time.clone(),
             message,
             provenance: Vec::new(),
+            usage: None,
         };
     }
     if let Some(c) = job_condition(job, "Complete") {
@@ -294,6 +302,7 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
             finished: c.last_transition_time.clone(),
             message: String::new(),
             provenance: Vec::new(),
+            usage: None,
         };
     }
     let start_failure = [(worker, WORKER_CONTAINER), (agent, AGENT_CONTAINER)]
@@ -316,6 +325,7 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
                 waiting.message.clone().unwrap_or_default()
             ),
             provenance: Vec::new(),
+            usage: None,
         };
     }
     if stop_requested {
@@ -329,6 +339,7 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
                 finished: None,
                 message: "stopped on request".into(),
                 provenance: Vec::new(),
+                usage: None,
             };
         }
         return RunState::Stopping { started };
@@ -413,6 +424,37 @@ mod tests {
         );
         assert_eq!(reason(&state), Some(StopReason::Failed));
         assert!(provenance(&state).is_empty(), "{state:?}");
+    }
+
+    #[test]
+    fn the_workers_token_count_is_kept_and_the_agents_is_not_read() {
+        let state = run_state(
+            &job_with(None, 0),
+            Some(&pod_of(
+                ended(
+                    0,
+                    "Completed",
+                    r#"{"reason":"idle_timeout","usage":{"inputTokens":40,"outputTokens":25,"requests":1}}"#,
+                ),
+                ended(
+                    0,
+                    "Completed",
+                    r#"{"usage":{"inputTokens":0,"outputTokens":0,"requests":0}}"#,
+                ),
+            )),
+            false,
+        );
+        let RunState::Finished { usage, .. } = state else {
+            unreachable!("{state:?}")
+        };
+        assert_eq!(
+            usage,
+            Some(ModelUsage {
+                input_tokens: 40,
+                output_tokens: 25,
+                requests: 1
+            })
+        );
     }
 
     #[test]
