@@ -410,7 +410,13 @@ async fn golden_chat_dispatch_runs_one_locked_down_job_until_idle() {
     assert!(pod_name.starts_with(&format!("{name}-")), "{pod_name}");
     let logs = w
         .api::<Pod>()
-        .logs(&pod_name, &LogParams::default())
+        .logs(
+            &pod_name,
+            &LogParams {
+                container: Some("worker".into()),
+                ..LogParams::default()
+            },
+        )
         .await
         .unwrap();
     assert!(logs.contains("uid=65532 gid=65532"), "{logs}");
