@@ -17,6 +17,7 @@ use crate::cluster::Cluster;
 use crate::dispatch;
 use crate::error::CliError;
 use crate::pump::{Ended, Format, Pump};
+use crate::safe::for_terminal;
 
 /// How often `chat` re-plans when another client took the name it was about to create.
 const CREATE_ATTEMPTS: usize = 3;
@@ -95,7 +96,7 @@ async fn stop(
     if dispatch::is_over(&d) {
         eprintln!(
             "dispatch {id} has already ended: {}",
-            dispatch::how_it_ended(&d)
+            for_terminal(&dispatch::how_it_ended(&d))
         );
     } else if d.spec.stop == Some(true) {
         eprintln!("dispatch {id}: a stop was already requested");
@@ -300,7 +301,7 @@ impl Context {
         let stop_after_turn = pump.stop_after_turn;
         let ended = self
             .cluster
-            .until_over(&ns, &name, |waiting| eprintln!("{waiting}"));
+            .until_over(&ns, &name, |waiting| eprintln!("{}", for_terminal(waiting)));
         let mut stdout = std::io::stdout().lock();
         let pumped = pump
             .run(&self.redis, ended, interrupted(), &mut stdout)
@@ -324,7 +325,7 @@ impl Context {
                 if stop_after_turn {
                     return Err(CliError::EndedEarly { id, how });
                 }
-                eprintln!("dispatch {id} ended: {how}");
+                eprintln!("dispatch {id} ended: {}", for_terminal(&how));
                 Ok(Outcome::Done)
             }
         }

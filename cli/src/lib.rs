@@ -2,7 +2,7 @@
 //! stream with an exact resume, and stop a dispatch.
 //!
 //! Layers, from pure to I/O: [`args`] (the command line), [`dispatch`] (reading a Dispatch),
-//! [`chat`] (which dispatch a message goes to), [`render`] (how events look), [`pump`] (printing
+//! [`chat`] (which dispatch a message goes to), [`render`] (how events look), [`safe`] (control sequences neutralised before the terminal), [`pump`] (printing
 //! a stream until a turn or the run ends; Redis only), [`cluster`] (Kubernetes only), and
 //! [`commands`] wiring them together.
 
@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod pump;
 pub mod render;
+pub mod safe;
 
 pub use commands::{Outcome, resume_hint, run};
 pub use error::CliError;

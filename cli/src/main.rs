@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vexa_cli::args::Cli;
+use vexa_cli::safe::for_terminal;
 use vexa_cli::{CliError, Outcome, resume_hint, run};
 
 /// The exit status after Ctrl-C, as shells report it.
@@ -26,7 +27,7 @@ async fn main() -> ExitCode {
             ExitCode::from(INTERRUPTED)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", for_terminal(&e.to_string()));
             if let CliError::Follow { dispatch, last, .. } = &e {
                 eprintln!("{}", resume_hint(dispatch, *last));
             }

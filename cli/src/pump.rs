@@ -14,6 +14,7 @@ use vexa_stream::{Event, TurnId, UnitEvent};
 
 use crate::error::CliError;
 use crate::render::{TextRenderer, json_error_line, json_line};
+use crate::safe;
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,7 @@ impl Pump {
         loop {
             if let Some((outcome, end)) = over.take() {
                 if end.is_none_or(|end| last >= end) {
-                    write(out, &text.end_line())?;
+                    write(out, self.format, &text.end_line())?;
                     return Ok(Pumped {
                         last,
                         ended: Ended::Dispatch(outcome),
@@ -102,7 +103,7 @@ impl Pump {
             tokio::select! {
                 biased;
                 () = &mut interrupt => {
-                    write(out, &text.end_line())?;
+                    write(out, self.format, &text.end_line())?;
                     return Ok(Pumped { last, ended: Ended::Interrupted });
                 }
                 outcome = &mut ended, if over.is_none() => {
@@ -119,9 +120,9 @@ impl Pump {
                             Format::Text => text.event(&unit),
                             Format::Json => json_line(id, &unit),
                         };
-                        write(out, &shown)?;
+                        write(out, self.format, &shown)?;
                         if self.stop_after_turn && matches!(unit.event, Event::TurnComplete {}) {
-                            write(out, &text.end_line())?;
+                            write(out, self.format, &text.end_line())?;
                             return Ok(Pumped { last, ended: Ended::Turn(unit.turn_id) });
                         }
                     }
@@ -131,15 +132,15 @@ impl Pump {
                             Format::Text => text.malformed(id, &reason),
                             Format::Json => json_error_line(id, &reason),
                         };
-                        write(out, &shown)?;
+                        write(out, self.format, &shown)?;
                     }
                     Some(Err(source)) => {
-                        write(out, &text.end_line())?;
+                        write(out, self.format, &text.end_line())?;
                         return Err(CliError::Follow { source: Box::new(source), last, dispatch: self.dispatch.clone() });
                     }
                     None => {
                         // The follow only ends after a fatal error, which came first.
-                        write(out, &text.end_line())?;
+                        write(out, self.format, &text.end_line())?;
                         return Err(CliError::Follow {
                             source: Box::new(FollowError::Redis {
                                 addr: redis.get_connection_info().addr().to_string(),
@@ -201,9 +202,14 @@ impl Pump {
     }
 }
 
-fn write(out: &mut impl Write, s: &str) -> Result<(), CliError> {
+/// Writes `s` with every control sequence neutralised: it is the agent's output.
+fn write(out: &mut impl Write, format: Format, s: &str) -> Result<(), CliError> {
     if !s.is_empty() {
-        out.write_all(s.as_bytes())?;
+        let safe = match format {
+            Format::Text => safe::for_terminal(s),
+            Format::Json => safe::json_for_terminal(s),
+        };
+        out.write_all(safe.as_bytes())?;
         out.flush()?;
     }
     Ok(())

