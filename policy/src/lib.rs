@@ -1,12 +1,15 @@
 //! Pure policy shared by the operator and the gateway, so the two can never disagree: which
 //! mode each workspace gets, whether a run is trusted, and whether a dispatch may run at all.
 //! It decides on plain data ([`DispatchRequest`] and facts about the objects it names): no
-//! I/O, no Kubernetes types.
+//! I/O, no Kubernetes types. Who may act (admission's rules and the operator's second check of
+//! the chain of custody) is in [`custody`].
 //!
 //! The names (dispatch id, topics, children) live in `vexa-core`; they are re-exported here
 //! for the crates that reach them through the policy.
 
+pub mod custody;
 pub mod trust;
 
+pub use custody::*;
 pub use trust::*;
 pub use vexa_core::names::{self, *};
