@@ -584,7 +584,8 @@ mod tests {
             kubernetes_users: vec![],
             grants: vec![grant("integration:email", Rw, &[], false)],
         };
-        let r = check_custody(&d, &owned("alice", Ro), &[bob.clone()], false).unwrap_err();
+        let r =
+            check_custody(&d, &owned("alice", Ro), std::slice::from_ref(&bob), false).unwrap_err();
         assert_eq!(r.reason, "WorkspaceNotGranted");
         let ids = [
             bob,
