@@ -313,7 +313,18 @@ async fn a_propose_only_run_over_a_read_only_workspace_cannot_change_it() {
     let dir = w.workspace_dir().await;
     let head = git(&dir, &["rev-parse", "HEAD"]);
 
-    // An email event: untrusted, so propose-only over the workspace read-only.
+    // An email event: untrusted, so propose-only over the workspace read-only, under the
+    // grant alice gives the email integration (without it the operator refuses the run).
+    let identity: vexa_crds::Identity = serde_json::from_value(json!({
+        "apiVersion": "vexa.ai/v1", "kind": "Identity", "metadata": {"name": "alice"},
+        "spec": {"subject": "alice", "grants": [{"name": "email-triage", "launcher": "integration:email",
+                 "workspaces": [{"name": "alice-notes", "mode": "ro"}]}]},
+    }))
+    .unwrap();
+    Api::<vexa_crds::Identity>::namespaced(w.client.clone(), &w.ns.name)
+        .create(&PostParams::default(), &identity)
+        .await
+        .unwrap();
     let mut d = chat_dispatch(
         "triage",
         &w.runner,

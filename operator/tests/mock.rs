@@ -706,6 +706,10 @@ async fn the_model_credential_stays_in_the_operators_namespace() {
             "12",
         )),
         stored("operator/tests/fixtures/inputs/calendar-read.yaml", ns, "3"),
+        // The schedule acts for alice under her grant, and reads the team's handbook under
+        // the team's.
+        stored("goldens/identities/valid/alice.yaml", ns, "5"),
+        stored("goldens/identities/valid/team-a.yaml", ns, "6"),
     ];
     let mut api = ApiServer::start_with(
         &d,

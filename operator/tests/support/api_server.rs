@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tower_test::mock::{Handle, SendResponse};
-use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, Identity, Tool, Workspace};
 use vexa_operator::config::Config;
 use vexa_operator::controllers::dispatch::{
     Cache, Error, Reconciler, References, reconcile::reconcile,
@@ -209,6 +209,7 @@ impl ApiServer {
             runners: cache::<AgentRunner>(references, synced),
             workspaces: cache::<Workspace>(references, synced),
             tools: cache::<Tool>(references, synced),
+            identities: cache::<Identity>(references, synced),
         };
         let ctx = Arc::new(Reconciler::new(
             base,

@@ -3,13 +3,15 @@
 //! Job and pod say about the run is in `run_state`.
 
 use kube::ResourceExt;
+use vexa_crds::Identity;
 use vexa_crds::{
     Dispatch, DispatchPhase, DispatchSpec, DispatchStatus, StopReason, StreamKeys, WorkspaceMode,
     WorkspaceProvenance,
 };
 use vexa_policy::{
-    Authorization, DispatchRequest, Refusal, ToolFacts, WantedWorkspace, WorkspaceFacts,
-    dispatch_id, in_topic, out_topic, session_file, thread_or_default,
+    Authorization, DispatchRequest, GrantFacts, IdentityFacts, OwnedWorkspace, Refusal, ToolFacts,
+    WantedWorkspace, WorkspaceFacts, dispatch_id, in_topic, out_topic, session_file,
+    thread_or_default,
 };
 
 use super::children::MountedWorkspace;
@@ -43,6 +45,51 @@ pub fn authorize(
     tools: &[ToolFacts],
 ) -> Result<Authorization, Refusal> {
     vexa_policy::authorize(&request(spec), workspaces, tools)
+}
+
+/// What the policy needs of an Identity; a grant whose `expires` is not after `now` is expired.
+pub fn identity_facts(i: &Identity, now: k8s_openapi::jiff::Timestamp) -> IdentityFacts {
+    IdentityFacts {
+        subject: i.spec.subject.clone(),
+        kubernetes_users: i.spec.kubernetes_users.clone(),
+        grants: i
+            .spec
+            .grants
+            .iter()
+            .map(|g| GrantFacts {
+                name: g.name.clone(),
+                launcher: g.launcher.clone(),
+                workspaces: g
+                    .workspaces
+                    .iter()
+                    .map(|w| (w.name.clone(), w.mode))
+                    .collect(),
+                tools: g.tools.clone(),
+                expired: g.expires.as_ref().is_some_and(|t| t.0 <= now),
+            })
+            .collect(),
+    }
+}
+
+/// The run's workspaces with their owners and granted modes, for the custody check.
+pub fn owned_workspaces(resolved: &Resolved, auth: &Authorization) -> Vec<OwnedWorkspace> {
+    resolved
+        .workspaces
+        .iter()
+        .zip(&auth.modes)
+        .map(|(w, (_, mode))| OwnedWorkspace {
+            name: w.name_any(),
+            owner: w.spec.owner.clone(),
+            mode: *mode,
+        })
+        .collect()
+}
+
+/// Whether the custody check needs the namespace's Identities: someone acts for another
+/// subject, a schedule or integration launches, or a workspace belongs to someone else.
+pub fn needs_identities(request: &DispatchRequest, owned: &[OwnedWorkspace]) -> bool {
+    request.launcher != format!("{}{}", vexa_policy::USER_LAUNCHER, request.subject)
+        || owned.iter().any(|w| w.owner != request.subject)
 }
 
 /// The run's trust, streams, session and provenance skeleton, fixed once authorized.

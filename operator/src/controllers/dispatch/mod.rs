@@ -28,7 +28,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
-use vexa_crds::{AgentRunner, Dispatch, DispatchPhase, Tool, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, DispatchPhase, Identity, Tool, Workspace};
 
 pub use crate::runtime::cache::Cache;
 pub use error::Error;
@@ -239,10 +239,12 @@ pub async fn run(
     // missing reference polls), they keep the caches filled.
     let (runners, runner_watch) = cached::<AgentRunner>(client.clone());
     let (tools, tool_watch) = cached::<Tool>(client.clone());
+    let (identities, identity_watch) = cached::<Identity>(client.clone());
     let references = References {
         runners,
         workspaces,
         tools,
+        identities,
     };
     let dctx = Arc::new(Reconciler::new(ctx, store.clone(), jobs, pods, references));
 
@@ -264,7 +266,7 @@ pub async fn run(
         })
         .await;
     gauge.abort();
-    for watch in [runner_watch, tool_watch] {
+    for watch in [runner_watch, tool_watch, identity_watch] {
         watch.abort();
     }
     info!("Dispatch controller stopped");

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use vexa_crds::{AgentRunner, Dispatch, Tool, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, Identity, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
 use super::Reconciler;
@@ -63,6 +63,8 @@ pub struct References {
     pub workspaces: Cache<Workspace>,
     /// Tools.
     pub tools: Cache<Tool>,
+    /// Identities: the subjects' user mappings and delegation grants.
+    pub identities: Cache<Identity>,
 }
 
 impl References {
@@ -164,6 +166,55 @@ pub async fn check_model_credential(
         )));
     }
     Ok(())
+}
+
+/// The Identities of namespace `ns`: from the cache once it has synced.
+pub async fn identities(
+    client: &kube::Client,
+    refs: &References,
+    ns: &str,
+) -> Result<Vec<Arc<Identity>>, Error> {
+    if let Some(store) = refs.identities.store() {
+        return Ok(store.state_filter(|i| i.metadata.namespace.as_deref() == Some(ns)));
+    }
+    let list = Api::<Identity>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list.items.into_iter().map(Arc::new).collect())
+}
+
+/// Whether RBAC lets the user `user` act for `subject` in `ns`: the verb
+/// [`vexa_policy::ACT_AS_VERB`] on `identities.vexa.ai/<subject>`, as admission checks it. The
+/// user's groups are not known here (admission saw them), so only rights bound to the user
+/// itself count.
+pub async fn may_act_as(
+    client: &kube::Client,
+    ns: &str,
+    user: &str,
+    subject: &str,
+) -> Result<bool, Error> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("vexa.ai".into()),
+                resource: Some("identities".into()),
+                namespace: Some(ns.to_owned()),
+                name: Some(subject.to_owned()),
+                verb: Some(vexa_policy::ACT_AS_VERB.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
 impl Reconciler {

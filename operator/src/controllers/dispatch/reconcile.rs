@@ -14,13 +14,16 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::info;
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, StopReason, Workspace, WorkspaceMode};
-use vexa_policy::{Authorization, job_name};
+use vexa_policy::{Authorization, Launcher, Refusal, job_name};
 
 use super::Reconciler;
 use super::apply::{self, release_all, suspend, write_status};
 use super::children::Inputs;
 use super::claim::{self, Claim};
-use super::decide::{authorize, describe_run, finish, mounted, transitions};
+use super::decide::{
+    authorize, describe_run, finish, identity_facts, mounted, needs_identities, owned_workspaces,
+    request, transitions,
+};
 use super::error::Error;
 use super::observe::{self, Resolved};
 use super::run_state::{RunState, run_state};
@@ -287,7 +290,11 @@ async fn admit(
         "ReferencesResolved",
         "runner, workspaces and tools exist",
     );
-    match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
+    let decision = match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
+        Ok(auth) => custody(ctx, d, &resolved, &auth).await?.map(|()| auth),
+        Err(refusal) => Err(refusal),
+    };
+    match decision {
         Ok(auth) => {
             Conditions::new(&mut status.conditions, generation, &t).set(
                 ConditionType::Authorized,
@@ -309,6 +316,44 @@ async fn admit(
             Ok(None)
         }
     }
+}
+
+/// The chain of custody, checked again from what the operator can see (admission already
+/// checked the requesting user): the launcher, the subject's Identity and grants, and the
+/// owners of the workspaces. The Identities are read (and RBAC asked) only when needed.
+async fn custody(
+    ctx: &Reconciler,
+    d: &Dispatch,
+    resolved: &Resolved,
+    auth: &Authorization,
+) -> Result<Result<(), Refusal>, Error> {
+    let request = request(&d.spec);
+    let owned = owned_workspaces(resolved, auth);
+    if !needs_identities(&request, &owned) {
+        return Ok(vexa_policy::check_custody(&request, &owned, &[], false));
+    }
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    let client = &ctx.base.client;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let identities: Vec<_> = observe::identities(client, &ctx.references, &ns)
+        .await?
+        .iter()
+        .map(|i| identity_facts(i, now))
+        .collect();
+    let checked = vexa_policy::check_custody(&request, &owned, &identities, false);
+    if let Err(r) = &checked
+        && r.reason == "SubjectNotPermitted"
+        && let Ok(Launcher::User(user)) = Launcher::parse(&request.launcher)
+        && observe::may_act_as(client, &ns, user, &request.subject).await?
+    {
+        return Ok(vexa_policy::check_custody(
+            &request,
+            &owned,
+            &identities,
+            true,
+        ));
+    }
+    Ok(checked)
 }
 
 /// While the Job exists: follow its pod, honour a stop request, record the ending.
