@@ -72,6 +72,20 @@ impl Operator {
                             std::future::pending(),
                         ))
                     });
+                    // The streams API, when the flags give it a certificate (evals that read
+                    // streams as people do register it as an APIService).
+                    let streams = match config.streams() {
+                        Some(settings) => Some(tokio::spawn(
+                            vexa_operator::streams::bind(
+                                client.clone(),
+                                &settings,
+                                std::future::pending(),
+                            )
+                            .await
+                            .expect("the streams API starts"),
+                        )),
+                        None => None,
+                    };
                     let ctx = Context {
                         gateway_key,
                         client,
@@ -93,6 +107,9 @@ impl Operator {
                     }
                     if let Some(gateway) = gateway {
                         gateway.abort();
+                    }
+                    if let Some(streams) = streams {
+                        streams.abort();
                     }
                 });
                 // Like a crash: whatever was in flight is dropped at its next await point.

@@ -54,6 +54,21 @@ pub struct Config {
         default_value = "http://vexa-operator.vexa-system.svc:8082"
     )]
     pub model_gateway_url: String,
+    /// Where the streams API (`streams.vexa.ai`, reached through the API server) listens; every
+    /// replica serves it.
+    #[arg(long, env = "VEXA_STREAMS_ADDR", default_value = "0.0.0.0:8443")]
+    pub streams_addr: std::net::SocketAddr,
+    /// The streams API's serving certificate (PEM file; the APIService's caBundle must verify
+    /// it). Empty: the streams API is not served.
+    #[arg(long, env = "VEXA_STREAMS_TLS_CERT", default_value = "")]
+    pub streams_tls_cert: String,
+    /// The serving certificate's private key (PEM file).
+    #[arg(long, env = "VEXA_STREAMS_TLS_KEY", default_value = "")]
+    pub streams_tls_key: String,
+    /// Redis as the operator itself reaches it, for the streams API (people's reads and turns).
+    /// Default: --redis-url.
+    #[arg(long, env = "REDIS_URL")]
+    pub operator_redis_url: Option<String>,
     /// Image of every dispatch's trusted `worker` container (the agent worker). The agent's
     /// own container runs the runner's image.
     #[arg(
@@ -104,6 +119,21 @@ pub struct Config {
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The streams API's settings, when its certificate is configured.
+    pub fn streams(&self) -> Option<crate::streams::Settings> {
+        (!self.streams_tls_cert.is_empty()).then(|| crate::streams::Settings {
+            addr: self.streams_addr,
+            cert: self.streams_tls_cert.clone(),
+            key: self.streams_tls_key.clone(),
+            redis_url: self
+                .operator_redis_url
+                .clone()
+                .unwrap_or_else(|| self.redis_url.clone()),
+        })
+    }
 }
 
 /// How log lines are written.

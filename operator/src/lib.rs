@@ -3,13 +3,15 @@
 //! Layout: `controllers/<kind>/` holds one controller each (observe → decide → apply, with
 //! typed errors); `runtime/` is the machinery they share: watches and caches, conditions,
 //! events, backoff, leader election, health and metrics. `model_gateway` adds the brokered
-//! model credential to dispatches' model requests (every replica serves it). `config` is what
+//! model credential to dispatches' model requests (every replica serves it); `streams` is the API people read streams and send
+//! turns through, behind the API server (every replica serves it). `config` is what
 //! `main` parses.
 
 pub mod config;
 pub mod controllers;
 pub mod model_gateway;
 pub mod runtime;
+pub mod streams;
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vexa-operator";

@@ -12,10 +12,10 @@ use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
 use vexa_operator::controllers::{dispatch, workspace};
-use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::{gateway_key, http, leader};
+use vexa_operator::{model_gateway, streams};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -62,6 +62,25 @@ async fn main() -> anyhow::Result<()> {
         stopped(stop.clone()),
     ));
 
+    // Every replica serves the streams API too (people's reads and turns, behind the API
+    // server). It stops with the process: a follow open then ends, and the client resumes from
+    // its last entry on another replica.
+    let mut streams_server = match config.streams() {
+        Some(settings) => tokio::spawn(
+            streams::bind(client.clone(), &settings, std::future::pending())
+                .await
+                .context(
+                    "the streams API (how people read dispatches and send turns) cannot start",
+                )?,
+        ),
+        None => {
+            tracing::warn!(
+                "no --streams-tls-cert (VEXA_STREAMS_TLS_CERT): the streams API is not served, so nobody can follow a dispatch or send it turns"
+            );
+            tokio::spawn(std::future::pending())
+        }
+    };
+
     let drain_limit = Duration::from_secs(config.shutdown_timeout_seconds);
     let controllers = |ready| {
         let run = async {
@@ -79,6 +98,10 @@ async fn main() -> anyhow::Result<()> {
         result = &mut server => {
             result.context("the metrics and health server panicked")??;
             bail!("the metrics and health server stopped unexpectedly");
+        }
+        result = &mut streams_server => {
+            result.context("the streams API panicked")??;
+            bail!("the streams API stopped unexpectedly");
         }
         result = &mut gateway_server => {
             result.context("the model gateway panicked")??;
