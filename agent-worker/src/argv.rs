@@ -4,6 +4,11 @@
 //! concatenates. A placeholder's value is inserted verbatim and never scanned again, so a prompt
 //! containing `${sessionId}`, quotes, `;`, `$()` or newlines stays exactly the text it was, in
 //! exactly one argument.
+//!
+//! A prompt is still an argument of a program that parses options, so a prompt
+//! `--dangerously-skip-permissions` placed where an option may stand becomes one. A template
+//! that ends its options with a literal `--` item puts everything after it out of the option
+//! parser's reach; the optional groups (which are options) are inserted before that `--`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -196,17 +201,39 @@ impl ArgValues {
     }
 }
 
-/// The full command line: `argv`, then each optional group whose placeholder has a value, in
-/// order. The first item is the program; nothing is ever passed through a shell.
+/// The item that ends a command line's options.
+pub const END_OF_OPTIONS: &str = "--";
+
+/// The full command line: `argv`, with each optional group whose placeholder has a value, in
+/// order, appended, or inserted before the first `--` item of `argv` when it has one (so a
+/// template `claude -p --output-format stream-json -- ${prompt}` gets `--resume <id>` among its
+/// options and the prompt stays after `--`). The first item is the program; nothing is ever
+/// passed through a shell.
 pub fn render(argv: &[ArgTemplate], optional: &[OptionalArgs], values: &ArgValues) -> Vec<String> {
+    let end = argv
+        .iter()
+        .position(|t| t.source == END_OF_OPTIONS)
+        .unwrap_or(argv.len());
     let groups = optional
         .iter()
         .filter(|g| values.get(g.when).is_some())
         .flat_map(|g| g.argv.iter());
-    argv.iter()
+    argv[..end]
+        .iter()
         .chain(groups)
+        .chain(&argv[end..])
         .map(|t| t.render(values))
         .collect()
+}
+
+/// Whether `${prompt}` appears only after a `--` item, where no option parser looks: what
+/// every runner that takes a prompt from a person (or from a turn an agent could have written)
+/// must do.
+pub fn prompt_after_end_of_options(argv: &[ArgTemplate]) -> bool {
+    let end = argv.iter().position(|t| t.source == END_OF_OPTIONS);
+    argv.iter().enumerate().all(|(i, t)| {
+        !t.pieces.contains(&Piece::Value(Placeholder::Prompt)) || end.is_some_and(|e| i > e)
+    })
 }
 
 #[cfg(test)]
@@ -234,13 +261,14 @@ mod tests {
             templates(&[
                 "claude",
                 "-p",
-                "${prompt}",
                 "--output-format",
                 "stream-json",
                 "--verbose",
                 "--include-partial-messages",
                 "--permission-mode",
                 "acceptEdits",
+                "--",
+                "${prompt}",
             ]),
             vec![
                 optional(
@@ -259,10 +287,9 @@ mod tests {
         )
     }
 
-    const BASE: [&str; 9] = [
+    const BASE: [&str; 8] = [
         "claude",
         "-p",
-        "PROMPT",
         "--output-format",
         "stream-json",
         "--verbose",
@@ -270,6 +297,15 @@ mod tests {
         "--permission-mode",
         "acceptEdits",
     ];
+
+    /// `BASE`, the optional arguments, `--` and the prompt.
+    fn line<'a>(extra: &[&'a str], prompt: &'a str) -> Vec<&'a str> {
+        BASE.iter()
+            .chain(extra)
+            .copied()
+            .chain(["--", prompt])
+            .collect()
+    }
 
     #[rstest]
     #[case::fresh(None, None, None, &[])]
@@ -293,8 +329,7 @@ mod tests {
             mcp_config: tools.map(|_| "/tmp/mcp.json".into()),
             ..ArgValues::default()
         };
-        let want: Vec<&str> = BASE.iter().chain(extra).copied().collect();
-        assert_eq!(render(&argv, &opt, &values), want);
+        assert_eq!(render(&argv, &opt, &values), line(extra, "PROMPT"));
     }
 
     #[rstest]
@@ -317,9 +352,92 @@ mod tests {
             ..ArgValues::default()
         };
         let out = render(&argv, &opt, &values);
-        assert_eq!(out[2], prompt);
-        assert_eq!(out.len(), BASE.len() + 4);
+        assert_eq!(out, line(&["--resume", "s-1", "--model", "m"], prompt));
         assert_eq!(out.iter().filter(|a| *a == prompt).count(), 1);
+    }
+
+    /// A minimal option parser with the rule every getopt/commander-style parser shares: `--`
+    /// ends the options, and before it anything starting with `-` is an option. Returns the
+    /// options the command line turns on and the other arguments (option values included: it
+    /// does not know which options take one).
+    fn parse_like_a_cli(argv: &[String]) -> (Vec<&str>, Vec<&str>) {
+        let (mut options, mut positional) = (Vec::new(), Vec::new());
+        let mut rest = argv[1..].iter();
+        for arg in rest.by_ref() {
+            match arg.as_str() {
+                "--" => break,
+                a if a.starts_with('-') && a.len() > 1 => options.push(a),
+                a => positional.push(a),
+            }
+        }
+        positional.extend(rest.map(String::as_str));
+        (options, positional)
+    }
+
+    #[rstest]
+    #[case::skip_permissions("--dangerously-skip-permissions")]
+    #[case::inline_value("--permission-mode=bypassPermissions")]
+    #[case::short("-r")]
+    #[case::end_of_options("--")]
+    #[case::settings(r#"--settings={"hooks":{}}"#)]
+    #[case::subcommand_looking("doctor")]
+    fn a_hostile_turn_is_never_an_option(#[case] prompt: &str) {
+        let (argv, opt) = claude();
+        assert!(prompt_after_end_of_options(&argv));
+        for session in [None, Some("s-1")] {
+            let values = ArgValues {
+                prompt: prompt.into(),
+                session_id: session.map(Into::into),
+                model: Some("m".into()),
+                ..ArgValues::default()
+            };
+            let out = render(&argv, &opt, &values);
+            let (options, positional) = parse_like_a_cli(&out);
+            assert_eq!(positional.last(), Some(&prompt), "{out:?}");
+            assert!(!options.contains(&prompt), "{out:?}");
+            assert_eq!(out.last().map(String::as_str), Some(prompt));
+        }
+        // The same template without `--` (what runners had before): the turn is an option.
+        let unsafe_argv = templates(&["claude", "-p", "${prompt}", "--verbose"]);
+        assert!(!prompt_after_end_of_options(&unsafe_argv));
+        let values = ArgValues {
+            prompt: "--dangerously-skip-permissions".into(),
+            ..ArgValues::default()
+        };
+        let out = render(&unsafe_argv, &[], &values);
+        let (options, _) = parse_like_a_cli(&out);
+        assert!(options.contains(&"--dangerously-skip-permissions"));
+    }
+
+    #[rstest]
+    #[case::after(&["a", "--", "${prompt}"], true)]
+    #[case::inside_after(&["a", "--", "say: ${prompt}"], true)]
+    #[case::no_prompt(&["a", "-x"], true)]
+    #[case::before(&["a", "${prompt}", "--"], false)]
+    #[case::no_end(&["a", "-p", "${prompt}"], false)]
+    #[case::glued(&["a", "--prompt=${prompt}", "--"], false)]
+    fn where_the_prompt_may_stand(#[case] items: &[&str], #[case] safe: bool) {
+        assert_eq!(prompt_after_end_of_options(&templates(items)), safe);
+    }
+
+    #[test]
+    fn optional_groups_go_before_the_end_of_options() {
+        let argv = templates(&["agent", "-x", "--", "${prompt}", "tail"]);
+        let opt = [optional(Placeholder::Model, &["--model", "${model}"])];
+        let values = ArgValues {
+            prompt: "P".into(),
+            model: Some("m".into()),
+            ..ArgValues::default()
+        };
+        assert_eq!(
+            render(&argv, &opt, &values),
+            ["agent", "-x", "--model", "m", "--", "P", "tail"]
+        );
+        let plain = templates(&["agent", "${prompt}"]);
+        assert_eq!(
+            render(&plain, &opt, &values),
+            ["agent", "P", "--model", "m"]
+        );
     }
 
     /// A small deterministic generator (xorshift) over an alphabet of everything a shell or a
@@ -375,8 +493,7 @@ mod tests {
                 ..ArgValues::default()
             };
             let out = render(&argv, &opt, &values);
-            assert_eq!(out[2], prompt, "prompt {prompt:?}");
-            assert_eq!(out[BASE.len()..], ["--resume".to_owned(), session]);
+            assert_eq!(out, line(&["--resume", &session], &prompt), "{prompt:?}");
         }
     }
 

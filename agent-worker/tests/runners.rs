@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rstest::rstest;
-use vexa_agent_worker::argv::ArgValues;
+use vexa_agent_worker::argv::{ArgValues, prompt_after_end_of_options};
 use vexa_agent_worker::env::CommandLine;
 use vexa_core::StreamFormat;
 use vexa_core::pod::RunnerSpec;
@@ -27,13 +27,18 @@ fn load(file: &str) -> (vexa_crds::AgentRunner, RunnerSpec, CommandLine) {
 #[case("vexa-test-agent.yaml")]
 #[case("claude-code.yaml")]
 fn the_runners_are_valid_agent_runners(#[case] file: &str) {
-    let (runner, spec, _) = load(file);
+    let (runner, spec, command) = load(file);
     assert_eq!(
         runner.spec.image_pull_policy,
         Some(vexa_crds::runner::PullPolicy::IfNotPresent)
     );
     assert_eq!(spec.stream_format, StreamFormat::ClaudeStreamJson);
     assert_eq!(spec.session_path, ".claude/sessions");
+    // A turn (which an injected agent may have written) is never parsed as an option.
+    assert!(
+        prompt_after_end_of_options(&command.argv),
+        "{file}: put ${{prompt}} after a `--` item"
+    );
     // What the schema refuses (the platform's variables) and what the worker needs to find.
     for e in &runner.spec.env {
         assert!(
@@ -59,8 +64,13 @@ fn the_test_agent_runs_on_the_agent_worker_image() {
         session_id: Some("s-1".into()),
         ..ArgValues::default()
     });
-    assert_eq!(argv[..3], ["vexa-test-agent", "-p", "write a.md x"]);
-    assert!(argv.ends_with(&["--resume".into(), "s-1".into()]));
+    assert_eq!(argv[..2], ["vexa-test-agent", "-p"]);
+    assert!(argv.ends_with(&[
+        "--resume".into(),
+        "s-1".into(),
+        "--".into(),
+        "write a.md x".into()
+    ]));
 }
 
 #[rstest]
@@ -86,15 +96,18 @@ fn claude_code_gets_the_spec_command_line(
     let mut want = vec![
         "claude",
         "-p",
-        "hi",
         "--output-format",
         "stream-json",
         "--verbose",
         "--include-partial-messages",
         "--permission-mode",
         "acceptEdits",
+        "--setting-sources",
+        "user",
+        "--strict-mcp-config",
+        "--disable-slash-commands",
     ];
     want.extend(extra);
-    want.extend(["--model", "claude-sonnet-4-5"]);
+    want.extend(["--model", "claude-sonnet-4-5", "--", "hi"]);
     assert_eq!(argv, want);
 }

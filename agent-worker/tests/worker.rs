@@ -54,11 +54,12 @@ fn runner_spec(program: &str) -> RunnerSpec {
         argv: strings(&[
             program,
             "-p",
-            "${prompt}",
             "--output-format",
             "stream-json",
             "--verbose",
             "--include-partial-messages",
+            "--",
+            "${prompt}",
         ]),
         model: None,
         optional_argv: vec![OptionalArgs {

@@ -80,6 +80,8 @@ Options:
   --allowedTools TOOLS            accepted, comma or space separated
   --mcp-config FILE               accepted
   --strict-mcp-config             accepted
+  --setting-sources SOURCES       accepted
+  --disable-slash-commands        accepted
   -h, --help                      show this help
   -v, --version                   show the version";
 
@@ -120,7 +122,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "-p" | "--print" => print = true,
             "--verbose" => verbose = true,
             "--include-partial-messages" => partial = true,
-            "--strict-mcp-config" | "--dangerously-skip-permissions" => {}
+            "--strict-mcp-config"
+            | "--dangerously-skip-permissions"
+            | "--disable-slash-commands" => {}
+            "--setting-sources" => {
+                value("--setting-sources <sources>")?;
+            }
             "--output-format" => {
                 format = Some(match value("--output-format <format>")?.as_str() {
                     "text" => OutputFormat::Text,
