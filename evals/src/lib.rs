@@ -14,8 +14,10 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::Value;
 
+pub mod admission;
 pub mod fixtures;
 pub mod operator;
+pub mod users;
 
 /// A client for the cluster in `KUBECONFIG` (set by `eval "$(hack/cluster env)"`).
 pub async fn client() -> Client {

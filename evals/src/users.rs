@@ -1,0 +1,97 @@
+//! Real users of the cluster for the evals: a client certificate for a name, signed by the
+//! cluster through the CertificateSigningRequest API (`kubernetes.io/kube-apiserver-client`,
+//! which `hack/cluster` lets the controller manager sign), and a client that authenticates
+//! with it. Not the admin: the API server sees exactly that user, and RBAC and admission
+//! treat it as they would a tenant.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+use crate::wait_for;
+
+/// A client that acts as the user `name` (in no group but `system:authenticated`).
+pub async fn user_client(admin: &Client, name: &str) -> Client {
+    let dir = std::env::temp_dir().join(format!("vexa-eval-user-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let csr_pem = dir.join("csr.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr_pem)
+        .output()
+        .expect("openssl (hack/cluster installs it)");
+    assert!(out.status.success(), "openssl req: {out:?}");
+
+    let csr_name = format!("vexa-eval-{name}-{}", std::process::id());
+    let csrs = Api::<CertificateSigningRequest>::all(admin.clone());
+    let _ = csrs.delete(&csr_name, &DeleteParams::default()).await;
+    let csr: CertificateSigningRequest = serde_json::from_value(json!({
+        "metadata": {"name": csr_name},
+        "spec": {
+            "request": ByteString(std::fs::read(&csr_pem).unwrap()),
+            "signerName": "kubernetes.io/kube-apiserver-client",
+            "usages": ["client auth"],
+            "expirationSeconds": 3600,
+        },
+    }))
+    .unwrap();
+    csrs.create(&PostParams::default(), &csr)
+        .await
+        .unwrap_or_else(|e| panic!("create CSR {csr_name}: {e}"));
+    csrs.patch_approval(
+        &csr_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{
+            "type": "Approved", "status": "True", "reason": "VexaEval",
+            "message": "a user for the evals",
+        }]}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("approve CSR {csr_name}: {e}"));
+    let cert = wait_for(
+        &format!("the cluster to sign the certificate of {name} (CSR {csr_name})"),
+        Duration::from_secs(60),
+        || async {
+            csrs.get(&csr_name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.certificate)
+                .filter(|c| !c.0.is_empty())
+        },
+    )
+    .await;
+    let _ = csrs.delete(&csr_name, &DeleteParams::default()).await;
+    let cert_path = dir.join("cert.pem");
+    std::fs::write(&cert_path, &cert.0).unwrap();
+    client_with_cert(name, &cert_path, &key).await
+}
+
+/// The admin kubeconfig's cluster, with the user authenticating by `cert` and `key`.
+async fn client_with_cert(name: &str, cert: &PathBuf, key: &PathBuf) -> Client {
+    let admin = Kubeconfig::read().expect("KUBECONFIG (eval \"$(hack/cluster env)\")");
+    let mut kc = serde_json::to_value(&admin).unwrap();
+    kc["users"] = json!([{"name": name, "user": {
+        "client-certificate": cert, "client-key": key,
+    }}]);
+    for ctx in kc["contexts"].as_array_mut().into_iter().flatten() {
+        ctx["context"]["user"] = json!(name);
+    }
+    let kc: Kubeconfig = serde_json::from_value(kc).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
