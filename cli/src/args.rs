@@ -74,7 +74,10 @@ pub struct ChatArgs {
         value_parser = parse_workspace
     )]
     pub workspaces: Vec<WorkspaceUse>,
-    /// On whose behalf the agent runs (default: your Kubernetes user name).
+    /// On whose behalf the agent runs (default: your Kubernetes user name). The launcher is
+    /// always `user:<your Kubernetes user name>`: for another subject, admission asks for the
+    /// RBAC verb `act-as` on `identities.vexa.ai/<subject>`, and the operator for that or the
+    /// subject's Identity listing you in `kubernetesUsers`.
     #[arg(long, env = "VEXA_SUBJECT", value_parser = subject)]
     pub subject: Option<String>,
     /// The chat thread; each thread has its own agent session.

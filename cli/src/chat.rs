@@ -31,6 +31,8 @@ const MAX_BASE_NAME: usize = 240;
 pub struct ChatRequest {
     /// On whose behalf.
     pub subject: String,
+    /// Who sends it: `user:<the requesting user's name>`.
+    pub launcher: String,
     /// The thread.
     pub thread: String,
     /// The AgentRunner.
@@ -174,7 +176,7 @@ pub fn new_dispatch(namespace: &str, name: &str, req: &ChatRequest, start: Start
         DispatchSpec {
             identity: DispatchIdentity {
                 subject: req.subject.clone(),
-                launcher: format!("user:{}", req.subject),
+                launcher: req.launcher.clone(),
             },
             runner: req.runner.clone(),
             workspaces: req.workspaces.clone(),
@@ -246,6 +248,7 @@ mod tests {
     fn request() -> ChatRequest {
         ChatRequest {
             subject: "alice".into(),
+            launcher: "user:alice".into(),
             thread: "main".into(),
             runner: "test-agent".into(),
             workspaces: vec![WorkspaceUse {

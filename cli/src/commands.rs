@@ -126,19 +126,20 @@ impl Context {
         let prompt = args::prompt(&a.prompt, read_stdin).map_err(CliError::Usage)?;
         // Redis first: a chat whose reply cannot be read should not start a run.
         let mut conn = self.redis().await?;
+        // A person launches as themselves: admission refuses any other `user:` launcher.
+        let user = self.cluster.username().await?;
+        let launcher_name = args::subject(&user).map_err(|e| {
+            CliError::NoSubject(format!(
+                "your Kubernetes user name cannot be a launcher (user:<name>): {e}"
+            ))
+        })?;
         let subject = match a.subject {
             Some(s) => s,
-            None => {
-                let user = self.cluster.username().await?;
-                args::subject(&user).map_err(|e| {
-                    CliError::NoSubject(format!(
-                        "your Kubernetes user name cannot be the subject: {e}"
-                    ))
-                })?
-            }
+            None => launcher_name.clone(),
         };
         let req = ChatRequest {
             subject,
+            launcher: format!("user:{launcher_name}"),
             thread: a.thread,
             runner: a.runner,
             workspaces: a.workspaces,
