@@ -21,6 +21,7 @@ pub mod session;
 pub mod shim;
 pub mod stream;
 pub mod turn;
+pub mod untrusted_fs;
 pub mod worker;
 pub mod workspace;
 

@@ -2,12 +2,15 @@
 //! workspace, and whether a stored session is worth resuming (SPEC §8).
 //!
 //! Every function works under a workspace root it is given, so tests use a temporary folder.
+//! The agent can write anything in the workspace, so every file here is read and written
+//! through [`crate::untrusted_fs`]: no symbolic link followed, regular files only, capped.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use vexa_core::DEFAULT_THREAD;
+
+use crate::untrusted_fs::{self, UntrustedFileError};
 
 /// The legacy session file, read for thread `main` when the thread's own file is absent.
 pub const LEGACY_SESSION_FILE: &str = ".claude/.session";
@@ -17,6 +20,8 @@ pub const PROJECTS_DIR: &str = ".claude/projects";
 pub const MAX_RESUME_TRANSCRIPT_BYTES: u64 = 1024 * 1024;
 /// The longest session id accepted.
 pub const MAX_SESSION_ID_LEN: usize = 128;
+/// The largest session file read (an id and a newline, with room for whitespace).
+pub const MAX_SESSION_FILE_BYTES: u64 = 4096;
 
 /// A session file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +46,18 @@ pub enum SessionError {
     },
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SessionError + '_ {
-    move |source| SessionError::Io {
-        path: path.to_owned(),
-        source,
+impl From<UntrustedFileError> for SessionError {
+    fn from(e: UntrustedFileError) -> Self {
+        match e {
+            UntrustedFileError::Io { path, source } => Self::Io { path, source },
+            UntrustedFileError::Symlink { ref path }
+            | UntrustedFileError::NotRegular { ref path, .. }
+            | UntrustedFileError::TooLarge { ref path, .. }
+            | UntrustedFileError::BadPath { ref path } => Self::Invalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+        }
     }
 }
 
@@ -67,10 +80,8 @@ pub fn valid_session_id(id: &str) -> bool {
 /// or is empty.
 pub fn read_session_id(root: &Path, file: &Path) -> Result<Option<String>, SessionError> {
     let path = root.join(file);
-    let text = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(&path)(e)),
+    let Some(text) = untrusted_fs::read(root, file, MAX_SESSION_FILE_BYTES)? else {
+        return Ok(None);
     };
     let text = String::from_utf8(text).map_err(|_| SessionError::Invalid {
         path: path.clone(),
@@ -123,20 +134,16 @@ pub fn write_session_id(root: &Path, file: &Path, id: &str) -> Result<(), Sessio
             reason: format!("refusing to store {:?}", crate::events::first_chars(id, 40)),
         });
     }
-    let dir = path.parent().unwrap_or(root);
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let tmp = path.with_extension("session.tmp");
-    fs::write(&tmp, format!("{id}\n")).map_err(io_error(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_error(&path))
+    Ok(untrusted_fs::write(
+        root,
+        file,
+        format!("{id}\n").as_bytes(),
+    )?)
 }
 
 /// Removes `file` (after a failed resume); a missing file is fine.
 pub fn remove_session_file(root: &Path, file: &Path) -> Result<(), SessionError> {
-    let path = root.join(file);
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&path)(e)),
-        _ => Ok(()),
-    }
+    Ok(untrusted_fs::remove(root, file)?)
 }
 
 /// The size of session `id`'s stored transcript, `.claude/projects/<project>/<id>.jsonl`, if
@@ -147,12 +154,15 @@ pub fn transcript_size(root: &Path, id: &str) -> Option<u64> {
         return None;
     }
     let name = format!("{id}.jsonl");
-    fs::read_dir(root.join(PROJECTS_DIR))
+    let projects = Path::new(PROJECTS_DIR);
+    untrusted_fs::subfolders(root, projects)
         .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|project| fs::metadata(project.path().join(&name)).ok())
-        .filter(fs::Metadata::is_file)
-        .map(|m| m.len())
+        .into_iter()
+        .filter_map(|project| {
+            untrusted_fs::file_size(root, &projects.join(project).join(&name))
+                .ok()
+                .flatten()
+        })
         .max()
 }
 
@@ -186,6 +196,8 @@ pub fn resume_decision(root: &Path, id: &str) -> ResumeDecision {
 mod tests {
     use super::*;
     use rstest::rstest;
+    use std::fs;
+    use std::os::unix::fs::symlink;
 
     fn put(root: &Path, rel: &str, text: &str) {
         let p = root.join(rel);
@@ -256,6 +268,74 @@ mod tests {
             None => assert_eq!(got.unwrap(), None),
             Some(e) => assert!(got.unwrap_err().to_string().contains(e)),
         }
+    }
+
+    /// An agent replaced the session file with a link to the worker's environment (or made it
+    /// huge, or a FIFO): the worker reads none of it, says why, and starts fresh; the next
+    /// write replaces the link.
+    #[rstest]
+    #[case::link_to_environ("link")]
+    #[case::link_to_a_folder_on_the_way("dirlink")]
+    #[case::huge("huge")]
+    #[case::fifo("fifo")]
+    fn hostile_session_files_are_refused_with_a_reason(#[case] how: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let file = session_file(".claude/sessions", "main");
+        fs::create_dir_all(root.join(".claude/sessions")).unwrap();
+        let path = root.join(&file);
+        let want = match how {
+            "link" => {
+                symlink("/proc/self/environ", &path).unwrap();
+                "is a symbolic link, which the worker does not follow"
+            }
+            "dirlink" => {
+                fs::remove_dir_all(root.join(".claude/sessions")).unwrap();
+                let elsewhere = root.join("outside");
+                fs::create_dir_all(&elsewhere).unwrap();
+                fs::write(elsewhere.join("main.session"), "stolen-id\n").unwrap();
+                symlink(&elsewhere, root.join(".claude/sessions")).unwrap();
+                "is a symbolic link"
+            }
+            "huge" => {
+                let f = fs::File::create(&path).unwrap();
+                f.set_len(10 << 30).unwrap();
+                "is larger than 4096 bytes"
+            }
+            _ => {
+                rustix::fs::mkfifoat(
+                    rustix::fs::CWD,
+                    &path,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                )
+                .unwrap();
+                "not a regular file (a FIFO)"
+            }
+        };
+        let err = read_thread_session(root, ".claude/sessions", "main").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(want), "{text}");
+        assert!(text.contains("starts a fresh session"), "{text}");
+        if how != "dirlink" {
+            write_session_id(root, &file, "fresh-1").unwrap();
+            assert!(!path.is_symlink());
+            assert_eq!(
+                read_session_id(root, &file).unwrap().as_deref(),
+                Some("fresh-1")
+            );
+        }
+    }
+
+    #[test]
+    fn a_linked_transcript_is_not_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(".claude/projects/p")).unwrap();
+        symlink(
+            "/proc/self/environ",
+            dir.path().join(".claude/projects/p/s1.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(transcript_size(dir.path(), "s1"), None);
     }
 
     #[test]
