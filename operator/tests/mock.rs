@@ -184,22 +184,21 @@ async fn a_new_dispatch_creates_its_secret_and_job() {
     expect_claim(&mut api, ns, ws, name).await;
 
     let secret = api
-        .expect(
-            Method::PATCH,
-            &format!("/api/v1/namespaces/{ns}/secrets/{name}-credentials"),
-        )
+        .expect(Method::POST, &format!("/api/v1/namespaces/{ns}/secrets"))
         .await;
-    secret.server_side_apply();
+    // Created, never applied: an apply would take over a Secret of that name made by
+    // someone else.
+    secret.query(&[("fieldManager", "vexa-operator")]);
     assert_eq!(secret.body, golden("chat-message/secret.yaml"));
     secret.echo();
 
     let job = api
         .expect(
-            Method::PATCH,
-            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+            Method::POST,
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
         )
         .await;
-    job.server_side_apply();
+    job.query(&[("fieldManager", "vexa-operator")]);
     assert_eq!(
         job.body,
         golden("chat-message/job.yaml"),
@@ -372,7 +371,9 @@ fn running(ns: &str) -> (Value, Value) {
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("{name}-x7k2p"), "namespace": ns, "creationTimestamp": "2026-11-29T08:00:01Z",
-                     "labels": {"vexa.ai/dispatch": name}},
+                     "labels": {"vexa.ai/dispatch": name},
+                     // Only a pod its Job controls is the run's.
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": JOB_UID, "controller": true}]},
         "spec": {"containers": [
             {"name": "worker", "image": "localhost/vexa-agent-worker:dev"},
             {"name": "agent", "image": "localhost/vexa-agent-worker:dev"},
@@ -389,10 +390,13 @@ fn running(ns: &str) -> (Value, Value) {
     (d, pod)
 }
 
+const JOB_UID: &str = "uid-job";
+
 fn job_object(ns: &str, suspended: bool) -> Value {
     let mut job = golden("chat-message/job.yaml");
     job["metadata"]["namespace"] = ns.into();
     job["metadata"]["resourceVersion"] = "300".into();
+    job["metadata"]["uid"] = JOB_UID.into();
     job["spec"]["suspend"] = suspended.into();
     job["status"] = json!({"active": 1, "ready": 1, "startTime": "2026-11-29T08:00:01Z"});
     job
@@ -735,12 +739,11 @@ async fn the_model_credential_stays_in_the_operators_namespace() {
     expect_claim(&mut api, ns, notes, name).await;
 
     let secret = api
-        .expect(
-            Method::PATCH,
-            &format!("/api/v1/namespaces/{ns}/secrets/{name}-credentials"),
-        )
+        .expect(Method::POST, &format!("/api/v1/namespaces/{ns}/secrets"))
         .await;
-    secret.server_side_apply();
+    // Created, never applied: an apply would take over a Secret of that name made by
+    // someone else.
+    secret.query(&[("fieldManager", "vexa-operator")]);
     let data = secret.body["data"].as_object().unwrap();
     assert_eq!(data.keys().collect::<Vec<_>>(), ["model-token"]);
     let token: k8s_openapi::ByteString =
@@ -757,11 +760,11 @@ async fn the_model_credential_stays_in_the_operators_namespace() {
 
     let job = api
         .expect(
-            Method::PATCH,
-            &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}"),
+            Method::POST,
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
         )
         .await;
-    job.server_side_apply();
+    job.query(&[("fieldManager", "vexa-operator")]);
     assert_eq!(job.body, golden("scheduled-routine/job.yaml"));
     job.echo();
 

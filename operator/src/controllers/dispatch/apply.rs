@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use vexa_crds::{Dispatch, DispatchStatus, Workspace, WorkspaceMode};
@@ -14,22 +14,63 @@ use super::claim;
 use super::error::Error;
 use crate::FIELD_MANAGER;
 
-/// Applies the run's Secret and Job (server-side apply, one field manager) at once: the pod
-/// waits for the Secret's key if it comes second. Returns the Job's name.
+/// Creates the run's Secret, then its Job (the Job's pod reads the Secret, so it must be this
+/// run's before the Job exists). Returns the Job's name. A child of that name that this
+/// Dispatch already owns (a retry) is kept, the Secret brought up to date; one it does not own
+/// is never adopted, changed or deleted: [`Error::ForeignChild`]. A child the API server
+/// refuses for good is [`Error::ChildRejected`].
 pub async fn children(ctx: &Reconciler, ns: &str, inputs: &Inputs<'_>) -> Result<String, Error> {
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let uid = inputs.dispatch.uid().ok_or(Error::Malformed)?;
     let secret = children::secret(inputs);
     let job = children::job(inputs);
     let job_name = job.name_any();
     let secrets = Api::<Secret>::namespaced(ctx.base.client.clone(), ns);
+    if !create_owned(&secrets, &secret, &uid, "Secret").await? {
+        secrets
+            .patch(
+                &secret.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+    }
     let jobs = Api::<Job>::namespaced(ctx.base.client.clone(), ns);
-    let (secret_name, secret_patch, job_patch) =
-        (secret.name_any(), Patch::Apply(&secret), Patch::Apply(&job));
-    tokio::try_join!(
-        secrets.patch(&secret_name, &pp, &secret_patch),
-        jobs.patch(&job_name, &pp, &job_patch),
-    )?;
+    create_owned(&jobs, &job, &uid, "Job").await?;
     Ok(job_name)
+}
+
+/// Creates `obj` (POST, never an apply that would take over an object of that name). `false`
+/// when it exists already and the Dispatch with `uid` controls it.
+async fn create_owned<K>(
+    api: &Api<K>,
+    obj: &K,
+    uid: &str,
+    kind: &'static str,
+) -> Result<bool, Error>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let name = obj.name_any();
+    match api.create(&pp, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = api.get(&name).await?;
+            if children::is_controlled_by(existing.meta(), uid) {
+                Ok(false)
+            } else {
+                Err(Error::ForeignChild { kind, name })
+            }
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Err(Error::ChildRejected {
+            kind,
+            message: s.message,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Suspends the run's Job: its pod terminates gracefully.

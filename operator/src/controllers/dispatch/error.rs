@@ -20,6 +20,26 @@ pub enum Error {
     /// The dispatch may not run as specified.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A child of the run's name exists and belongs to something else: it is never adopted,
+    /// changed or deleted, and the run does not start.
+    #[error(
+        "a {kind} named {name:?} already exists and does not belong to this Dispatch: it was \
+         left alone and the run did not start; remove it, or create the Dispatch under another name"
+    )]
+    ForeignChild {
+        /// `Secret` or `Job`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The API server refused a child for good (forbidden or invalid): the run cannot start.
+    #[error("the API server refused the run's {kind}: {message}")]
+    ChildRejected {
+        /// `Secret` or `Job`.
+        kind: &'static str,
+        /// The API server's message.
+        message: String,
+    },
     /// The Kubernetes API failed; retried with backoff.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -46,11 +66,21 @@ impl Error {
             Error::NotFound { kind: "Tool", .. } => "ToolNotFound",
             Error::NotFound { .. } => "NotFound",
             Error::Credential(_) => "CredentialNotFound",
+            Error::ForeignChild { .. } => "ChildNotOwned",
+            Error::ChildRejected { .. } => "ChildRejected",
             Error::Refused(r) => r.reason,
             Error::Kube(e) => crate::runtime::errors::kube_reason(e),
             Error::Serde(_) => "SerializationError",
             Error::Malformed => "Malformed",
         }
+    }
+
+    /// Whether the run cannot start at all (it ends `start_failed`).
+    pub fn fails_the_start(&self) -> bool {
+        matches!(
+            self,
+            Error::ForeignChild { .. } | Error::ChildRejected { .. }
+        )
     }
 
     /// Whether a person must change something (as opposed to a transient failure).

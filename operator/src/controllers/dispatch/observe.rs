@@ -13,7 +13,7 @@ use vexa_crds::{AgentRunner, Dispatch, Identity, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
 use super::Reconciler;
-use super::children::DISPATCH_LABEL;
+use super::children::{DISPATCH_LABEL, is_controlled_by};
 use super::error::Error;
 use crate::controllers::workspace::storage::Storage;
 use crate::runtime::cache::Cache;
@@ -241,17 +241,27 @@ impl Reconciler {
         Ok(job.map(Arc::new))
     }
 
-    /// The pods of the Job `job` in `ns`: from the cache once it has synced.
-    pub async fn pods(&self, ns: &str, job: &str) -> Result<Vec<Arc<Pod>>, Error> {
+    /// The pods of the Job `job` in `ns` that it controls: from the cache once it has synced.
+    /// A pod that only carries the label is not the run's.
+    pub async fn pods(&self, ns: &str, job: &Job) -> Result<Vec<Arc<Pod>>, Error> {
+        let name = job.name_any();
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let ours = |p: &Pod| is_controlled_by(&p.metadata, &uid);
         if let Some(store) = self.pods.store() {
             return Ok(store.state_filter(|p| {
                 p.metadata.namespace.as_deref() == Some(ns)
-                    && p.labels().get(DISPATCH_LABEL).map(String::as_str) == Some(job)
+                    && p.labels().get(DISPATCH_LABEL) == Some(&name)
+                    && ours(p)
             }));
         }
         let pods = Api::<Pod>::namespaced(self.base.client.clone(), ns)
-            .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={job}")))
+            .list(&ListParams::default().labels(&format!("{DISPATCH_LABEL}={name}")))
             .await?;
-        Ok(pods.items.into_iter().map(Arc::new).collect())
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| ours(p))
+            .map(Arc::new)
+            .collect())
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, PropagationPolicy};
+use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::info;
@@ -18,7 +18,7 @@ use vexa_policy::{Authorization, Launcher, Refusal, job_name};
 
 use super::Reconciler;
 use super::apply::{self, release_all, suspend, write_status};
-use super::children::Inputs;
+use super::children::{Inputs, is_controlled_by};
 use super::claim::{self, Claim};
 use super::decide::{
     authorize, describe_run, finish, identity_facts, mounted, needs_identities, owned_workspaces,
@@ -70,6 +70,8 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
         // A Job the cache has not seen yet is created again only when the run has not been
         // recorded as started: applying the Job is idempotent. Ending the run (the Job
         // vanished, or a stop before the start) waits for the API server to confirm.
+        // A Job of that name that this Dispatch does not control is not its run: it is never
+        // followed (creating the run's own then fails, and the run ends `start_failed`).
         _ => match ctx
             .job(
                 &ns,
@@ -77,10 +79,11 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                 old.job_name.is_some() || d.spec.stop == Some(true),
             )
             .await?
+            .filter(|job| owns(&d, &job.metadata))
         {
             None if old.job_name.is_some() => {
-                // The Job vanished while the run was live (deleted by hand, or its namespace is
-                // going away): the run is over.
+                // The Job vanished while the run was live (deleted by hand, replaced, or its
+                // namespace is going away): the run is over.
                 finish(
                     &mut status,
                     &d,
@@ -93,7 +96,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                         exit_code: None,
                         started: old.start_time.clone(),
                         finished: Some(now()),
-                        message: "the Job was deleted before the run ended".into(),
+                        message: "the run's Job was deleted before the run ended".into(),
                         provenance: Vec::new(),
                         usage: None,
                     },
@@ -241,7 +244,27 @@ async fn start(
         authorization: &auth,
         settings: &settings,
     };
-    let job_name = apply::children(ctx, &ns, &inputs).await?;
+    let job_name = match apply::children(ctx, &ns, &inputs).await {
+        Ok(job_name) => job_name,
+        Err(e) if e.fails_the_start() => {
+            finish(
+                status,
+                d,
+                RunState::Finished {
+                    reason: StopReason::StartFailed,
+                    exit_code: None,
+                    started: None,
+                    finished: Some(now()),
+                    message: e.to_string(),
+                    provenance: Vec::new(),
+                    usage: None,
+                },
+            );
+            release_all(ctx, d, status).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
 
     if let Some(created) = &d.metadata.creation_timestamp {
         let latency = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
@@ -376,7 +399,7 @@ async fn track_run(
         suspend(client, &ns, &job.name_any()).await?;
         info!(dispatch = %d.name_any(), "stop requested: suspended the Job, its pod terminates gracefully");
     }
-    let pods = ctx.pods(&ns, &job.name_any()).await?;
+    let pods = ctx.pods(&ns, job).await?;
     let pod = pods
         .iter()
         .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
@@ -437,40 +460,63 @@ async fn clean_up(
     release_all(ctx, d, status).await?;
     let ns = d.namespace().ok_or(Error::Malformed)?;
     // `destroyed` is final: the Job's absence is confirmed, not taken from the cache.
-    match ctx.job(&ns, &job_name(&d.name_any()), true).await? {
+    // Only this run's own children are deleted, each with its UID as a precondition.
+    match ctx
+        .job(&ns, &job_name(&d.name_any()), true)
+        .await?
+        .filter(|job| owns(d, &job.metadata))
+    {
         None => {
             // The run's credentials must not outlive it.
             let secrets = Api::<Secret>::namespaced(ctx.base.client.clone(), &ns);
-            match secrets
-                .delete(
-                    &vexa_policy::secret_name(&d.name_any()),
-                    &DeleteParams::background(),
-                )
-                .await
+            let name = vexa_policy::secret_name(&d.name_any());
+            if let Some(secret) = secrets.get_opt(&name).await?
+                && owns(d, &secret.metadata)
             {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                delete_exactly(&secrets, &name, secret.metadata.uid.clone()).await?;
             }
             status.phase = Some(DispatchPhase::Destroyed);
             Ok(Action::await_change())
         }
         Some(job) if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) => {
-            let dp = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Background),
-                ..DeleteParams::default()
-            };
             // The cache may still hold a Job that is already gone.
-            match Api::<Job>::namespaced(ctx.base.client.clone(), &ns)
-                .delete(&job.name_any(), &dp)
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_exactly(
+                &Api::<Job>::namespaced(ctx.base.client.clone(), &ns),
+                &job.name_any(),
+                job.metadata.uid.clone(),
+            )
+            .await?;
             Ok(Action::requeue(Duration::from_secs(5)))
         }
         Some(_) => Ok(Action::await_change()),
+    }
+}
+
+/// Whether the Dispatch controls the child with `meta`.
+fn owns(d: &Dispatch, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    d.metadata
+        .uid
+        .as_deref()
+        .is_some_and(|uid| is_controlled_by(meta, uid))
+}
+
+/// Deletes the object `name` only if it is still the one with `uid` (in the background); one
+/// already gone is fine.
+async fn delete_exactly<K>(api: &Api<K>, name: &str, uid: Option<String>) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
