@@ -20,6 +20,7 @@ pub mod process;
 pub mod session;
 pub mod shim;
 pub mod stream;
+pub mod transcripts;
 pub mod turn;
 pub mod untrusted_fs;
 pub mod worker;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::worker::{self, Ending, Outcome, Settings};
-use vexa_core::pod::layout::{AGENT_SOCKET, DISPATCH_SECRET_DIR};
+use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR};
 use vexa_stream::publish::RetryOptions;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,6 +56,9 @@ struct Cli {
     /// Where the dispatch's Secret is mounted (its credentials, one file per key).
     #[arg(long, env = "VEXA_SECRET_DIR", default_value = DISPATCH_SECRET_DIR)]
     secret_dir: PathBuf,
+    /// The agent CLI's configuration folder, shared with the agent container (the pod's own).
+    #[arg(long, env = "VEXA_AGENT_CONFIG_DIR", default_value = AGENT_CONFIG_DIR)]
+    agent_config_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -76,6 +79,7 @@ async fn main() -> ExitCode {
                 agent_socket: cli.agent_socket,
                 agent_connect_timeout: Duration::from_secs(cli.agent_connect_timeout_sec),
                 secret_dir: cli.secret_dir,
+                agent_config: cli.agent_config_dir,
                 ..Settings::default()
             };
             worker::run(env, settings, shutdown_on_signal()).await

@@ -9,16 +9,16 @@
 //! events cross to the publisher task through a bounded channel, so a slow Redis slows the agent
 //! down instead of filling memory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vexa_core::model::PLACEHOLDER_KEY;
-use vexa_core::pod::layout::{AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
+use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
 use vexa_core::pod::{Start, StreamFormat};
-use vexa_core::{CommitRange, ModelUsage, StopReason, Termination, WorkspaceMode};
+use vexa_core::{CommitRange, ModelUsage, StopReason, Termination};
 use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
 
 use crate::argv::ArgValues;
@@ -27,6 +27,7 @@ use crate::events::{Event, TurnId, UnitEvent};
 use crate::model_proxy::{ModelProxy, ProxySettings};
 use crate::session::{self, ResumeDecision};
 use crate::shim::{Shim, ShimAgent, ShimStop};
+use crate::transcripts;
 use crate::turn::{TurnReport, TurnSpec, commit_message, run_turn};
 use crate::workspace::{GitWorkspace, Provenance};
 
@@ -52,6 +53,8 @@ pub struct Settings {
     pub agent_connect_timeout: Duration,
     /// Where the dispatch's Secret is mounted.
     pub secret_dir: PathBuf,
+    /// The agent CLI's configuration folder (the pod's own, shared with the agent container).
+    pub agent_config: PathBuf,
 }
 
 impl Default for Settings {
@@ -64,6 +67,7 @@ impl Default for Settings {
             agent_socket: AGENT_SOCKET.into(),
             agent_connect_timeout: Duration::from_secs(120),
             secret_dir: DISPATCH_SECRET_DIR.into(),
+            agent_config: AGENT_CONFIG_DIR.into(),
         }
     }
 }
@@ -451,7 +455,7 @@ impl Worker {
     /// The variables a turn's agent gets on top of its container's: where its sessions live,
     /// and the model proxy's address with a placeholder key.
     fn agent_env(&self) -> Vec<(String, String)> {
-        let mut vars = agent_env(&self.env);
+        let mut vars = agent_env(&self.env, &self.settings.agent_config);
         if let (Some(access), Some(proxy)) = (&self.env.pod.model, &self.model) {
             vars.push((access.base_url_env.clone(), proxy.base_url()));
             vars.push((access.key_env.clone(), PLACEHOLDER_KEY.into()));
@@ -591,6 +595,21 @@ impl Worker {
                 "the agent container is not connected".into(),
             ));
         };
+        if let (Some(id), Some(root)) = (&values.session_id, self.transcript_root()) {
+            match transcripts::restore(&root, &self.settings.agent_config, id) {
+                Ok(copied) if !copied.is_empty() => {
+                    tracing::info!(%turn, session = %id, ?copied, "transcript restored");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.note(
+                        turn,
+                        format!("the session's transcript was not restored: {e}"),
+                    )
+                    .await?;
+                }
+            }
+        }
         let mut agent = ShimAgent {
             shim,
             cwd: pod.workspace_path.clone(),
@@ -724,32 +743,38 @@ impl Worker {
                 self.note(turn, format!("the session id was not kept: {e}"))
                     .await?;
             }
+            if let Some(root) = self.transcript_root()
+                && let Err(e) = transcripts::keep(&root, &self.settings.agent_config, &id)
+            {
+                self.note(
+                    turn,
+                    format!("the session's transcript was not kept for a later run: {e}"),
+                )
+                .await?;
+            }
             self.session.id = Some(id);
         }
         Ok(())
     }
+
+    /// The rw workspace, when the worker carries Claude Code's transcripts between its
+    /// config folder and the workspace (see [`crate::transcripts`]).
+    fn transcript_root(&self) -> Option<PathBuf> {
+        let claude = self.env.pod.runner_spec.stream_format == StreamFormat::ClaudeStreamJson;
+        let root = self.git.as_ref().map(|g| g.path().to_owned())?;
+        (claude && self.settings.agent_config.is_dir()).then_some(root)
+    }
 }
 
-/// Variables set for the agent. Claude Code keeps its sessions and transcripts in
-/// `$CLAUDE_CONFIG_DIR/projects`; pointing it at the rw workspace's `.claude/` is what lets the
-/// next container resume (SPEC §8). The runner's image or env may set it otherwise.
-pub fn agent_env(env: &WorkerEnv) -> Vec<(String, String)> {
-    let rw = env
-        .pod
-        .workspaces
-        .iter()
-        .find(|w| w.mode == WorkspaceMode::ReadWrite);
-    match rw {
-        Some(w)
-            if env.pod.runner_spec.stream_format == StreamFormat::ClaudeStreamJson
-                && std::env::var_os("CLAUDE_CONFIG_DIR").is_none() =>
-        {
-            vec![(
-                "CLAUDE_CONFIG_DIR".into(),
-                w.path.join(".claude").display().to_string(),
-            )]
-        }
-        _ => Vec::new(),
+/// Variables set for the agent. Claude Code reads its settings (hooks included) from
+/// `CLAUDE_CONFIG_DIR` and keeps its transcripts there: it is `config`, a folder of this pod
+/// only, never the workspace, so nothing an agent leaves there runs in a later run
+/// ([`crate::transcripts`] carries a resumed session's transcript across).
+pub fn agent_env(env: &WorkerEnv, config: &Path) -> Vec<(String, String)> {
+    if env.pod.runner_spec.stream_format == StreamFormat::ClaudeStreamJson {
+        vec![("CLAUDE_CONFIG_DIR".into(), config.display().to_string())]
+    } else {
+        Vec::new()
     }
 }
 

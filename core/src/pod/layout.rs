@@ -19,6 +19,10 @@ pub const SHIM_COMMAND: &str = "vexa-agent-shim";
 pub const DISPATCH_SECRET_DIR: &str = "/var/run/vexa/dispatch";
 /// The folder (an emptyDir shared by both containers) holding the shim's socket.
 pub const AGENT_SOCKET_DIR: &str = "/var/run/vexa/agent";
+/// The agent CLI's configuration folder (`CLAUDE_CONFIG_DIR`): an emptyDir of the pod that
+/// both containers see, so nothing the CLI (or an agent) keeps there reaches a later run. The
+/// worker copies only a resumed session's transcript in and out (never settings or hooks).
+pub const AGENT_CONFIG_DIR: &str = "/var/run/vexa/agent-config";
 /// The shim's socket inside [`AGENT_SOCKET_DIR`].
 pub const AGENT_SOCKET: &str = "/var/run/vexa/agent/shim.sock";
 

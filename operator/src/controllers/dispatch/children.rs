@@ -17,7 +17,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use vexa_core::model::{DEFAULT_BASE_URL_ENV, GatewayToken};
 use vexa_core::pod::layout::secret_key;
-use vexa_core::pod::layout::{AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, SHIM_COMMAND, WORKER_COMMAND};
+use vexa_core::pod::layout::{
+    AGENT_CONFIG_DIR, AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, SHIM_COMMAND, WORKER_COMMAND,
+};
 use vexa_core::pod::{ModelAccess, PodContract, WorkspaceMount};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
@@ -328,9 +330,11 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 /// The pod's volumes and each container's mounts. Both containers see the workspaces (read-only
-/// unless the run writes them) and the shim's socket folder; each has a scratch `/tmp` of its
-/// own, so nothing the agent leaves there is read by the worker; only the agent has a home; only
-/// the worker has the dispatch's Secret.
+/// unless the run writes them), the shim's socket folder and the agent CLI's config folder (the
+/// pod's own, so no later run inherits what an agent leaves there; the worker carries only a
+/// session's transcript across); each has a scratch `/tmp` of its own, so nothing the agent
+/// leaves there is read by the worker; only the agent has a home; only the worker has the
+/// dispatch's Secret.
 struct Storage {
     volumes: Vec<Volume>,
     worker: Vec<VolumeMount>,
@@ -344,6 +348,7 @@ fn storage(inputs: &Inputs<'_>) -> Storage {
         empty_dir("worker-tmp"),
         empty_dir("agent-tmp"),
         empty_dir("agent-home"),
+        empty_dir("agent-config"),
         Volume {
             name: "dispatch-secret".into(),
             secret: Some(SecretVolumeSource {
@@ -359,11 +364,13 @@ fn storage(inputs: &Inputs<'_>) -> Storage {
         mount("agent-socket", AGENT_SOCKET_DIR, false),
         mount("worker-tmp", "/tmp", false),
         mount("dispatch-secret", DISPATCH_SECRET_DIR, true),
+        mount("agent-config", AGENT_CONFIG_DIR, false),
     ];
     let mut agent = vec![
         mount("agent-socket", AGENT_SOCKET_DIR, false),
         mount("agent-tmp", "/tmp", false),
         mount("agent-home", AGENT_HOME, false),
+        mount("agent-config", AGENT_CONFIG_DIR, false),
     ];
     let mut claims: Vec<String> = Vec::new();
     for w in &inputs.workspaces {
