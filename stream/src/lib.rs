@@ -7,6 +7,7 @@
 //! - `events`: the unit events themselves (the JSON every client reads).
 //! - `publish`: the worker's side of `out` (ordered, exactly-once appends that survive a Redis
 //!   restart) and of `in` (reading the next turn).
+//! - `acl`: Redis per dispatch (the ACL user of a dispatch's worker, the append function).
 //! - `api`: the streams API people use instead of Redis (paths, log lines, turn answers).
 //! - `follow`: a client's side: follow `out` from an id, resuming after disconnects; send turns.
 
@@ -15,6 +16,7 @@ pub const EVENT_FIELD: &str = "event";
 /// Field of an `in` entry holding the turn JSON.
 pub const TURN_FIELD: &str = "turn";
 
+pub mod acl;
 pub mod api;
 pub mod events;
 pub mod follow;

@@ -7,10 +7,11 @@
 //! failure or not. Retrying a plain `XADD * …` would then risk a duplicate. The publisher
 //! therefore chooses every entry id itself (`<ms>-<seq>`, strictly increasing, above whatever
 //! the stream held when it started) and retries a failed append with the *same* ids. The append
-//! is a small Lua script, atomic in Redis: for each (id, event) it runs `XADD` with that id, and
+//! is a Redis function ([`crate::acl::APPEND_FUNCTION`], which the operator loads; a dispatch's
+//! ACL user may call it but not run Lua of its own), atomic in Redis: for each (id, event) it runs `XADD` with that id, and
 //! when Redis refuses the id (not above the stream's top) it looks at the entry with that id; its
 //! own event there means an earlier attempt landed, so it counts as done and is not written
-//! again. Anything else there (another writer) stops the script at that event, and the publisher
+//! again. Anything else there (another writer) stops the function at that event, and the publisher
 //! renumbers what is left above the new top. An event is never written twice, and never after
 //! an event published later.
 //!
@@ -22,6 +23,12 @@
 //! What survives a Redis restart is what Redis persisted: with `appendfsync always` every
 //! acknowledged append; with `everysec` (the local cluster's setting) a crash of Redis itself,
 //! not a restart, can lose up to a second of acknowledged appends.
+//!
+//! # Capped
+//!
+//! Every append trims the stream to about [`DEFAULT_MAX_LEN`] entries (approximate trimming:
+//! Redis drops whole nodes, so the stream can be a node, ~100 entries, longer);
+//! [`Publisher::set_max_len`] changes that.
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +37,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 use serde_json::Value as Json;
 
+use crate::acl::{self, APPEND_FUNCTION};
 use crate::follow::EntryId;
 use crate::wire::{Backoff, bytes, field, pairs, retryable};
 use crate::{EVENT_FIELD, TURN_FIELD};
@@ -207,34 +215,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Appends `(id, event)` pairs to a stream in order, atomically. An id that already holds the
-/// same event counts as appended (an earlier attempt landed before its connection failed). It
-/// stops at the first id Redis refuses otherwise (another writer got there first), so nothing
-/// after it is written out of order. Replies `{appended, already_there, stopped}`; an error of
-/// Redis (the key is not a stream, …) is the script's error.
-const APPEND_SCRIPT: &str = r#"
-local appended, present = 0, 0
-for i = 2, #ARGV, 2 do
-  local id, event = ARGV[i], ARGV[i + 1]
-  local added = redis.pcall('XADD', KEYS[1], id, ARGV[1], event)
-  if type(added) == 'table' and added.err then
-    if not string.find(added.err, 'equal or smaller', 1, true) then
-      return added
-    end
-    local at = redis.call('XRANGE', KEYS[1], id, id)[1]
-    if not (at and at[2][1] == ARGV[1] and at[2][2] == event) then
-      return {appended, present, 1}
-    end
-    present = present + 1
-  else
-    appended = appended + 1
-  end
-end
-return {appended, present, 0}
-"#;
-
-/// The most events one script call appends, so one call never holds Redis for long.
+/// The most events one function call appends, so one call never holds Redis for long.
 pub const MAX_BATCH: usize = 256;
+
+/// How many entries an `out` stream keeps when nothing else is set (about: trimming is
+/// approximate).
+pub const DEFAULT_MAX_LEN: u64 = 10_000;
 
 /// Appends unit events to one `out` stream, exactly once and in order (see the module docs).
 #[derive(Debug)]
@@ -244,6 +230,10 @@ pub struct Publisher {
     last: Option<EntryId>,
     /// Events found already appended when an append was retried (they were not written again).
     deduplicated: u64,
+    /// About how many entries the stream keeps (`0`: no trimming).
+    max_len: u64,
+    /// Whether this publisher loaded the append function itself (once at most).
+    loaded_library: bool,
 }
 
 impl Publisher {
@@ -258,6 +248,8 @@ impl Publisher {
             link: Link::new(client, topic.into(), options, Duration::ZERO),
             last: None,
             deduplicated: 0,
+            max_len: DEFAULT_MAX_LEN,
+            loaded_library: false,
         };
         publisher.last = publisher.top().await?;
         Ok(publisher)
@@ -266,6 +258,11 @@ impl Publisher {
     /// The stream.
     pub fn topic(&self) -> &str {
         &self.link.topic
+    }
+
+    /// Trims the stream to about `max_len` entries on every append (`0`: never trims).
+    pub fn set_max_len(&mut self, max_len: u64) {
+        self.max_len = max_len;
     }
 
     /// The id of the last entry appended (or the stream's top before the first append).
@@ -305,11 +302,12 @@ impl Publisher {
         while done < events.len() {
             let attempt = async {
                 let mut conn = self.link.conn().await?;
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(APPEND_SCRIPT)
+                let mut cmd = redis::cmd("FCALL");
+                cmd.arg(APPEND_FUNCTION)
                     .arg(1)
                     .arg(&self.link.topic)
-                    .arg(EVENT_FIELD);
+                    .arg(EVENT_FIELD)
+                    .arg(self.max_len);
                 for (id, event) in ids.iter().zip(events).skip(done) {
                     cmd.arg(id.to_string()).arg(event.as_ref());
                 }
@@ -334,11 +332,34 @@ impl Publisher {
                         ids.extend(renumbered);
                     }
                 }
+                Err(e) if missing_function(&e) && !self.loaded_library => {
+                    self.load_library().await?;
+                }
                 Err(e) => self.link.failed(e, "appending to").await?,
             }
         }
         self.last = ids.last().copied().or(self.last);
         Ok(ids)
+    }
+
+    /// Loads the append function when Redis has none (a Redis without the operator, as in
+    /// tests or a plain development setup). A dispatch's ACL user may not: its error says that
+    /// the operator must load it.
+    async fn load_library(&mut self) -> Result<(), StreamError> {
+        self.loaded_library = true;
+        let mut conn = match self.link.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return self.link.failed(e, "loading the append function for").await,
+        };
+        match acl::load_library(&mut conn).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StreamError::Refused {
+                addr: self.link.addr.clone(),
+                topic: self.link.topic.clone(),
+                doing: "loading the append function (the operator loads it when it creates a dispatch's Redis user) for",
+                source: e,
+            }),
+        }
     }
 
     /// The id of the newest entry the stream ever had (`last-generated-id`, which stays put when
@@ -358,6 +379,11 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Redis has no append function (it was never loaded, or Redis lost it).
+fn missing_function(e: &RedisError) -> bool {
+    e.to_string().contains("Function not found")
 }
 
 /// `n` increasing ids after `last`.
