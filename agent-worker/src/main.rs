@@ -56,6 +56,12 @@ struct Cli {
     /// Where the dispatch's Secret is mounted (its credentials, one file per key).
     #[arg(long, env = "VEXA_SECRET_DIR", default_value = DISPATCH_SECRET_DIR)]
     secret_dir: PathBuf,
+    /// About how many entries the output stream keeps; older ones are trimmed (0: never).
+    #[arg(long, env = "VEXA_STREAM_MAX_LEN", default_value_t = vexa_stream::publish::DEFAULT_MAX_LEN)]
+    stream_max_len: u64,
+    /// The largest event streamed (bytes of JSON); a larger one becomes a note saying it was cut.
+    #[arg(long, env = "VEXA_MAX_EVENT_BYTES", default_value_t = worker::DEFAULT_MAX_EVENT_BYTES)]
+    max_event_bytes: usize,
     /// The agent CLI's configuration folder, shared with the agent container (the pod's own).
     #[arg(long, env = "VEXA_AGENT_CONFIG_DIR", default_value = AGENT_CONFIG_DIR)]
     agent_config_dir: PathBuf,
@@ -80,6 +86,8 @@ async fn main() -> ExitCode {
                 agent_connect_timeout: Duration::from_secs(cli.agent_connect_timeout_sec),
                 secret_dir: cli.secret_dir,
                 agent_config: cli.agent_config_dir,
+                stream_max_len: cli.stream_max_len,
+                max_event_bytes: cli.max_event_bytes,
                 ..Settings::default()
             };
             worker::run(env, settings, shutdown_on_signal()).await

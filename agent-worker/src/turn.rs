@@ -15,11 +15,29 @@ use vexa_core::pod::StreamFormat;
 /// The longest commit message subject.
 const SUBJECT_CHARS: usize = 72;
 
+/// A line of the agent's standard output, as [`AgentProcess::run`] passes it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// A whole line (without its end).
+    Line(&'a str),
+    /// A line over the cap, discarded as it streamed: only its length is known.
+    Cut {
+        /// Its length in bytes.
+        bytes: usize,
+        /// The cap it was over.
+        cap: usize,
+    },
+}
+
 /// Runs the agent CLI: calls `on_line` with each line of its standard output, returns its exit
 /// code (`None` when killed by a signal).
 pub trait AgentProcess {
     /// Runs `argv` (program first) to completion.
-    fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>>;
+    fn run(
+        &mut self,
+        argv: &[String],
+        on_line: &mut dyn FnMut(Output<'_>),
+    ) -> io::Result<Option<i32>>;
 }
 
 /// What a turn needs from the runner.
@@ -105,8 +123,20 @@ fn attempt(
         holding: hold,
         held: Vec::new(),
     };
-    let code = agent.run(&argv, &mut |line| {
-        let events = p.line(line);
+    let code = agent.run(&argv, &mut |output| {
+        let events = match output {
+            Output::Line(line) => p.line(line),
+            // Never the line itself: it is too long to stream, and its start alone may be
+            // neither valid JSON nor safe to show.
+            Output::Cut { bytes, cap } => vec![UnitEvent::new(
+                turn,
+                Event::Note {
+                    note: format!(
+                        "an output line of the agent was cut: {bytes} bytes, over the {cap}-byte cap; it was discarded"
+                    ),
+                },
+            )],
+        };
         gate.pass(events, p.outcome().produced_output, emit);
     })?;
     let closing = p.finish(code);
@@ -173,11 +203,11 @@ mod tests {
         fn run(
             &mut self,
             argv: &[String],
-            on_line: &mut dyn FnMut(&str),
+            on_line: &mut dyn FnMut(Output<'_>),
         ) -> io::Result<Option<i32>> {
             self.seen.push(argv.to_vec());
             let (lines, code) = self.runs.remove(0);
-            lines.iter().for_each(|l| on_line(l));
+            lines.iter().for_each(|l| on_line(Output::Line(l)));
             Ok(code)
         }
     }

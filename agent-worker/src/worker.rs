@@ -19,7 +19,10 @@ use vexa_core::model::PLACEHOLDER_KEY;
 use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
 use vexa_core::pod::{Start, StreamFormat};
 use vexa_core::{CommitRange, ModelUsage, StopReason, Termination};
-use vexa_stream::publish::{Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn};
+use vexa_stream::acl;
+use vexa_stream::publish::{
+    DEFAULT_MAX_LEN, Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn,
+};
 
 use crate::argv::ArgValues;
 use crate::env::WorkerEnv;
@@ -35,6 +38,9 @@ use crate::workspace::{GitWorkspace, Provenance};
 pub const TERMINATED_MESSAGE: &str = "terminated: SIGTERM";
 /// How many events may wait for the publisher before the agent is slowed down.
 const EVENT_BUFFER: usize = 1024;
+/// The largest event streamed when nothing else is set (its JSON; an agent line is at most
+/// 1 MiB, and escaping can make its event longer).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 2 << 20;
 
 /// How the worker behaves beyond what the operator's environment says.
 #[derive(Debug, Clone)]
@@ -55,6 +61,10 @@ pub struct Settings {
     pub secret_dir: PathBuf,
     /// The agent CLI's configuration folder (the pod's own, shared with the agent container).
     pub agent_config: PathBuf,
+    /// About how many entries the output stream keeps (`0`: no trimming).
+    pub stream_max_len: u64,
+    /// The largest event streamed (its JSON); a larger one becomes a note saying it was cut.
+    pub max_event_bytes: usize,
 }
 
 impl Default for Settings {
@@ -68,6 +78,8 @@ impl Default for Settings {
             agent_connect_timeout: Duration::from_secs(120),
             secret_dir: DISPATCH_SECRET_DIR.into(),
             agent_config: AGENT_CONFIG_DIR.into(),
+            stream_max_len: DEFAULT_MAX_LEN,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
@@ -155,9 +167,9 @@ struct PublisherGone;
 /// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
 pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Outcome {
     let pod = &env.pod;
-    let client = match redis::Client::open(pod.redis_url.as_str()) {
+    let client = match redis_client(&pod.redis_url, &settings.secret_dir) {
         Ok(c) => c,
-        Err(e) => return Outcome::before_start(Ending::Failed(format!("REDIS_URL: {e}"))),
+        Err(e) => return Outcome::before_start(Ending::Failed(e)),
     };
     let publisher = match Publisher::connect(
         client.clone(),
@@ -169,9 +181,11 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
         Ok(p) => p,
         Err(e) => return Outcome::before_start(Ending::Failed(e.to_string())),
     };
+    let mut publisher = publisher;
+    publisher.set_max_len(settings.stream_max_len);
     tracing::info!(topic = %pod.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
-    let publishing = tokio::spawn(publish(publisher, rx));
+    let publishing = tokio::spawn(publish(publisher, rx, settings.max_event_bytes));
     let inbox = Inbox::new(
         client,
         pod.in_topic.clone(),
@@ -238,15 +252,80 @@ async fn finish(
     }
 }
 
-/// Sends the events it receives to the output stream, in batches of what has queued up.
+/// The Redis client of the run: as the dispatch's own ACL user when its Secret holds one (the
+/// operator creates it), else as `REDIS_URL` says.
+fn redis_client(url: &str, secret_dir: &Path) -> Result<redis::Client, String> {
+    let read = |key: &str| {
+        let path = secret_dir.join(key);
+        match std::fs::read_to_string(&path) {
+            Ok(v) => Ok(Some(v.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!(
+                "the dispatch's Redis credential {} cannot be read: {e}",
+                path.display()
+            )),
+        }
+    };
+    let client = match (
+        read(secret_key::REDIS_USERNAME)?,
+        read(secret_key::REDIS_PASSWORD)?,
+    ) {
+        (Some(user), Some(password)) => acl::client_as(url, &user, &password),
+        (None, None) => redis::Client::open(url),
+        _ => {
+            return Err(format!(
+                "the dispatch's Secret has only one of {} and {}: the operator writes both",
+                secret_key::REDIS_USERNAME,
+                secret_key::REDIS_PASSWORD
+            ));
+        }
+    };
+    client.map_err(|e| format!("REDIS_URL: {e}"))
+}
+
+/// The event's JSON, or when it is over `max` bytes a note of the same turn saying it was cut
+/// (never any of its content).
+fn capped(event: &UnitEvent, max: usize) -> String {
+    let json = event.to_json();
+    if json.len() <= max {
+        return json;
+    }
+    let kind = serde_json::to_value(&event.event)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "an".into());
+    tracing::warn!(
+        bytes = json.len(),
+        max,
+        kind,
+        "an event over the cap was not streamed"
+    );
+    UnitEvent::new(
+        event.turn_id,
+        Event::Note {
+            note: format!(
+                "a {kind} event was cut: {} bytes, over the {max}-byte cap; it was not streamed",
+                json.len()
+            ),
+        },
+    )
+    .to_json()
+}
+
+/// Sends the events it receives to the output stream, in batches of what has queued up; an
+/// event over `max_event_bytes` goes as a note saying so.
 async fn publish(
     mut publisher: Publisher,
     mut rx: mpsc::Receiver<UnitEvent>,
+    max_event_bytes: usize,
 ) -> Result<u64, StreamError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut count = 0;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let json: Vec<String> = batch.drain(..).map(|e| e.to_json()).collect();
+        let json: Vec<String> = batch
+            .drain(..)
+            .map(|e| capped(&e, max_event_bytes))
+            .collect();
         publisher.publish_all(&json).await?;
         count += json.len() as u64;
     }
@@ -824,5 +903,43 @@ mod tests {
         assert_eq!(back.usage, outcome.usage);
         assert_eq!(back.reason, Some(StopReason::IdleTimeout));
         assert_eq!(back.provenance, outcome.provenance);
+    }
+
+    #[test]
+    fn an_event_over_the_cap_becomes_a_note_without_its_content() {
+        let small = UnitEvent::new(TurnId(2), Event::Note { note: "hi".into() });
+        assert_eq!(capped(&small, 1000), small.to_json());
+        let big = UnitEvent::new(
+            TurnId(2),
+            Event::MessageDelta {
+                text: "secret ".repeat(1000),
+            },
+        );
+        let note = capped(&big, 1000);
+        assert!(note.len() < 300, "{note}");
+        assert!(!note.contains("secret"), "{note}");
+        assert!(note.contains(r#""turn_id":"t2""#), "{note}");
+        assert!(note.contains("a message-delta event was cut"), "{note}");
+        assert!(note.contains("over the 1000-byte cap"), "{note}");
+    }
+
+    #[test]
+    fn the_redis_credential_comes_from_the_secret_when_it_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |dir: &Path| redis_client("redis://10.0.0.1:6379", dir);
+        let c = open(dir.path()).unwrap();
+        assert_eq!(c.get_connection_info().redis_settings().username(), None);
+        std::fs::write(
+            dir.path().join(secret_key::REDIS_USERNAME),
+            "vexa-dispatch:ns/d",
+        )
+        .unwrap();
+        let e = open(dir.path()).unwrap_err();
+        assert!(e.contains("only one of"), "{e}");
+        std::fs::write(dir.path().join(secret_key::REDIS_PASSWORD), "pw\n").unwrap();
+        let c = open(dir.path()).unwrap();
+        let settings = c.get_connection_info().redis_settings();
+        assert_eq!(settings.username(), Some("vexa-dispatch:ns/d"));
+        assert_eq!(settings.password(), Some("pw"));
     }
 }

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::frame::{Frame, PROTOCOL_VERSION, RunRequest};
-use crate::turn::AgentProcess;
+use crate::turn::{AgentProcess, Output};
 
-/// The longest line of agent output passed on; the rest of a longer line is dropped.
-pub const MAX_LINE: usize = 8 << 20;
+/// The longest line of agent output passed on (1 MiB); a longer line is discarded as it streams
+/// (never held whole) and becomes a note naming its length.
+pub const MAX_LINE: usize = 1 << 20;
 /// How often a connect is retried while the agent container starts.
 const CONNECT_POLL: Duration = Duration::from_millis(20);
 
@@ -164,7 +165,11 @@ pub struct ShimAgent {
 }
 
 impl AgentProcess for ShimAgent {
-    fn run(&mut self, argv: &[String], on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>> {
+    fn run(
+        &mut self,
+        argv: &[String],
+        on_line: &mut dyn FnMut(Output<'_>),
+    ) -> io::Result<Option<i32>> {
         if argv.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
         }
@@ -183,7 +188,7 @@ impl AgentProcess for ShimAgent {
 }
 
 impl ShimAgent {
-    fn follow(&self, on_line: &mut dyn FnMut(&str)) -> io::Result<Option<i32>> {
+    fn follow(&self, on_line: &mut dyn FnMut(Output<'_>)) -> io::Result<Option<i32>> {
         let mut reader = lock(&self.shim.reader);
         let mut lines = Lines::default();
         loop {
@@ -222,7 +227,7 @@ struct Lines {
 }
 
 impl Lines {
-    fn push(&mut self, mut chunk: &[u8], on_line: &mut dyn FnMut(&str)) {
+    fn push(&mut self, mut chunk: &[u8], on_line: &mut dyn FnMut(Output<'_>)) {
         while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
             self.take(&chunk[..end]);
             self.emit(on_line);
@@ -238,23 +243,27 @@ impl Lines {
         self.dropped += bytes.len() - keep;
     }
 
-    fn emit(&mut self, on_line: &mut dyn FnMut(&str)) {
+    fn emit(&mut self, on_line: &mut dyn FnMut(Output<'_>)) {
         if self.dropped > 0 {
+            let bytes = self.buf.len() + self.dropped;
             tracing::warn!(
-                kept = self.buf.len(),
-                dropped = self.dropped,
-                "an agent output line was over {MAX_LINE} bytes; it was dropped"
+                bytes,
+                "an agent output line was over {MAX_LINE} bytes; it was discarded"
             );
+            on_line(Output::Cut {
+                bytes,
+                cap: MAX_LINE,
+            });
         } else {
             // Lines are read as bytes so one invalid UTF-8 sequence cannot end the stream.
             let line = String::from_utf8_lossy(&self.buf);
-            on_line(line.trim_end_matches('\r'));
+            on_line(Output::Line(line.trim_end_matches('\r')));
         }
         self.buf.clear();
         self.dropped = 0;
     }
 
-    fn finish(&mut self, on_line: &mut dyn FnMut(&str)) {
+    fn finish(&mut self, on_line: &mut dyn FnMut(Output<'_>)) {
         if !self.buf.is_empty() || self.dropped > 0 {
             self.emit(on_line);
         }
@@ -270,10 +279,16 @@ mod tests {
     fn split(chunks: &[&[u8]]) -> Vec<String> {
         let mut lines = Lines::default();
         let mut out = Vec::new();
+        let mut record = |o: Output<'_>| {
+            out.push(match o {
+                Output::Line(l) => l.to_owned(),
+                Output::Cut { bytes, cap } => format!("<cut {bytes} over {cap}>"),
+            })
+        };
         for c in chunks {
-            lines.push(c, &mut |l| out.push(l.to_owned()));
+            lines.push(c, &mut record);
         }
-        lines.finish(&mut |l| out.push(l.to_owned()));
+        lines.finish(&mut record);
         out
     }
 
@@ -286,9 +301,40 @@ mod tests {
     }
 
     #[test]
-    fn a_line_over_the_cap_is_dropped_and_the_next_one_kept() {
+    fn a_line_over_the_cap_is_cut_and_the_next_one_kept() {
         let big = vec![b'x'; MAX_LINE + 10];
         let out = split(&[b"before\n", &big, b"\nafter\n"]);
-        assert_eq!(out, ["before", "after"]);
+        assert_eq!(
+            out,
+            [
+                "before",
+                &format!("<cut {} over {MAX_LINE}>", MAX_LINE + 10),
+                "after"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_never_held_past_the_cap() {
+        let mut lines = Lines::default();
+        let chunk = vec![b'y'; 64 * 1024];
+        let mut seen = Vec::new();
+        // 100 MB without a line end.
+        for _ in 0..1600 {
+            lines.push(&chunk, &mut |o| seen.push(format!("{o:?}")));
+            assert!(
+                lines.buf.capacity() <= 2 * MAX_LINE,
+                "{}",
+                lines.buf.capacity()
+            );
+        }
+        lines.finish(&mut |o| seen.push(format!("{o:?}")));
+        assert_eq!(
+            seen,
+            [format!(
+                "Cut {{ bytes: {}, cap: {MAX_LINE} }}",
+                1600 * 64 * 1024
+            )]
+        );
     }
 }
