@@ -60,6 +60,8 @@ impl TestNamespace {
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {
                 "vexa.ai/eval": "true",
+                // A tenant: the operator runs Dispatches only in such namespaces.
+                "vexa.ai/tenant": "true",
                 "pod-security.kubernetes.io/enforce": "restricted",
             }}
         }))

@@ -38,6 +38,10 @@ async fn operator() {
                 "30",
                 "--worker-image",
                 FAKE_WORKER_IMAGE,
+                "--ceiling-max-lifetime-seconds",
+                "7200",
+                "--ceiling-memory",
+                "4Gi",
             ])
         })
         .ready()
@@ -342,6 +346,18 @@ async fn the_operator_checks_the_chain_of_custody_again() {
         WorkspaceMode::ReadOnly,
     );
     email.spec.trigger = Trigger::Event;
+    // Alice's own chat, asking for more than the cluster's ceilings.
+    let mut greedy = w.dispatch(
+        "greedy",
+        "alice",
+        "user:alice",
+        "alice-notes",
+        WorkspaceMode::ReadOnly,
+    );
+    greedy.spec.limits = Some(vexa_crds::RunLimits {
+        max_lifetime_seconds: Some(100_000),
+        ..Default::default()
+    });
     // The admin is exempt from admission (system:masters may impersonate anyone): these reach
     // the operator, which refuses them from what it can see.
     let cases = [
@@ -356,6 +372,7 @@ async fn the_operator_checks_the_chain_of_custody_again() {
             "SubjectNotPermitted",
         ),
         (email, "NoDelegationGrant"),
+        (greedy, "LimitAboveCeiling"),
         (
             w.dispatch(
                 "bob-on-alices",
@@ -436,5 +453,51 @@ async fn the_operator_checks_the_chain_of_custody_again() {
         w.run_jobs().await,
         vec!["mallory-mapped".to_string()],
         "only the admitted run has a Job"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the hack/ cluster"]
+async fn a_namespace_that_is_not_a_tenant_runs_nothing() {
+    operator().await;
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "not-tenant").await;
+    // The same namespace without the tenant label.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"vexa.ai/tenant": null}}})),
+        )
+        .await
+        .unwrap();
+    let runner = format!("fake-{}", ns.name);
+    fake_runner(&admin, &ns, &runner, json!({})).await;
+    let dispatches = Api::<Dispatch>::namespaced(admin.clone(), &ns.name);
+    dispatches
+        .create(
+            &PostParams::default(),
+            &chat_dispatch("elsewhere", &runner, "echo ran"),
+        )
+        .await
+        .unwrap();
+    let refused = wait_dispatch(&dispatches, "elsewhere", "phase refused", TIMEOUT, |d| {
+        phase(d) == "refused"
+    })
+    .await;
+    let (status, reason, message) = condition(&refused, "Authorized").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NamespaceNotTenant")
+    );
+    assert!(message.contains("vexa.ai/tenant=true"), "{message}");
+    println!("refused: {message}");
+    let jobs = Api::<Job>::namespaced(admin.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        jobs.items.is_empty(),
+        "nothing runs outside tenant namespaces"
     );
 }

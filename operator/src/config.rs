@@ -116,6 +116,27 @@ pub struct Config {
     /// abandoned; keep it well below the pod's `terminationGracePeriodSeconds`.
     #[arg(long, env = "VEXA_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 15)]
     pub shutdown_timeout_seconds: u64,
+    /// Tenant namespaces by name: the operator runs Dispatches in these (and in namespaces
+    /// with --tenant-label) and refuses the others. Comma-separated.
+    #[arg(long, env = "VEXA_TENANT_NAMESPACES", value_delimiter = ',')]
+    pub tenant_namespaces: Vec<String>,
+    /// `key=value`: a namespace with this label is a tenant. Empty: only --tenant-namespaces
+    /// (and with both empty, every namespace: for development only).
+    #[arg(long, env = "VEXA_TENANT_LABEL", default_value = "vexa.ai/tenant=true", value_parser = label)]
+    pub tenant_label: String,
+    /// Ceiling on a run's maximum lifetime (seconds): a Dispatch (or its runner's defaults)
+    /// asking more is refused.
+    #[arg(long, env = "VEXA_CEILING_MAX_LIFETIME_SECONDS")]
+    pub ceiling_max_lifetime_seconds: Option<i64>,
+    /// Ceiling on a run's idle timeout (seconds).
+    #[arg(long, env = "VEXA_CEILING_IDLE_TIMEOUT_SECONDS")]
+    pub ceiling_idle_timeout_seconds: Option<i64>,
+    /// Ceiling on any CPU request or limit of a run's agent container. Empty: none.
+    #[arg(long, env = "VEXA_CEILING_CPU", default_value = "", value_parser = quantity)]
+    pub ceiling_cpu: String,
+    /// Ceiling on any memory request or limit of a run's agent container. Empty: none.
+    #[arg(long, env = "VEXA_CEILING_MEMORY", default_value = "", value_parser = quantity)]
+    pub ceiling_memory: String,
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -143,6 +164,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A label `key=value`, or empty.
+fn label(v: &str) -> Result<String, String> {
+    match v.split_once('=') {
+        None if v.is_empty() => Ok(String::new()),
+        Some((k, _)) if !k.is_empty() => Ok(v.to_owned()),
+        _ => Err(format!(
+            "{v:?} is not a label key=value (e.g. vexa.ai/tenant=true)"
+        )),
+    }
 }
 
 /// A Kubernetes quantity (`100m`, `256Mi`, `2Gi`, `0.5`), or empty for none; checked when the

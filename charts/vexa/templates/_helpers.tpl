@@ -46,3 +46,15 @@ app.kubernetes.io/part-of: vexa
 {{- define "vexa.redisUrl" -}}
 {{- default (printf "redis://redis.%s.svc:6379" .Release.Namespace) .Values.redis.url }}
 {{- end }}
+
+{{/* What the operator writes in a tenant namespace: each run's Job (created, suspended on a
+stop, deleted once over) and the Workspaces' prepare Jobs; each run's Secret (created, read
+back when a name is taken, refreshed on a retry, deleted with the run). */}}
+{{- define "vexa.tenantRules" -}}
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
@@ -181,6 +181,8 @@ impl ApiServer {
             "--job-ttl-seconds=300",
             "--default-max-lifetime-seconds=3600",
             "--default-idle-timeout-seconds=120",
+            // Every namespace is a tenant here (the tenant check is proven on a cluster).
+            "--tenant-label=",
         ])
         .unwrap();
         let base = Context {
@@ -210,6 +212,7 @@ impl ApiServer {
             workspaces: cache::<Workspace>(references, synced),
             tools: cache::<Tool>(references, synced),
             identities: cache::<Identity>(references, synced),
+            namespaces: cache::<Namespace>(references, synced),
         };
         let ctx = Arc::new(Reconciler::new(
             base,

@@ -6,6 +6,7 @@
 //! `reconcile` drives them by phase; `claim` is the rw lock of a workspace's folder.
 
 pub mod apply;
+pub mod ceilings;
 pub mod children;
 pub mod claim;
 pub mod decide;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -240,11 +241,18 @@ pub async fn run(
     let (runners, runner_watch) = cached::<AgentRunner>(client.clone());
     let (tools, tool_watch) = cached::<Tool>(client.clone());
     let (identities, identity_watch) = cached::<Identity>(client.clone());
+    // Namespaces are read (and may be listed) only when a label makes them tenants.
+    let (namespaces, namespace_watch) = if ctx.config.tenant_label.is_empty() {
+        (Cache::new(reflector::store().0), tokio::spawn(async {}))
+    } else {
+        cached::<Namespace>(client.clone())
+    };
     let references = References {
         runners,
         workspaces,
         tools,
         identities,
+        namespaces,
     };
     let dctx = Arc::new(Reconciler::new(ctx, store.clone(), jobs, pods, references));
 
@@ -266,7 +274,7 @@ pub async fn run(
         })
         .await;
     gauge.abort();
-    for watch in [runner_watch, tool_watch, identity_watch] {
+    for watch in [runner_watch, tool_watch, identity_watch, namespace_watch] {
         watch.abort();
     }
     info!("Dispatch controller stopped");

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -65,6 +65,8 @@ pub struct References {
     pub tools: Cache<Tool>,
     /// Identities: the subjects' user mappings and delegation grants.
     pub identities: Cache<Identity>,
+    /// Namespaces, for their tenant label (not watched when tenants are named instead).
+    pub namespaces: Cache<Namespace>,
 }
 
 impl References {
@@ -218,6 +220,25 @@ pub async fn may_act_as(
 }
 
 impl Reconciler {
+    /// Whether `ns` is a tenant namespace: named in --tenant-namespaces or carrying
+    /// --tenant-label (both empty: every namespace).
+    pub async fn serves(&self, ns: &str) -> Result<bool, Error> {
+        let c = &self.base.config;
+        if c.tenant_namespaces.iter().any(|n| n == ns) {
+            return Ok(true);
+        }
+        let Some((key, value)) = c.tenant_label.split_once('=') else {
+            // (An empty list may arrive as one empty name from the environment.)
+            return Ok(c.tenant_namespaces.iter().all(String::is_empty));
+        };
+        let namespace = self
+            .references
+            .namespaces
+            .get_or_fetch(&Api::all(self.base.client.clone()), None, ns)
+            .await?;
+        Ok(namespace.is_some_and(|n| n.labels().get(key).map(String::as_str) == Some(value)))
+    }
+
     /// The Job `name` in `ns`: from the cache once it has synced. `confirm_absence`: a Job
     /// missing from the cache is looked up on the API server, for decisions an absence must
     /// not get wrong.

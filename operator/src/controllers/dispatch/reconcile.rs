@@ -18,7 +18,8 @@ use vexa_policy::{Authorization, Launcher, Refusal, job_name};
 
 use super::Reconciler;
 use super::apply::{self, release_all, suspend, write_status};
-use super::children::{Inputs, is_controlled_by};
+use super::ceilings::{self, Ceilings};
+use super::children::{Inputs, effective_limits, is_controlled_by};
 use super::claim::{self, Claim};
 use super::decide::{
     authorize, describe_run, finish, identity_facts, mounted, needs_identities, owned_workspaces,
@@ -132,6 +133,22 @@ async fn start(
     let t = now();
     if status.phase.is_none() {
         status.phase = Some(DispatchPhase::Pending);
+    }
+    let ns = d.namespace().ok_or(Error::Malformed)?;
+    if !ctx.serves(&ns).await? {
+        Conditions::new(&mut status.conditions, generation, &t).set(
+            ConditionType::Authorized,
+            false,
+            "NamespaceNotTenant",
+            &format!(
+                "namespace {ns} is not a tenant namespace: the operator runs Dispatches only in \
+                 namespaces labelled {} or named in the chart's tenants.namespaces; make it one \
+                 and create the Dispatch again",
+                ctx.base.config.tenant_label
+            ),
+        );
+        status.phase = Some(DispatchPhase::Refused);
+        return Ok(Action::await_change());
     }
     if d.spec.stop == Some(true) {
         // A stop before the start needs nothing else to exist.
@@ -314,7 +331,10 @@ async fn admit(
         "runner, workspaces and tools exist",
     );
     let decision = match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
-        Ok(auth) => custody(ctx, d, &resolved, &auth).await?.map(|()| auth),
+        Ok(auth) => custody(ctx, d, &resolved, &auth)
+            .await?
+            .and_then(|()| within_ceilings(ctx, d, &resolved))
+            .map(|()| auth),
         Err(refusal) => Err(refusal),
     };
     match decision {
@@ -377,6 +397,20 @@ async fn custody(
         ));
     }
     Ok(checked)
+}
+
+/// The limits in force (the Dispatch's, its runner's, the operator's defaults) are within the
+/// cluster's ceilings.
+fn within_ceilings(ctx: &Reconciler, d: &Dispatch, resolved: &Resolved) -> Result<(), Refusal> {
+    let c = &ctx.base.config;
+    let ceilings = Ceilings {
+        max_lifetime_seconds: c.ceiling_max_lifetime_seconds,
+        idle_timeout_seconds: c.ceiling_idle_timeout_seconds,
+        cpu: Some(c.ceiling_cpu.clone()),
+        memory: Some(c.ceiling_memory.clone()),
+    };
+    let (idle, life, resources) = effective_limits(d, &resolved.runner.spec, &ctx.build_settings());
+    ceilings::check(&ceilings, life, idle, resources.as_ref())
 }
 
 /// While the Job exists: follow its pod, honour a stop request, record the ending.
