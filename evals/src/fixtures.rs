@@ -87,18 +87,7 @@ pub async fn test_agent_runner(
     name: &str,
     spec: Value,
 ) -> AgentRunner {
-    let path = repo_root().join("runners/vexa-test-agent.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
-    doc["metadata"] = json!({
-        "name": name,
-        "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": ns.uid}],
-    });
-    merge(&mut doc["spec"], spec);
-    Api::<AgentRunner>::all(client.clone())
-        .patch(name, &apply_params(), &Patch::Apply(&doc))
-        .await
-        .unwrap_or_else(|e| panic!("apply AgentRunner {name}: {e}"))
+    runner_from_file(client, ns, "vexa-test-agent.yaml", name, spec).await
 }
 
 /// JSON merge: `patch`'s fields replace `target`'s, recursively for objects.
@@ -355,4 +344,49 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A free port on this machine for the in-process gateway.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The node's address as pods reach this machine (the host of POD_REDIS_URL).
+pub fn node_ip() -> String {
+    let url = crate::cluster_env("POD_REDIS_URL");
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split(['/', ':'])
+        .next()
+        .unwrap();
+    host.rsplit('@').next().unwrap().to_owned()
+}
+
+/// An AgentRunner from `runners/<file>` named `name`, owned by `ns` (gone with it), with
+/// `spec` merged over the file's.
+pub async fn runner_from_file(
+    client: &Client,
+    ns: &TestNamespace,
+    file: &str,
+    name: &str,
+    spec: Value,
+) -> AgentRunner {
+    let path = repo_root().join("runners").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut doc: Value = serde_saphyr::from_str(&text).unwrap();
+    doc["metadata"] = json!({
+        "name": name,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": ns.name, "uid": ns.uid}],
+    });
+    merge(&mut doc["spec"], spec);
+    Api::<AgentRunner>::all(client.clone())
+        .patch(name, &apply_params(), &Patch::Apply(&doc))
+        .await
+        .unwrap_or_else(|e| panic!("apply AgentRunner {name}: {e}"))
 }

@@ -15,6 +15,8 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 pub mod admission;
+pub mod brokered;
+pub mod fake_model;
 pub mod fixtures;
 pub mod operator;
 pub mod users;

@@ -24,8 +24,8 @@ use serde_json::json;
 use vexa_core::model::{GATEWAY_TOKEN_HEADER, GatewayToken};
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
-    chat_dispatch, describe, stop_reason, test_agent_runner, wait_dispatch, workspace,
-    workspace_ready, workspace_volume,
+    chat_dispatch, describe, free_port, node_ip, stop_reason, test_agent_runner, wait_dispatch,
+    workspace, workspace_ready, workspace_volume,
 };
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env};
@@ -64,28 +64,6 @@ async fn fake_model() -> (String, Seen) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}"), seen)
-}
-
-/// A free port on this machine for the in-process gateway.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The node's address as pods reach this machine (the host of POD_REDIS_URL).
-fn node_ip() -> String {
-    let url = cluster_env("POD_REDIS_URL");
-    let host = url
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split(['/', ':'])
-        .next()
-        .unwrap();
-    host.rsplit('@').next().unwrap().to_owned()
 }
 
 /// A POST to the gateway as something other than a dispatch's worker would make it.

@@ -193,6 +193,25 @@ impl Turn<'_> {
                         Err(e) => format!("Could not append to {path}: {e}"),
                     });
                 }
+                Step::Link { target, path } => {
+                    let file = self.path(path);
+                    let command = format!("ln -sf {target} {}", file.display());
+                    let r = self.tool(out, "Bash", json!({"command": command}), || {
+                        if let Some(dir) = file.parent() {
+                            fs::create_dir_all(dir)?;
+                        }
+                        match fs::remove_file(&file) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                            _ => {}
+                        }
+                        std::os::unix::fs::symlink(target, &file)?;
+                        Ok(String::new())
+                    })?;
+                    self.reply.push(match r {
+                        Ok(_) => format!("Linked {path} to {target}."),
+                        Err(e) => format!("Could not link {path}: {e}"),
+                    });
+                }
                 Step::Read { path } => {
                     let file = self.path(path);
                     let r = self.tool(out, "Read", json!({"file_path": file}), || {

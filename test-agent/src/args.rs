@@ -54,6 +54,7 @@ small script in its prompt, one command per line:
 
   write PATH TEXT          create or replace PATH with TEXT (\\n is a newline)
   append PATH TEXT         append TEXT to PATH
+  link TARGET PATH         make PATH a symbolic link to TARGET
   read PATH                read PATH
   read and execute the plan at PATH
                            read PATH and follow its lines as commands

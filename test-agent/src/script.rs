@@ -22,6 +22,14 @@ pub enum Step {
         /// What to add.
         text: String,
     },
+    /// `link TARGET PATH`: make PATH a symbolic link to TARGET (what an agent with a shell
+    /// does with `ln -sf`, e.g. to point a file the worker reads at `/proc/self/environ`).
+    Link {
+        /// Where the link points.
+        target: String,
+        /// The link.
+        path: String,
+    },
     /// `read PATH`.
     Read {
         /// The file.
@@ -83,6 +91,13 @@ fn step(line: &str) -> Step {
         "append" if !rest.is_empty() => {
             let (path, text) = path_and_text();
             Step::Append { path, text }
+        }
+        "link" if rest.contains(char::is_whitespace) => {
+            let (target, path) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            Step::Link {
+                target: target.to_owned(),
+                path: path.trim().to_owned(),
+            }
         }
         "read" if !rest.is_empty() => {
             let lower = rest.to_ascii_lowercase();
