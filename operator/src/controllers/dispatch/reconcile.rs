@@ -69,7 +69,8 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
         Some(DispatchPhase::Refused | DispatchPhase::Destroyed) => Action::await_change(),
         Some(DispatchPhase::Stopped) => clean_up(&ctx, &d, &mut status).await?,
         // A Job the cache has not seen yet is created again only when the run has not been
-        // recorded as started: applying the Job is idempotent. Ending the run (the Job
+        // recorded as started: creating it is idempotent (the run's own Job already there is
+        // success). Ending the run (the Job
         // vanished, or a stop before the start) waits for the API server to confirm.
         // A Job of that name that this Dispatch does not control is not its run: it is never
         // followed (creating the run's own then fails, and the run ends `start_failed`).
@@ -142,9 +143,13 @@ async fn start(
             "NamespaceNotTenant",
             &format!(
                 "namespace {ns} is not a tenant namespace: the operator runs Dispatches only in \
-                 namespaces labelled {} or named in the chart's tenants.namespaces; make it one \
-                 and create the Dispatch again",
-                ctx.base.config.tenant_label
+                 {}; make it one and create the Dispatch again",
+                match ctx.base.config.tenant_label.as_str() {
+                    "" => "the namespaces named in the chart's tenants.namespaces".to_owned(),
+                    label => format!(
+                        "namespaces labelled {label} (or named in the chart's tenants.namespaces)"
+                    ),
+                }
             ),
         );
         status.phase = Some(DispatchPhase::Refused);
