@@ -184,6 +184,8 @@ mod tests {
     #[case("fail", Step::Fail("the script asked to fail".into()))]
     #[case("fail disk on fire", Step::Fail("disk on fire".into()))]
     #[case("write", Step::Echo("write".into()))]
+    #[case("link /proc/self/environ .claude/s", Step::Link { target: "/proc/self/environ".into(), path: ".claude/s".into() })]
+    #[case("link alone", Step::Echo("link alone".into()))]
     #[case("Please write me a poem", Step::Echo("Please write me a poem".into()))]
     fn lines_parse(#[case] line: &str, #[case] want: Step) {
         assert_eq!(parse(line), [want]);
