@@ -74,7 +74,7 @@ impl Operator {
                     });
                     // The streams API, when the flags give it a certificate (evals that read
                     // streams as people do register it as an APIService).
-                    let streams = match config.streams() {
+                    let streams = match config.streams().expect("the streams API's Redis") {
                         Some(settings) => Some(tokio::spawn(
                             vexa_operator::streams::bind(
                                 client.clone(),
@@ -86,8 +86,13 @@ impl Operator {
                         )),
                         None => None,
                     };
+                    let redis_users = config
+                        .redis_users()
+                        .expect("the dispatches' Redis users")
+                        .map(Arc::new);
                     let ctx = Context {
                         gateway_key,
+                        redis_users,
                         client,
                         reporter: Reporter {
                             controller: "vexa-operator".into(),

@@ -65,10 +65,28 @@ pub struct Config {
     /// The serving certificate's private key (PEM file).
     #[arg(long, env = "VEXA_STREAMS_TLS_KEY", default_value = "")]
     pub streams_tls_key: String,
-    /// Redis as the operator itself reaches it, for the streams API (people's reads and turns).
-    /// Default: --redis-url.
+    /// Redis as the operator itself reaches it, for the streams API (people's reads and turns)
+    /// and the dispatches' users. Default: --redis-url.
     #[arg(long, env = "REDIS_URL")]
     pub operator_redis_url: Option<String>,
+    /// The Redis user the operator acts as (it needs ACL, FUNCTION and the streams). Empty: the
+    /// credentials in the URL, if any.
+    #[arg(long, env = "VEXA_REDIS_ADMIN_USERNAME", default_value = "")]
+    pub redis_admin_username: String,
+    /// A file holding that user's password (a mounted Secret). Empty: the URL's, if any.
+    #[arg(long, env = "VEXA_REDIS_ADMIN_PASSWORD_FILE", default_value = "")]
+    pub redis_admin_password_file: String,
+    /// Give every dispatch its own Redis ACL user, allowed only its two streams, its password
+    /// only in the dispatch's Secret. Turn off only for a Redis without ACLs.
+    #[arg(long, env = "VEXA_REDIS_DISPATCH_USERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub redis_dispatch_users: bool,
+    /// Seconds a dispatch's streams are kept once its run is over (0: kept until deleted).
+    #[arg(long, env = "VEXA_STREAM_RETENTION_SECONDS", default_value_t = 86_400)]
+    pub stream_retention_seconds: u64,
+    /// About how many entries a dispatch's output stream keeps; older ones are trimmed (0:
+    /// never). The worker applies it.
+    #[arg(long, env = "VEXA_STREAM_MAX_LEN", default_value_t = vexa_stream::publish::DEFAULT_MAX_LEN)]
+    pub stream_max_len: u64,
     /// Image of every dispatch's trusted `worker` container (the agent worker). The agent's
     /// own container runs the runner's image.
     #[arg(
@@ -143,17 +161,64 @@ pub struct Config {
 }
 
 impl Config {
+    /// Redis as the operator reaches it, authenticated as its admin user when one is set.
+    pub fn admin_redis_client(&self) -> anyhow::Result<redis::Client> {
+        let url = self
+            .operator_redis_url
+            .as_deref()
+            .unwrap_or(&self.redis_url);
+        if self.redis_admin_password_file.is_empty() {
+            return Ok(redis::Client::open(url)?);
+        }
+        let password = std::fs::read_to_string(&self.redis_admin_password_file).map_err(|e| {
+            anyhow::anyhow!(
+                "the Redis admin password file {} cannot be read: {e}",
+                self.redis_admin_password_file
+            )
+        })?;
+        let username = if self.redis_admin_username.is_empty() {
+            "default"
+        } else {
+            &self.redis_admin_username
+        };
+        Ok(vexa_stream::acl::client_as(url, username, password.trim())?)
+    }
+
+    /// The dispatches' Redis users, unless turned off. Their passwords derive from the admin
+    /// password when there is one, else from a key made at startup (a start retried after a
+    /// restart then gets a new password, written to both the user and the Secret).
+    pub fn redis_users(&self) -> anyhow::Result<Option<crate::redis_users::RedisUsers>> {
+        if !self.redis_dispatch_users {
+            return Ok(None);
+        }
+        let client = self.admin_redis_client()?;
+        let key = match client.get_connection_info().redis_settings().password() {
+            Some(p) => p.as_bytes().to_vec(),
+            None => {
+                let mut key = vec![0u8; 32];
+                getrandom::fill(&mut key)
+                    .map_err(|e| anyhow::anyhow!("no randomness for the Redis users' key: {e}"))?;
+                key
+            }
+        };
+        let retention = (self.stream_retention_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.stream_retention_seconds));
+        Ok(Some(crate::redis_users::RedisUsers::new(
+            client, key, retention,
+        )))
+    }
+
     /// The streams API's settings, when its certificate is configured.
-    pub fn streams(&self) -> Option<crate::streams::Settings> {
-        (!self.streams_tls_cert.is_empty()).then(|| crate::streams::Settings {
+    pub fn streams(&self) -> anyhow::Result<Option<crate::streams::Settings>> {
+        if self.streams_tls_cert.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(crate::streams::Settings {
             addr: self.streams_addr,
             cert: self.streams_tls_cert.clone(),
             key: self.streams_tls_key.clone(),
-            redis_url: self
-                .operator_redis_url
-                .clone()
-                .unwrap_or_else(|| self.redis_url.clone()),
-        })
+            redis: self.admin_redis_client()?,
+        }))
     }
 }
 

@@ -36,8 +36,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .context("the model gateway cannot load the system's CA certificates")?,
     );
+    let redis_users = config
+        .redis_users()
+        .context("the dispatches' Redis users")?
+        .map(Arc::new);
     let ctx = Context {
         gateway_key: Some(gateway_key),
+        redis_users,
         client: client.clone(),
         config: Arc::new(config.clone()),
         metrics: metrics.clone(),
@@ -65,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
     // Every replica serves the streams API too (people's reads and turns, behind the API
     // server). It stops with the process: a follow open then ends, and the client resumes from
     // its last entry on another replica.
-    let mut streams_server = match config.streams() {
+    let mut streams_server = match config
+        .streams()
+        .context("the streams API's Redis settings")?
+    {
         Some(settings) => tokio::spawn(
             streams::bind(client.clone(), &settings, std::future::pending())
                 .await

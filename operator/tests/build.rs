@@ -52,6 +52,7 @@ fn settings() -> BuildSettings {
         ),
         model_gateway_url: "http://vexa-operator.vexa-system.svc:8082".into(),
         model_gateway_key: Some(std::sync::Arc::from(GATEWAY_KEY)),
+        stream_max_len: 10_000,
     }
 }
 
@@ -211,12 +212,21 @@ fn children(case: &Case) -> (Job, Secret) {
             mode: *mode,
         })
         .collect();
+    let redis_user = vexa_operator::redis_users::user(
+        b"fixture-redis-admin-password",
+        &vexa_operator::redis_users::DispatchKey {
+            namespace: case.dispatch.metadata.namespace.clone().unwrap_or_default(),
+            name: case.dispatch.metadata.name.clone().unwrap_or_default(),
+            uid: case.dispatch.metadata.uid.clone().unwrap_or_default(),
+        },
+    );
     let inputs = Inputs {
         dispatch: &case.dispatch,
         runner: &case.resolved.runner.spec,
         workspaces,
         authorization: &auth,
         settings: &settings,
+        redis_user: Some(&redis_user),
     };
     (children::job(&inputs), children::secret(&inputs))
 }
@@ -664,9 +674,23 @@ fn chat_writes_its_workspace_and_starts_inline() {
         .unwrap();
     assert_eq!(m.read_only, Some(false));
     assert_eq!(m.sub_path.as_deref(), Some("alice/notes"));
-    // No model credential: nothing secret in the Secret, no secretKeyRef anywhere.
+    // No model credential: the Secret holds only the dispatch's own Redis user, no
+    // secretKeyRef anywhere.
     let (_, secret) = children(&case);
-    assert!(secret.data.unwrap_or_default().is_empty());
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["redis-password", "redis-username"]
+    );
+    assert_eq!(
+        std::str::from_utf8(&data["redis-username"].0).unwrap(),
+        format!(
+            "vexa-dispatch:{}/{}/{}",
+            case.dispatch.metadata.namespace.as_deref().unwrap(),
+            case.dispatch.metadata.name.as_deref().unwrap(),
+            case.dispatch.metadata.uid.as_deref().unwrap()
+        )
+    );
     assert!(
         agent(&job)
             .env
@@ -784,9 +808,12 @@ fn the_model_credential_never_leaves_the_operators_namespace(
     let d = &case.dispatch;
     let (job, secret) = children(&case);
     // The dispatch's Secret holds only its own token at the model gateway, which speaks for
-    // this dispatch and no other.
+    // this dispatch and no other (and its own Redis user).
     let data = secret.data.clone().unwrap();
-    assert_eq!(data.keys().collect::<Vec<_>>(), ["model-token"]);
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["model-token", "redis-password", "redis-username"]
+    );
     let token = std::str::from_utf8(&data["model-token"].0).unwrap();
     let verified = vexa_core::model::GatewayToken::verify(GATEWAY_KEY, token).unwrap();
     assert_eq!(

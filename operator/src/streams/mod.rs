@@ -29,8 +29,8 @@ pub enum ServeError {
     /// The TLS files.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    /// The Redis URL.
-    #[error("the Redis URL for the streams API is invalid: {0}")]
+    /// Redis.
+    #[error("the streams API's Redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// Listening or serving.
     #[error("the streams API on {addr}: {source}")]
@@ -51,8 +51,8 @@ pub struct Settings {
     pub cert: String,
     /// Its key (PEM file).
     pub key: String,
-    /// Redis as the operator reaches it.
-    pub redis_url: String,
+    /// Redis as the operator reaches it (as its admin user).
+    pub redis: redis::Client,
 }
 
 /// Binds the listener (so a caller knows the port is taken before anything else starts) and
@@ -64,7 +64,7 @@ pub async fn bind(
 ) -> Result<impl Future<Output = Result<(), ServeError>> + Send + 'static, ServeError> {
     let front = Arc::new(FrontProxy::load(&client).await?);
     let config = tls::server_config(&settings.cert, &settings.key, &front)?;
-    let redis = redis::Client::open(settings.redis_url.as_str())?;
+    let redis = settings.redis.clone();
     let addr = settings.addr;
     let io = move |source| ServeError::Io { addr, source };
     let tcp = tokio::net::TcpListener::bind(addr).await.map_err(io)?;

@@ -187,6 +187,7 @@ impl ApiServer {
         .unwrap();
         let base = Context {
             gateway_key: Some(Arc::from(&b"mock-gateway-key-of-32-bytes-len"[..])),
+            redis_users: None,
             client,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),

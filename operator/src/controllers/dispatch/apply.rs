@@ -13,6 +13,7 @@ use super::children::{self, BuildSettings, Inputs};
 use super::claim;
 use super::error::Error;
 use crate::FIELD_MANAGER;
+use crate::redis_users::DispatchKey;
 
 /// Creates the run's Secret, then its Job (the Job's pod reads the Secret, so it must be this
 /// run's before the Job exists). Returns the Job's name. A child of that name that this
@@ -89,7 +90,9 @@ pub async fn suspend(client: &kube::Client, ns: &str, job: &str) -> Result<(), E
     Ok(())
 }
 
-/// Releases the folder locks of the run's rw workspaces, leaving the commit it ended on.
+/// Releases what the run held: the folder locks of its rw workspaces (leaving the commit it
+/// ended on) and its Redis user (its streams then expire after the retention). Done at every
+/// ending and again while cleaning up, so each step may already have happened.
 pub async fn release_all(
     ctx: &Reconciler,
     d: &Dispatch,
@@ -117,7 +120,19 @@ pub async fn release_all(
             .and_then(|p| p.result_commit.as_deref());
         claim::release(&ctx.base.client, d, &workspace, head).await?;
     }
+    if let Some(users) = &ctx.base.redis_users {
+        users.remove(&redis_key(d)?).await?;
+    }
     Ok(())
+}
+
+/// The dispatch as its Redis user's name records it.
+pub fn redis_key(d: &Dispatch) -> Result<DispatchKey, Error> {
+    Ok(DispatchKey {
+        namespace: d.namespace().ok_or(Error::Malformed)?,
+        name: d.name_any(),
+        uid: d.uid().ok_or(Error::Malformed)?,
+    })
 }
 
 /// Writes the Dispatch's status (server-side apply).
@@ -164,6 +179,7 @@ impl Reconciler {
             ),
             model_gateway_url: c.model_gateway_url.clone(),
             model_gateway_key: self.base.gateway_key.clone(),
+            stream_max_len: c.stream_max_len,
         }
     }
 }

@@ -24,6 +24,7 @@ use vexa_core::pod::{ModelAccess, PodContract, WorkspaceMount};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
 use vexa_policy::Authorization;
+use vexa_stream::acl::DispatchUser;
 
 use crate::runtime::security;
 
@@ -32,6 +33,8 @@ pub const DISPATCH_LABEL: &str = "vexa.ai/dispatch";
 /// Annotation holding the full dispatch name on Jobs and pods.
 pub const DISPATCH_ANNOTATION: &str = "vexa.ai/dispatch-name";
 pub use vexa_core::pod::layout::{AGENT_CONTAINER, WORKER_CONTAINER};
+/// The worker's variable for the output stream's cap (a worker setting, not the pod contract).
+pub const STREAM_MAX_LEN_ENV: &str = "VEXA_STREAM_MAX_LEN";
 /// Where workspaces are mounted: `/workspaces/<name>`.
 pub const WORKSPACES_ROOT: &str = "/workspaces";
 /// The agent's home folder (a scratch volume of its own).
@@ -59,6 +62,8 @@ pub struct BuildSettings {
     /// The key gateway tokens are signed with (`None`: the gateway is not set up, and a run
     /// with a model credential gets no token).
     pub model_gateway_key: Option<std::sync::Arc<[u8]>>,
+    /// About how many entries the worker keeps on the output stream (`VEXA_STREAM_MAX_LEN`).
+    pub stream_max_len: u64,
 }
 
 /// Resources from quantities (an empty one is left out; all empty: none).
@@ -108,6 +113,9 @@ pub struct Inputs<'a> {
     pub authorization: &'a Authorization,
     /// Operator settings.
     pub settings: &'a BuildSettings,
+    /// The dispatch's own Redis user, which its Secret carries (`None`: the worker connects as
+    /// `REDIS_URL` says).
+    pub redis_user: Option<&'a DispatchUser>,
 }
 
 /// The standard labels of every child.
@@ -179,6 +187,16 @@ pub fn secret(inputs: &Inputs<'_>) -> Secret {
         data.insert(
             secret_key::MODEL_TOKEN.to_owned(),
             ByteString(token.into_bytes()),
+        );
+    }
+    if let Some(user) = inputs.redis_user {
+        data.insert(
+            secret_key::REDIS_USERNAME.to_owned(),
+            ByteString(user.username.clone().into_bytes()),
+        );
+        data.insert(
+            secret_key::REDIS_PASSWORD.to_owned(),
+            ByteString(user.password.clone().into_bytes()),
         );
     }
     Secret {
@@ -289,13 +307,18 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
     }
 }
 
-/// The worker container's environment: the pod contract.
+/// The worker container's environment: the pod contract, and the stream's cap.
 fn worker_environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
-    contract(inputs, idle)
+    let mut vars: Vec<EnvVar> = contract(inputs, idle)
         .to_env()
         .into_iter()
         .map(|(name, value)| env(&name, value))
-        .collect()
+        .collect();
+    vars.push(env(
+        STREAM_MAX_LEN_ENV,
+        inputs.settings.stream_max_len.to_string(),
+    ));
+    vars
 }
 
 /// The agent container's environment: its home and the runner's non-secret variables. Nothing
@@ -502,6 +525,7 @@ mod tests {
             worker_resources: None,
             model_gateway_url: String::new(),
             model_gateway_key: None,
+            stream_max_len: 10_000,
         }
     }
 

@@ -40,6 +40,9 @@ pub enum Error {
         /// The API server's message.
         message: String,
     },
+    /// Redis failed creating or removing the dispatch's user; retried with backoff.
+    #[error(transparent)]
+    Redis(#[from] crate::redis_users::UserError),
     /// The Kubernetes API failed; retried with backoff.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -69,6 +72,7 @@ impl Error {
             Error::ForeignChild { .. } => "ChildNotOwned",
             Error::ChildRejected { .. } => "ChildRejected",
             Error::Refused(r) => r.reason,
+            Error::Redis(_) => "RedisUnavailable",
             Error::Kube(e) => crate::runtime::errors::kube_reason(e),
             Error::Serde(_) => "SerializationError",
             Error::Malformed => "Malformed",

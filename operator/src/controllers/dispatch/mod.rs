@@ -15,7 +15,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod run_state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ pub use crate::runtime::cache::Cache;
 pub use error::Error;
 pub use observe::References;
 
+use crate::redis_users::{DispatchKey, RedisUsers};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::context::Context;
 use crate::runtime::watch::{cached, lenient};
@@ -158,6 +159,51 @@ fn waiting_for(store: &Store<Dispatch>, ws: &Workspace) -> Vec<ObjectRef<Dispatc
         .collect()
 }
 
+/// How often the Redis users of dispatches that are gone or over are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The dispatches whose run may still use its Redis user: those in the cache whose run is not
+/// over.
+fn live_dispatches(store: &Store<Dispatch>) -> HashSet<DispatchKey> {
+    store
+        .state()
+        .iter()
+        .filter(|d| {
+            !matches!(
+                d.status.as_ref().and_then(|s| s.phase),
+                Some(DispatchPhase::Stopped | DispatchPhase::Destroyed | DispatchPhase::Refused)
+            )
+        })
+        .filter_map(|d| apply::redis_key(d).ok())
+        .collect()
+}
+
+/// Removes, once the Dispatch cache has synced and then every [`SWEEP_EVERY`], the Redis users
+/// whose dispatch is gone or over (an operator that stopped before it removed them).
+async fn sweep_redis_users(
+    users: Arc<RedisUsers>,
+    store: Store<Dispatch>,
+    mut ready: tokio::sync::watch::Receiver<bool>,
+) {
+    if ready.wait_for(|r| *r).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        match users.sweep(|| live_dispatches(&store)).await {
+            Ok(0) => {}
+            Ok(removed) => info!(
+                removed,
+                "removed Redis users of dispatches that are gone or over"
+            ),
+            Err(e) => {
+                warn!(error = %e, "sweeping the dispatches' Redis users failed; trying again later")
+            }
+        }
+    }
+}
+
 /// Runs the Dispatch controller until `shutdown` resolves. `ready` turns true once the
 /// Dispatch cache has synced.
 pub async fn run(
@@ -177,6 +223,7 @@ pub async fn run(
     // cache. It cannot come from `Store::wait_until_ready`: kube-runtime wakes only the last of
     // several concurrent waiters, the controller is always one of them, so a second waiter
     // here never woke and the operator never reported ready.
+    let ready_rx = ready.subscribe();
     let (store, writer) = reflector::store();
     let dispatch_events =
         lenient::<Dispatch>(client.clone(), watcher::Config::default().any_semantic())
@@ -265,6 +312,11 @@ pub async fn run(
         }
     });
 
+    let sweeper = dctx.base.redis_users.clone().map(|users| {
+        let store = dctx.store.clone();
+        tokio::spawn(sweep_redis_users(users, store, ready_rx))
+    });
+
     controller
         .run(reconcile::reconcile, error_policy, dctx)
         .for_each(|result| async move {
@@ -274,6 +326,9 @@ pub async fn run(
         })
         .await;
     gauge.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     for watch in [runner_watch, tool_watch, identity_watch, namespace_watch] {
         watch.abort();
     }

@@ -258,6 +258,16 @@ async fn start(
     }
     claimed(status, generation, &t);
 
+    // The dispatch's own Redis user exists before the Secret that carries its password and the
+    // Job whose worker logs in with it.
+    let redis_user = match &ctx.base.redis_users {
+        Some(users) => {
+            let (user, took) = users.create(&apply::redis_key(d)?).await?;
+            tracing::debug!(dispatch = %d.name_any(), user = %user.username, ?took, "created the dispatch's Redis user");
+            Some(user)
+        }
+        None => None,
+    };
     let settings = ctx.build_settings();
     let inputs = Inputs {
         dispatch: d,
@@ -265,6 +275,7 @@ async fn start(
         workspaces: mounted(&resolved, &auth),
         authorization: &auth,
         settings: &settings,
+        redis_user: redis_user.as_ref(),
     };
     let job_name = match apply::children(ctx, &ns, &inputs).await {
         Ok(job_name) => job_name,
