@@ -206,3 +206,46 @@ async fn a_precreated_secret_or_job_is_neither_adopted_nor_deleted() {
     .await;
     assert_eq!(stop_reason(&done), "completed", "{}", describe(&done));
 }
+
+#[tokio::test]
+#[ignore = "needs the hack/ cluster"]
+async fn a_precreated_prepare_job_does_not_prepare_a_workspace() {
+    operator().await;
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "ownership-ws").await;
+    workspace_volume(&client, &ns.name).await;
+    // The prepare Job of Workspace `squatted` at generation 1; its report would have set the
+    // Workspace's head commit.
+    let job = squat_job(&client, &ns.name, "squatted-prepare-1").await;
+    workspace(&client, &ns.name, "squatted", "squatted", "rw").await;
+    let workspaces = Api::<vexa_crds::Workspace>::namespaced(client.clone(), &ns.name);
+    let message = vexa_evals::wait_for(
+        "the Workspace to refuse the squatting prepare Job",
+        TIMEOUT,
+        || async {
+            let ws = workspaces.get("squatted").await.ok()?;
+            ws.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "PrepareFailed")
+                .map(|c| c.message)
+                .filter(|m| m.contains("does not control"))
+        },
+    )
+    .await;
+    println!("squatted: {message}");
+    let after = Api::<Job>::namespaced(client.clone(), &ns.name)
+        .get("squatted-prepare-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &after.metadata.uid,
+            &after.metadata.owner_references,
+            &after.spec
+        ),
+        (&job.metadata.uid, &None, &job.spec),
+        "the squatting prepare Job is neither adopted, changed nor deleted"
+    );
+    assert_eq!(managers(&after.metadata), managers(&job.metadata));
+}

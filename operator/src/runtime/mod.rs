@@ -11,5 +11,6 @@ pub mod gateway_key;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod owned;
 pub mod security;
 pub mod watch;

@@ -14,6 +14,7 @@ use super::claim;
 use super::error::Error;
 use crate::FIELD_MANAGER;
 use crate::redis_users::DispatchKey;
+use crate::runtime::owned::is_controlled_by;
 
 /// Creates the run's Secret, then its Job (the Job's pod reads the Secret, so it must be this
 /// run's before the Job exists). Returns the Job's name. A child of that name that this
@@ -60,7 +61,7 @@ where
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let existing = api.get(&name).await?;
-            if children::is_controlled_by(existing.meta(), uid) {
+            if is_controlled_by(existing.meta(), uid) {
                 Ok(false)
             } else {
                 Err(Error::ForeignChild { kind, name })

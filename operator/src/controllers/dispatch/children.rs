@@ -143,17 +143,6 @@ fn annotations(d: &Dispatch) -> BTreeMap<String, String> {
     ])
 }
 
-/// Whether the object's controller is the object with `uid`. Children are followed, changed or
-/// deleted only when this holds: a name or a label can be chosen by anyone who may create
-/// Jobs, Secrets or pods in the namespace, and an object made before its Dispatch existed
-/// cannot name that Dispatch's UID.
-pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
-}
-
 fn owner(d: &Dispatch) -> Vec<OwnerReference> {
     d.controller_owner_ref(&()).into_iter().collect()
 }

@@ -13,10 +13,11 @@ use vexa_crds::{AgentRunner, Dispatch, Identity, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
 use super::Reconciler;
-use super::children::{DISPATCH_LABEL, is_controlled_by};
+use super::children::DISPATCH_LABEL;
 use super::error::Error;
 use crate::controllers::workspace::storage::Storage;
 use crate::runtime::cache::Cache;
+use crate::runtime::owned::is_controlled_by;
 
 /// The objects a Dispatch refers to.
 #[derive(Debug, Clone)]

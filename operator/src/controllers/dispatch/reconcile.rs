@@ -19,7 +19,7 @@ use vexa_policy::{Authorization, Launcher, Refusal, job_name};
 use super::Reconciler;
 use super::apply::{self, release_all, suspend, write_status};
 use super::ceilings::{self, Ceilings};
-use super::children::{Inputs, effective_limits, is_controlled_by};
+use super::children::{Inputs, effective_limits};
 use super::claim::{self, Claim};
 use super::decide::{
     authorize, describe_run, finish, identity_facts, mounted, needs_identities, owned_workspaces,
@@ -30,6 +30,7 @@ use super::observe::{self, Resolved};
 use super::run_state::{RunState, run_state};
 use crate::runtime::conditions::{ConditionType, Conditions, find, is_true, now};
 use crate::runtime::events;
+use crate::runtime::owned::is_controlled_by;
 
 /// A queued dispatch is woken by its Workspace's change (ready, or released); this is only
 /// the safety net should a wake-up be missed.

@@ -46,13 +46,17 @@ pub async fn apply(ctx: &Reconciler, ws: &Workspace, decision: Decision) -> Resu
             .or_else(ignore_status(409))?;
     }
     if let Some(job) = &decision.prepare_job {
+        // Created, never applied: an apply would take over a Job of that name made by someone
+        // else. One already there is looked at by the next observe (its owner decides).
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
         Api::<Job>::namespaced(client.clone(), &ns)
-            .patch(
-                &job.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(job),
-            )
-            .await?;
+            .create(&pp, job)
+            .await
+            .map(|_| ())
+            .or_else(ignore_status(409))?;
     }
     if decision.delete_claim {
         let storage = Storage::of(&ws.spec);

@@ -14,6 +14,7 @@ use super::children::prepare_job_name;
 use super::error::Error;
 use super::storage::{self, Storage};
 use crate::controllers::dispatch::claim::{is_finished, is_live};
+use crate::runtime::owned::is_controlled_by;
 
 /// How the preparation of the folder stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +108,8 @@ pub async fn observe(ctx: &Reconciler, ws: &Workspace) -> Result<Observed, Error
             .await?;
             seen.seed_found = Some(cm.is_some());
         }
-        seen.prepare = prepare_state(ctx, &ns, &prepare_job_name(ws)).await?;
+        let uid = ws.metadata.uid.as_deref().unwrap_or_default();
+        seen.prepare = prepare_state(ctx, &ns, &prepare_job_name(ws), uid).await?;
     }
     if deleting {
         let dispatches = Api::<Dispatch>::namespaced(client, &ns)
@@ -130,12 +132,29 @@ pub async fn observe(ctx: &Reconciler, ws: &Workspace) -> Result<Observed, Error
     Ok(seen)
 }
 
-/// The state of the prepare Job `name`, with the report its pod left.
-async fn prepare_state(ctx: &Reconciler, ns: &str, name: &str) -> Result<Option<Prepare>, Error> {
+/// The state of the prepare Job `name`, with the report its pod left. A Job of that name that
+/// the Workspace with `owner` does not control is not its prepare Job: its report would set the
+/// Workspace's head commit, so it counts as a failure that names it.
+async fn prepare_state(
+    ctx: &Reconciler,
+    ns: &str,
+    name: &str,
+    owner: &str,
+) -> Result<Option<Prepare>, Error> {
     let api = Api::<Job>::namespaced(ctx.base.client.clone(), ns);
     let Some(job) = ctx.jobs.get_or_fetch(&api, Some(ns), name).await? else {
         return Ok(None);
     };
+    if !is_controlled_by(&job.metadata, owner) {
+        return Ok(Some(Prepare::Failed(
+            None,
+            format!(
+                "a Job named {name:?} that this Workspace does not control exists (it is neither \
+                 followed nor deleted)"
+            ),
+        )));
+    }
+    let job_uid = job.metadata.uid.clone().unwrap_or_default();
     let condition = |t: &str| {
         job.status
             .as_ref()
@@ -153,6 +172,7 @@ async fn prepare_state(ctx: &Reconciler, ns: &str, name: &str) -> Result<Option<
     let report = pods
         .items
         .iter()
+        .filter(|p| is_controlled_by(&p.metadata, &job_uid))
         .filter_map(|p| {
             let state = p
                 .status
