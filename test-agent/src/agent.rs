@@ -264,6 +264,8 @@ impl Turn<'_> {
                     Ok(text) => format!("The model says: {text}"),
                     Err(e) => format!("The model request failed: {e}"),
                 }),
+                Step::Connect(target) => self.reply.push(crate::probe::connect(target)),
+                Step::Resolve(name) => self.reply.push(crate::probe::resolve(name)),
                 Step::Remember(text) => self.reply.push(format!("I will remember: {text}")),
                 Step::Recall => self.reply.push(recall(self.history)),
                 Step::Sleep(d) => {

@@ -67,6 +67,8 @@ small script in its prompt, one command per line:
   grep TEXT PATH           say whether PATH contains TEXT
   model TEXT               ask the model at $ANTHROPIC_BASE_URL (key $ANTHROPIC_API_KEY),
                            say its reply
+  connect HOST:PORT        try a TCP connection (3 s) and say whether it opened
+  resolve NAME             look NAME up with the system resolver and say its addresses
 
 Any other line is echoed. Sessions live under .claude/projects/ in the working directory.
 

@@ -6,6 +6,7 @@
 mod agent;
 mod args;
 mod model;
+mod probe;
 mod script;
 mod store;
 

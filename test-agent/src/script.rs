@@ -61,6 +61,10 @@ pub enum Step {
     },
     /// `model TEXT`: ask the model at `ANTHROPIC_BASE_URL` and say its reply.
     Model(String),
+    /// `connect HOST:PORT`: try a TCP connection and say whether it opened.
+    Connect(String),
+    /// `resolve NAME`: look a name up with the system resolver and say the addresses.
+    Resolve(String),
     /// Any other line: echoed.
     Echo(String),
 }
@@ -120,6 +124,12 @@ fn step(line: &str) -> Step {
             }
         }
         "model" if !rest.is_empty() => Step::Model(rest.to_owned()),
+        "connect" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Step::Connect(rest.to_owned())
+        }
+        "resolve" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Step::Resolve(rest.to_owned())
+        }
         "remember" => Step::Remember(rest.to_owned()),
         "recall" if rest.is_empty() => Step::Recall,
         "fail" => Step::Fail(if rest.is_empty() {
@@ -183,6 +193,10 @@ mod tests {
     #[case("sleep NaN", Step::Echo("sleep NaN".into()))]
     #[case("fail", Step::Fail("the script asked to fail".into()))]
     #[case("fail disk on fire", Step::Fail("disk on fire".into()))]
+    #[case("connect 10.96.0.1:443", Step::Connect("10.96.0.1:443".into()))]
+    #[case("connect a b", Step::Echo("connect a b".into()))]
+    #[case("resolve kubernetes.default.svc", Step::Resolve("kubernetes.default.svc".into()))]
+    #[case("resolve", Step::Echo("resolve".into()))]
     #[case("write", Step::Echo("write".into()))]
     #[case("link /proc/self/environ .claude/s", Step::Link { target: "/proc/self/environ".into(), path: ".claude/s".into() })]
     #[case("link alone", Step::Echo("link alone".into()))]
