@@ -37,6 +37,12 @@ wait_for() {
 # creates itself; no address of eth0 is ever used, so no cluster traffic can leave the VM.
 NODE_NAME=${VEXA_NODE_NAME:-vexa-node}
 REDIS_PORT=6379
+# Redis requires a login: the operator (and tests) use this admin user, whose random password
+# `hack/cluster up` keeps in REDIS_ADMIN_PASSWORD_FILE; the `default` user is off, and each
+# dispatch's worker logs in as its own user, which the operator makes.
+REDIS_ADMIN_USER=vexa-admin
+REDIS_ADMIN_PASSWORD_FILE=$VEXA_STATE/redis/admin.password
+REDIS_ACL_FILE=$VEXA_STATE/redis/users.acl
 NODE_IP=10.88.0.1           # cni0 gateway = node IP = apiserver advertise address = DNS server
 POD_CIDR=10.88.0.0/16       # bridge CNI + host-local IPAM
 SERVICE_CIDR=10.96.0.0/16   # routed to the port-less bridge kube-svc (see hack/README.md)

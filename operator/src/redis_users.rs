@@ -185,13 +185,14 @@ impl RedisUsers {
             .map_err(|e| self.error("removing", &username, e))
     }
 
-    /// Removes the user of every dispatch not in `live()` (gone, or its run over); returns how
-    /// many it removed. `live` is asked after the users are listed, so a user created meanwhile
-    /// belongs to a dispatch it knows.
+    /// Removes the user of every dispatch not in `live()` (gone, or its run over), and makes
+    /// again the missing users of live ones (Redis restarted: ACL users live in its memory, not
+    /// in its data). Returns how many it (removed, restored). `live` is asked after the users
+    /// are listed, so a user created meanwhile belongs to a dispatch it knows.
     pub async fn sweep(
         &self,
         live: impl FnOnce() -> HashSet<DispatchKey>,
-    ) -> Result<usize, UserError> {
+    ) -> Result<(usize, usize), UserError> {
         let mut conn = self
             .conn()
             .await
@@ -200,15 +201,20 @@ impl RedisUsers {
             .await
             .map_err(|e| self.error("listing", USER_PREFIX, e))?;
         let live = live();
+        let existing: HashSet<DispatchKey> =
+            users.iter().filter_map(|u| DispatchKey::parse(u)).collect();
         let mut removed = 0;
-        for dispatch in users.iter().filter_map(|u| DispatchKey::parse(u)) {
-            if !live.contains(&dispatch) {
-                self.remove(&dispatch).await?;
-                tracing::info!(user = %dispatch.username(), "removed the Redis user of a dispatch that is gone or over");
-                removed += 1;
-            }
+        for dispatch in existing.difference(&live) {
+            self.remove(dispatch).await?;
+            tracing::info!(user = %dispatch.username(), "removed the Redis user of a dispatch that is gone or over");
+            removed += 1;
         }
-        Ok(removed)
+        let mut restored = 0;
+        for dispatch in live.difference(&existing) {
+            self.create(dispatch).await?;
+            restored += 1;
+        }
+        Ok((removed, restored))
     }
 }
 

@@ -49,9 +49,26 @@ async fn a_user_lives_as_long_as_its_dispatch() {
     assert!(logs_in(&server, &user_a).await);
 
     // The sweep keeps the live dispatch's user and removes the other's.
-    let removed = users.sweep(|| HashSet::from([b.clone()])).await.unwrap();
-    assert_eq!(removed, 1);
+    let swept = users.sweep(|| HashSet::from([b.clone()])).await.unwrap();
+    assert_eq!(swept, (1, 0));
     assert!(!logs_in(&server, &user_a).await);
+    assert!(logs_in(&server, &user_b).await);
+
+    // Redis lost its users (a restart): the sweep makes the live one's again, same password.
+    let mut admin = Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user_b.username)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(!logs_in(&server, &user_b).await);
+    let swept = users.sweep(|| HashSet::from([b.clone()])).await.unwrap();
+    assert_eq!(swept, (0, 1));
     assert!(logs_in(&server, &user_b).await);
 
     users.remove(&b).await.unwrap();

@@ -178,8 +178,9 @@ fn live_dispatches(store: &Store<Dispatch>) -> HashSet<DispatchKey> {
         .collect()
 }
 
-/// Removes, once the Dispatch cache has synced and then every [`SWEEP_EVERY`], the Redis users
-/// whose dispatch is gone or over (an operator that stopped before it removed them).
+/// Once the Dispatch cache has synced and then every [`SWEEP_EVERY`]: removes the Redis users
+/// whose dispatch is gone or over (an operator that stopped before it removed them), and makes
+/// again those of live dispatches that Redis lost in a restart.
 async fn sweep_redis_users(
     users: Arc<RedisUsers>,
     store: Store<Dispatch>,
@@ -192,10 +193,11 @@ async fn sweep_redis_users(
     loop {
         tick.tick().await;
         match users.sweep(|| live_dispatches(&store)).await {
-            Ok(0) => {}
-            Ok(removed) => info!(
+            Ok((0, 0)) => {}
+            Ok((removed, restored)) => info!(
                 removed,
-                "removed Redis users of dispatches that are gone or over"
+                restored,
+                "Redis users: removed those of dispatches gone or over, made again those Redis lost"
             ),
             Err(e) => {
                 warn!(error = %e, "sweeping the dispatches' Redis users failed; trying again later")
