@@ -266,6 +266,33 @@ impl Turn<'_> {
                 }),
                 Step::Connect(target) => self.reply.push(crate::probe::connect(target)),
                 Step::Resolve(name) => self.reply.push(crate::probe::resolve(name)),
+                Step::Redis { addr, args } => {
+                    let said = crate::resp::send(addr, args);
+                    let command = args.first().map(String::as_str).unwrap_or_default();
+                    self.reply.push(match said {
+                        Ok(reply) => format!("Redis {addr} {command}: {reply}"),
+                        Err(e) => format!("Redis {addr} {command} failed: {e}"),
+                    });
+                }
+                Step::BigLine(mb) => {
+                    // Never held whole: written a piece at a time, then the line end.
+                    let piece = vec![b'x'; 64 * 1024];
+                    for _ in 0..(mb * 1024 * 1024 / piece.len()) {
+                        out.out.write_all(&piece)?;
+                    }
+                    out.out.write_all(b"\n")?;
+                    out.out.flush()?;
+                    self.reply.push(format!("Printed a line of {mb} MB."));
+                }
+                Step::Events(n) => {
+                    for _ in 0..*n {
+                        out.line(
+                            json!({"type": "stream_event", "event": {"type": "content_block_delta",
+                            "index": 0, "delta": {"type": "text_delta", "text": "."}}}),
+                        )?;
+                    }
+                    self.reply.push(format!("Streamed {n} events."));
+                }
                 Step::Remember(text) => self.reply.push(format!("I will remember: {text}")),
                 Step::Recall => self.reply.push(recall(self.history)),
                 Step::Sleep(d) => {

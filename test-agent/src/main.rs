@@ -7,6 +7,7 @@ mod agent;
 mod args;
 mod model;
 mod probe;
+mod resp;
 mod script;
 mod store;
 

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 /// The longest `sleep`.
 pub const MAX_SLEEP: Duration = Duration::from_secs(600);
+/// The longest `bigline`, in MB.
+pub const MAX_BIGLINE_MB: usize = 1024;
+/// The most `events`.
+pub const MAX_EVENTS: usize = 1_000_000;
 
 /// One line of a script.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +69,18 @@ pub enum Step {
     Connect(String),
     /// `resolve NAME`: look a name up with the system resolver and say the addresses.
     Resolve(String),
+    /// `redis HOST:PORT COMMAND ARGS...`: send one command to a Redis server as raw RESP and say
+    /// what it answered (arguments split at white space; `\s` in one is a space).
+    Redis {
+        /// `host:port`.
+        addr: String,
+        /// The command and its arguments.
+        args: Vec<String>,
+    },
+    /// `bigline MEGABYTES`: print one output line that long (no line end until it is all out).
+    BigLine(usize),
+    /// `events N`: stream N one-character reply deltas.
+    Events(usize),
     /// Any other line: echoed.
     Echo(String),
 }
@@ -130,6 +146,20 @@ fn step(line: &str) -> Step {
         "resolve" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
             Step::Resolve(rest.to_owned())
         }
+        "redis" if rest.contains(char::is_whitespace) => {
+            let mut words = rest.split_whitespace();
+            let addr = words.next().unwrap_or_default().to_owned();
+            let args = words.map(|w| unescape(w).replace("\\s", " ")).collect();
+            Step::Redis { addr, args }
+        }
+        "bigline" => match rest.parse::<usize>() {
+            Ok(mb) if mb <= MAX_BIGLINE_MB => Step::BigLine(mb),
+            _ => Step::Echo(line.to_owned()),
+        },
+        "events" => match rest.parse::<usize>() {
+            Ok(n) if n <= MAX_EVENTS => Step::Events(n),
+            _ => Step::Echo(line.to_owned()),
+        },
         "remember" => Step::Remember(rest.to_owned()),
         "recall" if rest.is_empty() => Step::Recall,
         "fail" => Step::Fail(if rest.is_empty() {
@@ -201,6 +231,11 @@ mod tests {
     #[case("link /proc/self/environ .claude/s", Step::Link { target: "/proc/self/environ".into(), path: ".claude/s".into() })]
     #[case("link alone", Step::Echo("link alone".into()))]
     #[case("Please write me a poem", Step::Echo("Please write me a poem".into()))]
+    #[case("redis 10.88.0.1:6379 XADD unit:a:in * turn {\"prompt\":\"hi\\sthere\"}", Step::Redis { addr: "10.88.0.1:6379".into(), args: ["XADD", "unit:a:in", "*", "turn", "{\"prompt\":\"hi there\"}"].map(String::from).to_vec() })]
+    #[case("redis 10.88.0.1:6379", Step::Echo("redis 10.88.0.1:6379".into()))]
+    #[case("bigline 100", Step::BigLine(100))]
+    #[case("bigline 99999", Step::Echo("bigline 99999".into()))]
+    #[case("events 100000", Step::Events(100_000))]
     fn lines_parse(#[case] line: &str, #[case] want: Step) {
         assert_eq!(parse(line), [want]);
     }
