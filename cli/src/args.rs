@@ -5,8 +5,6 @@ use clap::{Args, Parser, Subcommand};
 use vexa_crds::{WorkspaceMode, WorkspaceUse};
 use vexa_stream::follow::EntryId;
 
-use crate::error::CliError;
-
 /// Chat with Vexa agents and follow their dispatches.
 #[derive(Parser, Debug)]
 #[command(name = "kubectl-vexa", bin_name = "kubectl vexa", version)]
@@ -25,18 +23,10 @@ pub struct Global {
     /// Namespace of the dispatches (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long, env = "VEXA_NAMESPACE", global = true)]
     pub namespace: Option<String>,
-    /// URL of the Redis that carries the unit streams, as seen from here (falls back to
-    /// REDIS_URL).
-    #[arg(long, env = "VEXA_REDIS_URL", global = true, hide_env_values = true)]
-    pub redis_url: Option<String>,
-    /// Give up when Redis stays unreachable this many seconds (a restart is retried until then).
-    #[arg(
-        long,
-        env = "VEXA_REDIS_RETRY_SECONDS",
-        default_value_t = 60,
-        global = true
-    )]
-    pub redis_retry_seconds: u64,
+    /// Give up when a dispatch's stream stays unreadable this many seconds (an operator
+    /// restart is retried until then).
+    #[arg(long, env = "VEXA_RETRY_SECONDS", default_value_t = 60, global = true)]
+    pub retry_seconds: u64,
 }
 
 /// The commands.
@@ -239,14 +229,6 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// The Redis URL: `--redis-url` / `VEXA_REDIS_URL`, else `REDIS_URL`.
-pub fn redis_url(flag: Option<&str>, redis_url_env: Option<&str>) -> Result<String, CliError> {
-    flag.or(redis_url_env)
-        .filter(|u| !u.trim().is_empty())
-        .map(str::to_owned)
-        .ok_or(CliError::NoRedisUrl)
-}
-
 /// The prompt: the argument itself, or standard input for `-`.
 pub fn prompt(
     arg: &str,
@@ -379,17 +361,6 @@ mod tests {
             name: "x".into(),
         };
         assert_eq!(r.namespace(flag, "default").map_err(|_| ()), want);
-    }
-
-    #[test]
-    fn the_redis_url_comes_from_the_flag_then_redis_url() {
-        assert_eq!(
-            redis_url(Some("redis://a"), Some("redis://b")).unwrap(),
-            "redis://a"
-        );
-        assert_eq!(redis_url(None, Some("redis://b")).unwrap(), "redis://b");
-        let e = redis_url(None, Some(" ")).unwrap_err().to_string();
-        assert!(e.contains("VEXA_REDIS_URL or REDIS_URL"), "{e}");
     }
 
     #[test]

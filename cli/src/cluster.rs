@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use vexa_crds::{Dispatch, DispatchPhase};
 
@@ -39,6 +39,11 @@ impl Cluster {
         Ok(Self { client })
     }
 
+    /// The client (for the streams API, reached through the same API server).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// The kubeconfig context's namespace.
     pub fn default_namespace(&self) -> &str {
         self.client.default_namespace()
@@ -54,6 +59,11 @@ impl Cluster {
         match self.api(namespace).get(name).await {
             Ok(d) => Ok(d),
             Err(kube::Error::Api(s)) if s.code == 404 => Err(CliError::NotFound(id)),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(CliError::Forbidden {
+                action: format!("reading dispatch {id}"),
+                needs: format!("get on dispatches (vexa.ai) in namespace {namespace}"),
+                message: s.message,
+            }),
             Err(e) => Err(CliError::kube(format!("reading dispatch {id}"), e)),
         }
     }
@@ -77,22 +87,6 @@ impl Cluster {
                 format!("creating dispatch {}", dispatch::id(d)),
                 e,
             )),
-        }
-    }
-
-    /// Asks the run to stop: merge-patches `spec.stop: true` (the one field of a Dispatch's
-    /// spec that may change).
-    pub async fn request_stop(&self, namespace: &str, name: &str) -> Result<Dispatch, CliError> {
-        let id = vexa_core::dispatch_id(namespace, name);
-        let patch = serde_json::json!({"spec": {"stop": true}});
-        match self
-            .api(namespace)
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(d) => Ok(d),
-            Err(kube::Error::Api(s)) if s.code == 404 => Err(CliError::NotFound(id)),
-            Err(e) => Err(CliError::kube(format!("stopping dispatch {id}"), e)),
         }
     }
 

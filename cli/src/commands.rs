@@ -1,28 +1,26 @@
-//! The commands: the cluster, Redis and the terminal wired together. The decisions live in
+//! The commands: the cluster, the streams API and the terminal wired together. The decisions live in
 //! [`crate::chat`], [`crate::dispatch`] and [`crate::pump`]; this module only sequences them.
 
 use std::io::Read;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
+use serde_json::json;
 use vexa_crds::{Dispatch, DispatchPhase};
-use vexa_stream::follow::{EntryId, FollowOptions, last_event, send_turn};
-use vexa_stream::{TurnId, UnitEvent};
+use vexa_stream::TurnId;
+use vexa_stream::follow::EntryId;
 
 use crate::args::{self, ChatArgs, Cli, Command, DispatchRef, FollowArgs, SendArgs, StopArgs};
 use crate::chat::{self, ChatRequest, Plan};
 use crate::cluster::Cluster;
 use crate::dispatch;
 use crate::error::CliError;
-use crate::pump::{Ended, Format, Pump};
+use crate::pump::{Ended, Format, Pump, Retry};
 use crate::safe::for_terminal;
+use crate::streams::Streams;
 
 /// How often `chat` re-plans when another client took the name it was about to create.
 const CREATE_ATTEMPTS: usize = 3;
-/// How long a single Redis request outside the follow may take.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a command ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,19 +58,13 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     if let Command::Stop(a) = &cli.command {
         return stop(&cluster, &namespace, global.namespace.as_deref(), a).await;
     }
-    let url = args::redis_url(
-        global.redis_url.as_deref(),
-        std::env::var("REDIS_URL").ok().as_deref(),
-    )?;
-    let redis = Client::open(url).map_err(CliError::BadRedisUrl)?;
     let ctx = Context {
         cluster,
-        redis,
         namespace,
         namespace_flag: global.namespace,
-        options: FollowOptions {
-            give_up_after: Some(Duration::from_secs(global.redis_retry_seconds)),
-            ..FollowOptions::default()
+        retry: Retry {
+            give_up_after: Duration::from_secs(global.retry_seconds),
+            ..Retry::default()
         },
     };
     match cli.command {
@@ -101,7 +93,10 @@ async fn stop(
     } else if d.spec.stop == Some(true) {
         eprintln!("dispatch {id}: a stop was already requested");
     } else {
-        cluster.request_stop(&ns, name).await?;
+        // Through the streams API: the worker hears it at once, the operator records it.
+        Streams::new(cluster.client(), &ns, name)
+            .send(&json!({"type": "stop"}))
+            .await?;
         println!("dispatch {id}: stop requested");
     }
     Ok(Outcome::Done)
@@ -115,17 +110,14 @@ fn namespace_of(r: &DispatchRef, flag: Option<&str>, default: &str) -> Result<St
 
 struct Context {
     cluster: Cluster,
-    redis: Client,
     namespace: String,
     namespace_flag: Option<String>,
-    options: FollowOptions,
+    retry: Retry,
 }
 
 impl Context {
     async fn chat(&self, a: ChatArgs) -> Result<Outcome, CliError> {
         let prompt = args::prompt(&a.prompt, read_stdin).map_err(CliError::Usage)?;
-        // Redis first: a chat whose reply cannot be read should not start a run.
-        let mut conn = self.redis().await?;
         // A person launches as themselves: admission refuses any other `user:` launcher.
         let user = self.cluster.username().await?;
         let launcher_name = args::subject(&user).map_err(|e| {
@@ -162,7 +154,7 @@ impl Context {
                     return self.converse(&d, &req.prompt, a.follow_to_end).await;
                 }
                 Plan::Create { after, start } => {
-                    let name = self.fresh_name(&mut conn, &existing, &req, after).await?;
+                    let name = self.fresh_name(&existing, &req, after).await?;
                     let d = chat::new_dispatch(ns, &name, &req, start);
                     let Some(created) = self.cluster.create(&d).await? else {
                         // Another client took the name meanwhile: look again.
@@ -184,20 +176,13 @@ impl Context {
     /// must not inherit the turns or events of a deleted dispatch that had its name.
     async fn fresh_name(
         &self,
-        conn: &mut MultiplexedConnection,
         existing: &[Dispatch],
         req: &ChatRequest,
         after: u32,
     ) -> Result<String, CliError> {
         for name in chat::free_names(existing, req, after) {
-            let id = vexa_core::dispatch_id(&self.namespace, &name);
-            let streams: u64 = redis::cmd("EXISTS")
-                .arg(vexa_core::out_topic(&id))
-                .arg(vexa_core::in_topic(&id))
-                .query_async(conn)
-                .await
-                .map_err(|e| self.unreachable(e))?;
-            if streams == 0 {
+            let streams = Streams::new(self.cluster.client(), &self.namespace, &name);
+            if !streams.has_entries().await? {
                 return Ok(name);
             }
         }
@@ -237,8 +222,6 @@ impl Context {
                 message,
             });
         }
-        // Fail now, not after the follow's reconnect window, when Redis is not there at all.
-        self.redis().await?;
         let pump = self.pump(&d, a.from.unwrap_or(EntryId::ZERO), None, false, a.json);
         self.watch(&d, pump).await
     }
@@ -251,24 +234,27 @@ impl Context {
         prompt: &str,
         to_end: bool,
     ) -> Result<Outcome, CliError> {
-        let (out, input) = dispatch::topics(d);
-        let mut conn = self.redis().await?;
-        let newest = last_event::<UnitEvent>(&mut conn, &out)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let streams = Streams::new(
+            self.cluster.client(),
+            &d.namespace().unwrap_or_else(|| self.namespace.clone()),
+            &d.name_any(),
+        );
+        let accepted = streams.send(&json!({ "prompt": prompt })).await?;
+        let newest = accepted.last.map(|last| {
+            (
+                last.id.parse::<EntryId>().unwrap_or(EntryId::ZERO),
+                last.turn_id.and_then(|t| t.parse::<TurnId>().ok()),
+            )
+        });
         let (from, skip_through) = match newest {
-            Some((id, Ok(event))) => (id, Some(event.turn_id)),
             // An unreadable newest entry says nothing about turns: show all that follows.
-            Some((id, Err(_))) => (id, None),
+            Some((id, turn)) => (id, turn),
             // Nothing written yet: the run's own first turn, if it has one, is not the reply.
             None => (
                 EntryId::ZERO,
                 dispatch::has_first_turn(d).then_some(TurnId(0)),
             ),
         };
-        send_turn(&mut conn, &input, prompt)
-            .await
-            .map_err(|e| self.unreachable(e))?;
         let pump = self.pump(d, from, skip_through, !to_end, false);
         self.watch(d, pump).await
     }
@@ -283,12 +269,11 @@ impl Context {
     ) -> Pump {
         Pump {
             dispatch: dispatch::id(d),
-            topic: dispatch::topics(d).0,
             from,
             skip_through,
             stop_after_turn,
             format: if json { Format::Json } else { Format::Text },
-            options: self.options.clone(),
+            retry: self.retry.clone(),
         }
     }
 
@@ -300,28 +285,35 @@ impl Context {
             d.name_any(),
         );
         let stop_after_turn = pump.stop_after_turn;
-        let ended = self
-            .cluster
-            .until_over(&ns, &name, |waiting| eprintln!("{}", for_terminal(waiting)));
+        let streams = Streams::new(self.cluster.client(), &ns, &name);
+        // What the run waits for (queued, a missing runner) is told while the log is quiet.
+        let waiting = async {
+            self.cluster
+                .until_running(&ns, &name, |waiting| eprintln!("{}", for_terminal(waiting)))
+                .await;
+            std::future::pending::<std::convert::Infallible>().await
+        };
         let mut stdout = std::io::stdout().lock();
-        let pumped = pump
-            .run(&self.redis, ended, interrupted(), &mut stdout)
-            .await?;
+        let pumped = tokio::select! {
+            pumped = pump.run(&streams, interrupted(), &mut stdout) => pumped?,
+            never = waiting => match never {},
+        };
         match pumped.ended {
             Ended::Turn(_) => Ok(Outcome::Done),
             Ended::Interrupted => Ok(Outcome::Interrupted {
                 dispatch: id,
                 last: pumped.last,
             }),
-            Ended::Dispatch(end) => {
-                let how = match &end {
-                    Some(d) => {
-                        if let Some(message) = dispatch::refusal(d) {
+            Ended::Dispatch(phase) => {
+                let how = match self.cluster.get(&ns, &name).await {
+                    Ok(d) => {
+                        if let Some(message) = dispatch::refusal(&d) {
                             return Err(CliError::Refused { id, message });
                         }
-                        dispatch::how_it_ended(d)
+                        dispatch::how_it_ended(&d)
                     }
-                    None => "deleted".to_owned(),
+                    Err(CliError::NotFound(_)) => "deleted".to_owned(),
+                    Err(_) => phase,
                 };
                 if stop_after_turn {
                     return Err(CliError::EndedEarly { id, how });
@@ -329,31 +321,6 @@ impl Context {
                 eprintln!("dispatch {id} ended: {}", for_terminal(&how));
                 Ok(Outcome::Done)
             }
-        }
-    }
-
-    /// A connection for single requests, checked with a PING so an unreachable Redis is
-    /// reported before anything else happens.
-    async fn redis(&self) -> Result<MultiplexedConnection, CliError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let mut conn = self
-            .redis
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Ok(conn)
-    }
-
-    fn unreachable(&self, source: redis::RedisError) -> CliError {
-        CliError::RedisUnreachable {
-            addr: self.redis.get_connection_info().addr().to_string(),
-            source,
         }
     }
 }

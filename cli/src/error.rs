@@ -1,6 +1,6 @@
 //! What can go wrong, in the user's terms: each message says what failed and what to do.
 
-use vexa_stream::follow::{EntryId, FollowError};
+use vexa_stream::follow::EntryId;
 
 /// An error of a `kubectl vexa` command.
 #[derive(Debug, thiserror::Error)]
@@ -75,29 +75,41 @@ pub enum CliError {
     /// The subject could not be derived from the Kubernetes user.
     #[error("{0}; pass --subject (or set VEXA_SUBJECT)")]
     NoSubject(String),
-    /// No Redis URL was given.
+    /// The user may not do this to the dispatch.
     #[error(
-        "no Redis URL: pass --redis-url or set VEXA_REDIS_URL or REDIS_URL (for the local cluster: eval \"$(hack/cluster env)\")"
+        "you may not do this: {action} needs {needs} (a cluster admin can bind the ClusterRole vexa-user, or one like it, in that namespace): {message}"
     )]
-    NoRedisUrl,
-    /// The Redis URL does not parse.
-    #[error("the Redis URL is invalid: {0}")]
-    BadRedisUrl(redis::RedisError),
-    /// Redis did not answer.
+    Forbidden {
+        /// What was being done.
+        action: String,
+        /// The permission that is missing.
+        needs: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The API server does not serve the streams API.
     #[error(
-        "Redis at {addr} is unreachable: {source} (check --redis-url / VEXA_REDIS_URL / REDIS_URL)"
+        "the cluster does not serve the streams API (streams.vexa.ai): is the Vexa operator installed? ({message}; check `kubectl get apiservice v1.streams.vexa.ai`)"
     )]
-    RedisUnreachable {
-        /// The server's address (never its credentials).
-        addr: String,
-        /// The error.
-        source: redis::RedisError,
+    NoStreamsApi {
+        /// The API server's message.
+        message: String,
+    },
+    /// The streams API is registered but does not answer (the operator is down or starting).
+    #[error(
+        "the streams API (streams.vexa.ai) did not answer while {action}: {message} (is the Vexa operator running? `kubectl get apiservice v1.streams.vexa.ai`)"
+    )]
+    StreamsUnavailable {
+        /// What was being done.
+        action: String,
+        /// The API server's message.
+        message: String,
     },
     /// Following the stream ended with an error; `last` is where to resume.
-    #[error("{source}")]
+    #[error("{message}")]
     Follow {
-        /// The follow's error (boxed: it is large and rare).
-        source: Box<FollowError>,
+        /// What went wrong.
+        message: String,
         /// The last entry read (or the starting point).
         last: EntryId,
         /// The dispatch id, for the resume hint.

@@ -2,9 +2,10 @@
 //! stream with an exact resume, and stop a dispatch.
 //!
 //! Layers, from pure to I/O: [`args`] (the command line), [`dispatch`] (reading a Dispatch),
-//! [`chat`] (which dispatch a message goes to), [`render`] (how events look), [`safe`] (control sequences neutralised before the terminal), [`pump`] (printing
-//! a stream until a turn or the run ends; Redis only), [`cluster`] (Kubernetes only), and
-//! [`commands`] wiring them together.
+//! [`chat`] (which dispatch a message goes to), [`render`] (how events look), [`safe`] (control
+//! sequences neutralised before the terminal), [`pump`] (printing a log until a turn or the run
+//! ends), [`streams`] (the streams API, through the API server: the CLI holds no Redis
+//! credentials), [`cluster`] (Dispatches), and [`commands`] wiring them together.
 
 pub mod args;
 pub mod chat;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod pump;
 pub mod render;
 pub mod safe;
+pub mod streams;
 
 pub use commands::{Outcome, resume_hint, run};
 pub use error::CliError;

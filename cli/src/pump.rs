@@ -1,6 +1,7 @@
-//! Printing a dispatch's stream while it runs: follow `out`, render each event, and stop at the
-//! end of the awaited turn, when the dispatch has ended and its stream is drained, or when the
-//! user interrupts. Kubernetes is not involved: the end of the dispatch comes in as a future.
+//! Printing a dispatch's stream while it runs: read its log from a [`LogSource`] (the streams
+//! API), render each event, and stop at the end of the awaited turn, when the log says the
+//! dispatch has ended (every entry was sent), or when the user interrupts. A log that breaks off
+//! is opened again after the last entry read, so nothing is missed or printed twice.
 
 use std::future::Future;
 use std::io::Write;
@@ -8,9 +9,10 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use redis::{AsyncConnectionConfig, Client};
-use vexa_stream::follow::{EntryId, FollowError, FollowOptions, follow_with, last_id};
-use vexa_stream::{Event, TurnId, UnitEvent};
+use futures::stream::BoxStream;
+use vexa_stream::api::LogLine;
+use vexa_stream::follow::EntryId;
+use vexa_stream::{Event, TurnId};
 
 use crate::error::CliError;
 use crate::render::{TextRenderer, json_error_line, json_line};
@@ -25,13 +27,50 @@ pub enum Format {
     Json,
 }
 
+/// Lines of a log, or why it broke off.
+pub type Lines = BoxStream<'static, Result<LogLine, String>>;
+
+/// Why a log could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Trying again cannot help (refused, not found): the command fails with this.
+    Fatal(CliError),
+    /// It may work in a moment (the operator restarting, a network blip).
+    Retry(String),
+}
+
+/// Where a dispatch's log comes from.
+pub trait LogSource {
+    /// The log after `from`, following the run until it ends.
+    fn open(&self, from: EntryId) -> impl Future<Output = Result<Lines, OpenError>>;
+}
+
+/// How a broken log is opened again.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The first wait; doubled after each failure.
+    pub min_backoff: Duration,
+    /// The longest wait.
+    pub max_backoff: Duration,
+    /// Give up after failing this long without reading anything.
+    pub give_up_after: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What to print and when to stop.
 #[derive(Debug, Clone)]
 pub struct Pump {
     /// The dispatch id, for messages.
     pub dispatch: String,
-    /// The `out` stream.
-    pub topic: String,
     /// Print the entries after this one.
     pub from: EntryId,
     /// Events of this turn and earlier ones are not printed (a turn that was in progress when
@@ -41,176 +80,147 @@ pub struct Pump {
     pub stop_after_turn: bool,
     /// How to print.
     pub format: Format,
-    /// How to read and reconnect.
-    pub options: FollowOptions,
+    /// How to reopen a broken log.
+    pub retry: Retry,
 }
 
 /// Why printing stopped.
-#[derive(Debug)]
-pub enum Ended<F> {
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
     /// The awaited turn completed.
     Turn(TurnId),
-    /// The dispatch ended and everything it wrote was printed; carries what the `ended` future
-    /// gave.
-    Dispatch(F),
+    /// The dispatch ended (its phase, or `deleted`) and everything it wrote was printed.
+    Dispatch(String),
     /// The user interrupted.
     Interrupted,
 }
 
 /// The result of [`Pump::run`].
 #[derive(Debug)]
-pub struct Pumped<F> {
+pub struct Pumped {
     /// The id of the last entry read (printed or skipped): resume after it.
     pub last: EntryId,
     /// Why it stopped.
-    pub ended: Ended<F>,
+    pub ended: Ended,
 }
 
 impl Pump {
-    /// Prints the stream to `out` until it is over. `ended` resolves once the dispatch will
-    /// write nothing more; the stream is then drained up to its last entry. `interrupt`
-    /// resolves when the user asks to stop (Ctrl-C).
-    pub async fn run<F: Future, W: Write>(
+    /// Prints the log to `out` until it is over. `interrupt` resolves when the user asks to
+    /// stop (Ctrl-C).
+    pub async fn run<W: Write>(
         self,
-        redis: &Client,
-        ended: F,
+        source: &impl LogSource,
         interrupt: impl Future<Output = ()>,
         out: &mut W,
-    ) -> Result<Pumped<F::Output>, CliError> {
-        let mut events = pin!(follow_with::<UnitEvent>(
-            redis.clone(),
-            self.topic.clone(),
-            self.from,
-            self.options.clone(),
-        ));
-        let mut ended = pin!(ended);
+    ) -> Result<Pumped, CliError> {
         let mut interrupt = pin!(interrupt);
         let mut text = TextRenderer::new(!self.stop_after_turn);
         let mut last = self.from;
-        // Once the dispatch has ended: what `ended` gave, and the stream's last entry then.
-        let mut over: Option<(F::Output, Option<EntryId>)> = None;
+        let mut backoff = self.retry.min_backoff;
+        let mut failing_since: Option<Instant> = None;
         loop {
-            if let Some((outcome, end)) = over.take() {
-                if end.is_none_or(|end| last >= end) {
-                    write(out, self.format, &text.end_line())?;
-                    return Ok(Pumped {
-                        last,
-                        ended: Ended::Dispatch(outcome),
-                    });
-                }
-                over = Some((outcome, end));
-            }
-            tokio::select! {
+            let opened = tokio::select! {
                 biased;
                 () = &mut interrupt => {
-                    write(out, self.format, &text.end_line())?;
+                    self.write(out, &text.end_line())?;
                     return Ok(Pumped { last, ended: Ended::Interrupted });
                 }
-                outcome = &mut ended, if over.is_none() => {
-                    let end = self.stream_end(redis, last).await?;
-                    over = Some((outcome, end));
-                }
-                item = events.next() => match item {
-                    Some(Ok((id, unit))) => {
-                        last = id;
-                        if self.skip_through.is_some_and(|t| unit.turn_id <= t) {
-                            continue;
-                        }
-                        let shown = match self.format {
-                            Format::Text => text.event(&unit),
-                            Format::Json => json_line(id, &unit),
-                        };
-                        write(out, self.format, &shown)?;
-                        if self.stop_after_turn && matches!(unit.event, Event::TurnComplete {}) {
-                            write(out, self.format, &text.end_line())?;
-                            return Ok(Pumped { last, ended: Ended::Turn(unit.turn_id) });
-                        }
-                    }
-                    Some(Err(FollowError::Malformed { id, reason, .. })) => {
-                        last = id;
-                        let shown = match self.format {
-                            Format::Text => text.malformed(id, &reason),
-                            Format::Json => json_error_line(id, &reason),
-                        };
-                        write(out, self.format, &shown)?;
-                    }
-                    Some(Err(source)) => {
-                        write(out, self.format, &text.end_line())?;
-                        return Err(CliError::Follow { source: Box::new(source), last, dispatch: self.dispatch.clone() });
-                    }
-                    None => {
-                        // The follow only ends after a fatal error, which came first.
-                        write(out, self.format, &text.end_line())?;
-                        return Err(CliError::Follow {
-                            source: Box::new(FollowError::Redis {
-                                addr: redis.get_connection_info().addr().to_string(),
-                                topic: self.topic.clone(),
-                                source: redis::RedisError::from((
-                                    redis::ErrorKind::Client,
-                                    "the follow ended",
-                                )),
-                            }),
-                            last,
-                            dispatch: self.dispatch.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// The stream's last entry once the dispatch has ended, retried like the follow itself.
-    async fn stream_end(&self, redis: &Client, last: EntryId) -> Result<Option<EntryId>, CliError> {
-        let started = Instant::now();
-        let mut backoff = self.options.min_backoff;
-        loop {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(5)))
-                .set_response_timeout(Some(Duration::from_secs(5)));
-            let attempt = async {
-                let mut conn = redis
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                last_id(&mut conn, &self.topic).await
+                opened = source.open(last) => opened,
             };
-            match attempt.await {
-                Ok(end) => return Ok(end),
-                Err(e)
-                    if self
-                        .options
-                        .give_up_after
-                        .is_some_and(|limit| started.elapsed() >= limit) =>
-                {
-                    return Err(CliError::Follow {
-                        source: Box::new(FollowError::Unreachable {
-                            addr: redis.get_connection_info().addr().to_string(),
-                            topic: self.topic.clone(),
-                            last,
-                            failing_for: started.elapsed(),
-                            source: e,
-                        }),
-                        last,
-                        dispatch: self.dispatch.clone(),
-                    });
+            let broke = match opened {
+                Ok(mut lines) => loop {
+                    let item = tokio::select! {
+                        biased;
+                        () = &mut interrupt => {
+                            self.write(out, &text.end_line())?;
+                            return Ok(Pumped { last, ended: Ended::Interrupted });
+                        }
+                        item = lines.next() => item,
+                    };
+                    match item {
+                        Some(Ok(LogLine::Event(id, unit))) => {
+                            // Never twice, whatever a reopened log repeats.
+                            if id <= last {
+                                continue;
+                            }
+                            last = id;
+                            failing_since = None;
+                            backoff = self.retry.min_backoff;
+                            if self.skip_through.is_some_and(|t| unit.turn_id <= t) {
+                                continue;
+                            }
+                            let shown = match self.format {
+                                Format::Text => text.event(&unit),
+                                Format::Json => json_line(id, &unit),
+                            };
+                            self.write(out, &shown)?;
+                            if self.stop_after_turn && matches!(unit.event, Event::TurnComplete {})
+                            {
+                                self.write(out, &text.end_line())?;
+                                return Ok(Pumped {
+                                    last,
+                                    ended: Ended::Turn(unit.turn_id),
+                                });
+                            }
+                        }
+                        Some(Ok(LogLine::Malformed(id, reason))) => {
+                            if id <= last {
+                                continue;
+                            }
+                            last = id;
+                            let shown = match self.format {
+                                Format::Text => text.malformed(id, &reason),
+                                Format::Json => json_error_line(id, &reason),
+                            };
+                            self.write(out, &shown)?;
+                        }
+                        Some(Ok(LogLine::End(phase))) => {
+                            self.write(out, &text.end_line())?;
+                            return Ok(Pumped {
+                                last,
+                                ended: Ended::Dispatch(phase),
+                            });
+                        }
+                        Some(Ok(LogLine::Idle)) => {}
+                        Some(Err(e)) => break e,
+                        None => break "the log ended before the dispatch did".to_owned(),
+                    }
+                },
+                Err(OpenError::Fatal(e)) => {
+                    self.write(out, &text.end_line())?;
+                    return Err(e);
                 }
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.options.max_backoff);
-                }
+                Err(OpenError::Retry(e)) => e,
+            };
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.retry.give_up_after {
+                self.write(out, &text.end_line())?;
+                return Err(CliError::Follow {
+                    message: format!(
+                        "the stream of {} could not be read for {:?}: {broke}",
+                        self.dispatch,
+                        since.elapsed()
+                    ),
+                    last,
+                    dispatch: self.dispatch.clone(),
+                });
             }
+            tracing::warn!(dispatch = %self.dispatch, %last, error = %broke, "the stream broke off; reopening after the last entry");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.retry.max_backoff);
         }
     }
-}
 
-/// Writes `s` with every control sequence neutralised: it is the agent's output.
-fn write(out: &mut impl Write, format: Format, s: &str) -> Result<(), CliError> {
-    if !s.is_empty() {
-        let safe = match format {
-            Format::Text => safe::for_terminal(s),
-            Format::Json => safe::json_for_terminal(s),
-        };
-        out.write_all(safe.as_bytes())?;
-        out.flush()?;
+    /// Writes `s` with every control sequence neutralised: it is the agent's output.
+    fn write(&self, out: &mut impl Write, s: &str) -> Result<(), CliError> {
+        if !s.is_empty() {
+            let safe = match self.format {
+                Format::Text => safe::for_terminal(s),
+                Format::Json => safe::json_for_terminal(s),
+            };
+            out.write_all(safe.as_bytes())?;
+            out.flush()?;
+        }
+        Ok(())
     }
-    Ok(())
 }

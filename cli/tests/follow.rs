@@ -1,15 +1,20 @@
-//! `kubectl vexa follow` without a cluster: the pump that prints a dispatch's stream, against a
-//! real redis-server that restarts in the middle. The end of the dispatch is a future the test
-//! resolves; the output is compared with golden text and JSON.
+//! `kubectl vexa follow` without a cluster: the pump that prints a dispatch's log, fed by the
+//! streams API's server side (`vexa_stream::api::log_lines`, without HTTP) over a real
+//! redis-server that restarts in the middle, and by a log that breaks off (a dropped
+//! connection). The end of the dispatch is a phase the test sets; the output is compared with
+//! golden text and JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use vexa_cli::pump::{Ended, Format, Pump};
+use tokio::sync::{oneshot, watch};
+use vexa_cli::pump::{Ended, Format, Lines, LogSource, OpenError, Pump, Retry};
+use vexa_stream::api::log_lines;
 use vexa_stream::follow::{EntryId, FollowOptions};
 use vexa_stream::testing::RedisServer;
 use vexa_stream::{Event, TurnId, UnitEvent};
@@ -49,6 +54,70 @@ impl Write for Screen {
     }
 }
 
+/// The log as the streams API serves it, straight from Redis; `phase` is what the Dispatch
+/// says once it has ended. With `break_after`, every opening of the log breaks off after that
+/// many lines, like a dropped connection.
+#[derive(Clone)]
+struct Source {
+    client: redis::Client,
+    phase: watch::Receiver<Option<String>>,
+    break_after: Option<usize>,
+    opened: Arc<AtomicUsize>,
+}
+
+impl Source {
+    fn new(url: &str, phase: watch::Receiver<Option<String>>) -> Self {
+        Self {
+            client: redis::Client::open(url).unwrap(),
+            phase,
+            break_after: None,
+            opened: Arc::default(),
+        }
+    }
+
+    /// A source whose dispatch has ended already (`succeeded`).
+    fn ended(url: &str) -> Self {
+        Self::new(url, watch::channel(Some("succeeded".to_owned())).1)
+    }
+
+    /// A source whose dispatch runs on (its phase never changes).
+    fn running(url: &str) -> Self {
+        let (tx, rx) = watch::channel(None);
+        std::mem::forget(tx);
+        Self::new(url, rx)
+    }
+}
+
+impl LogSource for Source {
+    async fn open(&self, from: EntryId) -> Result<Lines, OpenError> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        let phase = self.phase.clone();
+        let options = FollowOptions {
+            block: Duration::from_millis(500),
+            // Small batches: a restart lands between what was read and what is still to read.
+            count: 2,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+            give_up_after: Some(WAIT),
+        };
+        let lines = log_lines(
+            self.client.clone(),
+            TOPIC.into(),
+            from,
+            options,
+            move || {
+                let ended = phase.borrow().clone();
+                async move { ended }
+            },
+        )
+        .map(Ok);
+        Ok(match self.break_after {
+            Some(n) => lines.take(n).boxed(),
+            None => lines.boxed(),
+        })
+    }
+}
+
 fn pump(
     from: EntryId,
     skip_through: Option<TurnId>,
@@ -57,18 +126,14 @@ fn pump(
 ) -> Pump {
     Pump {
         dispatch: DISPATCH.into(),
-        topic: TOPIC.into(),
         from,
         skip_through,
         stop_after_turn,
         format,
-        options: FollowOptions {
-            block: Duration::from_millis(500),
-            // Small batches: a restart lands between what was read and what is still to read.
-            count: 2,
+        retry: Retry {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
-            give_up_after: Some(WAIT),
+            give_up_after: WAIT,
         },
     }
 }
@@ -180,25 +245,16 @@ async fn restart(server: RedisServer) -> RedisServer {
 /// Follows from the start while the dispatch runs: the first half is printed, Redis restarts,
 /// the second half is written, the dispatch ends. Returns the screen, how the pump ended, the
 /// ids written.
-async fn follow_across_a_restart(
-    format: Format,
-) -> (String, Ended<&'static str>, EntryId, Vec<EntryId>) {
+async fn follow_across_a_restart(format: Format) -> (String, Ended, EntryId, Vec<EntryId>) {
     let server = RedisServer::start();
     let url = server.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
     let mut ids = publish(&url, &first_half()).await;
-    let (end_tx, end_rx) = oneshot::channel::<()>();
+    let (end_tx, end_rx) = watch::channel(None);
+    let source = Source::new(&url, end_rx);
     let screen = Screen::default();
     let mut out = screen.clone();
-    let follow = pump(EntryId::ZERO, None, false, format).run(
-        &client,
-        async {
-            end_rx.await.unwrap();
-            "stopped (completed)"
-        },
-        std::future::pending(),
-        &mut out,
-    );
+    let follow =
+        pump(EntryId::ZERO, None, false, format).run(&source, std::future::pending(), &mut out);
     let drive = async {
         screen
             .wait_for(match format {
@@ -210,7 +266,7 @@ async fn follow_across_a_restart(
         ids.extend(publish(&url, &second_half()).await);
         // The run ends as soon as its last event is written: the follow must still print
         // everything up to that event.
-        end_tx.send(()).unwrap();
+        end_tx.send(Some("succeeded".into())).unwrap();
         server
     };
     let (pumped, _server) = tokio::time::timeout(WAIT, async { tokio::join!(follow, drive) })
@@ -224,10 +280,7 @@ async fn follow_across_a_restart(
 async fn follow_prints_every_event_once_across_a_redis_restart() {
     let (text, ended, last, ids) = follow_across_a_restart(Format::Text).await;
     assert_eq!(text, GOLDEN_TEXT);
-    assert!(
-        matches!(ended, Ended::Dispatch("stopped (completed)")),
-        "{ended:?}"
-    );
+    assert_eq!(ended, Ended::Dispatch("succeeded".into()));
     assert_eq!(last, *ids.last().unwrap());
 }
 
@@ -265,16 +318,15 @@ async fn follow_json_gives_each_entry_once_with_its_id_across_a_redis_restart() 
 async fn resuming_from_the_printed_id_continues_without_gap_or_repeat() {
     let server = RedisServer::start();
     let url = server.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
     let mut ids = publish(&url, &first_half()).await;
 
     // A first follow is interrupted after the first half.
     let screen = Screen::default();
     let mut out = screen.clone();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let running = Source::running(&url);
     let first = pump(EntryId::ZERO, None, false, Format::Text).run(
-        &client,
-        std::future::pending::<()>(),
+        &running,
         async {
             stop_rx.await.unwrap();
         },
@@ -294,10 +346,10 @@ async fn resuming_from_the_printed_id_continues_without_gap_or_repeat() {
     ids.extend(publish(&url, &second_half()).await);
     let mut out = screen.clone();
     let second = pump(first.last, None, false, Format::Text)
-        .run(&client, async { "ended" }, std::future::pending(), &mut out)
+        .run(&Source::ended(&url), std::future::pending(), &mut out)
         .await
         .unwrap();
-    assert!(matches!(second.ended, Ended::Dispatch("ended")));
+    assert_eq!(second.ended, Ended::Dispatch("succeeded".into()));
     assert_eq!(second.last, *ids.last().unwrap());
     // The resumed follow never saw the call, so the result names its call id instead of the
     // tool; nothing else differs.
@@ -312,14 +364,13 @@ async fn resuming_from_the_printed_id_continues_without_gap_or_repeat() {
 async fn a_reply_is_the_first_turn_after_the_one_in_progress() {
     let server = RedisServer::start();
     let url = server.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
     // t0 is still running when the user sends their turn.
     let ids = publish(&url, &first_half()).await;
     let screen = Screen::default();
     let mut out = screen.clone();
+    let running = Source::running(&url);
     let reply = pump(ids[2], Some(TurnId(0)), true, Format::Text).run(
-        &client,
-        std::future::pending::<()>(),
+        &running,
         std::future::pending(),
         &mut out,
     );
@@ -343,17 +394,16 @@ async fn a_reply_is_the_first_turn_after_the_one_in_progress() {
 async fn a_dispatch_that_ended_long_ago_is_replayed_in_full() {
     let server = RedisServer::start();
     let url = server.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
     let mut events = first_half();
     events.extend(second_half());
     publish(&url, &events).await;
     let mut screen = Screen::default();
     // The end is known at once; the backlog (read two entries at a time) is printed all the same.
     let pumped = pump(EntryId::ZERO, None, false, Format::Text)
-        .run(&client, async {}, std::future::pending(), &mut screen)
+        .run(&Source::ended(&url), std::future::pending(), &mut screen)
         .await
         .unwrap();
-    assert!(matches!(pumped.ended, Ended::Dispatch(())));
+    assert_eq!(pumped.ended, Ended::Dispatch("succeeded".into()));
     assert_eq!(screen.text(), GOLDEN_TEXT);
     drop(server);
 }
@@ -376,12 +426,7 @@ async fn a_malformed_entry_is_shown_in_place_and_the_rest_follows() {
     publish(&url, &[ev(0, Event::TurnComplete {})]).await;
     let mut screen = Screen::default();
     let pumped = pump(EntryId::ZERO, None, true, Format::Text)
-        .run(
-            &client,
-            std::future::pending::<()>(),
-            std::future::pending(),
-            &mut screen,
-        )
+        .run(&Source::running(&url), std::future::pending(), &mut screen)
         .await
         .unwrap();
     assert!(matches!(pumped.ended, Ended::Turn(TurnId(0))));
@@ -410,15 +455,11 @@ async fn an_agents_escape_sequences_reach_the_terminal_as_visible_text() {
         ev(0, Event::TurnComplete {}),
     ];
     publish(&url, &hostile).await;
+    drop(client);
     for format in [Format::Text, Format::Json] {
         let mut screen = Screen::default();
         pump(EntryId::ZERO, None, true, format)
-            .run(
-                &client,
-                std::future::pending::<()>(),
-                std::future::pending(),
-                &mut screen,
-            )
+            .run(&Source::running(&url), std::future::pending(), &mut screen)
             .await
             .unwrap();
         let text = screen.text();
@@ -433,5 +474,40 @@ async fn an_agents_escape_sequences_reach_the_terminal_as_visible_text() {
             );
         }
     }
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_log_that_breaks_off_is_reopened_after_the_last_entry_without_gap_or_repeat() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut events = first_half();
+    events.extend(second_half());
+    let ids = publish(&url, &events).await;
+    let mut source = Source::ended(&url);
+    // Every connection drops after three lines.
+    source.break_after = Some(3);
+    let mut screen = Screen::default();
+    let pumped = pump(EntryId::ZERO, None, false, Format::Json)
+        .run(&source, std::future::pending(), &mut screen)
+        .await
+        .unwrap();
+    assert_eq!(pumped.ended, Ended::Dispatch("succeeded".into()));
+    let got: Vec<String> = screen
+        .text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(got, want, "every entry exactly once, in order");
+    assert!(
+        source.opened.load(Ordering::SeqCst) >= 4,
+        "the log was reopened"
+    );
     drop(server);
 }

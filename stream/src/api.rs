@@ -17,11 +17,17 @@
 //! `create` on `dispatches/turns` (group `vexa.ai`). The API server first checks the same verbs
 //! on the `streams.vexa.ai` resources `dispatches/log` and `dispatches/turns`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use redis::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::UnitEvent;
-use crate::follow::EntryId;
+use crate::follow::{EntryId, FollowError, FollowItem, FollowOptions, follow_with, last_id};
 
 /// The API group.
 pub const GROUP: &str = "streams.vexa.ai";
@@ -124,6 +130,118 @@ impl LogLine {
             _ => Err(format!("a log line of no known shape: {line:?}")),
         }
     }
+}
+
+/// How often [`log_lines`] asks whether the dispatch has ended.
+pub const END_CHECK: Duration = Duration::from_secs(1);
+/// An idle line after this long without an entry keeps proxies and clients from timing out.
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// The lines of a followed log (the server's side of `…/log`): every entry of `topic` after
+/// `from`; `ended` is asked every [`END_CHECK`] and gives the phase once the dispatch has ended,
+/// after which the entries up to the stream's last one then follow, then [`LogLine::End`].
+/// The stream ends early (without an end line) when Redis stays unreachable past the follow's
+/// limit: the client resumes after the last id it got.
+pub fn log_lines<E, F>(
+    redis: Client,
+    topic: String,
+    from: EntryId,
+    options: FollowOptions,
+    ended: E,
+) -> impl Stream<Item = LogLine> + Send
+where
+    E: FnMut() -> F + Send + 'static,
+    F: Future<Output = Option<String>> + Send,
+{
+    let entries = follow_with::<UnitEvent>(redis.clone(), topic.clone(), from, options).boxed();
+    let mut check = tokio::time::interval(END_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = LogState {
+        redis,
+        topic,
+        entries,
+        last: from,
+        end: None,
+        done: false,
+        check,
+        ended,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let line = s.next_line().await?;
+        Some((line, s))
+    })
+}
+
+struct LogState<E> {
+    redis: Client,
+    topic: String,
+    entries: Pin<Box<dyn Stream<Item = FollowItem<UnitEvent>> + Send>>,
+    last: EntryId,
+    /// Once the dispatch has ended: its phase and the stream's last entry then.
+    end: Option<(String, Option<EntryId>)>,
+    done: bool,
+    check: tokio::time::Interval,
+    ended: E,
+}
+
+impl<E, F> LogState<E>
+where
+    E: FnMut() -> F + Send,
+    F: Future<Output = Option<String>> + Send,
+{
+    async fn next_line(&mut self) -> Option<LogLine> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some((phase, stream_end)) = &self.end
+                && stream_end.is_none_or(|e| self.last >= e)
+            {
+                self.done = true;
+                return Some(LogLine::End(phase.clone()));
+            }
+            tokio::select! {
+                _ = self.check.tick(), if self.end.is_none() => {
+                    if let Some(phase) = (self.ended)().await {
+                        match stream_end(self.redis.clone(), self.topic.clone()).await {
+                            Ok(stream_end) => self.end = Some((phase, stream_end)),
+                            Err(e) => tracing::warn!(topic = %self.topic, error = %e, "reading the end of a stream failed; retrying"),
+                        }
+                    }
+                }
+                () = tokio::time::sleep(KEEPALIVE) => return Some(LogLine::Idle),
+                item = self.entries.next() => return match item {
+                    Some(Ok((id, unit))) => {
+                        self.last = id;
+                        Some(LogLine::Event(id, unit))
+                    }
+                    Some(Err(FollowError::Malformed { id, reason, .. })) => {
+                        self.last = id;
+                        Some(LogLine::Malformed(id, reason))
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "following a stream for a client failed");
+                        None
+                    }
+                    None => None,
+                },
+            }
+        }
+    }
+}
+
+/// The id of the newest entry of `topic`, on a connection of its own.
+pub async fn stream_end(
+    redis: Client,
+    topic: String,
+) -> Result<Option<EntryId>, redis::RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    let mut conn = redis
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    last_id(&mut conn, &topic).await
 }
 
 /// The answer to a turn or a stop.

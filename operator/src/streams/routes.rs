@@ -22,17 +22,13 @@ use vexa_crds::{Dispatch, DispatchPhase};
 use vexa_stream::UnitEvent;
 use vexa_stream::api::{self, LastEntry, LogLine, TurnAccepted};
 use vexa_stream::follow::{
-    EntryId, FollowError, follow_with, last_event, last_id, send_stop, send_turn,
+    EntryId, FollowError, FollowOptions, follow_with, last_event, send_stop, send_turn,
 };
 use vexa_stream::publish::Turn;
 
 use super::authorize::{self, Access};
 use super::front_proxy::{FrontProxy, User};
 
-/// How often a followed dispatch is checked for its end.
-const END_CHECK: Duration = Duration::from_secs(1);
-/// An empty line after this long without an entry keeps proxies and clients from timing out.
-const KEEPALIVE: Duration = Duration::from_secs(20);
 /// The longest a single Redis request may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -163,50 +159,21 @@ impl Reader {
     /// Sends every entry after `from` while the dispatch runs; once it has ended, what remains,
     /// then the end line. Returns when the client went away.
     async fn follow(self, mut tx: Lines) {
-        let mut entries = std::pin::pin!(follow_with::<UnitEvent>(
-            self.redis.clone(),
-            self.topic.clone(),
+        let (client, namespace, name) = (
+            self.client.clone(),
+            self.namespace.clone(),
+            self.name.clone(),
+        );
+        let ended = move || ended(client.clone(), namespace.clone(), name.clone());
+        let lines = api::log_lines(
+            self.redis,
+            self.topic,
             self.from,
-            Default::default(),
-        ));
-        let mut last = self.from;
-        let mut end: Option<(String, Option<EntryId>)> = None;
-        let mut check = tokio::time::interval(END_CHECK);
-        loop {
-            if let Some((phase, stream_end)) = &end
-                && stream_end.is_none_or(|e| last >= e)
-            {
-                let _ = send(&mut tx, LogLine::End(phase.clone())).await;
-                return;
-            }
-            let line = tokio::select! {
-                _ = check.tick(), if end.is_none() => {
-                    if let Some(phase) = self.ended().await {
-                        match self.stream_end().await {
-                            Ok(stream_end) => end = Some((phase, stream_end)),
-                            Err(e) => tracing::warn!(topic = %self.topic, error = %e, "reading the end of a stream failed; retrying"),
-                        }
-                    }
-                    continue;
-                }
-                () = tokio::time::sleep(KEEPALIVE) => LogLine::Idle,
-                item = entries.next() => match item {
-                    Some(Ok((id, unit))) => {
-                        last = id;
-                        LogLine::Event(id, unit)
-                    }
-                    Some(Err(FollowError::Malformed { id, reason, .. })) => {
-                        last = id;
-                        LogLine::Malformed(id, reason)
-                    }
-                    Some(Err(e)) => {
-                        // The client resumes after the last line it got, on a new request.
-                        tracing::warn!(topic = %self.topic, error = %e, "following a stream for a client failed");
-                        return;
-                    }
-                    None => return,
-                }
-            };
+            FollowOptions::default(),
+            ended,
+        );
+        let mut lines = std::pin::pin!(lines);
+        while let Some(line) = lines.next().await {
             if send(&mut tx, line).await.is_err() {
                 return;
             }
@@ -215,15 +182,11 @@ impl Reader {
 
     /// Sends the entries after `from` up to the newest one now, then closes.
     async fn backlog(self, mut tx: Lines) {
-        let Ok(Some(end)) = self.stream_end().await else {
+        let Ok(Some(end)) = api::stream_end(self.redis.clone(), self.topic.clone()).await else {
             return;
         };
-        let entries = follow_with::<UnitEvent>(
-            self.redis.clone(),
-            self.topic.clone(),
-            self.from,
-            Default::default(),
-        );
+        let entries =
+            follow_with::<UnitEvent>(self.redis, self.topic, self.from, FollowOptions::default());
         let mut entries = std::pin::pin!(entries);
         while let Some(item) = entries.next().await {
             let (id, line) = match item {
@@ -238,27 +201,22 @@ impl Reader {
             }
         }
     }
+}
 
-    /// The phase once the dispatch has ended (`deleted` once it is gone); `None` while it runs
-    /// or when the API server cannot say.
-    async fn ended(&self) -> Option<String> {
-        match Api::<Dispatch>::namespaced(self.client.clone(), &self.namespace)
-            .get_opt(&self.name)
-            .await
-        {
-            Ok(Some(d)) => d
-                .status
-                .and_then(|s| s.phase)
-                .filter(|p| p.is_terminal())
-                .map(|p| p.as_str().to_owned()),
-            Ok(None) => Some("deleted".into()),
-            Err(_) => None,
-        }
-    }
-
-    async fn stream_end(&self) -> Result<Option<EntryId>, redis::RedisError> {
-        let mut conn = connect(&self.redis).await?;
-        last_id(&mut conn, &self.topic).await
+/// The phase once the dispatch has ended (`deleted` once it is gone); `None` while it runs or
+/// when the API server cannot say.
+async fn ended(client: Client, namespace: String, name: String) -> Option<String> {
+    match Api::<Dispatch>::namespaced(client, &namespace)
+        .get_opt(&name)
+        .await
+    {
+        Ok(Some(d)) => d
+            .status
+            .and_then(|s| s.phase)
+            .filter(|p| p.is_terminal())
+            .map(|p| p.as_str().to_owned()),
+        Ok(None) => Some("deleted".into()),
+        Err(_) => None,
     }
 }
 
