@@ -19,6 +19,7 @@ pub mod brokered;
 pub mod fake_model;
 pub mod fixtures;
 pub mod operator;
+pub mod streams;
 pub mod users;
 
 /// A client for the cluster in `KUBECONFIG` (set by `eval "$(hack/cluster env)"`).
