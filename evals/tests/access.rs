@@ -33,7 +33,7 @@ use vexa_evals::fixtures::{
     chat_dispatch, phase, stop_reason, test_agent_runner, wait_dispatch, workspace,
     workspace_ready, workspace_volume,
 };
-use vexa_evals::operator::Operator;
+use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
 use vexa_evals::streams::StreamsApi;
 use vexa_evals::{TestNamespace, client, cluster_env, repo_root, wait_for};
 use vexa_stream::api;
@@ -277,6 +277,8 @@ async fn in_stream_len(ns: &str) -> usize {
 async fn people_follow_and_steer_runs_only_as_rbac_allows_and_a_follow_resumes_exactly() {
     cli_binary();
     let admin = client().await;
+    // The chart's operator would own v1.streams.vexa.ai, which this eval registers for itself.
+    assert_no_operator_in_cluster(&admin).await;
     let ns = TestNamespace::new(&admin, "access").await;
     // Dropped before the namespace: the APIService goes first.
     let streams = StreamsApi::register(&admin, &ns.name).await;
