@@ -74,13 +74,16 @@ async fn main() -> anyhow::Result<()> {
         .streams()
         .context("the streams API's Redis settings")?
     {
-        Some(settings) => tokio::spawn(
-            streams::bind(client.clone(), &settings, std::future::pending())
-                .await
-                .context(
-                    "the streams API (how people read dispatches and send turns) cannot start",
-                )?,
-        ),
+        Some(settings) => {
+            match streams::bind(client.clone(), &settings, std::future::pending()).await {
+                Ok(server) => tokio::spawn(server),
+                // Runs go on without it; the APIService shows it unavailable, the CLI says so.
+                Err(e) => {
+                    tracing::error!(error = %e, "the streams API (how people read dispatches and send turns) cannot start; runs go on, but nobody can follow them or send turns");
+                    tokio::spawn(std::future::pending())
+                }
+            }
+        }
         None => {
             tracing::warn!(
                 "no --streams-tls-cert (VEXA_STREAMS_TLS_CERT): the streams API is not served, so nobody can follow a dispatch or send it turns"
