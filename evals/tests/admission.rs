@@ -163,6 +163,7 @@ async fn a_tenant_acts_only_as_themselves() {
             {"apiGroups": ["vexa.ai"], "resources": ["dispatches"], "verbs": ["create", "get", "list", "watch", "patch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["dispatches/status"], "verbs": ["get", "patch", "update"]},
             {"apiGroups": ["vexa.ai"], "resources": ["workspaces"], "verbs": ["get", "list"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["identities"], "verbs": ["create", "get", "update", "patch", "delete"]},
         ]),
     )
     .await;
@@ -258,6 +259,31 @@ async fn a_tenant_acts_only_as_themselves() {
         Vec::<String>::new(),
         "no Job for a refused Dispatch"
     );
+
+    // Nor may bob write himself into alice's Identity (which the operator trusts); his own he may.
+    let identities = w.api::<vexa_crds::Identity>(&bob);
+    let identity = |subject: &str| -> vexa_crds::Identity {
+        serde_json::from_value(json!({
+            "apiVersion": "vexa.ai/v1", "kind": "Identity", "metadata": {"name": subject},
+            "spec": {"subject": subject, "kubernetesUsers": ["bob"]},
+        }))
+        .unwrap()
+    };
+    let err = identities
+        .create(&PostParams::default(), &identity("alice"))
+        .await
+        .map(|_| ())
+        .expect_err("bob may not write alice's Identity");
+    assert!(
+        err.to_string()
+            .contains("IdentityNotOwn: only the subject \"alice\""),
+        "{err}"
+    );
+    println!("refused at admission: alice's Identity by bob: {err}");
+    identities
+        .create(&PostParams::default(), &identity("bob"))
+        .await
+        .unwrap_or_else(|e| panic!("bob writes his own Identity: {e}"));
 
     // bob's own Dispatch, on his own workspace, runs to the end.
     let mine = w.dispatch(

@@ -166,6 +166,31 @@ pub fn may_write_status(requester: &Requester, rules: &AdmissionRules) -> Result
     })
 }
 
+/// Only the subject itself (the user of that name) or an exempt group creates, changes or
+/// deletes an Identity: it says who acts for the subject and what the subject delegates.
+pub fn may_change_identity(
+    requester: &Requester,
+    rules: &AdmissionRules,
+    subject: &str,
+) -> Result<(), Refusal> {
+    if requester.username == subject
+        || requester
+            .groups
+            .iter()
+            .any(|g| rules.exempt_groups.contains(g))
+    {
+        return Ok(());
+    }
+    Err(Refusal {
+        reason: "IdentityNotOwn",
+        message: format!(
+            "only the subject {subject:?} (or an admin) may create, change or delete its \
+             Identity, not {}",
+            requester.username
+        ),
+    })
+}
+
 /// What the operator knows of an Identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityFacts {
@@ -507,6 +532,14 @@ mod tests {
         may_write_status(&person("system:serviceaccount:vexa-system:vexa"), &rules()).unwrap();
         let r = may_write_status(&person("bob"), &rules()).unwrap_err();
         assert_eq!(r.reason, "StatusReserved");
+    }
+
+    #[test]
+    fn only_the_subject_changes_its_identity() {
+        may_change_identity(&person("alice"), &rules(), "alice").unwrap();
+        let r = may_change_identity(&person("bob"), &rules(), "alice").unwrap_err();
+        assert_eq!(r.reason, "IdentityNotOwn");
+        assert!(r.message.contains("not bob"), "{}", r.message);
     }
 
     fn alice(grants: Vec<GrantFacts>, users: &[&str]) -> IdentityFacts {
