@@ -18,6 +18,7 @@ pub mod admission;
 pub mod brokered;
 pub mod fake_model;
 pub mod fixtures;
+pub mod network;
 pub mod operator;
 pub mod streams;
 pub mod users;
