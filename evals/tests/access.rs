@@ -334,8 +334,11 @@ async fn people_follow_and_steer_runs_only_as_rbac_allows_and_a_follow_resumes_e
 
     // carol follows; alice sends two turns; carol's follow is killed after turn t2.
     let mut first = Follow::start(carol.vexa(&ns.name, &["follow", DISPATCH, "--json"]));
+    let mut sends = Vec::new();
     for prompt in ["say two", "say three"] {
+        let started = std::time::Instant::now();
         let out = alice.run(&ns.name, &["send", DISPATCH, prompt]);
+        sends.push(started.elapsed());
         assert!(out.status.success(), "alice's turn {prompt:?}");
         let reply = String::from_utf8_lossy(&out.stdout);
         assert!(reply.contains(&prompt[4..]), "alice's reply: {reply:?}");
