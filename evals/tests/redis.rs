@@ -134,6 +134,8 @@ async fn an_agent_cannot_reach_another_dispatch_or_redis_itself() {
         "grep redis-password /proc/1/environ".into(),
         "env REDIS_URL".into(),
         "say the probe still answers".into(),
+        // Alive a while longer: its credential is tried from outside meanwhile.
+        "sleep 10".into(),
     ]
     .join("\n");
     dispatches
@@ -155,31 +157,8 @@ async fn an_agent_cannot_reach_another_dispatch_or_redis_itself() {
     let user = String::from_utf8(data["redis-username"].0.clone()).unwrap();
     let password = String::from_utf8(data["redis-password"].0.clone()).unwrap();
 
-    let (reply, _) = first_done(&ns.name, "probe").await;
-    println!("the probe's reply:\n{reply}");
-    for command in ["PING", "XRANGE", "XADD", "FLUSHALL"] {
-        let line = format!("Redis {addr} {command}: -NOAUTH");
-        assert!(reply.contains(&line), "{line:?} not in the reply:\n{reply}");
-    }
-    assert!(
-        reply.contains(&format!("Redis {addr} AUTH: -WRONGPASS")),
-        "{reply}"
-    );
-    for line in [
-        "Could not read /var/run/vexa/dispatch/redis-password",
-        "/proc/1/environ does not contain redis-password.",
-        "REDIS_URL is unset",
-        "the probe still answers",
-    ] {
-        assert!(reply.contains(line), "{line:?} not in the reply:\n{reply}");
-    }
-    // Nothing of the victim's changed, and Redis still holds everyone's data.
-    let after: usize = query(&redis, redis::cmd("XLEN").arg(&victim_out)).await;
-    assert_eq!(after, before);
-    let turns: usize = query(&redis, redis::cmd("XLEN").arg(&victim_in)).await;
-    assert_eq!(turns, 0, "a turn reached the victim");
-
-    // The probe's own credential, used from here: its streams only.
+    // The probe's own credential, used from here while its run lives (its user exists before
+    // its Secret): its streams only.
     let own = vexa_stream::acl::client_as(&cluster_env("POD_REDIS_URL"), &user, &password).unwrap();
     let mut conn = own.get_multiplexed_async_connection().await.unwrap();
     for cmd in [
@@ -204,6 +183,30 @@ async fn an_agent_cannot_reach_another_dispatch_or_redis_itself() {
             .expect_err("allowed with the probe's credential");
         assert!(e.to_string().contains("NOPERM"), "{e}");
     }
+
+    let (reply, _) = first_done(&ns.name, "probe").await;
+    println!("the probe's reply:\n{reply}");
+    for command in ["PING", "XRANGE", "XADD", "FLUSHALL"] {
+        let line = format!("Redis {addr} {command}: -NOAUTH");
+        assert!(reply.contains(&line), "{line:?} not in the reply:\n{reply}");
+    }
+    assert!(
+        reply.contains(&format!("Redis {addr} AUTH: -WRONGPASS")),
+        "{reply}"
+    );
+    for line in [
+        "Could not read /var/run/vexa/dispatch/redis-password",
+        "/proc/1/environ does not contain redis-password.",
+        "REDIS_URL is unset",
+        "the probe still answers",
+    ] {
+        assert!(reply.contains(line), "{line:?} not in the reply:\n{reply}");
+    }
+    // Nothing of the victim's changed, and Redis still holds everyone's data.
+    let after: usize = query(&redis, redis::cmd("XLEN").arg(&victim_out)).await;
+    assert_eq!(after, before);
+    let turns: usize = query(&redis, redis::cmd("XLEN").arg(&victim_in)).await;
+    assert_eq!(turns, 0, "a turn reached the victim");
 
     // Over: its user is gone, its streams expire.
     let done = wait_dispatch(&dispatches, "probe", "stopped", TIMEOUT, |d| {
