@@ -269,11 +269,26 @@ async fn a_tenant_acts_only_as_themselves() {
         }))
         .unwrap()
     };
-    let err = identities
-        .create(&PostParams::default(), &identity("alice"))
-        .await
-        .map(|_| ())
-        .expect_err("bob may not write alice's Identity");
+    // (Each policy reaches the API server's informers on its own: wait for this one too.)
+    let alices = identity("alice");
+    let err = wait_for(
+        "the chart's Identity policy to be in force",
+        Duration::from_secs(30),
+        || async {
+            match identities.create(&dry_run, &alices).await {
+                Err(e) if e.to_string().contains("IdentityNotOwn") => Some(e),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert!(
+        identities
+            .create(&PostParams::default(), &alices)
+            .await
+            .is_err(),
+        "bob may not write alice's Identity"
+    );
     assert!(
         err.to_string()
             .contains("IdentityNotOwn: only the subject \"alice\""),
