@@ -343,6 +343,9 @@ async fn people_follow_and_steer_runs_only_as_rbac_allows_and_a_follow_resumes_e
         let reply = String::from_utf8_lossy(&out.stdout);
         assert!(reply.contains(&prompt[4..]), "alice's reply: {reply:?}");
     }
+    eprintln!(
+        "eval 7: kubectl vexa send, from start to reply printed (process start included): {sends:?}"
+    );
     first
         .wait_for_lines("carol's follow to print turn t2", |l| {
             turn_completes(l, "t2")
