@@ -16,6 +16,7 @@ pub mod init;
 pub use vexa_stream::events;
 pub mod jsonl;
 pub mod model_proxy;
+pub mod network_gate;
 pub mod process;
 pub mod session;
 pub mod shim;

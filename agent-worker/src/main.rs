@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
+use vexa_agent_worker::network_gate;
 use vexa_agent_worker::worker::{self, Ending, Outcome, Settings};
 use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR};
 use vexa_stream::publish::RetryOptions;
@@ -65,14 +66,26 @@ struct Cli {
     /// The agent CLI's configuration folder, shared with the agent container (the pod's own).
     #[arg(long, env = "VEXA_AGENT_CONFIG_DIR", default_value = AGENT_CONFIG_DIR)]
     agent_config_dir: PathBuf,
+    /// Seconds to wait, before the agent may run, until the pod's network policy denies the API
+    /// server (0: do not wait). The operator sets it where policies are expected.
+    #[arg(long, env = "VEXA_AWAIT_NETWORK_POLICY_SEC", default_value_t = 0)]
+    await_network_policy_sec: u64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let outcome = match WorkerEnv::from_env() {
-        Ok(env) => {
+    let gate = match cli.await_network_policy_sec {
+        0 => Ok(None),
+        sec => network_gate::api_server(|name| std::env::var(name).ok())
+            .map(|api| Some((api, Duration::from_secs(sec)))),
+    };
+    let outcome = match WorkerEnv::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|env| gate.map(|g| (env, g)))
+    {
+        Ok((env, network_gate)) => {
             let pod = &env.pod;
             tracing::info!(unit = %pod.unit_id, runner = %pod.runner, trigger = ?pod.trigger, owner = %pod.owner, launcher = %pod.launcher, "worker starts");
             let settings = Settings {
@@ -88,11 +101,12 @@ async fn main() -> ExitCode {
                 agent_config: cli.agent_config_dir,
                 stream_max_len: cli.stream_max_len,
                 max_event_bytes: cli.max_event_bytes,
+                network_gate,
                 ..Settings::default()
             };
             worker::run(env, settings, shutdown_on_signal()).await
         }
-        Err(e) => Outcome::before_start(Ending::Failed(e.to_string())),
+        Err(e) => Outcome::before_start(Ending::Failed(e)),
     };
     match &outcome.ending {
         Ending::Failed(why) => tracing::error!(error = %why, "the run failed"),

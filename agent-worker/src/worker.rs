@@ -65,6 +65,9 @@ pub struct Settings {
     pub stream_max_len: u64,
     /// The largest event streamed (its JSON); a larger one becomes a note saying it was cut.
     pub max_event_bytes: usize,
+    /// Wait (at most this long) until the pod's network policy denies this address (the API
+    /// server) before anything else; `None`: start at once.
+    pub network_gate: Option<(std::net::SocketAddr, Duration)>,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
             agent_config: AGENT_CONFIG_DIR.into(),
             stream_max_len: DEFAULT_MAX_LEN,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            network_gate: None,
         }
     }
 }
@@ -167,6 +171,17 @@ struct PublisherGone;
 /// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
 pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Outcome {
     let pod = &env.pod;
+    if let Some((denied, within)) = settings.network_gate {
+        match crate::network_gate::await_policy(denied, within).await {
+            Ok(waited) => {
+                tracing::info!(
+                    waited_ms = waited.as_millis() as u64,
+                    "the pod's network policy is in force"
+                )
+            }
+            Err(e) => return Outcome::before_start(Ending::Failed(e)),
+        }
+    }
     let client = match redis_client(&pod.redis_url, &settings.secret_dir) {
         Ok(c) => c,
         Err(e) => return Outcome::before_start(Ending::Failed(e)),

@@ -171,8 +171,9 @@ async fn an_agent_reaches_dns_and_redis_but_not_the_api_server_or_other_pods() {
     // the agent's model requests through to it (and only to it).
     let gateway_port = free_port();
     let gateway = format!("http://{}:{gateway_port}", node_ip());
-    static OPERATOR: std::sync::OnceLock<Operator> = std::sync::OnceLock::new();
-    let operator = OPERATOR.get_or_init(|| {
+    // One incarnation without the network gate for the open run, one with it for the run
+    // under the policies (a gated worker in a namespace without policies would wait in vain).
+    let start_operator = |gate_seconds: &str| {
         Operator::start(&[
             "--job-ttl-seconds",
             "30",
@@ -184,8 +185,11 @@ async fn an_agent_reaches_dns_and_redis_but_not_the_api_server_or_other_pods() {
             &format!("0.0.0.0:{gateway_port}"),
             "--model-gateway-url",
             &gateway,
+            "--await-network-policy-seconds",
+            gate_seconds,
         ])
-    });
+    };
+    let operator = start_operator("0");
     operator.ready().await;
     Api::<Secret>::namespaced(client.clone(), &home.name)
         .create(
@@ -259,13 +263,16 @@ async fn an_agent_reaches_dns_and_redis_but_not_the_api_server_or_other_pods() {
     assert!(dry.contains("(server dry run)"), "{dry}");
     network::apply(&policies, false).expect("the policies apply");
 
-    // Known gap, measured here: kube-router binds a new pod only once it has seen the pod's IP
-    // (the kubelet's status update after the CNI), so the very first packets of a pod may
-    // precede its policy: a probe at container start got through to the API server, the same
-    // probe a second later was refused. The agent therefore waits 2 s before it probes; a
-    // start gate that holds the agent until the policy is in force is not built yet.
-    let late = format!("sleep 2\n{probes}");
-    let closed = run_agent(&client, &tenant.name, &runner, "after", &late).await;
+    // kube-router binds a new pod to its policy only once it has seen the pod's IP (the
+    // kubelet's status update after the CNI), so a pod's very first packets may precede it:
+    // measured here, a probe at container start reached the API server and the same probe a
+    // second later was refused. The operator's --await-network-policy-seconds makes each
+    // pod's worker hold the agent until the API server no longer answers the pod, so the
+    // agent below probes at once, as an attacker would, with no pause.
+    operator.kill().await;
+    let operator = start_operator("20");
+    operator.ready().await;
+    let closed = run_agent(&client, &tenant.name, &runner, "after", &probes).await;
     eprintln!("under the policies the agent replied:\n{closed}");
     for target in [&api_cluster_ip, &api_endpoint, &listener_pod, &listener_svc] {
         let line = outcome(&closed, "connect", target);

@@ -87,6 +87,12 @@ pub struct Config {
     /// never). The worker applies it.
     #[arg(long, env = "VEXA_STREAM_MAX_LEN", default_value_t = vexa_stream::publish::DEFAULT_MAX_LEN)]
     pub stream_max_len: u64,
+    /// Seconds a dispatch pod's worker waits, before the agent may run, until the pod's
+    /// NetworkPolicy denies the API server; past that the run fails (0: do not wait). Set it
+    /// when every tenant namespace has the chart's policies and the network plugin binds a pod
+    /// to them only after its containers start (kube-router does).
+    #[arg(long, env = "VEXA_AWAIT_NETWORK_POLICY_SECONDS", default_value_t = 0)]
+    pub await_network_policy_seconds: u64,
     /// Image of every dispatch's trusted `worker` container (the agent worker). The agent's
     /// own container runs the runner's image.
     #[arg(

@@ -53,6 +53,7 @@ fn settings() -> BuildSettings {
         model_gateway_url: "http://vexa-operator.vexa-system.svc:8082".into(),
         model_gateway_key: Some(std::sync::Arc::from(GATEWAY_KEY)),
         stream_max_len: 10_000,
+        await_network_policy_seconds: 0,
     }
 }
 

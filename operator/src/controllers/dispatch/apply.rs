@@ -181,6 +181,7 @@ impl Reconciler {
             model_gateway_url: c.model_gateway_url.clone(),
             model_gateway_key: self.base.gateway_key.clone(),
             stream_max_len: c.stream_max_len,
+            await_network_policy_seconds: c.await_network_policy_seconds,
         }
     }
 }

@@ -35,6 +35,8 @@ pub const DISPATCH_ANNOTATION: &str = "vexa.ai/dispatch-name";
 pub use vexa_core::pod::layout::{AGENT_CONTAINER, WORKER_CONTAINER};
 /// The worker's variable for the output stream's cap (a worker setting, not the pod contract).
 pub const STREAM_MAX_LEN_ENV: &str = "VEXA_STREAM_MAX_LEN";
+/// The worker's variable for how long it waits for the pod's network policy (a worker setting).
+pub const AWAIT_NETWORK_POLICY_ENV: &str = "VEXA_AWAIT_NETWORK_POLICY_SEC";
 /// Where workspaces are mounted: `/workspaces/<name>`.
 pub const WORKSPACES_ROOT: &str = "/workspaces";
 /// The agent's home folder (a scratch volume of its own).
@@ -64,6 +66,8 @@ pub struct BuildSettings {
     pub model_gateway_key: Option<std::sync::Arc<[u8]>>,
     /// About how many entries the worker keeps on the output stream (`VEXA_STREAM_MAX_LEN`).
     pub stream_max_len: u64,
+    /// How long the worker waits for the pod's network policy before the agent runs (0: not).
+    pub await_network_policy_seconds: u64,
 }
 
 /// Resources from quantities (an empty one is left out; all empty: none).
@@ -307,6 +311,12 @@ fn worker_environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
         STREAM_MAX_LEN_ENV,
         inputs.settings.stream_max_len.to_string(),
     ));
+    if inputs.settings.await_network_policy_seconds > 0 {
+        vars.push(env(
+            AWAIT_NETWORK_POLICY_ENV,
+            inputs.settings.await_network_policy_seconds.to_string(),
+        ));
+    }
     vars
 }
 
@@ -515,6 +525,7 @@ mod tests {
             model_gateway_url: String::new(),
             model_gateway_key: None,
             stream_max_len: 10_000,
+            await_network_policy_seconds: 0,
         }
     }
 
