@@ -17,8 +17,32 @@ use serde_json::json;
 
 use crate::wait_for;
 
+/// A person of the cluster: a kubeconfig file (the admin's cluster, this user's certificate),
+/// for a CLI run as them, and a client acting as them.
+#[derive(Clone)]
+pub struct User {
+    /// Their kubeconfig file.
+    pub kubeconfig: PathBuf,
+    /// A client acting as them.
+    pub client: Client,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A client that acts as the user `name` (in no group but `system:authenticated`).
 pub async fn user_client(admin: &Client, name: &str) -> Client {
+    user(admin, name).await.client
+}
+
+/// The user `name` (in no group but `system:authenticated`), with a certificate the cluster
+/// signed.
+pub async fn user(admin: &Client, name: &str) -> User {
     let dir = std::env::temp_dir().join(format!("vexa-eval-user-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("key.pem");
@@ -76,11 +100,11 @@ pub async fn user_client(admin: &Client, name: &str) -> Client {
     let _ = csrs.delete(&csr_name, &DeleteParams::default()).await;
     let cert_path = dir.join("cert.pem");
     std::fs::write(&cert_path, &cert.0).unwrap();
-    client_with_cert(name, &cert_path, &key).await
+    with_cert(&dir, name, &cert_path, &key).await
 }
 
 /// The admin kubeconfig's cluster, with the user authenticating by `cert` and `key`.
-async fn client_with_cert(name: &str, cert: &PathBuf, key: &PathBuf) -> Client {
+async fn with_cert(dir: &std::path::Path, name: &str, cert: &PathBuf, key: &PathBuf) -> User {
     let admin = Kubeconfig::read().expect("KUBECONFIG (eval \"$(hack/cluster env)\")");
     let mut kc = serde_json::to_value(&admin).unwrap();
     kc["users"] = json!([{"name": name, "user": {
@@ -89,9 +113,14 @@ async fn client_with_cert(name: &str, cert: &PathBuf, key: &PathBuf) -> Client {
     for ctx in kc["contexts"].as_array_mut().into_iter().flatten() {
         ctx["context"]["user"] = json!(name);
     }
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, serde_json::to_vec(&kc).unwrap()).unwrap();
     let kc: Kubeconfig = serde_json::from_value(kc).unwrap();
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .unwrap();
-    Client::try_from(config).unwrap()
+    User {
+        kubeconfig,
+        client: Client::try_from(config).unwrap(),
+    }
 }

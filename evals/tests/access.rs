@@ -17,16 +17,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::api::PostParams;
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
@@ -69,76 +67,12 @@ struct Person {
 }
 
 impl Person {
-    async fn new(admin: &Client, dir: &Path, name: &'static str) -> Self {
-        let key = dir.join(format!("{name}.key"));
-        let csr_pem = dir.join(format!("{name}.csr"));
-        let out = Command::new("openssl")
-            .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj"])
-            .arg(format!("/CN={name}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&csr_pem)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl req: {out:?}");
-        let csr_name = format!("vexa-eval-access-{name}-{}", std::process::id());
-        let csrs = Api::<CertificateSigningRequest>::all(admin.clone());
-        let _ = csrs.delete(&csr_name, &DeleteParams::default()).await;
-        let csr: CertificateSigningRequest = serde_json::from_value(json!({
-            "metadata": {"name": csr_name},
-            "spec": {
-                "request": k8s_openapi::ByteString(std::fs::read(&csr_pem).unwrap()),
-                "signerName": "kubernetes.io/kube-apiserver-client",
-                "usages": ["client auth"],
-                "expirationSeconds": 3600,
-            },
-        }))
-        .unwrap();
-        csrs.create(&PostParams::default(), &csr).await.unwrap();
-        csrs.patch_approval(
-            &csr_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{
-                "type": "Approved", "status": "True", "reason": "VexaEval",
-                "message": "a person for eval 7",
-            }]}})),
-        )
-        .await
-        .unwrap();
-        let cert = wait_for(
-            &format!("the certificate of {name}"),
-            Duration::from_secs(60),
-            || async {
-                csrs.get(&csr_name)
-                    .await
-                    .ok()
-                    .and_then(|c| c.status?.certificate)
-                    .filter(|c| !c.0.is_empty())
-            },
-        )
-        .await;
-        let _ = csrs.delete(&csr_name, &DeleteParams::default()).await;
-        let cert_path = dir.join(format!("{name}.crt"));
-        std::fs::write(&cert_path, &cert.0).unwrap();
-        // The admin's kubeconfig (its cluster and CA), with this person as the user.
-        let mut kc = serde_json::to_value(Kubeconfig::read().unwrap()).unwrap();
-        kc["users"] = json!([{"name": name, "user": {
-            "client-certificate": cert_path, "client-key": key,
-        }}]);
-        for ctx in kc["contexts"].as_array_mut().into_iter().flatten() {
-            ctx["context"]["user"] = json!(name);
-        }
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&kubeconfig, serde_json::to_vec(&kc).unwrap()).unwrap();
-        let parsed: Kubeconfig = serde_json::from_value(kc).unwrap();
-        let config = Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
-            .await
-            .unwrap();
+    async fn new(admin: &Client, name: &'static str) -> Self {
+        let user = vexa_evals::users::user(admin, name).await;
         Self {
             name,
-            kubeconfig,
-            client: Client::try_from(config).unwrap(),
+            kubeconfig: user.kubeconfig,
+            client: user.client,
         }
     }
 
@@ -293,13 +227,11 @@ async fn people_follow_and_steer_runs_only_as_rbac_allows_and_a_follow_resumes_e
     operator.ready().await;
     streams.available(&admin).await;
 
-    let dir = std::env::temp_dir().join(format!("vexa-eval-access-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let (alice, bob, carol, dave) = (
-        Person::new(&admin, &dir, "alice").await,
-        Person::new(&admin, &dir, "bob").await,
-        Person::new(&admin, &dir, "carol").await,
-        Person::new(&admin, &dir, "dave").await,
+        Person::new(&admin, "alice").await,
+        Person::new(&admin, "bob").await,
+        Person::new(&admin, "carol").await,
+        Person::new(&admin, "dave").await,
     );
     grant(&admin, &ns.name, &alice, rules(true, true, true, true)).await;
     grant(&admin, &ns.name, &carol, rules(true, true, false, false)).await;
@@ -448,5 +380,4 @@ async fn people_follow_and_steer_runs_only_as_rbac_allows_and_a_follow_resumes_e
 
     operator.kill().await;
     drop(streams);
-    let _ = std::fs::remove_dir_all(&dir);
 }
