@@ -24,16 +24,16 @@ pub const REAL_KEY: &str = "sk-eval-real-key-never-in-a-tenant-namespace";
 pub const KEY_SECRET: (&str, &str) = ("model-key", "api-key");
 
 /// Starts (once per process) the operator with its model gateway for `home`, the operator's
-/// namespace, and puts the runner's credential there.
-pub async fn operator_with_gateway(client: &Client, home: &TestNamespace) -> &'static Operator {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    let port = free_port();
-    let gateway = format!("http://{}:{port}", node_ip());
+/// namespace, and puts the runner's credential there; returns the gateway's base URL.
+pub async fn operator_with_gateway(client: &Client, home: &TestNamespace) -> String {
+    static OPERATOR: OnceLock<(Operator, String)> = OnceLock::new();
     let redis_url = cluster_env("POD_REDIS_URL");
     // Kept for the life of the process, like every eval's operator: the namespaces'
     // Workspaces carry its finalizer when they go.
-    let operator = OPERATOR.get_or_init(|| {
-        Operator::start(&[
+    let (operator, gateway) = OPERATOR.get_or_init(|| {
+        let port = free_port();
+        let gateway = format!("http://{}:{port}", node_ip());
+        let operator = Operator::start(&[
             "--job-ttl-seconds",
             "30",
             "--redis-url",
@@ -44,7 +44,8 @@ pub async fn operator_with_gateway(client: &Client, home: &TestNamespace) -> &'s
             &format!("0.0.0.0:{port}"),
             "--model-gateway-url",
             &gateway,
-        ])
+        ]);
+        (operator, gateway)
     });
     operator.ready().await;
     Api::<Secret>::namespaced(client.clone(), &home.name)
@@ -59,7 +60,7 @@ pub async fn operator_with_gateway(client: &Client, home: &TestNamespace) -> &'s
         )
         .await
         .unwrap();
-    operator
+    gateway.clone()
 }
 
 /// The `modelCredential` of a runner whose model is `endpoint`, with [`REAL_KEY`].

@@ -23,18 +23,16 @@ use kube::api::PostParams;
 use serde_json::json;
 use vexa_core::model::{GATEWAY_TOKEN_HEADER, GatewayToken};
 use vexa_crds::Dispatch;
+use vexa_evals::brokered::{REAL_KEY, model_credential, operator_with_gateway};
 use vexa_evals::fixtures::{
-    chat_dispatch, describe, free_port, node_ip, stop_reason, test_agent_runner, wait_dispatch,
-    workspace, workspace_ready, workspace_volume,
+    chat_dispatch, describe, stop_reason, test_agent_runner, wait_dispatch, workspace,
+    workspace_ready, workspace_volume,
 };
-use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env};
 use vexa_stream::follow::{EntryId, follow};
 use vexa_stream::{Event, UnitEvent};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-/// The credential the runner brokers; it must reach the model endpoint and nothing else.
-const REAL_KEY: &str = "sk-eval-real-key-never-in-a-tenant-namespace";
 /// What the fake model answers.
 const STREAM: &str = concat!(
     "event: message_start\n",
@@ -110,40 +108,7 @@ async fn the_agent_holds_no_credential_and_its_model_requests_are_brokered() {
     let home = TestNamespace::new(&client, "trust-operator").await;
     let tenant = TestNamespace::new(&client, "trust-tenant").await;
     let (model, seen) = fake_model().await;
-    let port = free_port();
-    let gateway = format!("http://{}:{port}", node_ip());
-    let redis_url = cluster_env("POD_REDIS_URL");
-    // Kept for the life of the process, like every eval's operator: the namespaces' Workspaces
-    // carry its finalizer when they go.
-    static OPERATOR: std::sync::OnceLock<Operator> = std::sync::OnceLock::new();
-    let operator = OPERATOR.get_or_init(|| {
-        Operator::start(&[
-            "--job-ttl-seconds",
-            "30",
-            "--redis-url",
-            &redis_url,
-            "--namespace",
-            &home.name,
-            "--model-gateway-addr",
-            &format!("0.0.0.0:{port}"),
-            "--model-gateway-url",
-            &gateway,
-        ])
-    });
-    operator.ready().await;
-
-    Api::<Secret>::namespaced(client.clone(), &home.name)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "model-key"},
-                "stringData": {"api-key": REAL_KEY},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let gateway = operator_with_gateway(&client, &home).await;
     let runner = format!("brokered-{}", tenant.name);
     test_agent_runner(
         &client,
@@ -151,11 +116,7 @@ async fn the_agent_holds_no_credential_and_its_model_requests_are_brokered() {
         &runner,
         json!({
             "defaults": {"idleTimeoutSeconds": 5},
-            "modelCredential": {
-                "secretRef": {"name": "model-key", "key": "api-key"},
-                "env": "ANTHROPIC_API_KEY",
-                "endpoint": model,
-            },
+            "modelCredential": model_credential(&model),
         }),
     )
     .await;
