@@ -26,6 +26,19 @@ pub const AGENT_CONFIG_DIR: &str = "/var/run/vexa/agent-config";
 /// The shim's socket inside [`AGENT_SOCKET_DIR`].
 pub const AGENT_SOCKET: &str = "/var/run/vexa/agent/shim.sock";
 
+/// Where the worker container sees the SPIRE agent's Workload API socket folder (the socket is
+/// `api.sock` in it). Mounted into the worker container only: the agent container of the same
+/// pod never sees it, and SPIRE's entry selects `k8s:container-name:worker` as well.
+pub const WORKLOAD_API_DIR: &str = "/run/spire/agent";
+/// The CSI driver (`vexa-csi-node`, crate `csi/`) that puts the node's Workload API socket folder
+/// into a pod, as an inline ephemeral volume `csi: {driver: csi.vexa.ai, readOnly: true}`.
+///
+/// Not `hostPath`: tenant namespaces enforce Pod Security `restricted`, which refuses `hostPath`
+/// volumes (rightly: a hostPath names any folder of the node). A `csi` inline volume is allowed
+/// under `restricted`; the driver decides what it mounts (always the one configured folder,
+/// read-only), never the pod.
+pub const WORKLOAD_API_CSI_DRIVER: &str = "csi.vexa.ai";
+
 /// Keys of the per-dispatch Secret (each one a file in [`DISPATCH_SECRET_DIR`]).
 pub mod secret_key {
     /// The dispatch's Redis ACL user.
