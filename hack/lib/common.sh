@@ -52,6 +52,19 @@ APISERVER_PORT=6443
 CONTAINERD_SOCK=$VEXA_STATE/containerd/containerd.sock
 KUBECONFIG_ADMIN=$VEXA_STATE/kubeconfigs/admin.kubeconfig
 K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
+# Pod identity: SPIRE server and agent as host processes (hack/README.md, "Pod identity").
+SPIRE_BIN=$(bin_dir spire "$SPIRE_VERSION")
+SPIRE_TRUST_DOMAIN=vexa.local
+SPIRE_SERVER_PORT=18081      # 127.0.0.1 only: the agent's node API
+# The admin socket: whoever may open it administers the server. Its folder and the socket
+# belong to group SPIRE_ADMIN_GID (mode 0750 / 0770): root (the evals' in-process operator) and
+# the chart's operator pod (supplementalGroups) only; no other host process or pod has that group.
+SPIRE_SERVER_SOCKET=/run/vexa-spire/server/api.sock
+SPIRE_ADMIN_GID=65530
+# The Workload API, for every workload (the agent attests each caller from its process).
+SPIRE_AGENT_SOCKET_DIR=/run/vexa-spire/agent/public
+# The node alias that every dispatch pod's entry names as its parent.
+SPIRE_NODE_ID=spiffe://$SPIRE_TRUST_DOMAIN/vexa/node
 
 # ctr against our containerd, in the namespace the CRI plugin uses.
 vctr() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
