@@ -91,8 +91,9 @@ pub struct ScopeRecord {
 pub struct WorkspaceGrant {
     /// The Workspace's name.
     pub name: String,
-    /// `ro` or `rw`.
-    pub mode: WorkspaceMode,
+    /// `ro` or `rw`; absent in a refusal of a request that left it to the Workspace's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<WorkspaceMode>,
 }
 
 /// What happened to a dispatch.
@@ -193,7 +194,7 @@ mod tests {
                     scope: ScopeRecord {
                         workspaces: vec![WorkspaceGrant {
                             name: "notes".into(),
-                            mode: WorkspaceMode::ReadWrite,
+                            mode: Some(WorkspaceMode::ReadWrite),
                         }],
                         tools: vec!["email.send".into()],
                     },

@@ -21,7 +21,7 @@ fn effect(name: &str) -> Effect {
         scope: ScopeRecord {
             workspaces: vec![WorkspaceGrant {
                 name: "notes".into(),
-                mode: WorkspaceMode::ReadOnly,
+                mode: Some(WorkspaceMode::ReadOnly),
             }],
             tools: vec!["search".into()],
         },

@@ -18,6 +18,12 @@ use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
 use vexa_operator::runtime::metrics::Metrics;
 
+/// The audit folder of this eval process's operators (one per process, kept for a look after
+/// the run).
+pub fn default_audit_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vexa-evals-audit-{}", std::process::id()))
+}
+
 /// One incarnation of the in-process operator.
 #[derive(Debug)]
 pub struct Operator {
@@ -32,6 +38,12 @@ impl Operator {
     pub fn start(flags: &[&str]) -> Self {
         init_logging();
         let mut argv = vec!["vexa-operator", "--leader-election=false"];
+        // Every incarnation of this process continues the same chain, unless the eval names
+        // its own folder.
+        let audit_dir = format!("--audit-dir={}", default_audit_dir().display());
+        if !flags.iter().any(|f| f.starts_with("--audit-dir")) {
+            argv.push(&audit_dir);
+        }
         argv.extend_from_slice(flags);
         let config = Config::parse_from(argv);
         let (ready_tx, ready) = watch::channel(false);
@@ -90,7 +102,14 @@ impl Operator {
                         .redis_users()
                         .expect("the dispatches' Redis users")
                         .map(Arc::new);
+                    let audit = vexa_operator::runtime::audit::Audit::open(
+                        &config.audit_dir,
+                        None,
+                        config.audit_checkpoint_every,
+                    )
+                    .expect("the audit log opens");
                     let ctx = Context {
+                        audit,
                         gateway_key,
                         redis_users,
                         client,

@@ -161,6 +161,15 @@ pub struct Config {
     /// Ceiling on any memory request or limit of a run's agent container. Empty: none.
     #[arg(long, env = "VEXA_CEILING_MEMORY", default_value = "", value_parser = quantity)]
     pub ceiling_memory: String,
+    /// Folder of the audit log (`operator.jsonl`: every admission, refusal, token, identity and
+    /// stop, hash-chained and signed). Required: a security product does not run unaudited.
+    /// Put it on a volume that outlives the pod (the chart mounts a PersistentVolumeClaim).
+    #[arg(long, env = "VEXA_AUDIT_DIR")]
+    pub audit_dir: std::path::PathBuf,
+    /// Records between two signed checkpoints of the audit log (one is also written on a clean
+    /// shutdown).
+    #[arg(long, env = "VEXA_AUDIT_CHECKPOINT_EVERY", default_value_t = vexa_audit::DEFAULT_CHECKPOINT_EVERY)]
+    pub audit_checkpoint_every: u64,
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
 use vexa_operator::controllers::{dispatch, workspace};
+use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::{gateway_key, http, leader};
@@ -40,7 +41,10 @@ async fn main() -> anyhow::Result<()> {
         .redis_users()
         .context("the dispatches' Redis users")?
         .map(Arc::new);
+    let audit = Audit::open(&config.audit_dir, None, config.audit_checkpoint_every)
+        .context("the audit log (--audit-dir, VEXA_AUDIT_DIR) must be writable")?;
     let ctx = Context {
+        audit: audit.clone(),
         gateway_key: Some(gateway_key),
         redis_users,
         client: client.clone(),
@@ -121,6 +125,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if !*stop.borrow() {
         bail!("the controllers stopped without being asked to; see the log above");
+    }
+    match audit.checkpoint().await {
+        Ok(Some(seq)) => tracing::info!(seq, "signed the audit log's last records"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "the audit log's closing checkpoint failed"),
     }
     let _ = stop_http.send(());
     server

@@ -264,7 +264,9 @@ async fn a_new_dispatch_creates_its_secret_and_job() {
     );
     st.status_written(&d);
 
-    assert_eq!(api.done().await, Action::requeue(Duration::from_secs(60)));
+    let (action, audit) = api.done_with_audit().await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_eq!(audit, [serde_json::json!({"type": "admitted"})]);
 }
 
 /// (b) An untrusted trigger that asks to write: refused before anything is created.
@@ -346,7 +348,11 @@ async fn an_event_that_wants_to_write_is_refused() {
     );
     st.status_written(&d);
 
-    assert_eq!(api.done().await, Action::await_change());
+    let (action, audit) = api.done_with_audit().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["type"], "refused");
+    assert_eq!(audit[0]["reason"], "UntrustedTriggerWrites");
 }
 
 /// A running Dispatch as the API server holds it after a stop request.
@@ -600,7 +606,12 @@ async fn a_deleted_job_ends_the_run() {
     assert_eq!(s["phase"], "stopped");
     assert_eq!(s["stopReason"], "failed");
     st.status_written(&d);
-    assert_eq!(api.done().await, Action::await_change());
+    let (action, audit) = api.done_with_audit().await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        audit,
+        [serde_json::json!({"type": "stopped", "reason": "failed"})]
+    );
 }
 
 /// A run whose worker went idle: the stop reason and the commits the worker reports in its

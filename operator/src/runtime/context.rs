@@ -24,6 +24,8 @@ pub struct Context {
     /// The dispatches' own Redis users (`None`: turned off; workers connect as `REDIS_URL`
     /// says).
     pub redis_users: Option<Arc<crate::redis_users::RedisUsers>>,
+    /// The audit log: every controller records a dispatch's effects here.
+    pub audit: super::audit::Audit,
 }
 
 impl std::fmt::Debug for Context {

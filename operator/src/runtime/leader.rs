@@ -417,7 +417,7 @@ mod tests {
     }
 
     fn config(leader_election: bool) -> Config {
-        let mut config = Config::parse_from(["vexa-operator"]);
+        let mut config = Config::parse_from(["vexa-operator", "--audit-dir=unused"]);
         config.leader_election = leader_election;
         config.identity = "a".to_owned();
         config

@@ -1,6 +1,7 @@
 //! What every controller shares: the operator context, watches and caches, conditions,
 //! events, backoff, leader election, and the health and metrics server.
 
+pub mod audit;
 pub mod backoff;
 pub mod cache;
 pub mod conditions;

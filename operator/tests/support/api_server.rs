@@ -153,6 +153,8 @@ pub struct ApiServer {
     handle: Handle<Request<Body>, Response<Body>>,
     reconcile: JoinHandle<Result<Action, Error>>,
     calls: usize,
+    /// The reconcile's audit log folder.
+    audit_dir: tempfile::TempDir,
 }
 
 impl ApiServer {
@@ -174,6 +176,7 @@ impl ApiServer {
     pub fn start_with(d: &Value, queue: &[Value], watched: Watched<'_>) -> Self {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = kube::Client::new(service, "default");
+        let audit_dir = tempfile::tempdir().unwrap();
         let config = <Config as clap::Parser>::try_parse_from([
             "vexa-operator",
             "--namespace=vexa-system",
@@ -183,9 +186,11 @@ impl ApiServer {
             "--default-idle-timeout-seconds=120",
             // Every namespace is a tenant here (the tenant check is proven on a cluster).
             "--tenant-label=",
+            &format!("--audit-dir={}", audit_dir.path().display()),
         ])
         .unwrap();
         let base = Context {
+            audit: vexa_operator::runtime::audit::Audit::open(audit_dir.path(), None, 64).unwrap(),
             gateway_key: Some(Arc::from(&b"mock-gateway-key-of-32-bytes-len"[..])),
             redis_users: None,
             client,
@@ -227,6 +232,7 @@ impl ApiServer {
             handle,
             reconcile,
             calls: 0,
+            audit_dir,
         }
     }
 
@@ -261,6 +267,22 @@ impl ApiServer {
 
     /// The reconcile makes no further call and returns this.
     pub async fn done(mut self) -> Action {
+        self.finish().await
+    }
+
+    /// [`Self::done`], and the events the reconcile wrote to the audit log.
+    pub async fn done_with_audit(mut self) -> (Action, Vec<Value>) {
+        let action = self.finish().await;
+        let text = std::fs::read_to_string(self.audit_dir.path().join("operator.jsonl"))
+            .unwrap_or_default();
+        let events = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+            .collect();
+        (action, events)
+    }
+
+    async fn finish(&mut self) -> Action {
         let calls = self.calls;
         let result = tokio::time::timeout(STEP, async {
             tokio::select! {

@@ -43,6 +43,9 @@ pub enum Error {
     /// Redis failed creating or removing the dispatch's user; retried with backoff.
     #[error(transparent)]
     Redis(#[from] crate::redis_users::UserError),
+    /// The audit log could not be written; retried with backoff (nothing is done unaudited).
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::runtime::audit::AuditError),
     /// The Kubernetes API failed; retried with backoff.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -73,6 +76,7 @@ impl Error {
             Error::ChildRejected { .. } => "ChildRejected",
             Error::Refused(r) => r.reason,
             Error::Redis(_) => "RedisUnavailable",
+            Error::Audit(_) => "AuditLogUnwritable",
             Error::Kube(e) => crate::runtime::errors::kube_reason(e),
             Error::Serde(_) => "SerializationError",
             Error::Malformed => "Malformed",

@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::info;
+use vexa_audit::Event;
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, StopReason, Workspace, WorkspaceMode};
 use vexa_policy::{Authorization, Launcher, Refusal, job_name};
 
@@ -28,6 +29,7 @@ use super::decide::{
 use super::error::Error;
 use super::observe::{self, Resolved};
 use super::run_state::{RunState, run_state};
+use crate::runtime::audit;
 use crate::runtime::conditions::{ConditionType, Conditions, find, is_true, now};
 use crate::runtime::events;
 use crate::runtime::owned::is_controlled_by;
@@ -111,6 +113,8 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
             Some(job) => track_run(&ctx, &d, &job, &mut status).await?,
         },
     };
+    // The outcome is on disk before the status says it.
+    record_outcome(&ctx, &d, &old, &status).await?;
     // Events are for people and never fail a reconcile; they go out beside the status write.
     let notes = events::publish(&ctx.recorder, d.as_ref(), transitions(&old, &status));
     if status != old {
@@ -121,6 +125,39 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     }
     ctx.backoff.reset(&d);
     Ok(action)
+}
+
+/// Records a refusal or the end of the run in the audit log when this reconcile decided it.
+async fn record_outcome(
+    ctx: &Reconciler,
+    d: &Dispatch,
+    old: &DispatchStatus,
+    new: &DispatchStatus,
+) -> Result<(), Error> {
+    if new.phase == old.phase {
+        return Ok(());
+    }
+    let event = match new.phase {
+        Some(DispatchPhase::Refused) => {
+            let why = find(&new.conditions, ConditionType::Authorized);
+            Event::Refused {
+                reason: why.map(|c| c.reason.clone()).unwrap_or_default(),
+                message: why.map(|c| c.message.clone()).unwrap_or_default(),
+            }
+        }
+        Some(DispatchPhase::Stopped) => Event::Stopped {
+            reason: new
+                .stop_reason
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+        },
+        _ => return Ok(()),
+    };
+    ctx.base
+        .audit
+        .record(d, audit::scope(d, new), event)
+        .await?;
+    Ok(())
 }
 
 /// Before the Job exists: resolve, authorize, read the credential, claim, then create the
@@ -258,6 +295,12 @@ async fn start(
         }
     }
     claimed(status, generation, &t);
+
+    // Admitted, in the audit log, before anything of the run exists.
+    ctx.base
+        .audit
+        .record(d, audit::scope(d, status), Event::Admitted)
+        .await?;
 
     // The dispatch's own Redis user exists before the Secret that carries its password and the
     // Job whose worker logs in with it.
