@@ -33,15 +33,17 @@
 //! the file when it is opened, so a restart does not record an event again.
 
 mod chain;
+mod export;
 mod line;
 mod log;
 mod sign;
 mod verify;
 
 pub use chain::{GENESIS, line_hash};
+pub use export::{DispatchAudit, Export, read_chains, records_of};
 pub use line::{Body, DispatchRef, Effect, Event, Line, ScopeRecord, WorkspaceGrant};
 pub use log::{AuditLog, DEFAULT_CHECKPOINT_EVERY, LogError, file_name};
-pub use sign::{CheckpointKeys, KeyError, Signature, Signer, checkpoint_message};
+pub use sign::{CheckpointKeys, KeyError, PublishedKeys, Signature, Signer, checkpoint_message};
 pub use verify::{Report, Tamper, verify};
 
 #[cfg(test)]

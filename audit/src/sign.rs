@@ -80,3 +80,36 @@ pub(crate) mod testing {
         }
     }
 }
+
+/// The keys of a published JWKS (`{"keys": [{"kid": …, …}]}`), as checkpoints are verified
+/// against them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedKeys {
+    jwks: serde_json::Value,
+}
+
+impl PublishedKeys {
+    /// Reads a JWKS document.
+    pub fn from_jwks(jwks: &serde_json::Value) -> Result<Self, String> {
+        if !jwks.get("keys").is_some_and(serde_json::Value::is_array) {
+            return Err("no \"keys\" list".into());
+        }
+        Ok(Self { jwks: jwks.clone() })
+    }
+
+    fn has(&self, kid: &str) -> bool {
+        self.jwks["keys"]
+            .as_array()
+            .is_some_and(|keys| keys.iter().any(|k| k["kid"] == kid))
+    }
+}
+
+impl CheckpointKeys for PublishedKeys {
+    fn verify(&self, kid: &str, _msg: &[u8], _sig: &str) -> Result<(), KeyError> {
+        if !self.has(kid) {
+            return Err(KeyError::UnknownKey(kid.into()));
+        }
+        // Until the policy crate's Ed25519 verifier is wired in, no signature is accepted.
+        Err(KeyError::BadSignature(kid.into()))
+    }
+}

@@ -44,6 +44,54 @@ pub enum Command {
     Follow(FollowArgs),
     /// Ask a dispatch to stop.
     Stop(StopArgs),
+    /// Show a dispatch's audit records (every effect resolved to subject · launcher · scope),
+    /// or verify or export the audit log.
+    Audit(AuditArgs),
+}
+
+/// `audit`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AuditArgs {
+    /// The dispatch: `NAME` or `NAMESPACE/NAME`.
+    #[arg(value_name = "DISPATCH", required = true)]
+    pub dispatch: Option<DispatchRef>,
+    /// Print each record as the JSON line it was written as.
+    #[arg(long)]
+    pub json: bool,
+    /// Verify or export the whole log instead.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+}
+
+/// `audit verify | export`.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify every chain of the audit log (or an exported chain): exits non-zero naming the
+    /// first edited, deleted or reordered record, or a checkpoint whose signature does not hold.
+    Verify(AuditVerifyArgs),
+    /// Write every chain (`<writer>.jsonl`) and the keys (`jwks.json`) into a folder, for
+    /// keeping or for `audit verify --file`.
+    Export(AuditExportArgs),
+}
+
+/// `audit verify`.
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    /// Verify this exported chain instead of the live log (no cluster is asked).
+    #[arg(long, value_name = "PATH", requires = "jwks")]
+    pub file: Option<std::path::PathBuf>,
+    /// The published keys (JWKS) to check the exported chain's checkpoints with.
+    #[arg(long, value_name = "PATH", requires = "file")]
+    pub jwks: Option<std::path::PathBuf>,
+}
+
+/// `audit export`.
+#[derive(Args, Debug)]
+pub struct AuditExportArgs {
+    /// The folder to write into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
 }
 
 /// `chat`.
@@ -260,6 +308,42 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn audit_takes_a_dispatch_or_verify_or_export() {
+        let Command::Audit(a) = parse(&["audit", "team/d1"]).unwrap().command else {
+            panic!("not audit")
+        };
+        assert_eq!(a.dispatch.unwrap().name, "d1");
+        assert!(a.command.is_none());
+        let Command::Audit(a) = parse(&["audit", "verify"]).unwrap().command else {
+            panic!("not audit")
+        };
+        assert!(matches!(
+            a.command,
+            Some(AuditCommand::Verify(AuditVerifyArgs {
+                file: None,
+                jwks: None
+            }))
+        ));
+        let Command::Audit(a) = parse(&["audit", "verify", "--file", "c", "--jwks", "k"])
+            .unwrap()
+            .command
+        else {
+            panic!("not audit")
+        };
+        assert!(matches!(a.command, Some(AuditCommand::Verify(_))));
+        // An exported chain is checked only against keys given with it.
+        assert!(parse(&["audit", "verify", "--file", "c"]).is_err());
+        assert!(parse(&["audit"]).is_err());
+        assert!(matches!(
+            parse(&["audit", "export", "out"]).unwrap().command,
+            Command::Audit(AuditArgs {
+                command: Some(AuditCommand::Export(_)),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -10,7 +10,11 @@ use vexa_crds::{Dispatch, DispatchPhase};
 use vexa_stream::TurnId;
 use vexa_stream::follow::EntryId;
 
-use crate::args::{self, ChatArgs, Cli, Command, DispatchRef, FollowArgs, SendArgs, StopArgs};
+use crate::args::{
+    self, AuditArgs, AuditCommand, AuditVerifyArgs, ChatArgs, Cli, Command, DispatchRef,
+    FollowArgs, SendArgs, StopArgs,
+};
+use crate::audit;
 use crate::chat::{self, ChatRequest, Plan};
 use crate::cluster::Cluster;
 use crate::dispatch;
@@ -50,6 +54,18 @@ pub fn resume_hint(dispatch: &str, last: EntryId) -> String {
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     let global = cli.global;
+    if let Command::Audit(AuditArgs {
+        command:
+            Some(AuditCommand::Verify(AuditVerifyArgs {
+                file: Some(file),
+                jwks: Some(jwks),
+            })),
+        ..
+    }) = &cli.command
+    {
+        // An exported copy: no cluster is asked.
+        return verify_files(file, jwks);
+    }
     let cluster = Cluster::connect().await?;
     let namespace = global
         .namespace
@@ -57,6 +73,9 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         .unwrap_or_else(|| cluster.default_namespace().to_owned());
     if let Command::Stop(a) = &cli.command {
         return stop(&cluster, &namespace, global.namespace.as_deref(), a).await;
+    }
+    if let Command::Audit(a) = &cli.command {
+        return audit_command(&cluster, &namespace, global.namespace.as_deref(), a).await;
     }
     let ctx = Context {
         cluster,
@@ -71,7 +90,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Chat(a) => ctx.chat(a).await,
         Command::Send(a) => ctx.send(a).await,
         Command::Follow(a) => ctx.follow(a).await,
-        Command::Stop(_) => Ok(Outcome::Done),
+        Command::Stop(_) | Command::Audit(_) => Ok(Outcome::Done),
     }
 }
 
@@ -99,6 +118,48 @@ async fn stop(
             .await?;
         println!("dispatch {id}: stop requested");
     }
+    Ok(Outcome::Done)
+}
+
+async fn audit_command(
+    cluster: &Cluster,
+    default_namespace: &str,
+    flag: Option<&str>,
+    a: &AuditArgs,
+) -> Result<Outcome, CliError> {
+    match (&a.command, &a.dispatch) {
+        (Some(AuditCommand::Export(e)), _) => {
+            audit::export(&audit::fetch(&cluster.client()).await?, &e.dir)?
+        }
+        (Some(AuditCommand::Verify(_)), _) => {
+            let export = audit::fetch(&cluster.client()).await?;
+            let chains: Vec<(String, String)> = export.chains.into_iter().collect();
+            audit::verify(&chains, &export.jwks)?;
+        }
+        (None, Some(d)) => {
+            let ns = namespace_of(d, flag, default_namespace)?;
+            audit::show(&cluster.client(), &ns, &d.name, a.json).await?;
+        }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "name a dispatch, or use `audit verify` or `audit export`".into(),
+            ));
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// `audit verify --file CHAIN --jwks KEYS`.
+fn verify_files(file: &std::path::Path, jwks: &std::path::Path) -> Result<Outcome, CliError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| CliError::BadFile(format!("{} cannot be read: {e}", p.display())))
+    };
+    let text = read(file)?;
+    let keys: serde_json::Value = serde_json::from_str(&read(jwks)?)
+        .map_err(|e| CliError::BadFile(format!("{} is not a JWKS (JSON): {e}", jwks.display())))?;
+    let name = file.display().to_string();
+    audit::verify(&[(name, text)], &keys)?;
     Ok(Outcome::Done)
 }
 

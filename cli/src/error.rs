@@ -115,6 +115,27 @@ pub enum CliError {
         /// The dispatch id, for the resume hint.
         dispatch: String,
     },
+    /// `audit verify` found a chain broken.
+    #[error(
+        "the audit chain {chain:?} does not verify: line {line}{} ({what}); see above",
+        seq.map(|s| format!(" (seq {s})")).unwrap_or_default()
+    )]
+    Tampered {
+        /// The chain (writer).
+        chain: String,
+        /// The first bad line (1-based).
+        line: usize,
+        /// Its seq, when readable.
+        seq: Option<u64>,
+        /// What is wrong.
+        what: String,
+    },
+    /// A file given on the command line is not what it should be.
+    #[error("{0}")]
+    BadFile(String),
+    /// A response or file could not be (de)serialized.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// Writing to standard output failed (for example a closed pipe).
     #[error("writing the output failed: {0}")]
     Output(#[from] std::io::Error),

@@ -8,6 +8,7 @@
 //! credentials), [`cluster`] (Dispatches), and [`commands`] wiring them together.
 
 pub mod args;
+pub mod audit;
 pub mod chat;
 pub mod cluster;
 pub mod commands;

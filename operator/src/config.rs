@@ -233,6 +233,7 @@ impl Config {
             cert: self.streams_tls_cert.clone(),
             key: self.streams_tls_key.clone(),
             redis: self.admin_redis_client()?,
+            audit: crate::streams::audit::AuditSource::new(self.audit_dir.clone()),
         }))
     }
 }

@@ -38,6 +38,11 @@ pub const VERSION: &str = "v1";
 pub const LOG: &str = "log";
 /// The subresource that takes turns and stops.
 pub const TURNS: &str = "turns";
+/// The subresource that reads a dispatch's audit records (`vexa_audit::DispatchAudit`).
+pub const AUDIT: &str = "audit";
+/// The cluster-scoped resource that exports every audit chain with its keys
+/// (`vexa_audit::Export`).
+pub const AUDIT_LOG: &str = "auditlog";
 /// The resource the subresources hang off.
 pub const DISPATCHES: &str = "dispatches";
 

@@ -61,6 +61,21 @@ pub fn review(user: &User, access: Access, namespace: &str, name: &str) -> Subje
     }
 }
 
+/// The review for `user` reading every audit chain: `get` on the cluster-scoped `auditlog` of
+/// `streams.vexa.ai`.
+pub fn audit_log_review(user: &User) -> SubjectAccessReview {
+    let mut r = review(user, Access::Read, "", "");
+    if let Some(attrs) = r.spec.resource_attributes.as_mut() {
+        *attrs = ResourceAttributes {
+            group: Some(vexa_stream::api::GROUP.to_owned()),
+            resource: Some(vexa_stream::api::AUDIT_LOG.to_owned()),
+            verb: Some("get".to_owned()),
+            ..ResourceAttributes::default()
+        };
+    }
+    r
+}
+
 /// Whether the cluster allows it; `Err` when the review itself failed.
 pub async fn allowed(
     client: &Client,
@@ -69,11 +84,16 @@ pub async fn allowed(
     namespace: &str,
     name: &str,
 ) -> Result<bool, kube::Error> {
+    allowed_by(client, &review(user, access, namespace, name)).await
+}
+
+/// Whether the cluster allows `review`.
+pub async fn allowed_by(
+    client: &Client,
+    review: &SubjectAccessReview,
+) -> Result<bool, kube::Error> {
     let answer = Api::<SubjectAccessReview>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &review(user, access, namespace, name),
-        )
+        .create(&PostParams::default(), review)
         .await?;
     Ok(answer
         .status
@@ -107,6 +127,12 @@ mod tests {
                     "verb": "create", "namespace": "team-a", "name": "agent-x"
                 }
             })
+        );
+        let all = serde_json::to_value(&audit_log_review(&user).spec).unwrap();
+        assert_eq!(
+            all["resourceAttributes"],
+            serde_json::json!({"group": "streams.vexa.ai", "resource": "auditlog", "verb": "get"}),
+            "cluster-scoped, not a Dispatch"
         );
         let read = review(&user, Access::Read, "team-a", "agent-x");
         let attrs = read.spec.resource_attributes.unwrap();

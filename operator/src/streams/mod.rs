@@ -6,6 +6,7 @@
 //! cluster's RBAC about the Dispatch, `routes` reads and writes Redis with the operator's own
 //! credentials. Every replica serves it.
 
+pub mod audit;
 pub mod authorize;
 pub mod front_proxy;
 pub mod routes;
@@ -53,6 +54,8 @@ pub struct Settings {
     pub key: String,
     /// Redis as the operator reaches it (as its admin user).
     pub redis: redis::Client,
+    /// The audit log it serves.
+    pub audit: audit::AuditSource,
 }
 
 /// Binds the listener (so a caller knows the port is taken before anything else starts) and
@@ -73,6 +76,7 @@ pub async fn bind(
         client,
         redis,
         front,
+        audit: settings.audit.clone(),
     });
     tracing::info!(%addr, "serving the streams API (streams.vexa.ai) to the API server's front proxy");
     Ok(async move {

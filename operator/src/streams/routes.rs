@@ -41,6 +41,8 @@ pub struct Streams {
     pub redis: redis::Client,
     /// How the API server names the user.
     pub front: Arc<FrontProxy>,
+    /// The audit chains' folder and the keys that sign them.
+    pub audit: super::audit::AuditSource,
 }
 
 impl std::fmt::Debug for Streams {
@@ -57,11 +59,21 @@ pub fn router(streams: Streams) -> Router {
         .route(&gv, get(discovery))
         .route(&format!("{dispatch}/{}", api::LOG), get(log))
         .route(&format!("{dispatch}/{}", api::TURNS), post(turns))
+        .route(
+            &format!("{dispatch}/{}", api::AUDIT),
+            get(super::audit::dispatch_audit),
+        )
+        .route(
+            &format!("{gv}/{}", api::AUDIT_LOG),
+            get(super::audit::audit_log),
+        )
         .fallback(|| async {
             status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "the streams API serves only dispatches/log and dispatches/turns".into(),
+                "the streams API serves only dispatches/log, dispatches/turns, dispatches/audit \
+                 and auditlog"
+                    .into(),
             )
         })
         .with_state(streams)
@@ -75,7 +87,12 @@ async fn discovery() -> Response {
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": format!("{}/{}", api::GROUP, api::VERSION),
-        "resources": [resource(api::LOG, "DispatchLog", "get"), resource(api::TURNS, "DispatchTurn", "create")],
+        "resources": [
+            resource(api::LOG, "DispatchLog", "get"),
+            resource(api::TURNS, "DispatchTurn", "create"),
+            resource(api::AUDIT, "DispatchAudit", "get"),
+            {"name": api::AUDIT_LOG, "singularName": "", "namespaced": false, "kind": "AuditLog", "verbs": ["get"]},
+        ],
     }))
     .into_response()
 }
@@ -309,7 +326,7 @@ async fn turns(
 }
 
 /// The user, authorized for `access`; otherwise the answer to send.
-async fn authorize(
+pub(super) async fn authorize(
     s: &Streams,
     headers: &HeaderMap,
     access: Access,
@@ -332,7 +349,7 @@ async fn authorize(
                 "user {:?} may not {} dispatch {namespace}/{name}: that needs {} in namespace {namespace}",
                 user.name,
                 match access {
-                    Access::Read => "read the stream of",
+                    Access::Read => "read the stream or audit records of",
                     Access::Send => "send turns to",
                 },
                 access.permission()
@@ -367,7 +384,7 @@ async fn get_dispatch(
         })
 }
 
-fn not_found(namespace: &str, name: &str) -> Response {
+pub(super) fn not_found(namespace: &str, name: &str) -> Response {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -387,7 +404,7 @@ async fn connect(
 }
 
 /// An error as a Kubernetes `Status`, so kubectl and client libraries show its message.
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
+pub(super) fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code.as_u16(),
