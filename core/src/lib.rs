@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: the phases of a run, which are final, and the stop reasons.
 //! - [`access`]: triggers, workspace modes, tool grants and trust.
 //! - [`context`]: what a run is about.
+//! - [`identity`]: a dispatch pod's SPIFFE ID and the shape of its SPIRE entry.
 //! - [`pod`]: the environment the operator sets and the worker reads, as one typed value.
 //! - [`termination`]: the message the worker leaves when it exits, and how the operator reads
 //!   it (also from an older worker).
@@ -18,6 +19,7 @@
 
 pub mod access;
 pub mod context;
+pub mod identity;
 pub mod lifecycle;
 pub mod model;
 pub mod names;

@@ -170,6 +170,15 @@ pub struct Config {
     /// shutdown).
     #[arg(long, env = "VEXA_AUDIT_CHECKPOINT_EVERY", default_value_t = vexa_audit::DEFAULT_CHECKPOINT_EVERY)]
     pub audit_checkpoint_every: u64,
+    /// The SPIRE server's admin socket. Set: every dispatch pod waits behind the scheduling gate
+    /// `vexa.ai/identity` until the operator has registered its SPIFFE ID with SPIRE, and its
+    /// worker gets the Workload API. Empty: no pod identity (no gate, no entries).
+    #[arg(long, env = "VEXA_SPIRE_SERVER_SOCKET", default_value = "")]
+    pub spire_server_socket: String,
+    /// The trust domain of the dispatch pods' SPIFFE IDs
+    /// (`spiffe://<domain>/ns/<namespace>/dispatch/<name>`).
+    #[arg(long, env = "VEXA_SPIRE_TRUST_DOMAIN", default_value = vexa_core::identity::DEFAULT_TRUST_DOMAIN)]
+    pub spire_trust_domain: String,
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -221,6 +230,14 @@ impl Config {
         Ok(Some(crate::redis_users::RedisUsers::new(
             client, key, retention,
         )))
+    }
+
+    /// Where SPIRE is, when pod identity is on (`--spire-server-socket`).
+    pub fn spire(&self) -> Option<crate::controllers::identity::Spire> {
+        (!self.spire_server_socket.is_empty()).then(|| crate::controllers::identity::Spire {
+            client: vexa_spire::EntryClient::new(&self.spire_server_socket),
+            trust_domain: self.spire_trust_domain.clone(),
+        })
     }
 
     /// The streams API's settings, when its certificate is configured.

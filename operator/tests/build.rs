@@ -54,6 +54,7 @@ fn settings() -> BuildSettings {
         model_gateway_key: Some(std::sync::Arc::from(GATEWAY_KEY)),
         stream_max_len: 10_000,
         await_network_policy_seconds: 0,
+        spire_trust_domain: None,
     }
 }
 
@@ -200,8 +201,11 @@ fn authorization(case: &Case) -> Authorization {
 }
 
 fn children(case: &Case) -> (Job, Secret) {
+    children_with(case, &settings())
+}
+
+fn children_with(case: &Case, settings: &BuildSettings) -> (Job, Secret) {
     let auth = authorization(case);
-    let settings = settings();
     let workspaces = case
         .resolved
         .workspaces
@@ -226,7 +230,7 @@ fn children(case: &Case) -> (Job, Secret) {
         runner: &case.resolved.runner.spec,
         workspaces,
         authorization: &auth,
-        settings: &settings,
+        settings,
         redis_user: Some(&redis_user),
     };
     (children::job(&inputs), children::secret(&inputs))
@@ -890,4 +894,74 @@ fn building_is_deterministic() {
         assert_eq!(to_yaml(&a.0), to_yaml(&b.0), "{}", c.name);
         assert_eq!(to_yaml(&a.1), to_yaml(&b.1), "{}", c.name);
     }
+}
+
+/// Pod identity on: the pod waits behind the gate the identity controller releases, and only the
+/// worker mounts the SPIRE agent's Workload API (read-only, through the CSI driver: tenant
+/// namespaces refuse hostPath); off: neither.
+#[test]
+fn with_pod_identity_the_pod_is_gated_and_only_the_worker_reaches_the_workload_api() {
+    let case = load("chat-message");
+    let on = BuildSettings {
+        spire_trust_domain: Some("vexa.local".into()),
+        ..settings()
+    };
+    let (job, _) = children_with(&case, &on);
+    let spec = pod_spec(&job);
+    let gates: Vec<&str> = spec
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(gates, [vexa_core::identity::IDENTITY_GATE]);
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == children::WORKLOAD_API_VOLUME)
+        .expect("the Workload API volume");
+    let csi = volume.csi.as_ref().expect("a CSI volume, not hostPath");
+    assert_eq!(csi.driver, vexa_core::pod::layout::WORKLOAD_API_CSI_DRIVER);
+    assert_eq!(csi.read_only, Some(true));
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for c in all {
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == children::WORKLOAD_API_VOLUME)
+            .collect();
+        if c.name == "worker" {
+            assert_eq!(mounts.len(), 1, "the worker mounts the Workload API");
+            assert_eq!(
+                mounts[0].mount_path,
+                vexa_core::pod::layout::WORKLOAD_API_DIR
+            );
+            assert_eq!(mounts[0].read_only, Some(true));
+        } else {
+            assert!(
+                mounts.is_empty(),
+                "{} must not reach the Workload API",
+                c.name
+            );
+        }
+    }
+
+    let (job, _) = children(&case);
+    let spec = pod_spec(&job);
+    assert!(
+        spec.scheduling_gates.is_none(),
+        "no gate without pod identity"
+    );
+    assert!(
+        !spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == children::WORKLOAD_API_VOLUME)
+    );
 }

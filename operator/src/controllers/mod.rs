@@ -1,4 +1,5 @@
 //! One folder per kind the operator reconciles.
 
 pub mod dispatch;
+pub mod identity;
 pub mod workspace;

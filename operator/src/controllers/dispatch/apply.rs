@@ -182,6 +182,8 @@ impl Reconciler {
             model_gateway_key: self.base.gateway_key.clone(),
             stream_max_len: c.stream_max_len,
             await_network_policy_seconds: c.await_network_policy_seconds,
+            spire_trust_domain: (!c.spire_server_socket.is_empty())
+                .then(|| c.spire_trust_domain.clone()),
         }
     }
 }

@@ -9,17 +9,20 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
+    CSIVolumeSource, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource,
+    PodSchedulingGate, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use vexa_core::identity::IDENTITY_GATE;
 use vexa_core::model::{DEFAULT_BASE_URL_ENV, GatewayToken};
 use vexa_core::pod::layout::secret_key;
 use vexa_core::pod::layout::{
     AGENT_CONFIG_DIR, AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, SHIM_COMMAND, WORKER_COMMAND,
 };
+use vexa_core::pod::layout::{WORKLOAD_API_CSI_DRIVER, WORKLOAD_API_DIR};
 use vexa_core::pod::{ModelAccess, PodContract, WorkspaceMount};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
@@ -41,6 +44,8 @@ pub const AWAIT_NETWORK_POLICY_ENV: &str = "VEXA_AWAIT_NETWORK_POLICY_SEC";
 pub const WORKSPACES_ROOT: &str = "/workspaces";
 /// The agent's home folder (a scratch volume of its own).
 pub const AGENT_HOME: &str = "/home/agent";
+/// The volume of the SPIRE agent's Workload API (the worker's only).
+pub const WORKLOAD_API_VOLUME: &str = "spiffe-workload-api";
 
 /// Operator settings that shape the children.
 #[derive(Debug, Clone)]
@@ -68,6 +73,10 @@ pub struct BuildSettings {
     pub stream_max_len: u64,
     /// How long the worker waits for the pod's network policy before the agent runs (0: not).
     pub await_network_policy_seconds: u64,
+    /// Pod identity's trust domain (`None`: off). On: the pod is created behind the
+    /// scheduling gate `vexa.ai/identity` (the identity controller releases it once SPIRE has
+    /// the pod's entry) and its worker, only it, mounts the Workload API read-only.
+    pub spire_trust_domain: Option<String>,
 }
 
 /// Resources from quantities (an empty one is left out; all empty: none).
@@ -394,6 +403,18 @@ fn storage(inputs: &Inputs<'_>) -> Storage {
         mount("agent-home", AGENT_HOME, false),
         mount("agent-config", AGENT_CONFIG_DIR, false),
     ];
+    if inputs.settings.spire_trust_domain.is_some() {
+        volumes.push(Volume {
+            name: WORKLOAD_API_VOLUME.into(),
+            csi: Some(CSIVolumeSource {
+                driver: WORKLOAD_API_CSI_DRIVER.into(),
+                read_only: Some(true),
+                ..CSIVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        worker.push(mount(WORKLOAD_API_VOLUME, WORKLOAD_API_DIR, true));
+    }
     let mut claims: Vec<String> = Vec::new();
     for w in &inputs.workspaces {
         let pvc = &w.spec.storage.persistent_volume_claim;
@@ -497,6 +518,11 @@ pub fn job(inputs: &Inputs<'_>) -> Job {
                     security_context: Some(security::restricted_pod()),
                     containers: vec![worker, agent],
                     volumes: Some(storage.volumes),
+                    scheduling_gates: settings.spire_trust_domain.as_ref().map(|_| {
+                        vec![PodSchedulingGate {
+                            name: IDENTITY_GATE.into(),
+                        }]
+                    }),
                     ..PodSpec::default()
                 }),
             },
@@ -526,6 +552,7 @@ mod tests {
             model_gateway_key: None,
             stream_max_len: 10_000,
             await_network_policy_seconds: 0,
+            spire_trust_domain: None,
         }
     }
 

@@ -314,6 +314,13 @@ pub async fn run(
         }
     });
 
+    // Pod identity: its own controller over the dispatch pods, for as long as this one runs.
+    let identity = dctx
+        .base
+        .config
+        .spire()
+        .map(|spire| tokio::spawn(super::identity::run(dctx.base.clone(), spire)));
+
     let sweeper = dctx.base.redis_users.clone().map(|users| {
         let store = dctx.store.clone();
         tokio::spawn(sweep_redis_users(users, store, ready_rx))
@@ -330,6 +337,9 @@ pub async fn run(
     gauge.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
+    }
+    if let Some(identity) = identity {
+        identity.abort();
     }
     for watch in [runner_watch, tool_watch, identity_watch, namespace_watch] {
         watch.abort();
