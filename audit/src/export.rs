@@ -14,7 +14,7 @@ pub struct Export {
     /// Writer → its chain's complete lines (a line being written is left out).
     pub chains: BTreeMap<String, String>,
     /// The JWKS the checkpoints verify against.
-    pub jwks: serde_json::Value,
+    pub jwks: vexa_policy::token::Jwks,
 }
 
 /// One dispatch's records, from every writer, in the order each writer wrote them.

@@ -43,8 +43,9 @@ pub use chain::{GENESIS, line_hash};
 pub use export::{DispatchAudit, Export, read_chains, records_of};
 pub use line::{Body, DispatchRef, Effect, Event, Line, ScopeRecord, WorkspaceGrant};
 pub use log::{AuditLog, DEFAULT_CHECKPOINT_EVERY, LogError, file_name};
-pub use sign::{CheckpointKeys, KeyError, PublishedKeys, Signature, Signer, checkpoint_message};
+pub use sign::{CheckpointKeys, KeyError, Signer, checkpoint_message};
 pub use verify::{Report, Tamper, verify};
+pub use vexa_policy::token::{DetachedSignature, Jwks};
 
 #[cfg(test)]
 mod tests;

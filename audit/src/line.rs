@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vexa_core::WorkspaceMode;
 
-use crate::sign::Signature;
+use vexa_policy::token::DetachedSignature;
 
 /// One line of a writer's chain.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -40,7 +40,7 @@ pub enum Body {
         /// That line's hash (equal to this line's `prev`).
         hash: String,
         /// The signature over [`crate::checkpoint_message`].
-        signature: Signature,
+        signature: DetachedSignature,
     },
     /// A torn last line found on open (a crash mid-write): its bytes were moved to `file`.
     Recovered {

@@ -46,6 +46,9 @@ pub enum LogError {
     /// line) before it takes more.
     #[error("an earlier write to the audit log {0} failed; it takes no more lines until reopened")]
     Poisoned(PathBuf),
+    /// The signer could not sign a checkpoint (no key yet); the records stay, unsigned.
+    #[error("the audit log's checkpoint could not be signed: {0}")]
+    Sign(String),
     /// A line could not be serialized (a bug).
     #[error("an audit line could not be serialized: {0}")]
     Serde(#[from] serde_json::Error),
@@ -205,9 +208,14 @@ impl AuditLog {
 
     /// Signs a checkpoint every `every` records (and when asked) with `signer`.
     pub fn with_signer(mut self, signer: Box<dyn Signer>, every: u64) -> Self {
+        self.set_signer(signer, every);
+        self
+    }
+
+    /// [`Self::with_signer`] on an open log (the operator's keys load after it opens).
+    pub fn set_signer(&mut self, signer: Box<dyn Signer>, every: u64) {
         self.signer = Some(signer);
         self.every = every.max(1);
-        self
     }
 
     /// The file of this chain.
@@ -262,7 +270,9 @@ impl AuditLog {
         let Some(signer) = &self.signer else {
             return Ok(None);
         };
-        let signature = signer.sign(&checkpoint_message(&self.writer, self.seq, &self.prev));
+        let signature = signer
+            .sign(&checkpoint_message(&self.writer, self.seq, &self.prev))
+            .map_err(LogError::Sign)?;
         let seq = self.write(Body::Checkpoint {
             covers: self.seq,
             hash: self.prev.clone(),

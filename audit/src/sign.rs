@@ -1,26 +1,45 @@
 //! Signing checkpoints, and checking their signatures.
 
-use serde::{Deserialize, Serialize};
-
-/// A detached signature as a checkpoint carries it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Signature {
-    /// The key's id (a `kid` of the published JWKS).
-    pub kid: String,
-    /// The signature (base64url, unpadded).
-    pub sig: String,
-}
+use vexa_policy::token::{DetachedSignature, Jwks, KeySet, TokenError};
 
 /// Signs checkpoints (the operator: its token key set).
 pub trait Signer: Send + Sync {
-    /// A detached signature of `msg`.
-    fn sign(&self, msg: &[u8]) -> Signature;
+    /// A detached signature of `msg`, or why there is none (e.g. no key yet).
+    fn sign(&self, msg: &[u8]) -> Result<DetachedSignature, String>;
+}
+
+impl Signer for KeySet {
+    fn sign(&self, msg: &[u8]) -> Result<DetachedSignature, String> {
+        KeySet::sign(self, msg).map_err(|e| e.to_string())
+    }
+}
+
+impl<S: Signer + ?Sized> Signer for std::sync::Arc<S> {
+    fn sign(&self, msg: &[u8]) -> Result<DetachedSignature, String> {
+        (**self).sign(msg)
+    }
+}
+
+impl<S: Signer> Signer for std::sync::RwLock<S> {
+    fn sign(&self, msg: &[u8]) -> Result<DetachedSignature, String> {
+        // A writer that panicked left a whole key set behind (they are replaced, not edited).
+        self.read().unwrap_or_else(|p| p.into_inner()).sign(msg)
+    }
 }
 
 /// Checks checkpoint signatures (a published JWKS).
 pub trait CheckpointKeys {
-    /// Whether `sig` is a valid signature of `msg` by the key `kid`.
-    fn verify(&self, kid: &str, msg: &[u8], sig: &str) -> Result<(), KeyError>;
+    /// Whether `signature` is a valid signature of `msg`.
+    fn verify(&self, msg: &[u8], signature: &DetachedSignature) -> Result<(), KeyError>;
+}
+
+impl CheckpointKeys for Jwks {
+    fn verify(&self, msg: &[u8], signature: &DetachedSignature) -> Result<(), KeyError> {
+        self.verify_detached(msg, signature).map_err(|e| match e {
+            TokenError::UnknownKid(kid) => KeyError::UnknownKey(kid),
+            other => KeyError::BadSignature(format!("{} ({other})", signature.kid)),
+        })
+    }
 }
 
 /// Why a signature does not check out.
@@ -40,8 +59,8 @@ pub fn checkpoint_message(writer: &str, covers: u64, hash: &str) -> Vec<u8> {
     format!("vexa-audit-checkpoint/v1\n{writer}\n{covers}\n{hash}").into_bytes()
 }
 
-/// A signer and key set for tests: an HMAC-like keyed hash (no asymmetric crypto needed to
-/// test the chain; the real keys come from the policy crate).
+/// A signer and key set for the chain's tests: a keyed hash, fast and with readable kids (the
+/// real Ed25519 key set is tested in `tests.rs` too).
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
@@ -58,58 +77,26 @@ pub(crate) mod testing {
     }
 
     impl Signer for TestKey {
-        fn sign(&self, msg: &[u8]) -> Signature {
-            Signature {
+        fn sign(&self, msg: &[u8]) -> Result<DetachedSignature, String> {
+            Ok(DetachedSignature {
                 kid: self.0.into(),
                 sig: mac(self.1, msg),
-            }
+            })
         }
     }
 
     impl CheckpointKeys for [TestKey] {
-        fn verify(&self, kid: &str, msg: &[u8], sig: &str) -> Result<(), KeyError> {
+        fn verify(&self, msg: &[u8], signature: &DetachedSignature) -> Result<(), KeyError> {
+            let kid = &signature.kid;
             let key = self
                 .iter()
-                .find(|k| k.0 == kid)
+                .find(|k| k.0 == *kid)
                 .ok_or_else(|| KeyError::UnknownKey(kid.into()))?;
-            if mac(key.1, msg) == sig {
+            if mac(key.1, msg) == signature.sig {
                 Ok(())
             } else {
                 Err(KeyError::BadSignature(kid.into()))
             }
         }
-    }
-}
-
-/// The keys of a published JWKS (`{"keys": [{"kid": …, …}]}`), as checkpoints are verified
-/// against them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublishedKeys {
-    jwks: serde_json::Value,
-}
-
-impl PublishedKeys {
-    /// Reads a JWKS document.
-    pub fn from_jwks(jwks: &serde_json::Value) -> Result<Self, String> {
-        if !jwks.get("keys").is_some_and(serde_json::Value::is_array) {
-            return Err("no \"keys\" list".into());
-        }
-        Ok(Self { jwks: jwks.clone() })
-    }
-
-    fn has(&self, kid: &str) -> bool {
-        self.jwks["keys"]
-            .as_array()
-            .is_some_and(|keys| keys.iter().any(|k| k["kid"] == kid))
-    }
-}
-
-impl CheckpointKeys for PublishedKeys {
-    fn verify(&self, kid: &str, _msg: &[u8], _sig: &str) -> Result<(), KeyError> {
-        if !self.has(kid) {
-            return Err(KeyError::UnknownKey(kid.into()));
-        }
-        // Until the policy crate's Ed25519 verifier is wired in, no signature is accepted.
-        Err(KeyError::BadSignature(kid.into()))
     }
 }

@@ -302,7 +302,7 @@ fn a_forged_checkpoint_signature_is_named() {
     let Body::Checkpoint { signature, .. } = &mut cp.body else {
         panic!("line 4 is a checkpoint: {}", l[3]);
     };
-    signature.sig = TestKey("k1", "guessed").sign(b"x").sig;
+    signature.sig = TestKey("k1", "guessed").sign(b"x").unwrap().sig;
     l[3] = serde_json::to_string(&cp).unwrap();
     let e = verify(&join(&l), &KEYS[..]).unwrap_err();
     assert!(matches!(e, Tamper::BadCheckpoint { line: 4, .. }), "{e}");
@@ -337,4 +337,25 @@ fn writer_names_are_file_names() {
             Err(LogError::BadWriter(_))
         ));
     }
+}
+
+#[test]
+fn checkpoints_signed_by_the_operators_key_set_verify_against_its_jwks_only() {
+    use vexa_policy::token::KeySet;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = std::sync::Arc::new(KeySet::generate(0).unwrap());
+    let mut log = AuditLog::open(dir.path(), "operator")
+        .unwrap()
+        .with_signer(Box::new(keys.clone()), 2);
+    for i in 0..2 {
+        log.append(&effect(&format!("a{i}")), Event::Admitted)
+            .unwrap();
+    }
+    let text = read(dir.path());
+    let report = verify(&text, &keys.jwks()).unwrap();
+    assert_eq!((report.checkpoints, report.signed_through), (1, Some(2)));
+    let other = KeySet::generate(0).unwrap();
+    let e = verify(&text, &other.jwks()).unwrap_err();
+    assert!(matches!(e, Tamper::BadCheckpoint { line: 3, .. }), "{e}");
+    assert!(e.to_string().contains("no published key"), "{e}");
 }

@@ -231,12 +231,8 @@ pub fn verify<K: CheckpointKeys + ?Sized>(text: &str, keys: &K) -> Result<Report
                         if i == 0 { 0 } else { lines[i - 1].seq }
                     )));
                 }
-                keys.verify(
-                    &signature.kid,
-                    &checkpoint_message(writer, *covers, hash),
-                    &signature.sig,
-                )
-                .map_err(|e| bad(e.to_string()))?;
+                keys.verify(&checkpoint_message(writer, *covers, hash), signature)
+                    .map_err(|e| bad(e.to_string()))?;
                 report.checkpoints += 1;
                 report.signed_through = Some(*covers);
                 report.unsigned_tail = 0;

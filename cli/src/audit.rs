@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use vexa_audit::{Body, DispatchAudit, Event, Export, Line, Report, ScopeRecord, Tamper};
+use vexa_audit::{Body, DispatchAudit, Event, Export, Jwks, Line, Report, ScopeRecord, Tamper};
 use vexa_stream::api;
 
 use crate::error::CliError;
@@ -137,12 +137,10 @@ pub fn export(export: &Export, dir: &Path) -> Result<(), CliError> {
 
 /// Verifies each chain against `jwks`; prints a summary per chain, and fails at the first bad
 /// record of any.
-pub fn verify(chains: &[(String, String)], jwks: &serde_json::Value) -> Result<(), CliError> {
-    let keys = vexa_audit::PublishedKeys::from_jwks(jwks)
-        .map_err(|e| CliError::Usage(format!("the published keys (JWKS): {e}")))?;
+pub fn verify(chains: &[(String, String)], keys: &Jwks) -> Result<(), CliError> {
     let mut failed = None;
     for (name, text) in chains {
-        match vexa_audit::verify(text, &keys) {
+        match vexa_audit::verify(text, keys) {
             Ok(report) => println!("{}", for_terminal(&summary(name, &report))),
             Err(t) => {
                 eprintln!("{}", for_terminal(&format!("{name}: TAMPERED: {t}")));

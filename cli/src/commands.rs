@@ -156,7 +156,7 @@ fn verify_files(file: &std::path::Path, jwks: &std::path::Path) -> Result<Outcom
             .map_err(|e| CliError::BadFile(format!("{} cannot be read: {e}", p.display())))
     };
     let text = read(file)?;
-    let keys: serde_json::Value = serde_json::from_str(&read(jwks)?)
+    let keys: vexa_audit::Jwks = serde_json::from_str(&read(jwks)?)
         .map_err(|e| CliError::BadFile(format!("{} is not a JWKS (JSON): {e}", jwks.display())))?;
     let name = file.display().to_string();
     audit::verify(&[(name, text)], &keys)?;

@@ -63,6 +63,21 @@ impl Audit {
         })
     }
 
+    /// Signs checkpoints with `signer` from now on (the token key set, once loaded: its JWKS is
+    /// what `kubectl vexa audit verify` checks them against), one every `checkpoint_every`
+    /// records; the records so far are signed at once.
+    pub async fn sign_with(
+        &self,
+        signer: Box<dyn Signer>,
+        checkpoint_every: u64,
+    ) -> Result<Option<u64>, AuditError> {
+        self.blocking(move |log| {
+            log.set_signer(signer, checkpoint_every);
+            log.checkpoint()
+        })
+        .await
+    }
+
     /// The folder of the chains (every writer's file the operator holds).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
-use vexa_audit::{DispatchAudit, Export, read_chains, records_of};
+use vexa_audit::{DispatchAudit, Export, Jwks, read_chains, records_of};
 
 use super::authorize::{self, Access};
 use super::routes::{Streams, authorize, status};
@@ -20,7 +20,7 @@ pub struct AuditSource {
     /// The audit folder (`--audit-dir`).
     pub dir: PathBuf,
     /// The current JWKS (it changes when keys rotate).
-    pub jwks: watch::Receiver<serde_json::Value>,
+    pub jwks: watch::Receiver<Jwks>,
 }
 
 impl AuditSource {
@@ -28,7 +28,7 @@ impl AuditSource {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            jwks: watch::channel(serde_json::json!({"keys": []})).1,
+            jwks: watch::channel(Jwks::default()).1,
         }
     }
 
