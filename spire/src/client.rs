@@ -155,10 +155,11 @@ impl EntryClient {
         Ok(())
     }
 
-    /// Deletes the entries with these IDs; one that does not exist counts as deleted.
-    pub async fn delete(&self, ids: &[String]) -> Result<(), Error> {
+    /// Deletes the entries with these IDs; one that does not exist counts as deleted. Returns
+    /// the IDs that existed and are now gone.
+    pub async fn delete(&self, ids: &[String]) -> Result<Vec<String>, Error> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let request = proto::BatchDeleteEntryRequest { ids: ids.to_vec() };
         let response: proto::BatchDeleteEntryResponse = self
@@ -169,18 +170,23 @@ impl EntryClient {
                 call: "BatchDeleteEntry",
             });
         }
-        for result in &response.results {
+        let mut removed = Vec::new();
+        for (id, result) in ids.iter().zip(&response.results) {
             let (code, message) = status_of(result.status.as_ref());
-            if !matches!(code, Code::Ok | Code::NotFound) {
-                return Err(Error::Item {
-                    action: "delete",
-                    id: result.id.clone(),
-                    code,
-                    message,
-                });
+            match code {
+                Code::Ok => removed.push(id.clone()),
+                Code::NotFound => {}
+                _ => {
+                    return Err(Error::Item {
+                        action: "delete",
+                        id: id.clone(),
+                        code,
+                        message,
+                    });
+                }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Every entry whose parent ID is `parent`, all pages.

@@ -75,9 +75,11 @@ async fn created_entries_are_what_spire_holds_and_retries_are_harmless() {
     );
     assert!(shown.contains("k8s:container-name:worker"), "{shown}");
 
-    client.delete(std::slice::from_ref(&a.id)).await.unwrap();
-    // Deleting what is already gone is success too.
-    client.delete(std::slice::from_ref(&a.id)).await.unwrap();
+    let removed = client.delete(std::slice::from_ref(&a.id)).await.unwrap();
+    assert_eq!(removed, vec![a.id.clone()]);
+    // Deleting what is already gone is success too, and says nothing was removed.
+    let removed = client.delete(std::slice::from_ref(&a.id)).await.unwrap();
+    assert!(removed.is_empty());
     let left: Vec<String> = client
         .list_by_parent(&node())
         .await

@@ -67,6 +67,9 @@ pub enum Error {
     /// The trust domain does not make valid SPIFFE IDs.
     #[error(transparent)]
     SpiffeId(#[from] vexa_spire::SpiffeIdError),
+    /// The audit record could not be written (the action waits for it).
+    #[error(transparent)]
+    Audit(#[from] crate::runtime::audit::AuditError),
 }
 
 impl Error {
@@ -76,6 +79,7 @@ impl Error {
             Error::Spire(e) => e.reason(),
             Error::Kube(_) => "KubeApiFailed",
             Error::SpiffeId(_) => "InvalidSpiffeId",
+            Error::Audit(_) => "AuditWriteFailed",
         }
     }
 }
@@ -129,8 +133,12 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Reconciler>) -> Result<Action, Error>
         PodState::Other => Ok(Action::await_change()),
         PodState::Finished => {
             // Whether or not it ever had one: deleting an entry that is not there succeeds.
-            if let Some(uid) = pod.uid() {
-                ctx.spire.client.delete(&[identity::entry_id(&uid)]).await?;
+            let Some(uid) = pod.uid() else {
+                return Ok(Action::await_change());
+            };
+            let removed = ctx.spire.client.delete(&[identity::entry_id(&uid)]).await?;
+            if !removed.is_empty() {
+                record_removal(&pod, &ctx).await?;
             }
             Ok(Action::await_change())
         }
@@ -196,6 +204,16 @@ async fn register(pod: &Pod, ctx: &Reconciler) -> Result<Action, Error> {
         .await;
         return Err(e.into());
     }
+    // Recorded before the pod may start; a record that cannot be written is retried (the
+    // create above is idempotent), and the gate stays until it is written.
+    let event = vexa_audit::Event::EntryRegistered {
+        spiffe_id: registration.spiffe_id.clone(),
+        entry_id: registration.entry_id.clone(),
+    };
+    ctx.base
+        .audit
+        .record(&dispatch, audit_scope(&dispatch), event)
+        .await?;
     Api::<Pod>::namespaced(client.clone(), &ns)
         .patch(
             &pod.name_any(),
@@ -226,6 +244,45 @@ async fn register(pod: &Pod, ctx: &Reconciler) -> Result<Action, Error> {
     )
     .await;
     Ok(Action::await_change())
+}
+
+fn audit_scope(d: &Dispatch) -> vexa_audit::ScopeRecord {
+    crate::runtime::audit::scope(d, &d.status.clone().unwrap_or_default())
+}
+
+/// Records that a finished pod's entry is gone, when the pod's Dispatch is still there to
+/// resolve it (the sweep removes entries of dispatches already deleted without a record).
+async fn record_removal(pod: &Pod, ctx: &Reconciler) -> Result<(), Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    let client = &ctx.base.client;
+    let job = match decide::job_owner(pod) {
+        Some(o) => {
+            Api::<Job>::namespaced(client.clone(), &ns)
+                .get_opt(&o.name)
+                .await?
+        }
+        None => None,
+    };
+    let dispatch = match job.as_ref().and_then(decide::dispatch_owner) {
+        Some(o) => {
+            Api::<Dispatch>::namespaced(client.clone(), &ns)
+                .get_opt(&o.name)
+                .await?
+        }
+        None => None,
+    };
+    let Some(d) = dispatch.filter(|d| {
+        job.as_ref()
+            .zip(d.uid())
+            .is_some_and(|(j, uid)| crate::runtime::owned::is_controlled_by(&j.metadata, &uid))
+    }) else {
+        return Ok(());
+    };
+    ctx.base
+        .audit
+        .record(&d, audit_scope(&d), vexa_audit::Event::EntryRemoved)
+        .await?;
+    Ok(())
 }
 
 /// The SPIRE entry of a verified pod.
@@ -328,7 +385,7 @@ async fn sweep(ctx: Arc<Reconciler>, store: Store<Pod>) {
             continue;
         }
         match ctx.spire.client.delete(&stale).await {
-            Ok(()) => info!(
+            Ok(_) => info!(
                 removed = stale.len(),
                 "removed the SPIRE entries of dispatch pods that are gone or over"
             ),
