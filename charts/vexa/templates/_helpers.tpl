@@ -57,4 +57,11 @@ back when a name is taken, refreshed on a retry, deleted with the run). */}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "delete"]
+{{- if .Values.spire.enabled }}
+# Pod identity: releasing a dispatch pod's scheduling gate once SPIRE has its entry (a JSON
+# patch of spec.schedulingGates, guarded by the pod's UID); nothing else of a pod is written.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch"]
+{{- end }}
 {{- end }}
