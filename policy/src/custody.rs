@@ -6,8 +6,12 @@
 //! The chart's ValidatingAdmissionPolicy (`charts/vexa/templates/admission.yaml`) states the
 //! admission rules in CEL; `evals/tests/admission.rs` proves it refuses the same cases.
 
+use std::time::Duration;
+
 use vexa_core::{Trigger, WorkspaceMode};
 
+use crate::delegation::{self, DelegatedWorkspace, DelegationRequest, Scope};
+use crate::token::UnixTime;
 use crate::{DispatchRequest, Refusal};
 
 /// The prefix of a person's launcher.
@@ -213,8 +217,10 @@ pub struct GrantFacts {
     pub workspaces: Vec<(String, WorkspaceMode)>,
     /// Tools it allows.
     pub tools: Vec<String>,
-    /// Whether `expires` has passed.
-    pub expired: bool,
+    /// `expires`, Unix seconds: the grant is expired from then on.
+    pub expires: Option<UnixTime>,
+    /// `maxTokenLifetimeSeconds` (see [`GrantFacts::max_token_lifetime`]).
+    pub max_token_lifetime: Option<Duration>,
 }
 
 impl GrantFacts {
@@ -239,17 +245,22 @@ pub struct OwnedWorkspace {
 
 /// What the operator checks again, without knowing who created the Dispatch: a person's
 /// launcher comes with a person's trigger and a subject they may act for; a schedule or
-/// integration holds an unexpired grant from the subject's Identity covering every workspace
-/// (in its mode) and tool; every workspace is the subject's own, or its owner's Identity
-/// grants this launcher that workspace in that mode.
+/// integration holds a grant from the subject's Identity that [`delegation::authorize`]
+/// accepts at `now` (every workspace in its mode, every tool); every workspace is the
+/// subject's own, or its owner's Identity grants this launcher that workspace in that mode.
+///
+/// For a schedule or integration it returns the grant's scope: a workspace mode the dispatch
+/// did not ask for may be narrower there than in `workspaces` (narrowed to the grant), and the
+/// run must get the scope's (see [`crate::Authorization::narrow`]).
 pub fn check_custody(
     dispatch: &DispatchRequest,
     workspaces: &[OwnedWorkspace],
     identities: &[IdentityFacts],
     act_as_allowed: bool,
-) -> Result<(), Refusal> {
+    now: UnixTime,
+) -> Result<Option<Scope>, Refusal> {
     let identity_of = |subject: &str| identities.iter().find(|i| i.subject == subject);
-    match Launcher::parse(&dispatch.launcher)? {
+    let scope = match Launcher::parse(&dispatch.launcher)? {
         Launcher::User(user) => {
             persons_trigger(dispatch.trigger)?;
             let mapped = identity_of(&dispatch.subject)
@@ -257,42 +268,47 @@ pub fn check_custody(
             if user != dispatch.subject && !mapped && !act_as_allowed {
                 return Err(not_permitted(user, &dispatch.subject));
             }
+            None
         }
         Launcher::Schedule(_) | Launcher::Integration(_) => {
-            let grant = usable_grant(identity_of(&dispatch.subject), dispatch)?;
-            for w in workspaces {
-                if !grant.allows(&w.name, w.mode) {
-                    return Err(Refusal {
-                        reason: "GrantTooNarrow",
-                        message: format!(
-                            "grant {:?} of subject {:?} does not allow workspace {:?} in mode \
-                             '{}' to {}",
-                            grant.name,
-                            dispatch.subject,
-                            w.name,
-                            w.mode.as_str(),
-                            dispatch.launcher
-                        ),
-                    });
-                }
-            }
-            if let Some(tool) = dispatch.tools.iter().find(|t| !grant.tools.contains(t)) {
-                return Err(Refusal {
-                    reason: "GrantTooNarrow",
-                    message: format!(
-                        "grant {:?} of subject {:?} does not allow tool {tool:?} to {}",
-                        grant.name, dispatch.subject, dispatch.launcher
-                    ),
-                });
-            }
+            let grant = usable_grant(identity_of(&dispatch.subject), dispatch, now)?;
+            let request = DelegationRequest {
+                launcher: dispatch.launcher.clone(),
+                workspaces: workspaces
+                    .iter()
+                    .map(|w| DelegatedWorkspace {
+                        name: w.name.clone(),
+                        mode: w.mode,
+                        asked: dispatch
+                            .workspaces
+                            .iter()
+                            .any(|d| d.name == w.name && d.mode.is_some()),
+                    })
+                    .collect(),
+                tools: dispatch.tools.clone(),
+                lifetime: None,
+            };
+            // The tools' facts only mark the gated ones in the scope; whether the run may have
+            // them at all is decided here by the grant alone.
+            let scope = delegation::authorize(&request, grant, &[], now).map_err(|r| Refusal {
+                message: format!("{} (subject {:?})", r.message, dispatch.subject),
+                ..r
+            })?;
+            Some(scope)
         }
-    }
+    };
+    let mode_of = |w: &OwnedWorkspace| {
+        scope
+            .as_ref()
+            .and_then(|s| s.workspaces.iter().find(|c| c.name == w.name))
+            .map_or(w.mode, |c| c.mode)
+    };
     for w in workspaces.iter().filter(|w| w.owner != dispatch.subject) {
+        let mode = mode_of(w);
         let granted = identity_of(&w.owner).is_some_and(|owner| {
-            owner
-                .grants
-                .iter()
-                .any(|g| !g.expired && g.launcher == dispatch.launcher && g.allows(&w.name, w.mode))
+            owner.grants.iter().any(|g| {
+                !g.expired(now) && g.launcher == dispatch.launcher && g.allows(&w.name, mode)
+            })
         });
         if !granted {
             return Err(Refusal {
@@ -305,17 +321,18 @@ pub fn check_custody(
                     dispatch.subject,
                     w.owner,
                     dispatch.launcher,
-                    w.mode.as_str()
+                    mode.as_str()
                 ),
             });
         }
     }
-    Ok(())
+    Ok(scope)
 }
 
 fn usable_grant<'a>(
     identity: Option<&'a IdentityFacts>,
     dispatch: &DispatchRequest,
+    now: UnixTime,
 ) -> Result<&'a GrantFacts, Refusal> {
     let Some(identity) = identity else {
         return Err(Refusal {
@@ -340,13 +357,15 @@ fn usable_grant<'a>(
             ),
         });
     };
-    for_launcher.find(|g| !g.expired).ok_or_else(|| Refusal {
-        reason: "GrantExpired",
-        message: format!(
-            "grant {:?} of subject {:?} to {} has expired",
-            first.name, dispatch.subject, dispatch.launcher
-        ),
-    })
+    for_launcher
+        .find(|g| !g.expired(now))
+        .ok_or_else(|| Refusal {
+            reason: "GrantExpired",
+            message: format!(
+                "grant {:?} of subject {:?} to {} has expired",
+                first.name, dispatch.subject, dispatch.launcher
+            ),
+        })
 }
 
 fn persons_trigger(trigger: Trigger) -> Result<(), Refusal> {
@@ -383,6 +402,7 @@ mod tests {
     use rstest::rstest;
 
     const SCHEDULER: &str = "system:serviceaccount:vexa-system:scheduler";
+    const NOW: UnixTime = 1_800_000_000;
 
     fn rules() -> AdmissionRules {
         AdmissionRules {
@@ -556,7 +576,8 @@ mod tests {
             launcher: launcher.into(),
             workspaces: vec![("notes".into(), mode)],
             tools: tools.iter().map(|t| t.to_string()).collect(),
-            expired,
+            expires: Some(if expired { NOW } else { NOW + 1 }),
+            max_token_lifetime: None,
         }
     }
 
@@ -584,7 +605,7 @@ mod tests {
         #[case] act_as: bool,
         #[case] refused: Option<&str>,
     ) {
-        let got = check_custody(&d, &owned("alice", Ro), &identities, act_as);
+        let got = check_custody(&d, &owned("alice", Ro), &identities, act_as, NOW);
         assert_eq!(got.as_ref().err().map(|r| r.reason), refused, "{got:?}");
     }
 
@@ -595,19 +616,27 @@ mod tests {
             vec![grant("schedule:ns/nightly", Ro, &["search"], false)],
             &[],
         )];
-        let r = check_custody(&d, &owned("alice", Rw), &ids, false).unwrap_err();
+        // A default mode (none asked for) is narrowed to the grant's...
+        let scope = check_custody(&d, &owned("alice", Rw), &ids, false, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(scope.workspaces[0].mode, Ro);
+        // ...an asked-for `rw` where the grant says `ro` is refused.
+        d.workspaces[0].mode = Some(Rw);
+        let r = check_custody(&d, &owned("alice", Rw), &ids, false, NOW).unwrap_err();
         assert_eq!(r.reason, "GrantTooNarrow");
         assert!(r.message.contains("'rw'"), "{}", r.message);
-        check_custody(&d, &owned("alice", Ro), &ids, false).unwrap();
+        d.workspaces[0].mode = Some(Ro);
+        check_custody(&d, &owned("alice", Ro), &ids, false, NOW).unwrap();
         d.tools = vec!["send".into()];
-        let r = check_custody(&d, &owned("alice", Ro), &ids, false).unwrap_err();
+        let r = check_custody(&d, &owned("alice", Ro), &ids, false, NOW).unwrap_err();
         assert!(r.message.contains("\"send\""), "{}", r.message);
     }
 
     #[test]
     fn someone_elses_workspace_needs_the_owners_grant() {
         let d = dispatch("bob", "user:bob", Trigger::Message);
-        let r = check_custody(&d, &owned("alice", Ro), &[], false).unwrap_err();
+        let r = check_custody(&d, &owned("alice", Ro), &[], false, NOW).unwrap_err();
         assert_eq!(r.reason, "WorkspaceNotGranted");
         assert!(r.message.contains("belongs to \"alice\""), "{}", r.message);
 
@@ -617,13 +646,39 @@ mod tests {
             kubernetes_users: vec![],
             grants: vec![grant("integration:email", Rw, &[], false)],
         };
-        let r =
-            check_custody(&d, &owned("alice", Ro), std::slice::from_ref(&bob), false).unwrap_err();
+        let r = check_custody(
+            &d,
+            &owned("alice", Ro),
+            std::slice::from_ref(&bob),
+            false,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(r.reason, "WorkspaceNotGranted");
         let ids = [
             bob,
             alice(vec![grant("integration:email", Ro, &[], false)], &[]),
         ];
-        check_custody(&d, &owned("alice", Ro), &ids, false).unwrap();
+        check_custody(&d, &owned("alice", Ro), &ids, false, NOW).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_workspace_is_checked_in_the_narrowed_mode() {
+        // Bob's own grant allows alice's workspace only `ro`, and so does alice's: the `rw`
+        // default narrows to `ro` and alice's grant covers that.
+        let d = dispatch("bob", "integration:email", Trigger::Event);
+        let bob = IdentityFacts {
+            subject: "bob".into(),
+            kubernetes_users: vec![],
+            grants: vec![grant("integration:email", Ro, &[], false)],
+        };
+        let ids = [
+            bob,
+            alice(vec![grant("integration:email", Ro, &[], false)], &[]),
+        ];
+        let scope = check_custody(&d, &owned("alice", Rw), &ids, false, NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(scope.workspaces[0].mode, Ro);
     }
 }

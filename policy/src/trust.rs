@@ -54,6 +54,9 @@ pub struct Authorization {
     pub modes: Vec<(String, WorkspaceMode)>,
     /// Derived trust.
     pub trust: Trust,
+    /// Whether an irreversible tool runs without a gate (then the run is trusted whatever its
+    /// modes).
+    pub ungated_irreversible: bool,
 }
 
 impl Authorization {
@@ -63,6 +66,30 @@ impl Authorization {
             .iter()
             .filter(|(_, m)| *m == WorkspaceMode::ReadWrite)
             .map(|(n, _)| n.as_str())
+    }
+
+    /// Lowers each workspace's mode to the one `scope` gives it (a delegation grant narrowed a
+    /// default), and derives the trust again. Never widens a mode.
+    pub fn narrow(&mut self, scope: &crate::Scope) {
+        for (name, mode) in &mut self.modes {
+            if scope
+                .workspaces
+                .iter()
+                .any(|w| &w.name == name && w.mode == WorkspaceMode::ReadOnly)
+            {
+                *mode = WorkspaceMode::ReadOnly;
+            }
+        }
+        self.trust = derive_trust(&self.modes, self.ungated_irreversible);
+    }
+}
+
+/// `trust` = every workspace is `ro` and every irreversible tool is gated (SPEC §3).
+fn derive_trust(modes: &[(String, WorkspaceMode)], ungated_irreversible: bool) -> Trust {
+    if modes.iter().all(|(_, m)| *m == WorkspaceMode::ReadOnly) && !ungated_irreversible {
+        Trust::ProposeOnly
+    } else {
+        Trust::Trusted
     }
 }
 
@@ -147,13 +174,12 @@ pub fn authorize(
             ),
         });
     }
-    let all_ro = modes.iter().all(|(_, m)| *m == WorkspaceMode::ReadOnly);
-    let trust = if all_ro && ungated_irreversible.is_empty() {
-        Trust::ProposeOnly
-    } else {
-        Trust::Trusted
-    };
-    Ok(Authorization { modes, trust })
+    let ungated_irreversible = !ungated_irreversible.is_empty();
+    Ok(Authorization {
+        trust: derive_trust(&modes, ungated_irreversible),
+        modes,
+        ungated_irreversible,
+    })
 }
 
 #[cfg(test)]
@@ -273,6 +299,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.trust, Trust::Trusted);
+    }
+
+    #[test]
+    fn narrowing_to_a_grant_lowers_modes_and_derives_trust_again() {
+        let mut a = authorize(
+            &spec(Trigger::Scheduled, None, &["search"]),
+            &ws(Rw),
+            &tools(),
+        )
+        .unwrap();
+        assert_eq!(a.trust, Trust::Trusted);
+        let scope = crate::Scope {
+            workspaces: vec![crate::token::WorkspaceClaim {
+                name: "notes".into(),
+                mode: Ro,
+            }],
+            tools: vec![],
+            gated_tools: vec![],
+            iat: 0,
+            exp: 1,
+        };
+        a.narrow(&scope);
+        assert_eq!(a.modes, [("notes".to_string(), Ro)]);
+        assert_eq!(a.trust, Trust::ProposeOnly);
+        let mut with_send = authorize(
+            &spec(Trigger::Scheduled, None, &["send-now"]),
+            &ws(Rw),
+            &tools(),
+        )
+        .unwrap();
+        with_send.narrow(&scope);
+        assert_eq!(with_send.trust, Trust::Trusted);
     }
 
     #[test]

@@ -47,8 +47,8 @@ pub fn authorize(
     vexa_policy::authorize(&request(spec), workspaces, tools)
 }
 
-/// What the policy needs of an Identity; a grant whose `expires` is not after `now` is expired.
-pub fn identity_facts(i: &Identity, now: k8s_openapi::jiff::Timestamp) -> IdentityFacts {
+/// What the policy needs of an Identity (times as Unix seconds).
+pub fn identity_facts(i: &Identity) -> IdentityFacts {
     IdentityFacts {
         subject: i.spec.subject.clone(),
         kubernetes_users: i.spec.kubernetes_users.clone(),
@@ -65,10 +65,18 @@ pub fn identity_facts(i: &Identity, now: k8s_openapi::jiff::Timestamp) -> Identi
                     .map(|w| (w.name.clone(), w.mode))
                     .collect(),
                 tools: g.tools.clone(),
-                expired: g.expires.as_ref().is_some_and(|t| t.0 <= now),
+                expires: g.expires.as_ref().map(|t| unix_seconds(t.0)),
+                max_token_lifetime: g
+                    .max_token_lifetime_seconds
+                    .map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))),
             })
             .collect(),
     }
+}
+
+/// A time as the policy takes it: Unix seconds (0 for any time before 1970).
+pub fn unix_seconds(t: k8s_openapi::jiff::Timestamp) -> u64 {
+    u64::try_from(t.as_second()).unwrap_or(0)
 }
 
 /// The run's workspaces with their owners and granted modes, for the custody check.

@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 use vexa_audit::Event;
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, StopReason, Workspace, WorkspaceMode};
-use vexa_policy::{Authorization, Launcher, Refusal, job_name};
+use vexa_policy::{Authorization, Launcher, Refusal, Scope, job_name};
 
 use super::Reconciler;
 use super::apply::{self, release_all, suspend, write_status};
@@ -24,7 +24,7 @@ use super::children::{Inputs, effective_limits};
 use super::claim::{self, Claim};
 use super::decide::{
     authorize, describe_run, finish, identity_facts, mounted, needs_identities, owned_workspaces,
-    request, transitions,
+    request, transitions, unix_seconds,
 };
 use super::error::Error;
 use super::observe::{self, Resolved};
@@ -391,10 +391,14 @@ async fn admit(
         "runner, workspaces and tools exist",
     );
     let decision = match authorize(&d.spec, &resolved.workspace_facts(), &resolved.tool_facts()) {
-        Ok(auth) => custody(ctx, d, &resolved, &auth)
-            .await?
-            .and_then(|()| within_ceilings(ctx, d, &resolved))
-            .map(|()| auth),
+        Ok(mut auth) => custody(ctx, d, &resolved, &auth).await?.and_then(|scope| {
+            within_ceilings(ctx, d, &resolved)?;
+            // A delegation grant narrows the modes the dispatch did not ask for.
+            if let Some(scope) = &scope {
+                auth.narrow(scope);
+            }
+            Ok(auth)
+        }),
         Err(refusal) => Err(refusal),
     };
     match decision {
@@ -423,27 +427,34 @@ async fn admit(
 
 /// The chain of custody, checked again from what the operator can see (admission already
 /// checked the requesting user): the launcher, the subject's Identity and grants, and the
-/// owners of the workspaces. The Identities are read (and RBAC asked) only when needed.
+/// owners of the workspaces. The Identities are read (and RBAC asked) only when needed. For a
+/// schedule or integration, the scope its grant allows.
 async fn custody(
     ctx: &Reconciler,
     d: &Dispatch,
     resolved: &Resolved,
     auth: &Authorization,
-) -> Result<Result<(), Refusal>, Error> {
+) -> Result<Result<Option<Scope>, Refusal>, Error> {
     let request = request(&d.spec);
     let owned = owned_workspaces(resolved, auth);
+    let now = unix_seconds(k8s_openapi::jiff::Timestamp::now());
     if !needs_identities(&request, &owned) {
-        return Ok(vexa_policy::check_custody(&request, &owned, &[], false));
+        return Ok(vexa_policy::check_custody(
+            &request,
+            &owned,
+            &[],
+            false,
+            now,
+        ));
     }
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let client = &ctx.base.client;
-    let now = k8s_openapi::jiff::Timestamp::now();
     let identities: Vec<_> = observe::identities(client, &ctx.references, &ns)
         .await?
         .iter()
-        .map(|i| identity_facts(i, now))
+        .map(|i| identity_facts(i))
         .collect();
-    let checked = vexa_policy::check_custody(&request, &owned, &identities, false);
+    let checked = vexa_policy::check_custody(&request, &owned, &identities, false, now);
     if let Err(r) = &checked
         && r.reason == "SubjectNotPermitted"
         && let Ok(Launcher::User(user)) = Launcher::parse(&request.launcher)
@@ -454,6 +465,7 @@ async fn custody(
             &owned,
             &identities,
             true,
+            now,
         ));
     }
     Ok(checked)
