@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use vexa_core::WorkspaceMode;
 
 use super::UnixTime;
+use crate::delegation::Scope;
 
 /// The claims of a dispatch token. Registered claim names follow RFC 7519 (`iss`, `sub`, `aud`,
 /// `jti`, `iat`, `exp`), the launcher is the RFC 8693 actor (`act.sub`) and the workload binding
@@ -38,7 +39,46 @@ pub struct DispatchClaims {
     pub cnf: Confirmation,
 }
 
+/// Who a run is and for whom: the claims that are not its scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunIdentity {
+    /// On whose behalf (`sub`).
+    pub subject: String,
+    /// Who launched it (`act.sub`).
+    pub launcher: String,
+    /// `<namespace>/<name>` (`jti`).
+    pub dispatch_id: String,
+    /// The pod's SPIFFE ID (`cnf.spiffe_id`).
+    pub spiffe_id: String,
+}
+
 impl DispatchClaims {
+    /// The claims of a run: its identity and the scope it was authorized for
+    /// ([`crate::delegation::authorize`] or [`crate::delegation::person_scope`]).
+    pub fn new(issuer: &str, audience: &str, run: RunIdentity, scope: Scope) -> Self {
+        Self {
+            iss: issuer.to_string(),
+            sub: run.subject,
+            act: Actor { sub: run.launcher },
+            aud: audience.to_string(),
+            workspaces: scope.workspaces,
+            tools: scope.tools,
+            gated_tools: scope.gated_tools,
+            jti: run.dispatch_id,
+            iat: scope.iat,
+            exp: scope.exp,
+            cnf: Confirmation {
+                spiffe_id: run.spiffe_id,
+            },
+        }
+    }
+
+    /// When to mint the next token for a running dispatch: once two thirds of this one's
+    /// lifetime have passed, which leaves the kubelet time to update the mounted Secret.
+    pub fn refresh_at(&self) -> UnixTime {
+        self.iat.saturating_add(self.lifetime() * 2 / 3)
+    }
+
     /// How long the token is valid, in seconds (0 if it expires before it was issued).
     pub fn lifetime(&self) -> u64 {
         self.exp.saturating_sub(self.iat)
@@ -122,6 +162,25 @@ mod tests {
             claims
         );
         assert_eq!(claims.lifetime(), 600);
+        assert_eq!(claims.refresh_at(), 1_400);
+        let again = DispatchClaims::new(
+            "vexa-operator",
+            "vexa-gateway",
+            RunIdentity {
+                subject: "alice".into(),
+                launcher: "schedule:team/nightly".into(),
+                dispatch_id: "team/nightly-1".into(),
+                spiffe_id: "spiffe://vexa.local/ns/team/dispatch/nightly-1".into(),
+            },
+            Scope {
+                workspaces: claims.workspaces.clone(),
+                tools: claims.tools.clone(),
+                gated_tools: claims.gated_tools.clone(),
+                iat: 1_000,
+                exp: 1_600,
+            },
+        );
+        assert_eq!(again, claims);
         assert_eq!(claims.launcher(), "schedule:team/nightly");
     }
 }

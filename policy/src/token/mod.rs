@@ -37,7 +37,7 @@ mod verify;
 
 use std::time::Duration;
 
-pub use claims::{Actor, Confirmation, DispatchClaims, WorkspaceClaim};
+pub use claims::{Actor, Confirmation, DispatchClaims, RunIdentity, WorkspaceClaim};
 pub use error::TokenError;
 pub use jwks::{DetachedSignature, Jwk, Jwks};
 pub use keys::{KeySet, SECRET_INDEX, SECRET_PEM_SUFFIX};
