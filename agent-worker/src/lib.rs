@@ -20,6 +20,7 @@ pub mod network_gate;
 pub mod process;
 pub mod session;
 pub mod shim;
+pub mod sidecar;
 pub mod stream;
 pub mod transcripts;
 pub mod turn;

@@ -1,21 +1,26 @@
-//! `vexa-agent-worker`: the entrypoint of every dispatch's agent container (SPEC §4). It reads
-//! the environment the operator sets, runs the agent CLI turn by turn, streams its events to
-//! Redis, and leaves a termination message saying how the run ended and what it committed
-//! (`vexa_core::termination`, at most 4096 bytes of JSON).
+//! `vexa-agent-worker`: the trusted sidecar of every dispatch's pod (SPEC §4). It reads the
+//! environment the operator sets, becomes ready (the startup probe runs `vexa-agent-worker
+//! ready`), runs the agent CLI turn by turn through the agent container's shim, streams its
+//! events to Redis, and leaves a termination message saying how the run ended and what it
+//! committed (`vexa_core::termination`, at most 4096 bytes of JSON). Then it tells the shim to
+//! exit with the outcome's code and waits for the kubelet's SIGTERM (`vexa_agent_worker::sidecar`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::network_gate;
-use vexa_agent_worker::worker::{self, Ending, Outcome, Settings};
-use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR};
+use vexa_agent_worker::sidecar::{self, StateDir};
+use vexa_agent_worker::worker::{self, Ending, Outcome, Ran, Settings};
+use vexa_core::pod::layout::{
+    AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, READY_SUBCOMMAND, WORKER_STATE_DIR,
+};
 use vexa_stream::publish::RetryOptions;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -29,6 +34,8 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where the termination message goes (the container's terminationMessagePath).
     #[arg(
         long,
@@ -70,18 +77,81 @@ struct Cli {
     /// server (0: do not wait). The operator sets it where policies are expected.
     #[arg(long, env = "VEXA_AWAIT_NETWORK_POLICY_SEC", default_value_t = 0)]
     await_network_policy_sec: u64,
+    /// The worker's own folder (the restart marker and the ready file; an emptyDir only the
+    /// worker mounts).
+    #[arg(long, env = "VEXA_WORKER_STATE_DIR", default_value = WORKER_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Run as the pod's native sidecar (the operator sets it): refuse to run again after a
+    /// restart (a marker in the state folder), mark the worker ready for the startup probe, and
+    /// after the run wait for SIGTERM, since a sidecar that exits on its own is restarted.
+    #[arg(long, env = "VEXA_SIDECAR", default_value_t = false, action = clap::ArgAction::Set)]
+    sidecar: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exit 0 once the worker is ready for the agent to start (the pod's startup probe).
+    #[command(name = READY_SUBCOMMAND)]
+    Ready,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let state = StateDir::new(&cli.state_dir);
+    if let Some(Command::Ready) = cli.command {
+        // Cheap and silent: the kubelet runs it every second until it passes.
+        return if state.is_ready() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     init_logs(cli.log_format);
+    let shutdown = shutdown_on_signal();
+    let agent_socket = cli.agent_socket.clone();
+    let termination_log = cli.termination_log.clone();
+    let sidecar = cli.sidecar;
+    let agent_connect_timeout = Duration::from_secs(cli.agent_connect_timeout_sec);
+    let claimed = if sidecar { state.claim_start() } else { Ok(()) };
+    let ran = match claimed {
+        Ok(()) => run(cli, sidecar.then_some(&state), shutdown.clone()).await,
+        Err(e) => Outcome::before_start(Ending::Failed(e.to_string())).into(),
+    };
+    if sidecar {
+        // A run that failed before it was ready lets the agent container start anyway, only
+        // to be told to exit: otherwise the pod would wait for it until its deadline.
+        state.mark_ready();
+    }
+    let outcome = ran.outcome;
+    match &outcome.ending {
+        Ending::Failed(why) => tracing::error!(error = %why, "the run failed"),
+        other => tracing::info!(ending = ?other, provenance = ?outcome.provenance, "the run ended"),
+    }
+    write_termination_message(&termination_log, &outcome.termination().encode());
+    let code = outcome.ending.exit_code();
+    sidecar::end_agent(
+        ran.agent,
+        &agent_socket,
+        code,
+        agent_connect_timeout,
+        shutdown.clone(),
+    )
+    .await;
+    if sidecar {
+        sidecar::linger(shutdown).await;
+    }
+    ExitCode::from(code)
+}
+
+/// The run; `state` is the sidecar's folder, where it marks itself ready.
+async fn run(cli: Cli, state: Option<&StateDir>, shutdown: watch::Receiver<bool>) -> Ran {
     let gate = match cli.await_network_policy_sec {
         0 => Ok(None),
         sec => network_gate::api_server(|name| std::env::var(name).ok())
             .map(|api| Some((api, Duration::from_secs(sec)))),
     };
-    let outcome = match WorkerEnv::from_env()
+    match WorkerEnv::from_env()
         .map_err(|e| e.to_string())
         .and_then(|env| gate.map(|g| (env, g)))
     {
@@ -104,16 +174,13 @@ async fn main() -> ExitCode {
                 network_gate,
                 ..Settings::default()
             };
-            worker::run(env, settings, shutdown_on_signal()).await
+            if let Some(state) = state {
+                state.mark_ready();
+            }
+            worker::run(env, settings, shutdown, Vec::new()).await
         }
-        Err(e) => Outcome::before_start(Ending::Failed(e)),
-    };
-    match &outcome.ending {
-        Ending::Failed(why) => tracing::error!(error = %why, "the run failed"),
-        other => tracing::info!(ending = ?other, provenance = ?outcome.provenance, "the run ended"),
+        Err(e) => Outcome::before_start(Ending::Failed(e)).into(),
     }
-    write_termination_message(&cli.termination_log, &outcome.termination().encode());
-    ExitCode::from(outcome.ending.exit_code())
 }
 
 fn init_logs(format: LogFormat) {

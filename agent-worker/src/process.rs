@@ -56,6 +56,11 @@ impl StopHandle {
         self.state().stopping
     }
 
+    /// Whether an agent process runs (has not been reaped yet).
+    pub fn is_running(&self) -> bool {
+        self.state().group.is_some()
+    }
+
     fn spawn(&self, command: &mut Command) -> io::Result<Child> {
         let mut state = self.state();
         if state.stopping {

@@ -168,8 +168,33 @@ impl Outcome {
 #[derive(Debug)]
 struct PublisherGone;
 
-/// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM.
-pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<bool>) -> Outcome {
+/// How a run ended, and the connection to the agent container (if it was reached), which the
+/// worker ends once it has written its report.
+#[derive(Debug)]
+pub struct Ran {
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// The shim, still connected.
+    pub agent: Option<Shim>,
+}
+
+impl From<Outcome> for Ran {
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            agent: None,
+        }
+    }
+}
+
+/// Runs the dispatch until it ends. `shutdown` turns true on SIGTERM. `notes` go to the
+/// output stream first, as turn `t0`'s (what happened before the stream was open).
+pub async fn run(
+    env: WorkerEnv,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+    notes: Vec<String>,
+) -> Ran {
     let pod = &env.pod;
     if let Some((denied, within)) = settings.network_gate {
         match crate::network_gate::await_policy(denied, within).await {
@@ -179,12 +204,12 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
                     "the pod's network policy is in force"
                 )
             }
-            Err(e) => return Outcome::before_start(Ending::Failed(e)),
+            Err(e) => return Outcome::before_start(Ending::Failed(e)).into(),
         }
     }
     let client = match redis_client(&pod.redis_url, &settings.secret_dir) {
         Ok(c) => c,
-        Err(e) => return Outcome::before_start(Ending::Failed(e)),
+        Err(e) => return Outcome::before_start(Ending::Failed(e)).into(),
     };
     let publisher = match Publisher::connect(
         client.clone(),
@@ -194,12 +219,16 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
     .await
     {
         Ok(p) => p,
-        Err(e) => return Outcome::before_start(Ending::Failed(e.to_string())),
+        Err(e) => return Outcome::before_start(Ending::Failed(e.to_string())).into(),
     };
     let mut publisher = publisher;
     publisher.set_max_len(settings.stream_max_len);
     tracing::info!(topic = %pod.out_topic, top = ?publisher.last_id().map(|i| i.to_string()), "publishing events");
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
+    for note in notes {
+        // The channel is empty and far larger than a few notes.
+        let _ = events.try_send(UnitEvent::new(TurnId::default(), Event::Note { note }));
+    }
     let publishing = tokio::spawn(publish(publisher, rx, settings.max_event_bytes));
     let inbox = Inbox::new(
         client,
@@ -232,11 +261,15 @@ pub async fn run(env: WorkerEnv, settings: Settings, shutdown: watch::Receiver<b
     let commits = worker.commits().await;
     let usage = worker.model.as_ref().map(ModelProxy::usage);
     let terminated = ending == Ending::Terminated;
+    let agent = worker.shim.take();
     drop(worker);
-    Outcome {
-        ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
-        provenance: commits,
-        usage,
+    Ran {
+        outcome: Outcome {
+            ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
+            provenance: commits,
+            usage,
+        },
+        agent,
     }
 }
 

@@ -24,8 +24,9 @@ fn golden_jobs() -> Vec<PathBuf> {
     jobs
 }
 
+/// The worker container: the pod's native sidecar (an init container).
 fn worker(job: &Value) -> &Value {
-    job["spec"]["template"]["spec"]["containers"]
+    job["spec"]["template"]["spec"]["initContainers"]
         .as_array()
         .unwrap()
         .iter()

@@ -122,6 +122,22 @@ impl Worker {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits for the shim (the agent container) to exit.
+    fn wait_shim(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.shim.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shim did not exit within {limit:?}; worker log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn signal(&self, sig: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, sig).unwrap();
@@ -200,10 +216,18 @@ impl Dispatch {
             idle_timeout: Duration::from_secs(self.idle_sec),
             redis_url: self.redis.url(),
             model: None,
+            spiffe: None,
         }
     }
 
     fn spawn(&self) -> Worker {
+        let n = fs::read_dir(self.dir.path()).unwrap().count();
+        self.spawn_as(&self.dir.path().join(format!("worker-state-{n}")), false)
+    }
+
+    /// A worker whose own folder (restart marker, ready file) is `state`; as a `sidecar` it
+    /// refuses to run twice and waits for SIGTERM after the run, as in a pod.
+    fn spawn_as(&self, state: &Path, sidecar: bool) -> Worker {
         let n = fs::read_dir(self.dir.path()).unwrap().count();
         let termination_log = self.dir.path().join(format!("termination-log-{n}"));
         let log = self.dir.path().join(format!("worker-{n}.log"));
@@ -231,6 +255,8 @@ impl Dispatch {
             .env("VEXA_TERMINATION_LOG", &termination_log)
             .env("VEXA_LOG_FORMAT", "text")
             .env("VEXA_STOP_GRACE_SEC", "2")
+            .env("VEXA_WORKER_STATE_DIR", state)
+            .env("VEXA_SIDECAR", sidecar.to_string())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -912,6 +938,9 @@ fn a_bad_environment_fails_before_anything_runs() {
         .env_clear()
         .env("VEXA_TERMINATION_LOG", &termination_log)
         .env("VEXA_LOG_FORMAT", "text")
+        .env("VEXA_WORKER_STATE_DIR", d.dir.path().join("state"))
+        .env("VEXA_AGENT_SOCKET", d.dir.path().join("no-shim.sock"))
+        .env("VEXA_AGENT_CONNECT_TIMEOUT_SEC", "1")
         .stderr(Stdio::null())
         .status()
         .unwrap();
@@ -922,4 +951,103 @@ fn a_bad_environment_fails_before_anything_runs() {
     let message = report.message.unwrap();
     assert!(message.starts_with("VEXA_UNIT_ID: is not set"), "{message}");
     assert!(report.provenance.is_empty());
+}
+
+/// The pod's lifecycle around a run (the worker is a native sidecar): the agent container's
+/// shim exits with the run's code only when the worker says so, and a worker the kubelet
+/// restarted never runs the dispatch a second time.
+#[test]
+fn the_shim_exits_with_the_runs_code_and_a_restarted_worker_never_runs_again() {
+    let mut d = Dispatch::new("write notes/hello.md hi");
+    d.idle_sec = 0;
+    let state = d.dir.path().join("state");
+    let mut first = d.spawn_as(&state, true);
+    assert_eq!(first.wait_shim(Duration::from_secs(30)).code(), Some(0));
+    first.signal(rustix::process::Signal::TERM);
+    let code = first.wait(Duration::from_secs(5)).code();
+    assert_eq!(code, Some(0), "{}", first.log());
+    assert!(state.join("ready").exists(), "the startup probe's file");
+    let ready = Command::new(env!("CARGO_BIN_EXE_vexa-agent-worker"))
+        .arg("ready")
+        .env_clear()
+        .env("VEXA_WORKER_STATE_DIR", &state)
+        .status()
+        .unwrap();
+    assert!(ready.success());
+    let events_before = d.events().len();
+    let commits_before = git_log(&d.notes()).len();
+
+    // The kubelet restarts the worker container: same folder, a new agent container side.
+    let mut again = d.spawn_as(&state, true);
+    let shim = again.wait_shim(Duration::from_secs(30)).code();
+    assert_eq!(
+        shim,
+        Some(1),
+        "the agent container ends failed: {}",
+        again.log()
+    );
+    again.signal(rustix::process::Signal::TERM);
+    let code = again.wait(Duration::from_secs(5)).code();
+    assert_eq!(code, Some(1), "{}", again.log());
+    let report = again.termination();
+    assert_eq!(report.reason, Some(StopReason::Failed));
+    let message = report.message.unwrap();
+    assert!(message.contains("never runs twice"), "{message}");
+    assert_eq!(
+        d.events().len(),
+        events_before,
+        "no second t0 on the stream"
+    );
+    assert_eq!(
+        git_log(&d.notes()).len(),
+        commits_before,
+        "no second commit"
+    );
+}
+
+#[test]
+fn a_startup_probe_fails_until_the_worker_is_ready() {
+    let d = Dispatch::new("say hi");
+    let status = Command::new(env!("CARGO_BIN_EXE_vexa-agent-worker"))
+        .arg("ready")
+        .env_clear()
+        .env("VEXA_WORKER_STATE_DIR", d.dir.path().join("never-started"))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+/// In a pod the worker leaves only at the kubelet's SIGTERM (a sidecar that exits on its own
+/// is restarted); the agent container ends first, with the run's code.
+#[test]
+fn the_worker_waits_for_sigterm_after_ending_the_agent_container() {
+    let mut d = Dispatch::new("say hi");
+    d.idle_sec = 0;
+    let mut worker = d.spawn_as(&d.dir.path().join("state"), true);
+    assert_eq!(worker.wait_shim(Duration::from_secs(30)).code(), Some(0));
+    let report_written = Instant::now() + Duration::from_secs(5);
+    while fs::metadata(&worker.termination_log).is_err() {
+        assert!(Instant::now() < report_written, "{}", worker.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker must not exit on its own: {}",
+        worker.log()
+    );
+    assert_eq!(worker.termination().reason, Some(StopReason::IdleTimeout));
+    worker.signal(rustix::process::Signal::TERM);
+    assert_eq!(worker.wait(Duration::from_secs(5)).code(), Some(0));
+}
+
+/// A worker that dies without ending the run (killed, crashed) never leaves the agent
+/// container a success.
+#[test]
+fn the_shim_of_a_vanished_worker_does_not_exit_0() {
+    let d = Dispatch::new("say hi");
+    let mut worker = d.spawn();
+    d.turn_complete(&worker, 0);
+    worker.signal(rustix::process::Signal::KILL);
+    assert_eq!(worker.wait_shim(Duration::from_secs(5)).code(), Some(70));
 }

@@ -291,11 +291,18 @@ async fn golden_chat_dispatch_runs_one_locked_down_job_until_idle() {
         psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
         Some("RuntimeDefault")
     );
-    // Two containers: the trusted worker and the agent's, sharing no process namespace.
+    // Two containers: the trusted worker (a native sidecar, started first) and the agent's,
+    // sharing no process namespace.
     assert_eq!(pod.share_process_namespace, Some(false));
-    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    let init = pod.init_containers.as_deref().unwrap_or_default();
+    let names: Vec<&str> = init
+        .iter()
+        .chain(&pod.containers)
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(names, ["worker", "agent"]);
-    let (worker, agent) = (&pod.containers[0], &pod.containers[1]);
+    let (worker, agent) = (&init[0], &pod.containers[0]);
+    assert_eq!(worker.restart_policy.as_deref(), Some("Always"));
     assert_eq!(worker.image.as_deref(), Some(fake_worker_image()));
     assert_eq!(worker.command, Some(vec!["vexa-agent-worker".to_owned()]));
     assert_eq!(agent.image.as_deref(), Some(fake_worker_image()));

@@ -236,7 +236,7 @@ async fn worker_peak_bytes(ns: &str, dispatch: &str) -> Option<u64> {
         .ok()?;
     let status = pods.items.first()?.status.clone()?;
     let id = status
-        .container_statuses?
+        .init_container_statuses?
         .into_iter()
         .find(|c| c.name == "worker")?
         .container_id?;

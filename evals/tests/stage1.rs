@@ -246,10 +246,13 @@ async fn a_chat_streams_commits_answers_a_second_turn_exits_idle_and_resumes() {
     assert_ne!(sha0, sha1);
     let pods = Api::<Pod>::namespaced(w.client.clone(), &w.ns.name);
     let p = pods.get(&pod).await.expect("the same pod still runs");
-    assert_eq!(
-        p.status.unwrap().container_statuses.unwrap()[0].restart_count,
-        0
-    );
+    let status = p.status.unwrap();
+    let all = status
+        .init_container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .chain(status.container_statuses.unwrap_or_default());
+    assert!(all.into_iter().all(|c| c.restart_count == 0));
 
     // 3. Nothing more is sent: the worker exits on idle and the run ends idle_timeout; the pod
     // is gone after the Job's TTL.

@@ -318,15 +318,19 @@ fn pod_spec(job: &Job) -> &PodSpec {
     job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
+/// Every container of the pod: the worker (a native sidecar, the only init container) and
+/// the agent (the only regular container).
+fn all_containers(job: &Job) -> Vec<&Container> {
+    let pod = pod_spec(job);
+    let init = pod.init_containers.as_deref().unwrap_or_default();
+    assert_eq!(init.len(), 1, "one init container: the worker");
+    assert_eq!(pod.containers.len(), 1, "one container: the agent");
+    init.iter().chain(&pod.containers).collect()
+}
+
 fn container<'a>(job: &'a Job, name: &str) -> &'a Container {
-    let containers = &pod_spec(job).containers;
-    assert_eq!(
-        containers.len(),
-        2,
-        "two containers: the worker and the agent"
-    );
-    containers
-        .iter()
+    all_containers(job)
+        .into_iter()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no {name} container"))
 }
@@ -416,7 +420,20 @@ fn every_job_is_isolated_and_short_lived_in(name: &str) {
         worker(&job).image.as_deref(),
         Some("localhost/vexa-agent-worker:dev")
     );
+    // The worker is a native sidecar, ready only once its own check passes; the agent starts
+    // after it and is the pod's only regular container.
+    let w = worker(&job);
+    assert_eq!(w.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(pod.init_containers.as_ref().unwrap()[0].name, "worker");
+    assert_eq!(pod.containers[0].name, "agent");
+    let probe = w.startup_probe.as_ref().expect("a startup probe");
+    assert_eq!(
+        probe.exec.as_ref().and_then(|e| e.command.as_deref()),
+        Some(&["vexa-agent-worker".to_owned(), "ready".to_owned()][..])
+    );
+    assert_eq!(probe.period_seconds, Some(1));
     let a = agent(&job);
+    assert_eq!(a.restart_policy, None);
     assert_eq!(
         a.command.as_deref(),
         Some(&["vexa-agent-shim".to_owned()][..])
@@ -464,6 +481,10 @@ fn the_agent_container_holds_nothing_secret_in(name: &str) {
             m.name
         );
         assert_ne!(m.mount_path, "/var/run/vexa/dispatch");
+        assert_ne!(
+            m.name, "worker-state",
+            "the worker's restart marker and ready file are its own"
+        );
     }
     let secret_mount = worker(&job)
         .volume_mounts
@@ -832,7 +853,7 @@ fn the_model_credential_never_leaves_the_operators_namespace(
     assert!(vexa_core::model::GatewayToken::verify(b"another key", token).is_err());
     // The agent gets a placeholder key and the proxy's address from the worker, never a
     // variable from the Job: no container has the credential's variable.
-    for c in &pod_spec(&job).containers {
+    for c in all_containers(&job) {
         let env = c.env.as_deref().unwrap_or_default();
         assert!(
             env.iter().all(|e| e.name != cred.env),

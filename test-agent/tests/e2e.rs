@@ -353,7 +353,7 @@ fn the_worker_retries_a_failed_resume_fresh_with_the_real_agent() {
         .collect();
     // The agent container's side, over a socket pair instead of the shared socket file.
     let (worker_end, shim_end) = std::os::unix::net::UnixStream::pair().unwrap();
-    let shim = std::thread::spawn(move || server::serve_connection(shim_end));
+    let shim = std::thread::spawn(move || server::serve_connection(shim_end, Default::default()));
     let mut agent = ShimAgent {
         shim: Shim::over(worker_end).unwrap(),
         cwd: ws.path().to_owned(),

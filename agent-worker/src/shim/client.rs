@@ -84,6 +84,11 @@ impl Shim {
     fn send(&self, frame: &Frame) -> io::Result<()> {
         frame.write_to(&mut *lock(&self.writer))
     }
+
+    /// Tells the shim the run is over: it kills whatever still runs and exits with `code`.
+    pub fn finish(&self, code: u8) -> io::Result<()> {
+        self.send(&Frame::Finish { code })
+    }
 }
 
 /// Stops the agent that runs through the shim, and any run asked for after the stop.

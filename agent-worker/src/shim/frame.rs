@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version the shim announces and the worker requires.
+/// The protocol version the shim announces and the worker requires. [`Frame::Finish`] came
+/// later without a new version: a shim that does not know it reads it as a broken connection
+/// and exits as it always did, so images of both ages still work together.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest payload either side accepts. Output comes in chunks far below it.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -83,6 +85,12 @@ pub enum Frame {
     Terminate,
     /// Worker → shim: SIGKILL to the running agent's process group; no later run starts.
     Kill,
+    /// Worker → shim: the run is over; kill whatever still runs and exit with this code (the
+    /// outcome's, so the Job's view agrees with the worker's report).
+    Finish {
+        /// The agent container's exit code.
+        code: u8,
+    },
     /// Shim → worker: a chunk of the agent's standard output.
     Stdout(Vec<u8>),
     /// Shim → worker: the run is over.
@@ -93,6 +101,7 @@ const HELLO: u8 = b'H';
 const RUN: u8 = b'R';
 const TERMINATE: u8 = b'T';
 const KILL: u8 = b'K';
+const FINISH: u8 = b'F';
 const STDOUT: u8 = b'O';
 const EXIT: u8 = b'X';
 
@@ -118,6 +127,7 @@ impl Frame {
             Frame::Run(r) => (RUN, json(r)?.into()),
             Frame::Terminate => (TERMINATE, (&[][..]).into()),
             Frame::Kill => (KILL, (&[][..]).into()),
+            Frame::Finish { code } => (FINISH, json(code)?.into()),
             Frame::Stdout(bytes) => (STDOUT, bytes.as_slice().into()),
             Frame::Exit(e) => (EXIT, json(e)?.into()),
         };
@@ -172,6 +182,9 @@ impl Frame {
             RUN => Frame::Run(parse(tag, &payload)?),
             TERMINATE => empty(Frame::Terminate)?,
             KILL => empty(Frame::Kill)?,
+            FINISH => Frame::Finish {
+                code: parse(tag, &payload)?,
+            },
             STDOUT => Frame::Stdout(payload),
             EXIT => Frame::Exit(parse(tag, &payload)?),
             other => return Err(invalid(format!("an unknown frame tag {other:#04x}"))),
@@ -192,6 +205,7 @@ mod tests {
     #[case(Frame::Run(RunRequest { argv: vec!["a".into(), "--x; rm -rf /".into()], cwd: "/w".into(), env: vec![("K".into(), "v".into())] }))]
     #[case(Frame::Terminate)]
     #[case(Frame::Kill)]
+    #[case(Frame::Finish { code: 143 })]
     #[case(Frame::Stdout(vec![0, 255, b'\n']))]
     #[case(Frame::Exit(ExitReport { code: Some(3), error: None }))]
     #[case(Frame::Exit(ExitReport { code: None, error: Some(RunError { kind: "NotFound".into(), message: "m".into() }) }))]

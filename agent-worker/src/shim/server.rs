@@ -1,7 +1,11 @@
 //! `vexa-agent-shim`, the agent container's entrypoint: it listens on the shared socket, takes
 //! one connection (the worker's), runs what it is asked to, one run at a time, and sends back
-//! the agent's output and exit. When the worker hangs up, whatever still runs is killed and the
-//! shim exits 0, so the container (and with the worker's, the pod) completes.
+//! the agent's output and exit. When the worker says the run is over ([`Frame::Finish`]),
+//! whatever still runs is killed and the shim exits with the code the worker gave, so the
+//! agent container (the pod's only regular container) ends the pod as the worker decided. A
+//! worker that hangs up without saying so crashed or was killed: the shim then exits with
+//! [`SHIM_WORKER_GONE_EXIT`], never 0. Either way the operator reads the outcome from the
+//! worker's termination message, never from this container.
 //!
 //! Nothing here trusts the agent, and nothing the agent can do here reaches the worker: the shim
 //! holds no credential and the worker treats every frame it sends as untrusted.
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::{ExitReport, Frame, PROTOCOL_VERSION, RunError, RunRequest};
 use crate::process::{StopHandle, run_supervised};
+pub use vexa_core::pod::layout::SHIM_WORKER_GONE_EXIT;
 
 /// How often a listening shim checks whether the worker has connected.
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
@@ -45,8 +50,14 @@ pub enum ShimError {
     Connection(#[from] io::Error),
 }
 
-/// Listens on `socket`, serves the first connection until it closes, and returns.
-pub fn serve(socket: &Path, accept_timeout: Duration) -> Result<(), ShimError> {
+/// Listens on `socket`, serves the first connection until it closes, and returns the exit code
+/// the worker asked for (`None`: it hung up without one). `stop` stops the agent from outside
+/// (the container's SIGTERM).
+pub fn serve(
+    socket: &Path,
+    accept_timeout: Duration,
+    stop: StopHandle,
+) -> Result<Option<u8>, ShimError> {
     let listen = |source| ShimError::Listen {
         path: socket.to_owned(),
         source,
@@ -81,24 +92,24 @@ pub fn serve(socket: &Path, accept_timeout: Duration) -> Result<(), ShimError> {
     drop(listener);
     let _ = std::fs::remove_file(socket);
     conn.set_nonblocking(false)?;
-    serve_connection(conn)?;
-    Ok(())
+    Ok(serve_connection(conn, stop)?)
 }
 
 /// Serves one worker: runs each requested run in turn; signals apply to the run in flight.
-pub fn serve_connection(conn: UnixStream) -> io::Result<()> {
+/// Returns the exit code of [`Frame::Finish`], or `None` when the worker hung up without one.
+pub fn serve_connection(conn: UnixStream, stop: StopHandle) -> io::Result<Option<u8>> {
     let mut reader = conn.try_clone()?;
     let mut writer = BufWriter::new(conn);
     Frame::Hello {
         version: PROTOCOL_VERSION,
     }
     .write_to(&mut writer)?;
-    let stop = StopHandle::default();
     let (runs, requested) = mpsc::channel::<RunRequest>();
     let signals = stop.clone();
     let control = std::thread::Builder::new()
         .name("shim-control".into())
         .spawn(move || {
+            let mut finish = None;
             loop {
                 match Frame::read_from(&mut reader) {
                     Ok(Some(Frame::Run(r))) => {
@@ -112,6 +123,11 @@ pub fn serve_connection(conn: UnixStream) -> io::Result<()> {
                     Ok(Some(Frame::Kill)) => {
                         signals.kill();
                     }
+                    Ok(Some(Frame::Finish { code })) => {
+                        tracing::info!(code, "the worker ended the run");
+                        finish = Some(code);
+                        break;
+                    }
                     Ok(Some(other)) => {
                         tracing::warn!(frame = ?other, "ignored a frame only the shim sends");
                     }
@@ -122,8 +138,9 @@ pub fn serve_connection(conn: UnixStream) -> io::Result<()> {
                     }
                 }
             }
-            // The worker is gone: nothing may keep running on its behalf.
+            // The run is over or the worker is gone: nothing may keep running on its behalf.
             signals.kill();
+            finish
         })?;
     for request in requested {
         tracing::info!(program = ?request.argv.first(), cwd = %request.cwd.display(), "run starts");
@@ -144,6 +161,5 @@ pub fn serve_connection(conn: UnixStream) -> io::Result<()> {
         tracing::info!(code = ?report.code, error = ?report.error, "run ends");
         Frame::Exit(report).write_to(&mut writer)?;
     }
-    let _ = control.join();
-    Ok(())
+    Ok(control.join().unwrap_or_default())
 }

@@ -6,6 +6,16 @@
 //! serves the agent's model requests on loopback. The **agent** container runs only the agent
 //! CLI under `vexa-agent-shim`; it holds no credential and shares no process namespace with the
 //! worker. The two meet only in the workspaces and in [`AGENT_SOCKET_DIR`].
+//!
+//! The worker is a native sidecar (an init container with `restartPolicy: Always`) whose
+//! startup probe (`vexa-agent-worker ready`, every second) passes only once the worker is ready
+//! (it holds the pod's SVID when the contract asks for one, or it has already decided that the
+//! run failed): the kubelet starts the agent container only then. The run's end comes from the
+//! worker: it writes its termination message, tells the shim to exit with the outcome's exit
+//! code, then waits for the kubelet's SIGTERM and exits. A worker the kubelet restarted finds
+//! [`WORKER_STARTED`] in its own folder and never runs the dispatch a second time. (The
+//! operator sets `VEXA_SIDECAR=true` on the worker for all of this; a worker without it, run by
+//! hand or in a pod an older operator made, simply exits when the run ends.)
 
 /// Name of the trusted container (the agent worker).
 pub const WORKER_CONTAINER: &str = "worker";
@@ -23,6 +33,23 @@ pub const AGENT_SOCKET_DIR: &str = "/var/run/vexa/agent";
 /// both containers see, so nothing the CLI (or an agent) keeps there reaches a later run. The
 /// worker copies only a resumed session's transcript in and out (never settings or hooks).
 pub const AGENT_CONFIG_DIR: &str = "/var/run/vexa/agent-config";
+/// The worker's own folder (an emptyDir only the worker mounts; it outlives a restart of the
+/// worker container, not the pod).
+pub const WORKER_STATE_DIR: &str = "/var/run/vexa/worker";
+/// Written in [`WORKER_STATE_DIR`] when the worker starts: a worker that finds it was
+/// restarted by the kubelet and fails the run instead of running it again.
+pub const WORKER_STARTED: &str = "/var/run/vexa/worker/started";
+/// Written in [`WORKER_STATE_DIR`] when the agent may start; the startup probe checks it.
+pub const WORKER_READY: &str = "/var/run/vexa/worker/ready";
+/// The argument of the worker's command that the startup probe runs (exit 0 once ready).
+pub const READY_SUBCOMMAND: &str = "ready";
+/// The exit code of a shim whose worker hung up without saying how the run ended (it
+/// crashed or was killed): never a success.
+pub const SHIM_WORKER_GONE_EXIT: u8 = 70;
+/// Where the SPIRE agent's Workload API socket folder is mounted, only in the worker.
+pub const SPIFFE_SOCKET_DIR: &str = "/run/spire/agent";
+/// The Workload API socket inside [`SPIFFE_SOCKET_DIR`].
+pub const SPIFFE_SOCKET: &str = "/run/spire/agent/api.sock";
 /// The shim's socket inside [`AGENT_SOCKET_DIR`].
 pub const AGENT_SOCKET: &str = "/var/run/vexa/agent/shim.sock";
 
@@ -47,4 +74,6 @@ pub mod secret_key {
     pub const REDIS_PASSWORD: &str = "redis-password";
     /// The dispatch's credential at the operator's model gateway.
     pub const MODEL_TOKEN: &str = "model-token";
+    /// The dispatch token (a signed JWT), for the gateway.
+    pub const DISPATCH_TOKEN: &str = "dispatch-token";
 }

@@ -60,9 +60,12 @@ pub mod var {
     /// How the agent reaches its model through the brokered credential (JSON; `null`: no
     /// brokered credential).
     pub const MODEL: &str = "VEXA_MODEL";
+    /// The SPIFFE ID the worker must obtain an X.509 SVID for, and the Workload API socket
+    /// (JSON; `null`: the pod has no workload identity).
+    pub const SPIFFE: &str = "VEXA_SPIFFE";
 
     /// Every variable of the contract, in the order the operator sets them.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         UNIT_ID,
         UNIT_TRIGGER,
         UNIT_OUT_TOPIC,
@@ -80,6 +83,7 @@ pub mod var {
         IDLE_TIMEOUT_SEC,
         REDIS_URL,
         MODEL,
+        SPIFFE,
     ];
 }
 
@@ -158,6 +162,20 @@ pub struct PodContract {
     pub redis_url: String,
     /// `VEXA_MODEL`: the brokered model access, if the runner has a model credential.
     pub model: Option<ModelAccess>,
+    /// `VEXA_SPIFFE`: the workload identity the worker holds before the agent starts, if the
+    /// pod has one.
+    pub spiffe: Option<SpiffeAccess>,
+}
+
+/// The pod's workload identity (`VEXA_SPIFFE`): the worker fetches an X.509 SVID from the
+/// SPIRE agent's Workload API (mounted only into the worker) and refuses any other SPIFFE ID.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpiffeAccess {
+    /// The SPIFFE ID the SVID must carry, `spiffe://<trust domain>/ns/<namespace>/dispatch/<name>`.
+    pub spiffe_id: String,
+    /// The Workload API socket, as the worker sees it (a path, or a `unix:` address).
+    pub socket: String,
 }
 
 /// How the worker brokers the agent's model requests (`VEXA_MODEL`): it serves a loopback
@@ -205,6 +223,7 @@ impl PodContract {
             ),
             (var::REDIS_URL, self.redis_url.clone()),
             (var::MODEL, to_json(&self.model)),
+            (var::SPIFFE, to_json(&self.spiffe)),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
@@ -305,6 +324,21 @@ impl PodContract {
             Some(v) => json::<Option<ModelAccess>>(var::MODEL, &v)?,
             None => None,
         };
+        let spiffe = match optional(var::SPIFFE) {
+            Some(v) => json::<Option<SpiffeAccess>>(var::SPIFFE, &v)?,
+            None => None,
+        };
+        if let Some(s) = &spiffe
+            && (!s.spiffe_id.starts_with("spiffe://") || s.socket.trim().is_empty())
+        {
+            return Err(EnvError::new(
+                var::SPIFFE,
+                format!(
+                    "{:?} is not a SPIFFE ID (spiffe://…) or the socket is empty",
+                    s.spiffe_id
+                ),
+            ));
+        }
         if !["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
             .any(|s| redis_url.starts_with(s))
@@ -333,6 +367,7 @@ impl PodContract {
             idle_timeout,
             redis_url,
             model,
+            spiffe,
         })
     }
 

@@ -96,6 +96,10 @@ fn full() -> PodContract {
             base_url_env: "ANTHROPIC_BASE_URL".into(),
             token_budget: Some(50_000),
         }),
+        spiffe: Some(super::SpiffeAccess {
+            spiffe_id: "spiffe://vexa.local/ns/team-a/dispatch/brief".into(),
+            socket: "/run/spire/agent/api.sock".into(),
+        }),
     }
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    CSIVolumeSource, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource,
-    PodSchedulingGate, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource,
-    Volume, VolumeMount,
+    CSIVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction,
+    PersistentVolumeClaimVolumeSource, PodSchedulingGate, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -20,7 +20,8 @@ use vexa_core::identity::IDENTITY_GATE;
 use vexa_core::model::{DEFAULT_BASE_URL_ENV, GatewayToken};
 use vexa_core::pod::layout::secret_key;
 use vexa_core::pod::layout::{
-    AGENT_CONFIG_DIR, AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, SHIM_COMMAND, WORKER_COMMAND,
+    AGENT_CONFIG_DIR, AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, READY_SUBCOMMAND, SHIM_COMMAND,
+    WORKER_COMMAND, WORKER_STATE_DIR,
 };
 use vexa_core::pod::layout::{WORKLOAD_API_CSI_DRIVER, WORKLOAD_API_DIR};
 use vexa_core::pod::{ModelAccess, PodContract, WorkspaceMount};
@@ -38,6 +39,8 @@ pub const DISPATCH_ANNOTATION: &str = "vexa.ai/dispatch-name";
 pub use vexa_core::pod::layout::{AGENT_CONTAINER, WORKER_CONTAINER};
 /// The worker's variable for the output stream's cap (a worker setting, not the pod contract).
 pub const STREAM_MAX_LEN_ENV: &str = "VEXA_STREAM_MAX_LEN";
+/// The worker's variable that makes it the pod's native sidecar (a worker setting).
+pub const SIDECAR_ENV: &str = "VEXA_SIDECAR";
 /// The worker's variable for how long it waits for the pod's network policy (a worker setting).
 pub const AWAIT_NETWORK_POLICY_ENV: &str = "VEXA_AWAIT_NETWORK_POLICY_SEC";
 /// Where workspaces are mounted: `/workspaces/<name>`.
@@ -46,6 +49,10 @@ pub const WORKSPACES_ROOT: &str = "/workspaces";
 pub const AGENT_HOME: &str = "/home/agent";
 /// The volume of the SPIRE agent's Workload API (the worker's only).
 pub const WORKLOAD_API_VOLUME: &str = "spiffe-workload-api";
+/// How long the worker may take to become ready (its startup probe runs every second) before
+/// the kubelet restarts it, which fails the run. The worker itself gives up sooner, with a
+/// reason (e.g. no SVID within its timeout), and then lets the agent start only to end it.
+pub const WORKER_STARTUP_SECONDS: i32 = 180;
 
 /// Operator settings that shape the children.
 #[derive(Debug, Clone)]
@@ -306,6 +313,8 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
                     .and_then(|l| l.model_tokens)
                     .or_else(|| inputs.runner.defaults.as_ref().and_then(|l| l.model_tokens)),
             }),
+        // Set by the operator's SPIRE registration (below).
+        spiffe: None,
     }
 }
 
@@ -320,6 +329,7 @@ fn worker_environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
         STREAM_MAX_LEN_ENV,
         inputs.settings.stream_max_len.to_string(),
     ));
+    vars.push(env(SIDECAR_ENV, "true"));
     if inputs.settings.await_network_policy_seconds > 0 {
         vars.push(env(
             AWAIT_NETWORK_POLICY_ENV,
@@ -365,7 +375,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 /// pod's own, so no later run inherits what an agent leaves there; the worker carries only a
 /// session's transcript across); each has a scratch `/tmp` of its own, so nothing the agent
 /// leaves there is read by the worker; only the agent has a home; only the worker has the
-/// dispatch's Secret.
+/// dispatch's Secret and its state folder (restart marker, ready file).
 struct Storage {
     volumes: Vec<Volume>,
     worker: Vec<VolumeMount>,
@@ -380,6 +390,7 @@ fn storage(inputs: &Inputs<'_>) -> Storage {
         empty_dir("agent-tmp"),
         empty_dir("agent-home"),
         empty_dir("agent-config"),
+        empty_dir("worker-state"),
         Volume {
             name: "dispatch-secret".into(),
             secret: Some(SecretVolumeSource {
@@ -396,6 +407,7 @@ fn storage(inputs: &Inputs<'_>) -> Storage {
         mount("worker-tmp", "/tmp", false),
         mount("dispatch-secret", DISPATCH_SECRET_DIR, true),
         mount("agent-config", AGENT_CONFIG_DIR, false),
+        mount("worker-state", WORKER_STATE_DIR, false),
     ];
     let mut agent = vec![
         mount("agent-socket", AGENT_SOCKET_DIR, false),
@@ -453,6 +465,13 @@ fn storage(inputs: &Inputs<'_>) -> Storage {
 /// The Job that runs the dispatch: one pod, never restarted, no service-account token, no shared
 /// process namespace, both containers non-root with a read-only root filesystem, no privilege
 /// escalation and no capabilities (Pod Security `restricted`).
+///
+/// The worker is a native sidecar (an init container with `restartPolicy: Always`): the
+/// kubelet starts the agent container only once the worker's startup probe passes (the worker
+/// is ready: it holds the pod's identity, or it has decided the run failed), and stops the
+/// worker after the agent container has ended. The pod's (and the Job's) success is the agent
+/// container's exit, which the worker sets; the operator reads the outcome only from the
+/// worker's termination message (`run_state`).
 pub fn job(inputs: &Inputs<'_>) -> Job {
     let d = inputs.dispatch;
     let name = d.metadata.name.as_deref().unwrap_or_default();
@@ -468,6 +487,16 @@ pub fn job(inputs: &Inputs<'_>) -> Job {
         .unwrap_or_else(|| "IfNotPresent".into());
     let worker = Container {
         name: WORKER_CONTAINER.into(),
+        restart_policy: Some("Always".into()),
+        startup_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![WORKER_COMMAND.into(), READY_SUBCOMMAND.into()]),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(WORKER_STARTUP_SECONDS),
+            timeout_seconds: Some(1),
+            ..Probe::default()
+        }),
         image: Some(settings.worker_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec![WORKER_COMMAND.into()]),
@@ -516,7 +545,8 @@ pub fn job(inputs: &Inputs<'_>) -> Job {
                     share_process_namespace: Some(false),
                     termination_grace_period_seconds: Some(30),
                     security_context: Some(security::restricted_pod()),
-                    containers: vec![worker, agent],
+                    init_containers: Some(vec![worker]),
+                    containers: vec![agent],
                     volumes: Some(storage.volumes),
                     scheduling_gates: settings.spire_trust_domain.as_ref().map(|_| {
                         vec![PodSchedulingGate {

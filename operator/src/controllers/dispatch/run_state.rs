@@ -84,16 +84,64 @@ fn job_condition<'a>(
         .find(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// A container's status, among the pod's init containers (the worker is a native sidecar)
+/// or its regular ones (the agent; and the worker of a pod an older operator made).
 fn container_status<'a>(
     pod: &'a Pod,
     name: &str,
 ) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
+    let status = pod.status.as_ref()?;
+    [&status.init_container_statuses, &status.container_statuses]
+        .into_iter()
+        .flatten()
+        .flatten()
         .find(|c| c.name == name)
+}
+
+/// A worker the kubelet restarted (it crashed, was killed, or never became ready): the run
+/// failed, whatever the new worker or the agent container report afterwards. The restarted
+/// worker refuses to run the dispatch again; this is the operator's own account of it.
+fn restarted_worker(worker: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<RunState> {
+    if worker.restart_count == 0 {
+        return None;
+    }
+    let last = worker
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref());
+    let report = Termination::parse(last.and_then(|t| t.message.as_deref()).unwrap_or_default());
+    let oom = last.is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"));
+    let how = match last {
+        Some(t) => format!(
+            "after it ended with code {}{}",
+            t.exit_code,
+            t.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        None => "after it ended".into(),
+    };
+    Some(RunState::Finished {
+        reason: if oom {
+            StopReason::Oom
+        } else {
+            StopReason::Failed
+        },
+        exit_code: last.map(|t| t.exit_code),
+        started: last.and_then(|t| t.started_at.clone()),
+        finished: last.and_then(|t| t.finished_at.clone()),
+        message: format!(
+            "the worker container was restarted {how}{}; a dispatch never runs twice, so the run failed (kubectl logs --previous -c worker shows why)",
+            if oom {
+                ": it ran out of memory, raise the operator's worker memory limit"
+            } else {
+                ""
+            }
+        ),
+        provenance: report.provenance,
+        usage: report.usage,
+    })
 }
 
 fn terminated_state(
@@ -191,20 +239,33 @@ fn ending_of(
 
 /// Reads the run's state from its Job and (if it still exists) its pod.
 ///
-/// The pod has two containers. The trusted `worker` says how the run ended (its exit and
-/// termination message, provenance included); the `agent` container's own message is never
-/// read, since the agent could write anything there. From the agent container only what the
-/// kubelet vouches for counts: that it ran out of memory, or could not start.
+/// The pod has two containers. The trusted `worker` (a native sidecar) says how the run ended
+/// (its exit and termination message, provenance included); the `agent` container's own
+/// message is never read, since the agent could write anything there. From the agent
+/// container only what the kubelet vouches for counts: that it ran out of memory, or could
+/// not start. Nor does the Job's verdict count for success: the Job completes when the agent
+/// container exits 0, which the agent can do on its own.
 pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState {
     let worker = pod.and_then(|p| container_status(p, WORKER_CONTAINER));
     let agent = pod.and_then(|p| container_status(p, AGENT_CONTAINER));
+    if let Some(state) = worker.and_then(restarted_worker) {
+        return state;
+    }
     let running_since = |c: Option<&k8s_openapi::api::core::v1::ContainerStatus>| {
         c.and_then(|c| c.state.as_ref())
             .and_then(|s| s.running.as_ref())
             .and_then(|r| r.started_at.clone())
     };
-    // Running means both sides run; the agent's start is the later one in practice.
-    let started = running_since(worker).and(running_since(agent));
+    let worker_running = running_since(worker).is_some();
+    // The agent's start: it runs, or it has run and ended (the worker then wraps up).
+    let agent_started = running_since(agent).or_else(|| {
+        terminated_state(agent)
+            .filter(|t| !START_ERRORS.contains(&t.reason.as_deref().unwrap_or_default()))
+            .and_then(|t| t.started_at.clone())
+    });
+    // Running means both sides run (or the agent has ended and the worker is finishing); the
+    // agent's start is the later one, as the sidecar starts first.
+    let started = agent_started.clone().filter(|_| worker_running);
     let agent_oom =
         terminated_state(agent).is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"));
     let agent_never_started = terminated_state(agent)
@@ -271,6 +332,12 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
             usage: None,
         };
     }
+    // The Job's verdict (the agent container's exit) comes while the kubelet still stops the
+    // worker: wait for the worker's own report.
+    let verdict = job_condition(job, "Failed").or_else(|| job_condition(job, "Complete"));
+    if verdict.is_some() && worker_running && !stop_requested {
+        return RunState::Running { started };
+    }
     if let Some(c) = job_condition(job, "Failed") {
         let (reason, message) = if stop_requested {
             (StopReason::Stopped, String::new())
@@ -291,16 +358,22 @@ pub fn run_state(job: &Job, pod: Option<&Pod>, stop_requested: bool) -> RunState
         };
     }
     if let Some(c) = job_condition(job, "Complete") {
+        // Only the worker vouches for a success; with its report gone (the pod was deleted
+        // before the operator read it) the run cannot count as completed.
+        let (reason, message) = if stop_requested {
+            (StopReason::Stopped, String::new())
+        } else {
+            (
+                StopReason::Failed,
+                "the Job completed but the worker's report is gone (its pod was deleted before the operator read it); the run cannot count as completed".into(),
+            )
+        };
         return RunState::Finished {
-            reason: if stop_requested {
-                StopReason::Stopped
-            } else {
-                StopReason::Completed
-            },
-            exit_code: Some(0),
+            reason,
+            exit_code: None,
             started,
             finished: c.last_transition_time.clone(),
-            message: String::new(),
+            message,
             provenance: Vec::new(),
             usage: None,
         };
@@ -364,7 +437,7 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + s).unwrap())
     }
 
-    /// A pod whose worker and agent containers are in the given states.
+    /// A pod whose worker (the native sidecar) and agent containers are in the given states.
     fn pod_of(worker: ContainerState, agent: ContainerState) -> Pod {
         let status = |name: &str, state| ContainerStatus {
             name: name.into(),
@@ -373,14 +446,119 @@ mod tests {
         };
         Pod {
             status: Some(PodStatus {
-                container_statuses: Some(vec![
-                    status(WORKER_CONTAINER, worker),
-                    status(AGENT_CONTAINER, agent),
-                ]),
+                init_container_statuses: Some(vec![status(WORKER_CONTAINER, worker)]),
+                container_statuses: Some(vec![status(AGENT_CONTAINER, agent)]),
                 ..Default::default()
             }),
             ..Default::default()
         }
+    }
+
+    fn worker_mut(p: &mut Pod) -> &mut ContainerStatus {
+        &mut p
+            .status
+            .as_mut()
+            .unwrap()
+            .init_container_statuses
+            .as_mut()
+            .unwrap()[0]
+    }
+
+    #[test]
+    fn a_worker_from_a_pod_made_before_the_sidecar_is_still_read() {
+        let mut p = pod_of(
+            ended(0, "Completed", r#"{"reason":"idle_timeout"}"#),
+            ended(0, "Completed", ""),
+        );
+        let status = p.status.as_mut().unwrap();
+        let worker = status.init_container_statuses.take().unwrap();
+        status.container_statuses.as_mut().unwrap().extend(worker);
+        assert_eq!(
+            reason(&run_state(&job_with(None, 0), Some(&p), false)),
+            Some(StopReason::IdleTimeout)
+        );
+    }
+
+    /// The agent container can exit 0 on its own (kill its shim, or exit before the worker
+    /// asks): the Job completes, but only the worker vouches for the run.
+    #[test]
+    fn the_agent_exiting_0_is_not_a_completed_run() {
+        let complete = job_with(Some(("Complete", "CompletionsReached")), 0);
+        // The worker is still being stopped: wait for its report.
+        let p = pod_of(
+            running(),
+            ended(0, "Completed", r#"{"reason":"idle_timeout"}"#),
+        );
+        assert!(
+            matches!(
+                run_state(&complete, Some(&p), false),
+                RunState::Running { started: Some(_) }
+            ),
+            "{:?}",
+            run_state(&complete, Some(&p), false)
+        );
+        // The worker was stopped mid-run by the kubelet (SIGTERM, as the agent ended).
+        let p = pod_of(
+            ended(143, "Error", r#"{"message":"terminated: SIGTERM"}"#),
+            ended(0, "Completed", ""),
+        );
+        assert_eq!(
+            reason(&run_state(&complete, Some(&p), false)),
+            Some(StopReason::Failed)
+        );
+        // The pod is gone and with it the worker's report.
+        assert_eq!(
+            reason(&run_state(&complete, None, false)),
+            Some(StopReason::Failed)
+        );
+        assert_eq!(
+            reason(&run_state(&complete, None, true)),
+            Some(StopReason::Stopped)
+        );
+    }
+
+    #[rstest]
+    #[case::crashed(1, "Error", StopReason::Failed)]
+    #[case::out_of_memory(137, "OOMKilled", StopReason::Oom)]
+    #[case::never_ready(137, "Error", StopReason::Failed)]
+    fn a_restarted_worker_fails_the_run_whatever_comes_after(
+        #[case] code: i32,
+        #[case] why: &str,
+        #[case] expected: StopReason,
+    ) {
+        // The new worker runs and the agent exits 0; or both report success afterwards.
+        for (worker_now, agent_now) in [
+            (running(), ended(0, "Completed", "")),
+            (
+                ended(0, "Completed", r#"{"reason":"idle_timeout"}"#),
+                ended(0, "Completed", ""),
+            ),
+        ] {
+            let mut p = pod_of(worker_now, agent_now);
+            let w = worker_mut(&mut p);
+            w.restart_count = 1;
+            w.last_state = Some(ended(code, why, ""));
+            let state = run_state(
+                &job_with(Some(("Complete", "CompletionsReached")), 0),
+                Some(&p),
+                false,
+            );
+            assert_eq!(reason(&state), Some(expected), "{state:?}");
+            let RunState::Finished { message, .. } = state else {
+                unreachable!()
+            };
+            assert!(message.contains("never runs twice"), "{message}");
+            assert!(message.contains(&format!("code {code}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_agent_having_ended_while_the_worker_reports_is_not_starting_again() {
+        let p = pod_of(running(), ended(3, "Error", ""));
+        assert!(matches!(
+            run_state(&job_with(None, 1), Some(&p), false),
+            RunState::Running { started: Some(_) }
+        ));
     }
 
     /// A pod whose two containers are both in `state`.
@@ -669,16 +847,7 @@ mod tests {
     #[test]
     fn a_container_that_never_started_has_no_start_time() {
         let mut p = terminated(128, "StartError", "exec failed");
-        let state = p
-            .status
-            .as_mut()
-            .unwrap()
-            .container_statuses
-            .as_mut()
-            .unwrap()[0]
-            .state
-            .as_mut()
-            .unwrap();
+        let state = worker_mut(&mut p).state.as_mut().unwrap();
         state.terminated.as_mut().unwrap().started_at =
             Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         let RunState::Finished {
