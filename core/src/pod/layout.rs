@@ -46,10 +46,6 @@ pub const READY_SUBCOMMAND: &str = "ready";
 /// The exit code of a shim whose worker hung up without saying how the run ended (it
 /// crashed or was killed): never a success.
 pub const SHIM_WORKER_GONE_EXIT: u8 = 70;
-/// Where the SPIRE agent's Workload API socket folder is mounted, only in the worker.
-pub const SPIFFE_SOCKET_DIR: &str = "/run/spire/agent";
-/// The Workload API socket inside [`SPIFFE_SOCKET_DIR`].
-pub const SPIFFE_SOCKET: &str = "/run/spire/agent/api.sock";
 /// The shim's socket inside [`AGENT_SOCKET_DIR`].
 pub const AGENT_SOCKET: &str = "/var/run/vexa/agent/shim.sock";
 
@@ -57,6 +53,8 @@ pub const AGENT_SOCKET: &str = "/var/run/vexa/agent/shim.sock";
 /// `api.sock` in it). Mounted into the worker container only: the agent container of the same
 /// pod never sees it, and SPIRE's entry selects `k8s:container-name:worker` as well.
 pub const WORKLOAD_API_DIR: &str = "/run/spire/agent";
+/// The Workload API socket inside [`WORKLOAD_API_DIR`], as the worker reaches it.
+pub const WORKLOAD_API_SOCKET: &str = "/run/spire/agent/api.sock";
 /// The CSI driver (`vexa-csi-node`, crate `csi/`) that puts the node's Workload API socket folder
 /// into a pod, as an inline ephemeral volume `csi: {driver: csi.vexa.ai, readOnly: true}`.
 ///
