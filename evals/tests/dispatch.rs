@@ -206,7 +206,9 @@ fn env_of(job: &Job) -> BTreeMap<String, String> {
         .spec
         .as_ref()
         .unwrap()
-        .containers[0]
+        .init_containers
+        .as_ref()
+        .expect("the worker, a native sidecar")[0]
         .env
         .iter()
         .flatten()
