@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use vexa_core::{Trigger, WorkspaceMode};
 
-use crate::delegation::{self, DelegatedWorkspace, DelegationRequest, Scope};
+use crate::delegation::{self, DelegationRequest, Scope};
 use crate::token::UnixTime;
 use crate::{DispatchRequest, Refusal};
 
@@ -251,7 +251,9 @@ pub struct OwnedWorkspace {
 ///
 /// For a schedule or integration it returns the grant's scope: a workspace mode the dispatch
 /// did not ask for may be narrower there than in `workspaces` (narrowed to the grant), and the
-/// run must get the scope's (see [`crate::Authorization::narrow`]).
+/// run must get the scope's (see [`crate::Authorization::narrow`]). It knows no Tool, so its
+/// `gated_tools` lists every tool: mint a token from [`delegation::authorize`] with the
+/// Tools' facts instead (which also checks the grant again at each re-mint).
 pub fn check_custody(
     dispatch: &DispatchRequest,
     workspaces: &[OwnedWorkspace],
@@ -272,22 +274,10 @@ pub fn check_custody(
         }
         Launcher::Schedule(_) | Launcher::Integration(_) => {
             let grant = usable_grant(identity_of(&dispatch.subject), dispatch, now)?;
-            let request = DelegationRequest {
-                launcher: dispatch.launcher.clone(),
-                workspaces: workspaces
-                    .iter()
-                    .map(|w| DelegatedWorkspace {
-                        name: w.name.clone(),
-                        mode: w.mode,
-                        asked: dispatch
-                            .workspaces
-                            .iter()
-                            .any(|d| d.name == w.name && d.mode.is_some()),
-                    })
-                    .collect(),
-                tools: dispatch.tools.clone(),
-                lifetime: None,
-            };
+            let request = DelegationRequest::of(
+                dispatch,
+                workspaces.iter().map(|w| (w.name.as_str(), w.mode)),
+            );
             // The tools' facts only mark the gated ones in the scope; whether the run may have
             // them at all is decided here by the grant alone.
             let scope = delegation::authorize(&request, grant, &[], now).map_err(|r| Refusal {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use vexa_core::{Grant, WorkspaceMode};
 
 use crate::token::{DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME, UnixTime, WorkspaceClaim};
-use crate::{Authorization, GrantFacts, Refusal, ToolFacts};
+use crate::{Authorization, DispatchRequest, GrantFacts, Refusal, ToolFacts};
 
 /// What a non-human launcher asks for under a grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,33 @@ pub struct DelegationRequest {
     /// The token lifetime asked for; `None` takes [`DEFAULT_TOKEN_LIFETIME`] shortened to what
     /// the grant allows.
     pub lifetime: Option<Duration>,
+}
+
+impl DelegationRequest {
+    /// What `dispatch` asks of its grant: its workspaces in the modes the trust rules gave them
+    /// (`modes`, e.g. [`Authorization::modes`]), marked asked-for where its spec names a mode,
+    /// its tools, and the default token lifetime.
+    pub fn of<'a>(
+        dispatch: &DispatchRequest,
+        modes: impl IntoIterator<Item = (&'a str, WorkspaceMode)>,
+    ) -> Self {
+        Self {
+            launcher: dispatch.launcher.clone(),
+            workspaces: modes
+                .into_iter()
+                .map(|(name, mode)| DelegatedWorkspace {
+                    name: name.to_string(),
+                    mode,
+                    asked: dispatch
+                        .workspaces
+                        .iter()
+                        .any(|w| w.name == name && w.mode.is_some()),
+                })
+                .collect(),
+            tools: dispatch.tools.clone(),
+            lifetime: None,
+        }
+    }
 }
 
 /// A workspace of a delegated dispatch.
