@@ -3,7 +3,7 @@
 //! bound to.
 
 use serde::{Deserialize, Serialize};
-use vexa_core::WorkspaceMode;
+use vexa_core::{Grant, WorkspaceMode};
 
 use super::UnixTime;
 use crate::delegation::Scope;
@@ -82,6 +82,26 @@ impl DispatchClaims {
     /// How long the token is valid, in seconds (0 if it expires before it was issued).
     pub fn lifetime(&self) -> u64 {
         self.exp.saturating_sub(self.iat)
+    }
+
+    /// How the token lets its holder call `tool`: `Some(Gate)` (the call becomes a Card),
+    /// `Some(Auto)` (it runs), `None` (not in scope: refused).
+    pub fn tool(&self, tool: &str) -> Option<Grant> {
+        if !self.tools.iter().any(|t| t == tool) {
+            None
+        } else if self.gated_tools.iter().any(|t| t == tool) {
+            Some(Grant::Gate)
+        } else {
+            Some(Grant::Auto)
+        }
+    }
+
+    /// The mode the token grants on `workspace`; `None` if it grants none.
+    pub fn workspace(&self, workspace: &str) -> Option<WorkspaceMode> {
+        self.workspaces
+            .iter()
+            .find(|w| w.name == workspace)
+            .map(|w| w.mode)
     }
 
     /// The launcher (`act.sub`).
@@ -163,6 +183,15 @@ mod tests {
         );
         assert_eq!(claims.lifetime(), 600);
         assert_eq!(claims.refresh_at(), 1_400);
+        assert_eq!(claims.tool("email-send"), Some(Grant::Gate));
+        assert_eq!(claims.tool("search"), Some(Grant::Auto));
+        assert_eq!(claims.tool("shell"), None);
+        assert_eq!(claims.workspace("notes"), Some(WorkspaceMode::ReadOnly));
+        assert_eq!(claims.workspace("secrets"), None);
+        assert_eq!(
+            claims.cnf.spiffe_id,
+            vexa_core::identity::spiffe_id("vexa.local", "team", "nightly-1")
+        );
         let again = DispatchClaims::new(
             "vexa-operator",
             "vexa-gateway",
