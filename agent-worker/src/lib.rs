@@ -11,6 +11,7 @@
 pub mod argv;
 pub mod claude;
 pub mod env;
+pub mod identity;
 pub mod init;
 /// The unit events, defined with the streams they travel on.
 pub use vexa_stream::events;

@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
+use vexa_agent_worker::identity;
 use vexa_agent_worker::network_gate;
 use vexa_agent_worker::sidecar::{self, StateDir};
 use vexa_agent_worker::worker::{self, Ending, Outcome, Ran, Settings};
@@ -86,6 +87,10 @@ struct Cli {
     /// after the run wait for SIGTERM, since a sidecar that exits on its own is restarted.
     #[arg(long, env = "VEXA_SIDECAR", default_value_t = false, action = clap::ArgAction::Set)]
     sidecar: bool,
+    /// Seconds to wait for the pod's X.509 SVID (when VEXA_SPIFFE asks for one) before the run
+    /// fails.
+    #[arg(long, env = "VEXA_SVID_TIMEOUT_SEC", default_value_t = identity::DEFAULT_SVID_TIMEOUT.as_secs())]
+    svid_timeout_sec: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,10 +179,26 @@ async fn run(cli: Cli, state: Option<&StateDir>, shutdown: watch::Receiver<bool>
                 network_gate,
                 ..Settings::default()
             };
+            // The agent may start only once the worker holds the pod's identity.
+            let identity = match &pod.spiffe {
+                Some(access) => {
+                    let timeout = Duration::from_secs(cli.svid_timeout_sec);
+                    match identity::obtain(access, timeout, shutdown.clone()).await {
+                        Ok(identity) => Some(identity),
+                        Err(why) => return Outcome::before_start(Ending::Failed(why)).into(),
+                    }
+                }
+                None => None,
+            };
             if let Some(state) = state {
                 state.mark_ready();
             }
-            worker::run(env, settings, shutdown, Vec::new()).await
+            let notes = identity.iter().map(identity::Identity::note).collect();
+            let ran = worker::run(env, settings, shutdown, notes).await;
+            if let Some(identity) = identity {
+                identity.source.shutdown().await;
+            }
+            ran
         }
         Err(e) => Outcome::before_start(Ending::Failed(e)).into(),
     }

@@ -20,7 +20,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use rstest::rstest;
-use serde_json::Value;
+use serde_json::{Value, json};
 use vexa_core::pod::{PodContract, var};
 use vexa_crds::{AgentRunner, Dispatch, Tool, Trust, Workspace, WorkspaceMode};
 use vexa_operator::controllers::dispatch::children::{
@@ -972,7 +972,18 @@ fn with_pod_identity_the_pod_is_gated_and_only_the_worker_reaches_the_workload_a
         }
     }
 
+    // The worker is told which SVID to hold before the agent starts, and where to fetch it.
+    let spiffe: Value = serde_json::from_str(env_value(&job, "VEXA_SPIFFE")).unwrap();
+    assert_eq!(
+        spiffe,
+        json!({
+            "spiffeId": format!("spiffe://vexa.local/ns/{NAMESPACE}/dispatch/{}", case.dispatch.metadata.name.as_deref().unwrap()),
+            "socket": "/run/spire/agent/api.sock",
+        })
+    );
+
     let (job, _) = children(&case);
+    assert_eq!(env_value(&job, "VEXA_SPIFFE"), "null");
     let spec = pod_spec(&job);
     assert!(
         spec.scheduling_gates.is_none(),

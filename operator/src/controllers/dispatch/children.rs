@@ -17,14 +17,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use vexa_core::identity::IDENTITY_GATE;
+use vexa_core::identity::spiffe_id;
 use vexa_core::model::{DEFAULT_BASE_URL_ENV, GatewayToken};
 use vexa_core::pod::layout::secret_key;
 use vexa_core::pod::layout::{
     AGENT_CONFIG_DIR, AGENT_SOCKET_DIR, DISPATCH_SECRET_DIR, READY_SUBCOMMAND, SHIM_COMMAND,
     WORKER_COMMAND, WORKER_STATE_DIR,
 };
-use vexa_core::pod::layout::{WORKLOAD_API_CSI_DRIVER, WORKLOAD_API_DIR};
-use vexa_core::pod::{ModelAccess, PodContract, WorkspaceMount};
+use vexa_core::pod::layout::{WORKLOAD_API_CSI_DRIVER, WORKLOAD_API_DIR, WORKLOAD_API_SOCKET};
+use vexa_core::pod::{ModelAccess, PodContract, SpiffeAccess, WorkspaceMount};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
 use vexa_policy::Authorization;
@@ -313,8 +314,19 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
                     .and_then(|l| l.model_tokens)
                     .or_else(|| inputs.runner.defaults.as_ref().and_then(|l| l.model_tokens)),
             }),
-        // Set by the operator's SPIRE registration (below).
-        spiffe: None,
+        // With SPIRE, the worker holds this identity before the agent starts.
+        spiffe: inputs
+            .settings
+            .spire_trust_domain
+            .as_deref()
+            .map(|trust_domain| SpiffeAccess {
+                spiffe_id: spiffe_id(
+                    trust_domain,
+                    d.metadata.namespace.as_deref().unwrap_or_default(),
+                    d.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                socket: WORKLOAD_API_SOCKET.into(),
+            }),
     }
 }
 
