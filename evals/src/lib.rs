@@ -104,6 +104,26 @@ impl Drop for TestNamespace {
     }
 }
 
+/// `kubectl-vexa` as it ships: `VEXA_CLI`, else the one in this checkout's build directory. It
+/// is not built here: an eval holds the cluster while it runs, and the shared build directory
+/// may be busy (`cargo test --workspace`, the offline step of `hack/test`, builds it; or
+/// `cargo build -p vexa-cli`).
+pub fn cli_binary() -> PathBuf {
+    if let Some(cli) = std::env::var_os("VEXA_CLI") {
+        return PathBuf::from(cli);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let binary = target.join("debug/kubectl-vexa");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p vexa-cli` first",
+        binary.display()
+    );
+    binary
+}
+
 /// A golden file: its `# expect:` line and its YAML documents.
 #[derive(Debug)]
 pub struct Golden {

@@ -33,30 +33,11 @@ use vexa_evals::fixtures::{
 };
 use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
 use vexa_evals::streams::StreamsApi;
-use vexa_evals::{TestNamespace, client, cluster_env, repo_root, wait_for};
+use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, wait_for};
 use vexa_stream::api;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const DISPATCH: &str = "agent-alice-chat-main";
-
-/// `kubectl-vexa`: `VEXA_CLI`, else the one in this checkout's build directory. It is not built here: the eval holds
-/// the cluster while it runs, and the shared build directory may be busy (`cargo test
-/// --workspace`, the offline step of `hack/test`, builds it; or `cargo build -p vexa-cli`).
-fn cli_binary() -> PathBuf {
-    if let Some(cli) = std::env::var_os("VEXA_CLI") {
-        return PathBuf::from(cli);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let binary = target.join("debug/kubectl-vexa");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p vexa-cli` first",
-        binary.display()
-    );
-    binary
-}
 
 /// A person of the cluster: their kubeconfig (a client certificate the cluster signed) and a
 /// client acting as them.
