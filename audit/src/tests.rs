@@ -359,3 +359,41 @@ fn checkpoints_signed_by_the_operators_key_set_verify_against_its_jwks_only() {
     assert!(matches!(e, Tamper::BadCheckpoint { line: 3, .. }), "{e}");
     assert!(e.to_string().contains("no published key"), "{e}");
 }
+
+/// What a record costs (each one synced to disk before `append` returns) and what verifying
+/// costs; run with `cargo test -p vexa-audit --release -- --ignored --nocapture cost`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn cost_of_appending_and_verifying() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = std::sync::Arc::new(vexa_policy::token::KeySet::generate(0).unwrap());
+    let mut log = AuditLog::open(dir.path(), "operator")
+        .unwrap()
+        .with_signer(Box::new(keys.clone()), DEFAULT_CHECKPOINT_EVERY);
+    let mut took = Vec::new();
+    for i in 0..2000 {
+        let t = Instant::now();
+        log.append(&effect(&format!("d{i}")), Event::Admitted)
+            .unwrap();
+        took.push(t.elapsed());
+    }
+    took.sort();
+    let text = read(dir.path());
+    let t = Instant::now();
+    let report = verify(&text, &keys.jwks()).unwrap();
+    let verified = t.elapsed();
+    let t = Instant::now();
+    drop(AuditLog::open(dir.path(), "operator").unwrap());
+    let reopened = t.elapsed();
+    eprintln!(
+        "append (synced): p50 {:?}, p95 {:?}, max {:?}; verify {} lines ({} checkpoints): {:?}; reopen: {:?}",
+        took[took.len() / 2],
+        took[took.len() * 95 / 100],
+        took[took.len() - 1],
+        report.lines,
+        report.checkpoints,
+        verified,
+        reopened
+    );
+}
