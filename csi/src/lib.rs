@@ -13,7 +13,10 @@
 //! - [`target`]: which folders may be mounted onto.
 //! - [`mount`]: the system calls.
 //! - [`serve`]: the sockets.
+//! - [`authority`]: the front of the registration socket (the kubelet's `:authority` there is
+//!   a socket path, which `h2` refuses).
 
+pub mod authority;
 pub mod grpc;
 pub mod mount;
 pub mod proto;

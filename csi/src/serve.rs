@@ -2,7 +2,8 @@
 //!
 //! - `<kubelet root>/plugins/csi.vexa.ai/csi.sock`: CSI Identity and Node.
 //! - `<kubelet root>/plugins_registry/csi.vexa.ai-reg.sock`: the kubelet's plugin watcher finds
-//!   the driver here and learns where the CSI socket is.
+//!   the driver here and learns where the CSI socket is. Served through [`crate::authority`]'s
+//!   front by the gRPC server on `<kubelet root>/plugins/csi.vexa.ai/registration.sock`.
 //!
 //! Who can reach them decides who can mount: only root on the node. The CSI socket's folder is
 //! 0700, both sockets are 0600 and root-owned (and the process's umask is 077 from the start, so
@@ -19,6 +20,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
+use crate::authority;
 use crate::grpc::Service;
 use crate::publish::Publisher;
 use crate::services::{DRIVER_NAME, Identity, Node, Registration};
@@ -41,6 +43,14 @@ impl Config {
             .join("plugins")
             .join(DRIVER_NAME)
             .join("csi.sock")
+    }
+
+    /// The gRPC server behind the registration socket (private: next to the CSI socket).
+    pub fn registration_server_socket(&self) -> PathBuf {
+        self.kubelet_root
+            .join("plugins")
+            .join(DRIVER_NAME)
+            .join("registration.sock")
     }
 
     /// The registration socket, in the kubelet's plugin watcher folder.
@@ -66,7 +76,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let csi_socket = config.csi_socket();
     let registration_socket = config.registration_socket();
     let csi_listener = listen(&csi_socket)?;
-    let registration_listener = listen(&registration_socket)?;
+    let registration_server_socket = config.registration_server_socket();
+    let registration_listener = listen(&registration_server_socket)?;
 
     let node = Node {
         node_id: config.node_name.clone(),
@@ -81,6 +92,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             endpoint: csi_socket.clone(),
         }))
         .serve_with_incoming(UnixListenerStream::new(registration_listener));
+    // Last: once this socket exists the kubelet calls.
+    let front = authority::serve(
+        listen(&registration_socket)?,
+        registration_server_socket.clone(),
+    );
     tracing::info!(
         csi = %csi_socket.display(),
         registration = %registration_socket.display(),
@@ -91,10 +107,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let result = tokio::select! {
         r = csi => r.context("the CSI server stopped"),
         r = registration => r.context("the registration server stopped"),
+        r = front => r.context("the registration socket stopped"),
         () = shutdown => Ok(()),
     };
     // The registration socket first: the kubelet then deregisters the driver.
-    for socket in [&registration_socket, &csi_socket] {
+    for socket in [
+        &registration_socket,
+        &registration_server_socket,
+        &csi_socket,
+    ] {
         let _ = std::fs::remove_file(socket);
     }
     tracing::info!("stopped");
