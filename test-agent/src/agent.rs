@@ -260,6 +260,10 @@ impl Turn<'_> {
                         Err(e) => format!("Could not read {path}: {e}"),
                     });
                 }
+                Step::Search { text, dir } => {
+                    let found = crate::search::search(text, &self.path(dir));
+                    self.reply.push(crate::search::say(text, dir, &found));
+                }
                 Step::Model(prompt) => self.reply.push(match crate::model::ask(prompt) {
                     Ok(text) => format!("The model says: {text}"),
                     Err(e) => format!("The model request failed: {e}"),

@@ -9,6 +9,7 @@ mod model;
 mod probe;
 mod resp;
 mod script;
+mod search;
 mod store;
 
 use std::io::{self, Write};

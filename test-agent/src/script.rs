@@ -63,6 +63,14 @@ pub enum Step {
         /// The file.
         path: String,
     },
+    /// `search TEXT DIR`: say which files under DIR contain the text (what a prompt-injected
+    /// agent does to find a credential).
+    Search {
+        /// What to look for.
+        text: String,
+        /// The folder (or file).
+        dir: String,
+    },
     /// `model TEXT`: ask the model at `ANTHROPIC_BASE_URL` and say its reply.
     Model(String),
     /// `connect HOST:PORT`: try a TCP connection and say whether it opened.
@@ -137,6 +145,13 @@ fn step(line: &str) -> Step {
             Step::Grep {
                 text: text.to_owned(),
                 path: path.trim().to_owned(),
+            }
+        }
+        "search" if rest.contains(char::is_whitespace) => {
+            let (text, dir) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            Step::Search {
+                text: text.to_owned(),
+                dir: dir.trim().to_owned(),
             }
         }
         "model" if !rest.is_empty() => Step::Model(rest.to_owned()),
