@@ -164,7 +164,10 @@ fn differs_from_template(pod: &Pod, job: &Job) -> Option<&'static str> {
     ) {
         return Some("volumes");
     }
-    if spec.service_account_name != template.service_account_name
+    // The API server's ServiceAccount admission names `default` in a pod whose template names
+    // none: that is the same account.
+    let account = |a: &Option<String>| a.clone().unwrap_or_else(|| "default".into());
+    if account(&spec.service_account_name) != account(&template.service_account_name)
         || spec.automount_service_account_token != template.automount_service_account_token
         || spec.host_network != template.host_network
         || spec.host_pid != template.host_pid
@@ -251,6 +254,14 @@ mod tests {
         assert_eq!(r.entry_id, "vexa-pod-pod-1");
         assert_eq!(r.lifetime_seconds, 3600 + EXPIRY_SLACK_SECONDS);
         assert_eq!(pod_state(&pod("job-1")), PodState::Gated);
+        // As the API server admits it: the ServiceAccount admission names `default`.
+        let mut admitted = pod("job-1");
+        admitted.spec.as_mut().unwrap().service_account_name = Some("default".into());
+        let j = job("job-1", "d-1");
+        assert!(verify(&admitted, Some(&j), Some(&dispatch("d-1")), "vexa.local").is_ok());
+        // Another account is not the template's.
+        admitted.spec.as_mut().unwrap().service_account_name = Some("builder".into());
+        assert!(verify(&admitted, Some(&j), Some(&dispatch("d-1")), "vexa.local").is_err());
     }
 
     #[test]
