@@ -110,7 +110,13 @@ impl Methods for Node {
             service::NODE_PUBLISH_VOLUME => unary(
                 request,
                 move |r: proto::NodePublishVolumeRequest| async move {
-                    publisher.publish(&r).inspect_err(|status| {
+                    // Mount system calls block: they run off the runtime's threads.
+                    let (r, result) = blocking(move || {
+                        let result = publisher.publish(&r);
+                        (r, result)
+                    })
+                    .await?;
+                    result.inspect_err(|status| {
                     tracing::warn!(volume = %r.volume_id, target = %r.target_path, error = %status.message(), "publish refused");
                 })?;
                     Ok(proto::NodePublishVolumeResponse {})
@@ -119,7 +125,12 @@ impl Methods for Node {
             service::NODE_UNPUBLISH_VOLUME => unary(
                 request,
                 move |r: proto::NodeUnpublishVolumeRequest| async move {
-                    publisher.unpublish(&r).inspect_err(|status| {
+                    let (r, result) = blocking(move || {
+                        let result = publisher.unpublish(&r);
+                        (r, result)
+                    })
+                    .await?;
+                    result.inspect_err(|status| {
                     tracing::warn!(volume = %r.volume_id, target = %r.target_path, error = %status.message(), "unpublish failed");
                 })?;
                     Ok(proto::NodeUnpublishVolumeResponse {})
@@ -128,4 +139,13 @@ impl Methods for Node {
             _ => return None,
         })
     }
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tonic::Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("mount task failed: {e}")))
 }

@@ -34,7 +34,11 @@ impl Marker {
         let dir = PathBuf::from(cluster_env("VEXA_SPIRE_AGENT_SOCKET_DIR"));
         let name = format!(
             "vexa-eval-csi-{:x}",
-            std::process::id() ^ Instant::now().elapsed().subsec_nanos()
+            std::process::id()
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos()
         );
         let content = format!("seen through csi.vexa.ai by {name}");
         let path = dir.join(&name);
