@@ -81,6 +81,8 @@ async fn the_worker_holds_its_svid_before_the_agent_starts_and_the_agent_finds_n
     let operator = Operator::start(&[
         "--job-ttl-seconds",
         "60",
+        "--redis-url",
+        &cluster_env("POD_REDIS_URL"),
         "--spire-server-socket",
         &cluster_env("VEXA_SPIRE_SERVER_SOCKET"),
         "--spire-trust-domain",
