@@ -13,7 +13,7 @@
 //! run failed): the kubelet starts the agent container only then. The run's end comes from the
 //! worker: it writes its termination message, tells the shim to exit with the outcome's exit
 //! code, then waits for the kubelet's SIGTERM and exits. A worker the kubelet restarted finds
-//! [`WORKER_STARTED`] in its own folder and never runs the dispatch a second time. (The
+//! its `started` marker in [`WORKER_STATE_DIR`] and never runs the dispatch a second time. (The
 //! operator sets `VEXA_SIDECAR=true` on the worker for all of this; a worker without it, run by
 //! hand or in a pod an older operator made, simply exits when the run ends.)
 
@@ -34,13 +34,9 @@ pub const AGENT_SOCKET_DIR: &str = "/var/run/vexa/agent";
 /// worker copies only a resumed session's transcript in and out (never settings or hooks).
 pub const AGENT_CONFIG_DIR: &str = "/var/run/vexa/agent-config";
 /// The worker's own folder (an emptyDir only the worker mounts; it outlives a restart of the
-/// worker container, not the pod).
+/// worker container, not the pod): the `started` marker and the `ready` file the startup probe
+/// checks (`vexa_agent_worker::sidecar`).
 pub const WORKER_STATE_DIR: &str = "/var/run/vexa/worker";
-/// Written in [`WORKER_STATE_DIR`] when the worker starts: a worker that finds it was
-/// restarted by the kubelet and fails the run instead of running it again.
-pub const WORKER_STARTED: &str = "/var/run/vexa/worker/started";
-/// Written in [`WORKER_STATE_DIR`] when the agent may start; the startup probe checks it.
-pub const WORKER_READY: &str = "/var/run/vexa/worker/ready";
 /// The argument of the worker's command that the startup probe runs (exit 0 once ready).
 pub const READY_SUBCOMMAND: &str = "ready";
 /// The exit code of a shim whose worker hung up without saying how the run ended (it
