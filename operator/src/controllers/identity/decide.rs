@@ -298,6 +298,12 @@ mod tests {
             .unwrap()
             .push(serde_json::from_value(json!({"name": "x", "hostPath": {"path": "/"}})).unwrap());
         assert!(verify(&p, Some(&j), Some(&d), "vexa.local").is_err());
+        // The account the API server names on the pod is fine; another one is not.
+        let mut p = pod("job-1");
+        p.spec.as_mut().unwrap().service_account_name = Some("default".into());
+        assert!(verify(&p, Some(&j), Some(&d), "vexa.local").is_ok());
+        p.spec.as_mut().unwrap().service_account_name = Some("builder".into());
+        assert!(verify(&p, Some(&j), Some(&d), "vexa.local").is_err());
         // … or a service-account token.
         let mut p = pod("job-1");
         p.spec.as_mut().unwrap().automount_service_account_token = Some(true);
