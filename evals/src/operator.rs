@@ -17,6 +17,7 @@ use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
 use vexa_operator::runtime::metrics::Metrics;
+use vexa_operator::runtime::signing_keys::SigningKeys;
 
 /// The audit folder of this eval process's operators (one per process, kept for a look after
 /// the run).
@@ -69,6 +70,24 @@ impl Operator {
                                 None
                             }
                         };
+                    // The dispatch tokens' keys, as every replica loads them (in the operator's
+                    // namespace, when the cluster has one: the chart's).
+                    let signing_keys = match SigningKeys::load_or_create(
+                        client.clone(),
+                        &config.namespace,
+                        std::time::Duration::from_secs(config.token_key_rotate_after_seconds),
+                    )
+                    .await
+                    {
+                        Ok(keys) => {
+                            std::mem::forget(keys.spawn_refresh());
+                            Some(keys)
+                        }
+                        Err(e) => {
+                            tracing::info!("no dispatch-token signing keys: {e}");
+                            None
+                        }
+                    };
                     // The model gateway, as every replica serves it (its port is free once the
                     // previous incarnation's runtime is gone).
                     let gateway = gateway_key.clone().map(|key| {
@@ -78,6 +97,10 @@ impl Operator {
                             config.namespace.clone(),
                         )
                         .expect("the model gateway's TLS roots");
+                        let gw = match &signing_keys {
+                            Some(keys) => gw.with_jwks(keys.jwks()),
+                            None => gw,
+                        };
                         tokio::spawn(model_gateway::serve(
                             config.model_gateway_addr,
                             Arc::new(gw),
@@ -87,15 +110,18 @@ impl Operator {
                     // The streams API, when the flags give it a certificate (evals that read
                     // streams as people do register it as an APIService).
                     let streams = match config.streams().expect("the streams API's Redis") {
-                        Some(settings) => Some(tokio::spawn(
+                        Some(mut settings) => Some(tokio::spawn({
+                            if let Some(keys) = &signing_keys {
+                                settings.audit.jwks = keys.jwks();
+                            }
                             vexa_operator::streams::bind(
                                 client.clone(),
                                 &settings,
                                 std::future::pending(),
                             )
                             .await
-                            .expect("the streams API starts"),
-                        )),
+                            .expect("the streams API starts")
+                        })),
                         None => None,
                     };
                     let redis_users = config
@@ -104,11 +130,14 @@ impl Operator {
                         .map(Arc::new);
                     let audit = vexa_operator::runtime::audit::Audit::open(
                         &config.audit_dir,
-                        None,
+                        signing_keys
+                            .as_ref()
+                            .map(|k| Box::new(k.signer()) as Box<dyn vexa_audit::Signer>),
                         config.audit_checkpoint_every,
                     )
                     .expect("the audit log opens");
                     let ctx = Context {
+                        signing_keys,
                         audit,
                         gateway_key,
                         redis_users,

@@ -16,27 +16,53 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use vexa_core::pod::layout::secret_key;
 use vexa_crds::{Dispatch, Identity, Tool, Trigger, WorkspaceMode, WorkspaceUse};
 use vexa_evals::fixtures::{
-    FAKE_WORKER_IMAGE, chat_dispatch, condition, describe, fake_runner, phase, stop_reason,
-    wait_dispatch, workspace, workspace_ready, workspace_volume,
+    FAKE_WORKER_IMAGE, chat_dispatch, condition, describe, fake_runner, free_port, phase,
+    stop_reason, wait_dispatch, workspace, workspace_ready, workspace_volume,
 };
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client};
+use vexa_evals::{TestNamespace, client, wait_for};
+use vexa_operator::model_gateway::JWKS_PATH;
+use vexa_operator::runtime::signing_keys::{SECRET_NAME, SigningKeys};
+use vexa_policy::token::{Jwks, KeySet, Verifier};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-async fn operator() {
-    static OPERATOR: OnceLock<Operator> = OnceLock::new();
-    OPERATOR
-        .get_or_init(|| {
-            Operator::start(&["--job-ttl-seconds", "30", "--worker-image", FAKE_WORKER_IMAGE])
-        })
-        .ready()
-        .await;
+/// The operator's namespace (its token keys live there) and its model gateway's port (which
+/// serves the JWKS too). Tokens last 60 s here, so a run sees its token renewed.
+static OPERATOR: OnceLock<(Operator, String, u16)> = OnceLock::new();
+
+async fn operator(admin: &Client) -> (String, u16) {
+    if OPERATOR.get().is_none() {
+        let home = TestNamespace::new(admin, "grants-home").await;
+        let port = free_port();
+        let _ = OPERATOR.set((
+            Operator::start(&[
+                "--job-ttl-seconds",
+                "30",
+                "--worker-image",
+                FAKE_WORKER_IMAGE,
+                "--namespace",
+                &home.name,
+                "--model-gateway-addr",
+                &format!("127.0.0.1:{port}"),
+                "--token-lifetime-seconds",
+                "60",
+            ]),
+            home.name.clone(),
+            port,
+        ));
+        std::mem::forget(home);
+    }
+    let (operator, home, port) = OPERATOR.get().unwrap();
+    operator.ready().await;
+    (home.clone(), *port)
 }
 
 /// The schedule every dispatch here is launched by.
@@ -47,7 +73,7 @@ fn schedule(ns: &str) -> String {
 /// A namespace with alice's two workspaces, two tools (one gated), and alice's Identity: the
 /// schedule `nightly` may read `alice-notes` and use `search`; `weekly`'s grant has expired.
 async fn world(admin: &Client) -> (TestNamespace, String) {
-    operator().await;
+    operator(admin).await;
     let ns = TestNamespace::new(admin, "grants").await;
     let runner = format!("fake-{}", ns.name);
     fake_runner(admin, &ns, &runner, json!({})).await;
@@ -209,5 +235,172 @@ async fn a_schedule_runs_only_inside_its_grant() {
     assert!(
         jobs.iter().all(|j| j.contains("inside-the-grant")),
         "a refused dispatch got a Job: {jobs:?}"
+    );
+}
+
+/// The run's token, as its Secret holds it.
+async fn token_of(admin: &Client, ns: &str, dispatch: &str) -> Option<String> {
+    let secret = Api::<Secret>::namespaced(admin.clone(), ns)
+        .get_opt(&vexa_policy::secret_name(dispatch))
+        .await
+        .unwrap()?;
+    let token = secret.data?.remove(secret_key::DISPATCH_TOKEN)?;
+    Some(String::from_utf8(token.0).unwrap())
+}
+
+/// The keys as the operator keeps them (its Secret).
+async fn keys(admin: &Client, home: &str) -> KeySet {
+    let secret = Api::<Secret>::namespaced(admin.clone(), home)
+        .get(SECRET_NAME)
+        .await
+        .unwrap();
+    let data = secret
+        .data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    KeySet::from_secret_data(&data).unwrap()
+}
+
+/// The JWKS the operator serves (an HTTP/1.0 GET on its gateway port).
+async fn served_jwks(port: u16) -> Jwks {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(format!("GET {JWKS_PATH} HTTP/1.0\r\nHost: operator\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    serde_json::from_str(body).unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Issue 10, evals 1 and 3 on the cluster: the token of a schedule's run carries exactly what
+/// the grant allows, the pod's SPIFFE ID and the launcher as actor; it verifies against the
+/// JWKS the operator serves; a key rotation while the run lasts keeps its token valid, and the
+/// run gets its next token, signed by the new key, before the first expires.
+#[tokio::test]
+#[ignore = "needs the hack/ cluster"]
+async fn a_running_dispatch_keeps_a_valid_token_across_key_rotation() {
+    let admin = client().await;
+    let (ns, runner) = world(&admin).await;
+    let (home, port) = operator(&admin).await;
+    let nightly = schedule(&ns.name);
+    let mut d = scheduled(
+        "long-nightly",
+        &runner,
+        &nightly,
+        &[("alice-notes", WorkspaceMode::ReadOnly)],
+        &["search"],
+    );
+    d.spec.start = serde_json::from_value(json!({"entrypoint": {"inline": "sleep 75"}})).unwrap();
+    let dispatches = Api::<Dispatch>::namespaced(admin.clone(), &ns.name);
+    dispatches.create(&PostParams::default(), &d).await.unwrap();
+    let first = wait_for("the run's token in its Secret", TIMEOUT, || {
+        token_of(&admin, &ns.name, "long-nightly")
+    })
+    .await;
+
+    let verify = |jwks: &Jwks, token: &str| {
+        Verifier::new(jwks, "vexa-operator", "vexa-gateway")
+            .unwrap()
+            .verify(token, now())
+    };
+    let claims = verify(&served_jwks(port).await, &first).unwrap();
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.act.sub, nightly);
+    assert_eq!(claims.jti, format!("{}/long-nightly", ns.name));
+    assert_eq!(
+        claims.cnf.spiffe_id,
+        format!("spiffe://vexa.local/ns/{}/dispatch/long-nightly", ns.name)
+    );
+    assert_eq!(
+        claims.workspace("alice-notes"),
+        Some(WorkspaceMode::ReadOnly)
+    );
+    assert_eq!(claims.workspace("alice-drafts"), None);
+    assert_eq!(claims.tool("search"), Some(vexa_crds::Grant::Auto));
+    assert_eq!(claims.tool("send-mail"), None);
+    assert!(
+        claims.exp - claims.iat <= 60,
+        "minutes, not hours: {claims:?}"
+    );
+    // Another key set (an attacker's, or a stale one) does not verify it.
+    let stranger = KeySet::generate(now()).unwrap().jwks();
+    assert!(verify(&stranger, &first).is_err());
+
+    // Rotate the operator's keys now (as a replica whose rotation period passed would).
+    let old_kid = keys(&admin, &home).await.current_kid().to_owned();
+    let rotator = SigningKeys::load_or_create(admin.clone(), &home, Duration::from_secs(60))
+        .await
+        .unwrap();
+    drop(rotator);
+    let mut rotated = keys(&admin, &home).await;
+    if rotated.current_kid() == old_kid {
+        // The key was younger than a minute: force it.
+        rotated
+            .rotate(
+                now() + 3600,
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> = rotated
+            .to_secret_data()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+            .collect();
+        Api::<Secret>::namespaced(admin.clone(), &home)
+            .patch(
+                SECRET_NAME,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&json!({"data": data})),
+            )
+            .await
+            .unwrap();
+    }
+    let new_kid = keys(&admin, &home).await.current_kid().to_owned();
+    assert_ne!(new_kid, old_kid);
+    // The operator publishes the new key within its refresh period and keeps the old one.
+    let jwks = wait_for(
+        "the served JWKS to list the new key",
+        Duration::from_secs(90),
+        || async {
+            let jwks = served_jwks(port).await;
+            jwks.keys.iter().any(|k| k.kid == new_kid).then_some(jwks)
+        },
+    )
+    .await;
+    assert!(jwks.keys.iter().any(|k| k.kid == old_kid), "{jwks:?}");
+    verify(&jwks, &first).expect("the running dispatch's token stays valid across the rotation");
+    // Its next token comes before the first expires, signed by the new key.
+    let next = wait_for("the run's next token", Duration::from_secs(60), || async {
+        token_of(&admin, &ns.name, "long-nightly")
+            .await
+            .filter(|t| *t != first)
+    })
+    .await;
+    let renewed = verify(&jwks, &next).unwrap();
+    assert!(
+        renewed.iat > claims.iat && renewed.exp > claims.exp,
+        "{renewed:?}"
+    );
+    println!(
+        "token iat {} → {} (keys {old_kid} → {new_kid} published), renewed after {} s",
+        claims.iat,
+        renewed.iat,
+        renewed.iat - claims.iat
     );
 }

@@ -175,6 +175,20 @@ pub struct Config {
     /// worker gets the Workload API. Empty: no pod identity (no gate, no entries).
     #[arg(long, env = "VEXA_SPIRE_SERVER_SOCKET", default_value = "")]
     pub spire_server_socket: String,
+    /// The dispatch tokens' issuer (`iss`): what verifiers (the MCP gateway) expect.
+    #[arg(long, env = "VEXA_TOKEN_ISSUER", default_value = "vexa-operator")]
+    pub token_issuer: String,
+    /// The dispatch tokens' audience (`aud`): the MCP gateway.
+    #[arg(long, env = "VEXA_TOKEN_AUDIENCE", default_value = "vexa-gateway")]
+    pub token_audience: String,
+    /// Lifetime of a dispatch token in seconds (minutes, not hours: the operator mints the
+    /// next one after two thirds of it while the run lasts; a grant may only shorten it).
+    #[arg(long, env = "VEXA_TOKEN_LIFETIME_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..=3600))]
+    pub token_lifetime_seconds: u64,
+    /// Age after which the token signing key is replaced by a new one (the old one stays
+    /// published until its last token has expired).
+    #[arg(long, env = "VEXA_TOKEN_KEY_ROTATE_AFTER_SECONDS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub token_key_rotate_after_seconds: u64,
     /// The trust domain of the dispatch pods' SPIFFE IDs
     /// (`spiffe://<domain>/ns/<namespace>/dispatch/<name>`).
     #[arg(long, env = "VEXA_SPIRE_TRUST_DOMAIN", default_value = vexa_core::identity::DEFAULT_TRUST_DOMAIN)]

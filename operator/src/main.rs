@@ -15,6 +15,7 @@ use vexa_operator::controllers::{dispatch, workspace};
 use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
+use vexa_operator::runtime::signing_keys::SigningKeys;
 use vexa_operator::runtime::{gateway_key, http, leader};
 use vexa_operator::{model_gateway, streams};
 
@@ -29,23 +30,37 @@ async fn main() -> anyhow::Result<()> {
     let gateway_key = gateway_key::load_or_create(&client, &config.namespace)
         .await
         .context("the model gateway's key is needed to broker model credentials")?;
+    let signing_keys = SigningKeys::load_or_create(
+        client.clone(),
+        &config.namespace,
+        Duration::from_secs(config.token_key_rotate_after_seconds),
+    )
+    .await
+    .context("the dispatch tokens' signing keys are needed to start runs")?;
+    let _refresh_keys = signing_keys.spawn_refresh();
     let gateway = Arc::new(
         model_gateway::Gateway::new(
             client.clone(),
             gateway_key.clone(),
             config.namespace.clone(),
         )
-        .context("the model gateway cannot load the system's CA certificates")?,
+        .context("the model gateway cannot load the system's CA certificates")?
+        .with_jwks(signing_keys.jwks()),
     );
     let redis_users = config
         .redis_users()
         .context("the dispatches' Redis users")?
         .map(Arc::new);
-    let audit = Audit::open(&config.audit_dir, None, config.audit_checkpoint_every)
-        .context("the audit log (--audit-dir, VEXA_AUDIT_DIR) must be writable")?;
+    let audit = Audit::open(
+        &config.audit_dir,
+        Some(Box::new(signing_keys.signer())),
+        config.audit_checkpoint_every,
+    )
+    .context("the audit log (--audit-dir, VEXA_AUDIT_DIR) must be writable")?;
     let ctx = Context {
         audit: audit.clone(),
         gateway_key: Some(gateway_key),
+        signing_keys: Some(signing_keys.clone()),
         redis_users,
         client: client.clone(),
         config: Arc::new(config.clone()),
@@ -78,7 +93,9 @@ async fn main() -> anyhow::Result<()> {
         .streams()
         .context("the streams API's Redis settings")?
     {
-        Some(settings) => {
+        Some(mut settings) => {
+            // Exports of the audit log carry the keys its checkpoints verify with.
+            settings.audit.jwks = signing_keys.jwks();
             match streams::bind(client.clone(), &settings, std::future::pending()).await {
                 Ok(server) => tokio::spawn(server),
                 // Runs go on without it; the APIService shows it unavailable, the CLI says so.

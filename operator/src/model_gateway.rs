@@ -100,6 +100,7 @@ pub struct Gateway {
     key: Arc<[u8]>,
     namespace: String,
     upstream: Client<HttpsConnector<HttpConnector>, Body>,
+    jwks: Option<tokio::sync::watch::Receiver<vexa_policy::token::Jwks>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -123,7 +124,18 @@ impl Gateway {
             key,
             namespace,
             upstream: Client::builder(TokioExecutor::new()).build(https),
+            jwks: None,
         })
+    }
+
+    /// Also serves the dispatch tokens' public keys at [`JWKS_PATH`] (what the MCP gateway
+    /// verifies tokens with), as they rotate.
+    pub fn with_jwks(
+        mut self,
+        jwks: tokio::sync::watch::Receiver<vexa_policy::token::Jwks>,
+    ) -> Self {
+        self.jwks = Some(jwks);
+        self
     }
 
     /// Which dispatch asks, checked against the API server.
@@ -249,9 +261,36 @@ async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
     }
 }
 
-/// The gateway's routes: every path is a model API path.
+/// Where the dispatch tokens' JWKS is served (RFC 8414's well-known location).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+async fn jwks(State(gateway): State<Arc<Gateway>>) -> Response {
+    match &gateway.jwks {
+        Some(keys) => {
+            let body = serde_json::to_vec(&*keys.borrow()).unwrap_or_default();
+            (
+                [
+                    (header::CONTENT_TYPE, "application/jwk-set+json"),
+                    (header::CACHE_CONTROL, "max-age=60"),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "this operator mints no dispatch tokens",
+        )
+            .into_response(),
+    }
+}
+
+/// The gateway's routes: the JWKS, and every other path is a model API path.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new().fallback(handle).with_state(gateway)
+    Router::new()
+        .route(JWKS_PATH, axum::routing::get(jwks))
+        .fallback(handle)
+        .with_state(gateway)
 }
 
 /// Serves the gateway on `addr` until `shutdown` completes.

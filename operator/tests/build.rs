@@ -232,6 +232,7 @@ fn children_with(case: &Case, settings: &BuildSettings) -> (Job, Secret) {
         authorization: &auth,
         settings,
         redis_user: Some(&redis_user),
+        dispatch_token: None,
     };
     (children::job(&inputs), children::secret(&inputs))
 }

@@ -21,6 +21,9 @@ pub struct Context {
     /// The key of the dispatches' model-gateway tokens (`None`: model access is not brokered,
     /// and a dispatch whose runner has a model credential gets no token).
     pub gateway_key: Option<Arc<[u8]>>,
+    /// The keys dispatch tokens are signed with (`None`: no tokens are minted; only evals
+    /// that run without the operator's namespace do this).
+    pub signing_keys: Option<Arc<super::signing_keys::SigningKeys>>,
     /// The dispatches' own Redis users (`None`: turned off; workers connect as `REDIS_URL`
     /// says).
     pub redis_users: Option<Arc<crate::redis_users::RedisUsers>>,

@@ -14,4 +14,5 @@ pub mod leader;
 pub mod metrics;
 pub mod owned;
 pub mod security;
+pub mod signing_keys;
 pub mod watch;

@@ -190,6 +190,7 @@ impl ApiServer {
         ])
         .unwrap();
         let base = Context {
+            signing_keys: None,
             audit: vexa_operator::runtime::audit::Audit::open(audit_dir.path(), None, 64).unwrap(),
             gateway_key: Some(Arc::from(&b"mock-gateway-key-of-32-bytes-len"[..])),
             redis_users: None,

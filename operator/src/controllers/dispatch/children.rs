@@ -137,6 +137,8 @@ pub struct Inputs<'a> {
     /// The dispatch's own Redis user, which its Secret carries (`None`: the worker connects as
     /// `REDIS_URL` says).
     pub redis_user: Option<&'a DispatchUser>,
+    /// The run's first dispatch token (`None`: the operator mints none).
+    pub dispatch_token: Option<&'a str>,
 }
 
 /// The standard labels of every child.
@@ -197,6 +199,12 @@ pub fn secret(inputs: &Inputs<'_>) -> Secret {
         data.insert(
             secret_key::MODEL_TOKEN.to_owned(),
             ByteString(token.into_bytes()),
+        );
+    }
+    if let Some(token) = inputs.dispatch_token {
+        data.insert(
+            secret_key::DISPATCH_TOKEN.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
         );
     }
     if let Some(user) = inputs.redis_user {

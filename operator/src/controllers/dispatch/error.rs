@@ -46,6 +46,9 @@ pub enum Error {
     /// The audit log could not be written; retried with backoff (nothing is done unaudited).
     #[error("audit log: {0}")]
     Audit(#[from] crate::runtime::audit::AuditError),
+    /// The dispatch token could not be signed; retried with backoff.
+    #[error("dispatch token: {0}")]
+    Token(#[from] vexa_policy::token::TokenError),
     /// The Kubernetes API failed; retried with backoff.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -77,6 +80,7 @@ impl Error {
             Error::Refused(r) => r.reason,
             Error::Redis(_) => "RedisUnavailable",
             Error::Audit(_) => "AuditLogUnwritable",
+            Error::Token(_) => "TokenNotMinted",
             Error::Kube(e) => crate::runtime::errors::kube_reason(e),
             Error::Serde(_) => "SerializationError",
             Error::Malformed => "Malformed",

@@ -14,6 +14,7 @@ pub mod error;
 pub mod observe;
 pub mod reconcile;
 pub mod run_state;
+pub mod token;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -57,6 +58,8 @@ pub struct Reconciler {
     pub pods: Cache<Pod>,
     /// What Dispatches refer to.
     pub references: References,
+    /// When each live run's next dispatch token is due.
+    pub renewals: token::Renewals,
     recorder: Recorder,
     backoff: Backoff<Dispatch>,
 }
@@ -85,6 +88,7 @@ impl Reconciler {
             jobs,
             pods,
             references,
+            renewals: token::Renewals::default(),
             recorder,
             backoff: Backoff::default(),
         }

@@ -29,6 +29,7 @@ use super::decide::{
 use super::error::Error;
 use super::observe::{self, Resolved};
 use super::run_state::{RunState, run_state};
+use super::token;
 use crate::runtime::audit;
 use crate::runtime::conditions::{ConditionType, Conditions, find, is_true, now};
 use crate::runtime::events;
@@ -212,7 +213,7 @@ async fn start(
         return Ok(Action::await_change());
     }
 
-    let Some((resolved, auth)) = admit(ctx, d, status).await? else {
+    let Some((resolved, auth, grant)) = admit(ctx, d, status).await? else {
         return Ok(if status.phase == Some(DispatchPhase::Refused) {
             Action::await_change()
         } else {
@@ -312,8 +313,19 @@ async fn start(
         }
         None => None,
     };
+    // The run's first dispatch token, for its Secret (audited before it is handed out).
+    let claims = token::claims(
+        ctx,
+        d,
+        &resolved,
+        &auth,
+        grant,
+        unix_seconds(k8s_openapi::jiff::Timestamp::now()),
+    );
+    let dispatch_token = token::mint(ctx, d, &claims, audit::scope(d, status)).await?;
     let settings = ctx.build_settings();
     let inputs = Inputs {
+        dispatch_token: dispatch_token.as_deref(),
         dispatch: d,
         runner: &resolved.runner.spec,
         workspaces: mounted(&resolved, &auth),
@@ -368,7 +380,7 @@ async fn admit(
     ctx: &Reconciler,
     d: &Dispatch,
     status: &mut DispatchStatus,
-) -> Result<Option<(Resolved, Authorization)>, Error> {
+) -> Result<Option<(Resolved, Authorization, Option<Scope>)>, Error> {
     let generation = d.metadata.generation;
     let t = now();
     let resolved = match observe::resolve(&ctx.base.client, &ctx.references, d).await {
@@ -397,12 +409,12 @@ async fn admit(
             if let Some(scope) = &scope {
                 auth.narrow(scope);
             }
-            Ok(auth)
+            Ok((auth, scope))
         }),
         Err(refusal) => Err(refusal),
     };
     match decision {
-        Ok(auth) => {
+        Ok((auth, scope)) => {
             Conditions::new(&mut status.conditions, generation, &t).set(
                 ConditionType::Authorized,
                 true,
@@ -410,7 +422,7 @@ async fn admit(
                 "the dispatch may run as specified",
             );
             describe_run(d, &resolved, &auth, status);
-            Ok(Some((resolved, auth)))
+            Ok(Some((resolved, auth, scope)))
         }
         Err(refusal) => {
             Conditions::new(&mut status.conditions, generation, &t).set(
@@ -520,10 +532,17 @@ async fn track_run(
     // The Job exists, so the claims were taken; a status read from a cache that has not yet
     // seen the claim's write must not bring the wait back.
     claimed(status, generation, &t);
+    let live = !matches!(state, RunState::Finished { .. });
+    let next_token = if live && !stop {
+        renew_token(ctx, d, status).await?
+    } else {
+        LIVE_RESYNC
+    };
+    let resync = LIVE_RESYNC.min(next_token);
     match &state {
         RunState::Starting => {
             status.phase = Some(DispatchPhase::Starting);
-            Ok(Action::requeue(LIVE_RESYNC))
+            Ok(Action::requeue(resync))
         }
         RunState::Running { started } | RunState::Stopping { started } => {
             status.phase = Some(state.phase());
@@ -541,12 +560,15 @@ async fn track_run(
                 reason,
                 msg,
             );
-            Ok(Action::requeue(LIVE_RESYNC))
+            Ok(Action::requeue(resync))
         }
         RunState::Finished { reason, .. } => {
             if *reason == StopReason::StartFailed && !suspended {
                 // Stop the Job from retrying a pod that cannot start.
                 suspend(client, &ns, &job.name_any()).await?;
+            }
+            if let Some(uid) = d.metadata.uid.as_deref() {
+                ctx.renewals.forget(uid);
             }
             // The ending first: its provenance is the head commit the lock keeps.
             finish(status, d, state);
@@ -554,6 +576,44 @@ async fn track_run(
             Ok(Action::await_change())
         }
     }
+}
+
+/// Mints the run's next dispatch token into its Secret when it is due (from a fresh
+/// authorization: a grant revoked or expired meanwhile is not renewed); how long until the one
+/// after is due.
+async fn renew_token(
+    ctx: &Reconciler,
+    d: &Dispatch,
+    status: &DispatchStatus,
+) -> Result<Duration, Error> {
+    if ctx.base.signing_keys.is_none() {
+        return Ok(LIVE_RESYNC);
+    }
+    let uid = d.metadata.uid.clone().ok_or(Error::Malformed)?;
+    let now = unix_seconds(k8s_openapi::jiff::Timestamp::now());
+    if let Some(due) = ctx.renewals.due(&uid)
+        && now < due
+    {
+        return Ok(Duration::from_secs(due - now));
+    }
+    // The conditions of this check are not the run's: they are only looked at.
+    let mut check = status.clone();
+    let Some((resolved, auth, grant)) = admit(ctx, d, &mut check).await? else {
+        let why = find(&check.conditions, ConditionType::Authorized)
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_default();
+        tracing::warn!(dispatch = %d.name_any(), namespace = ?d.namespace(), %why, "not renewing the dispatch token: the dispatch is no longer authorized as it runs; its token lapses");
+        ctx.renewals.set(&uid, now + LIVE_RESYNC.as_secs());
+        return Ok(LIVE_RESYNC);
+    };
+    let claims = token::claims(ctx, d, &resolved, &auth, grant, now);
+    if let Some(t) = token::mint(ctx, d, &claims, audit::scope(d, status)).await? {
+        token::renew(ctx, d, t).await?;
+        tracing::debug!(dispatch = %d.name_any(), exp = claims.exp, "renewed the dispatch token");
+    }
+    Ok(Duration::from_secs(
+        claims.refresh_at().saturating_sub(now).max(1),
+    ))
 }
 
 /// After the run: remove a Job that its TTL will not remove (suspended ones), and mark the
