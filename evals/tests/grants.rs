@@ -83,7 +83,7 @@ async fn world(admin: &Client) -> (TestNamespace, String) {
     for (name, grant) in [("search", "auto"), ("send-mail", "gate")] {
         let tool: Tool = serde_json::from_value(json!({
             "apiVersion": "vexa.ai/v1", "kind": "Tool", "metadata": {"name": name},
-            "spec": {"toolName": name, "scope": format!("{name}:use"), "grant": grant,
+            "spec": {"toolName": name.replace('-', "_"), "scope": format!("{name}:use"), "grant": grant,
                      "irreversible": grant == "gate",
                      "server": {"url": "https://tools.invalid/mcp"}, "audience": name},
         }))
