@@ -160,6 +160,14 @@ async fn main() -> anyhow::Result<()> {
         meta.labels = Some([("bench".to_owned(), name.clone())].into());
         meta.annotations = None;
         if let Some(pod) = spec.spec.as_mut() {
+            // The floor has no pod identity: no gate for the operator to release, no SVID for
+            // the worker to wait for.
+            pod.scheduling_gates = None;
+            for c in pod.init_containers.iter_mut().flatten() {
+                if let Some(env) = c.env.as_mut() {
+                    env.retain(|e| e.name != vexa_core::pod::var::SPIFFE);
+                }
+            }
             for v in pod.volumes.iter_mut().flatten() {
                 if let Some(s) = v.secret.as_mut() {
                     s.secret_name = Some("floor-credentials".into());
