@@ -18,7 +18,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use tokio::sync::watch;
 use vexa_policy::token::{
     DispatchClaims, Jwks, KeySet, MAX_TOKEN_LIFETIME, TokenError, UnixTime, mint,
@@ -175,12 +175,22 @@ impl SigningKeys {
                 .rotate(now(), self.rotate_after, MAX_TOKEN_LIFETIME)
                 .map_err(|e| self.keys_error(e))?;
             if changed {
-                secret.data = Some(bytes(
-                    keys.to_secret_data().map_err(|e| self.keys_error(e))?,
-                ));
-                // The resourceVersion read above is the precondition.
+                // A merge patch guarded by the resourceVersion read above (the operator may
+                // patch Secrets, not replace them); retired keys' entries are removed.
+                let fresh = keys.to_secret_data().map_err(|e| self.keys_error(e))?;
+                let mut data = serde_json::Map::new();
+                for old in secret.data.take().into_iter().flatten().map(|(k, _)| k) {
+                    data.insert(old, serde_json::Value::Null);
+                }
+                for (k, v) in fresh {
+                    data.insert(k, serde_json::to_value(ByteString(v)).unwrap_or_default());
+                }
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": secret.metadata.resource_version},
+                    "data": data,
+                });
                 match api
-                    .replace(SECRET_NAME, &PostParams::default(), &secret)
+                    .patch(SECRET_NAME, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
                     Ok(_) => tracing::info!(
