@@ -20,6 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
+use vexa_core::pod::layout::secret_key;
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
     chat_dispatch, describe, test_agent_runner, wait_dispatch, workspace, workspace_ready,
@@ -78,7 +79,13 @@ fn second(t: &Timestamp) -> i64 {
 #[tokio::test]
 #[ignore = "needs a cluster with SPIRE: hack/cluster up, the worker image, and hack/cluster env"]
 async fn the_worker_holds_its_svid_before_the_agent_starts_and_the_agent_finds_no_credential() {
+    let client = client().await;
+    // The operator's own namespace: its token keys live there, so every run gets a dispatch
+    // token (one more credential the agent must not find).
+    let home = TestNamespace::new(&client, "sidecar-home").await;
     let operator = Operator::start(&[
+        "--namespace",
+        &home.name,
         "--job-ttl-seconds",
         "60",
         "--redis-url",
@@ -89,7 +96,6 @@ async fn the_worker_holds_its_svid_before_the_agent_starts_and_the_agent_finds_n
         TRUST_DOMAIN,
     ]);
     operator.ready().await;
-    let client = client().await;
     let ns = TestNamespace::new(&client, "sidecar").await;
     let runner = format!("sidecar-{}", ns.name);
     test_agent_runner(
@@ -209,8 +215,9 @@ async fn the_worker_holds_its_svid_before_the_agent_starts_and_the_agent_finds_n
         .filter(|(_, v)| v.len() >= 8)
         .collect();
     assert!(
-        !values.is_empty(),
-        "the Secret holds no credential to look for"
+        values.iter().any(|(k, _)| k == secret_key::DISPATCH_TOKEN),
+        "the Secret holds no dispatch token to look for: {:?}",
+        values.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
     println!(
         "sidecar: the agent looks for {:?}",
