@@ -4,12 +4,17 @@ agent {
   log_level = "INFO"
   server_address = "127.0.0.1"
   server_port = "@SERVER_PORT@"
-  # The Workload API. Its folder is mounted (hostPath) into each dispatch pod's worker
-  # container only; the agent container never sees it.
+  # The Workload API. Its folder reaches each dispatch pod's worker container only, through the
+  # CSI driver csi.vexa.ai (csi/); the agent container never sees it.
   socket_path = "@SOCKET_PATH@"
   trust_domain = "@TRUST_DOMAIN@"
   # The server's bundle, read from its admin socket by hack/cluster (no insecure bootstrap).
   trust_bundle_path = "@TRUST_BUNDLE@"
+  # A new dispatch pod's entry reaches the agent at its next sync: every second here instead of
+  # SPIRE's 5 s, since each dispatch waits for it (one cheap call a second to a local server).
+  experimental {
+    sync_interval = "1s"
+  }
 }
 
 plugins {
