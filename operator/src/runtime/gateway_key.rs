@@ -57,23 +57,11 @@ pub async fn load_or_create(client: &kube::Client, namespace: &str) -> Result<Ar
         }
         let mut key = vec![0u8; KEY_BYTES];
         getrandom::fill(&mut key).map_err(|e| KeyError::Random(e.to_string()))?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(SECRET_NAME.into()),
-                namespace: Some(namespace.into()),
-                labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/part-of".into(), "vexa".into()),
-                    (
-                        "app.kubernetes.io/managed-by".into(),
-                        crate::FIELD_MANAGER.into(),
-                    ),
-                ])),
-                ..ObjectMeta::default()
-            },
-            type_: Some("Opaque".into()),
-            data: Some(BTreeMap::from([(KEY.into(), ByteString(key.clone()))])),
-            ..Secret::default()
-        };
+        let secret = operator_secret(
+            SECRET_NAME,
+            namespace,
+            BTreeMap::from([(KEY.into(), ByteString(key.clone()))]),
+        );
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => {
                 tracing::info!(
@@ -89,4 +77,26 @@ pub async fn load_or_create(client: &kube::Client, namespace: &str) -> Result<Ar
         }
     }
     Err(KeyError::Unusable(namespace.to_owned()))
+}
+
+/// A Secret of the operator's own (`name` in its `namespace`, labelled as the operator's) holding
+/// `data`: the keys it signs with.
+pub fn operator_secret(name: &str, namespace: &str, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/part-of".into(), "vexa".into()),
+                (
+                    "app.kubernetes.io/managed-by".into(),
+                    crate::FIELD_MANAGER.into(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
 }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use tokio::sync::watch;
@@ -116,23 +115,11 @@ impl SigningKeys {
                 return KeySet::from_secret_data(&plain(&secret)).map_err(keys_error);
             }
             let keys = KeySet::generate(now()).map_err(keys_error)?;
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(SECRET_NAME.into()),
-                    namespace: Some(namespace.into()),
-                    labels: Some(BTreeMap::from([
-                        ("app.kubernetes.io/part-of".into(), "vexa".into()),
-                        (
-                            "app.kubernetes.io/managed-by".into(),
-                            crate::FIELD_MANAGER.into(),
-                        ),
-                    ])),
-                    ..ObjectMeta::default()
-                },
-                type_: Some("Opaque".into()),
-                data: Some(bytes(keys.to_secret_data().map_err(keys_error)?)),
-                ..Secret::default()
-            };
+            let secret = super::gateway_key::operator_secret(
+                SECRET_NAME,
+                namespace,
+                bytes(keys.to_secret_data().map_err(keys_error)?),
+            );
             match api.create(&PostParams::default(), &secret).await {
                 Ok(_) => {
                     tracing::info!(
