@@ -284,16 +284,23 @@ async fn the_audit_log_resolves_every_effect_and_names_the_tampered_record() {
     );
     assert!(out.status.success(), "the untouched copy verifies");
 
-    // Edited: the first record now says mallory launched it.
+    // Edited: alice's first record now says mallory launched it. (The log may begin with
+    // records of other evals' dispatches, e.g. the removal of a finished pod's SPIRE entry that
+    // an earlier operator left: each line's seq is its line number.)
     let mut edited = copy.clone();
-    edited[0] = edited[0].replace(
+    let first = copy
+        .iter()
+        .position(|l| l.contains("\"launcher\":\"user:alice\""))
+        .expect("a record launched by alice");
+    edited[first] = edited[first].replace(
         "\"launcher\":\"user:alice\"",
         "\"launcher\":\"user:mallory\"",
     );
-    assert_ne!(edited[0], copy[0]);
+    assert_ne!(edited[first], copy[first]);
     let err = verify_copy(&ns.name, &export, "edited.jsonl", &edited);
+    let at = format!("line {n} (seq {n})", n = first + 1);
     assert!(
-        err.contains("line 1 (seq 1) was edited") && err.contains("line 1 (seq 1) (edited)"),
+        err.contains(&format!("{at} was edited")) && err.contains(&format!("{at} (edited)")),
         "{err}"
     );
     // Deleted: the second record is gone.

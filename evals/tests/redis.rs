@@ -119,6 +119,12 @@ async fn an_agent_cannot_reach_another_dispatch_or_redis_itself() {
     assert!(victim_reply.contains("the victim's secret"));
     let victim = dispatch_id(&ns.name, "victim");
     let (victim_out, victim_in) = (out_topic(&victim), in_topic(&victim));
+    // The victim's run is over (idle) before its stream is counted: its own last events are
+    // not the probe's doing.
+    wait_dispatch(&dispatches, "victim", "stopped", TIMEOUT, |d| {
+        !stop_reason(d).is_empty()
+    })
+    .await;
     let redis = admin();
     let before: usize = query(&redis, redis::cmd("XLEN").arg(&victim_out)).await;
 

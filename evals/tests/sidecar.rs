@@ -157,14 +157,32 @@ async fn the_worker_holds_its_svid_before_the_agent_starts_and_the_agent_finds_n
     }
 
     // The pod: the worker (sidecar) started and got its SVID before the agent container.
+    // The kubelet reports a container's start a moment after it happens (its status sync), so
+    // a turn can be over before the pod says its agent runs: wait for the report.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
-    let pod = pods
-        .list(&ListParams::default().labels("job-name=probe"))
-        .await
-        .unwrap()
-        .items
-        .pop()
-        .expect("the run's pod");
+    let pod = vexa_evals::wait_for(
+        "the pod to report its agent container started",
+        Duration::from_secs(30),
+        || async {
+            pods.list(&ListParams::default().labels("job-name=probe"))
+                .await
+                .unwrap()
+                .items
+                .pop()
+                .filter(|p| {
+                    p.status
+                        .iter()
+                        .flat_map(|s| s.container_statuses.iter().flatten())
+                        .any(|c| {
+                            c.name == "agent"
+                                && c.state.as_ref().is_some_and(|st| {
+                                    st.running.is_some() || st.terminated.is_some()
+                                })
+                        })
+                })
+        },
+    )
+    .await;
     let status = pod.status.clone().unwrap();
     let started_at = |statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
                       name: &str| {
