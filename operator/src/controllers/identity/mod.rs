@@ -146,7 +146,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Reconciler>) -> Result<Action, Error>
     }
 }
 
-async fn register(pod: &Pod, ctx: &Reconciler) -> Result<Action, Error> {
+/// The Job the pod's owner reference names and the Dispatch that Job's names, as the API
+/// server has them now (either may be gone; whether they really own is checked by the caller).
+async fn owners(pod: &Pod, ctx: &Reconciler) -> Result<(Option<Job>, Option<Dispatch>), Error> {
     let ns = pod.namespace().unwrap_or_default();
     let client = &ctx.base.client;
     let job = match decide::job_owner(pod) {
@@ -165,6 +167,13 @@ async fn register(pod: &Pod, ctx: &Reconciler) -> Result<Action, Error> {
         }
         None => None,
     };
+    Ok((job, dispatch))
+}
+
+async fn register(pod: &Pod, ctx: &Reconciler) -> Result<Action, Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    let client = &ctx.base.client;
+    let (job, dispatch) = owners(pod, ctx).await?;
     let registration = match decide::verify(
         pod,
         job.as_ref(),
@@ -253,24 +262,7 @@ fn audit_scope(d: &Dispatch) -> vexa_audit::ScopeRecord {
 /// Records that a finished pod's entry is gone, when the pod's Dispatch is still there to
 /// resolve it (the sweep removes entries of dispatches already deleted without a record).
 async fn record_removal(pod: &Pod, ctx: &Reconciler) -> Result<(), Error> {
-    let ns = pod.namespace().unwrap_or_default();
-    let client = &ctx.base.client;
-    let job = match decide::job_owner(pod) {
-        Some(o) => {
-            Api::<Job>::namespaced(client.clone(), &ns)
-                .get_opt(&o.name)
-                .await?
-        }
-        None => None,
-    };
-    let dispatch = match job.as_ref().and_then(decide::dispatch_owner) {
-        Some(o) => {
-            Api::<Dispatch>::namespaced(client.clone(), &ns)
-                .get_opt(&o.name)
-                .await?
-        }
-        None => None,
-    };
+    let (job, dispatch) = owners(pod, ctx).await?;
     let Some(d) = dispatch.filter(|d| {
         job.as_ref()
             .zip(d.uid())
