@@ -89,7 +89,10 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
         {
             None if old.job_name.is_some() => {
                 // The Job vanished while the run was live (deleted by hand, replaced, or its
-                // namespace is going away): the run is over.
+                // namespace is going away): the run is over, and so are its tokens.
+                if let Some(uid) = d.metadata.uid.as_deref() {
+                    ctx.renewals.forget(uid);
+                }
                 finish(
                     &mut status,
                     &d,
