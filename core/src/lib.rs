@@ -8,6 +8,7 @@
 //! - [`access`]: triggers, workspace modes, tool grants and trust.
 //! - [`context`]: what a run is about.
 //! - [`identity`]: a dispatch pod's SPIFFE ID and the shape of its SPIRE entry.
+//! - [`gateway`]: how a worker addresses a tool through the MCP gateway, and the gateway's ID.
 //! - [`pod`]: the environment the operator sets and the worker reads, as one typed value.
 //! - [`termination`]: the message the worker leaves when it exits, and how the operator reads
 //!   it (also from an older worker).
@@ -19,6 +20,7 @@
 
 pub mod access;
 pub mod context;
+pub mod gateway;
 pub mod identity;
 pub mod lifecycle;
 pub mod model;
