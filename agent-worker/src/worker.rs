@@ -639,7 +639,13 @@ impl Worker {
                 t0,
                 format!(
                     "granted tools ({}) are not passed to the agent: this worker has no MCP gateway configuration yet",
-                    self.env.pod.tools.join(", ")
+                    self.env
+                        .pod
+                        .tools
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
             .await?;

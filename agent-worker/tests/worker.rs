@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{Value, json};
 use vexa_agent_worker::{Event, TurnId, UnitEvent};
-use vexa_core::pod::{OptionalArgs, PodContract, RunnerSpec, Start, StreamFormat, WorkspaceMount};
+use vexa_core::pod::{
+    GrantedTool, OptionalArgs, PodContract, RunnerSpec, Start, StreamFormat, WorkspaceMount,
+};
 use vexa_core::{
     CommitRange, DEFAULT_SESSION_PATH, DEFAULT_THREAD, StopReason, Termination, Trigger,
     WorkspaceMode,
@@ -210,13 +212,21 @@ impl Dispatch {
             launcher: "user:alice".into(),
             runner: "test-agent".into(),
             runner_spec: runner_spec(&self.program),
-            tools: self.tools.clone(),
+            tools: self
+                .tools
+                .iter()
+                .map(|name| GrantedTool {
+                    name: name.clone(),
+                    tool_name: None,
+                })
+                .collect(),
             context: None,
             thread: DEFAULT_THREAD.into(),
             idle_timeout: Duration::from_secs(self.idle_sec),
             redis_url: self.redis.url(),
             model: None,
             spiffe: None,
+            mcp_gateway: None,
         }
     }
 

@@ -193,6 +193,14 @@ pub struct Config {
     /// (`spiffe://<domain>/ns/<namespace>/dispatch/<name>`).
     #[arg(long, env = "VEXA_SPIRE_TRUST_DOMAIN", default_value = vexa_core::identity::DEFAULT_TRUST_DOMAIN)]
     pub spire_trust_domain: String,
+    /// The MCP gateway's base URL as dispatch pods reach it (`https://…`, Envoy's mTLS
+    /// listener). Empty: no gateway, and a dispatch's granted tools are not passed to its agent.
+    /// Needs pod identity (--spire-server-socket): the worker reaches the gateway with its SVID.
+    #[arg(long, env = "VEXA_MCP_GATEWAY_URL", default_value = "", value_parser = mcp_gateway_url)]
+    pub mcp_gateway_url: String,
+    /// The loopback port on which each dispatch's worker serves its agent's MCP endpoint.
+    #[arg(long, env = "VEXA_MCP_PORT", default_value_t = vexa_core::pod::DEFAULT_MCP_PORT)]
+    pub mcp_port: u16,
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -310,9 +318,36 @@ fn quantity(v: &str) -> Result<String, String> {
     }
 }
 
+/// An MCP gateway URL: empty, or `https://` with a host (the worker speaks only mutual TLS to it).
+fn mcp_gateway_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    match s.strip_prefix("https://") {
+        Some(rest) if !rest.is_empty() && !rest.contains(['/', '?', '#']) => Ok(s.to_owned()),
+        _ => Err(format!(
+            "{s:?} is not an https://host[:port] URL: dispatch pods reach the MCP gateway only over mutual TLS"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::quantity;
+    use super::{mcp_gateway_url, quantity};
+
+    #[test]
+    fn the_mcp_gateway_is_reached_only_over_tls() {
+        assert_eq!(mcp_gateway_url("").unwrap(), "");
+        assert_eq!(
+            mcp_gateway_url("https://gw.vexa-system.svc:8443/").unwrap(),
+            "https://gw.vexa-system.svc:8443"
+        );
+        for bad in ["http://gw:8443", "https://", "https://gw/tools", "gw:8443"] {
+            let e = mcp_gateway_url(bad).unwrap_err();
+            assert!(e.contains("mutual TLS"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn quantities_are_checked_at_startup() {

@@ -55,6 +55,8 @@ fn settings() -> BuildSettings {
         stream_max_len: 10_000,
         await_network_policy_seconds: 0,
         spire_trust_domain: None,
+        mcp_gateway_url: None,
+        mcp_port: vexa_core::pod::DEFAULT_MCP_PORT,
     }
 }
 
@@ -233,6 +235,7 @@ fn children_with(case: &Case, settings: &BuildSettings) -> (Job, Secret) {
         settings,
         redis_user: Some(&redis_user),
         dispatch_token: None,
+        tools: case.resolved.granted_tools(),
     };
     (children::job(&inputs), children::secret(&inputs))
 }
@@ -614,7 +617,8 @@ fn the_worker_gets_the_contract_environment_in(name: &str) {
     let parsed = PodContract::from_vars(contract).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(parsed.unit_id, format!("{NAMESPACE}/{dname}"));
     assert_eq!(parsed.trigger, d.spec.trigger);
-    assert_eq!(parsed.tools, d.spec.tools);
+    let names: Vec<&str> = parsed.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, d.spec.tools);
     let names: Vec<&str> = worker(&job)
         .env
         .as_ref()
@@ -822,8 +826,9 @@ fn an_email_event_is_propose_only() {
     );
     let workspaces: Value = serde_json::from_str(env_value(&job, "VEXA_WORKSPACES")).unwrap();
     assert_eq!(workspaces[0]["mode"], "ro");
-    let tools: Vec<String> = serde_json::from_str(env_value(&job, "VEXA_TOOLS")).unwrap();
-    assert_eq!(tools, ["email-read", "email-send"]);
+    let tools: Vec<Value> = serde_json::from_str(env_value(&job, "VEXA_TOOLS")).unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["email-read", "email-send"]);
 }
 
 #[rstest]
@@ -916,6 +921,49 @@ fn building_is_deterministic() {
         assert_eq!(to_yaml(&a.0), to_yaml(&b.0), "{}", c.name);
         assert_eq!(to_yaml(&a.1), to_yaml(&b.1), "{}", c.name);
     }
+}
+
+/// With an MCP gateway and pod identity the worker is told where to forward tool calls and on
+/// which loopback port to serve them, and each granted Tool carries the name the agent sees;
+/// without identity there is no gateway (no SVID, no mutual TLS), so no tools reach the agent.
+#[test]
+fn the_mcp_gateway_reaches_the_worker_only_with_pod_identity() {
+    let case = load("email-event");
+    let gateway = BuildSettings {
+        mcp_gateway_url: Some("https://vexa-gateway.vexa-system.svc:8443".into()),
+        spire_trust_domain: Some("vexa.local".into()),
+        ..settings()
+    };
+    let (job, _) = children_with(&case, &gateway);
+    let mcp: Value = serde_json::from_str(env_value(&job, "VEXA_MCP_GATEWAY")).unwrap();
+    assert_eq!(
+        mcp,
+        json!({"url": "https://vexa-gateway.vexa-system.svc:8443", "port": vexa_core::pod::DEFAULT_MCP_PORT})
+    );
+    let tools: Value = serde_json::from_str(env_value(&job, "VEXA_TOOLS")).unwrap();
+    let expected: Vec<Value> = case
+        .resolved
+        .tools
+        .iter()
+        .map(|t| json!({"name": t.metadata.name, "toolName": t.spec.tool_name}))
+        .collect();
+    assert_eq!(tools, Value::from(expected));
+    // The agent's container is told nothing of it: the worker writes the agent's MCP config.
+    assert!(
+        agent(&job)
+            .env
+            .iter()
+            .flatten()
+            .all(|e| !e.name.starts_with("VEXA_")),
+        "the agent container carries no contract variable"
+    );
+
+    let no_identity = BuildSettings {
+        spire_trust_domain: None,
+        ..gateway
+    };
+    let (job, _) = children_with(&case, &no_identity);
+    assert_eq!(env_value(&job, "VEXA_MCP_GATEWAY"), "null");
 }
 
 /// Pod identity on: the pod waits behind the gate the identity controller releases, and only the

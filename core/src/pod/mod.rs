@@ -63,9 +63,12 @@ pub mod var {
     /// The SPIFFE ID the worker must obtain an X.509 SVID for, and the Workload API socket
     /// (JSON; `null`: the pod has no workload identity).
     pub const SPIFFE: &str = "VEXA_SPIFFE";
+    /// Where the worker forwards the agent's tool calls and the loopback port it serves them on
+    /// (JSON; `null`: no MCP gateway, the agent gets no tools).
+    pub const MCP_GATEWAY: &str = "VEXA_MCP_GATEWAY";
 
     /// Every variable of the contract, in the order the operator sets them.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         UNIT_ID,
         UNIT_TRIGGER,
         UNIT_OUT_TOPIC,
@@ -84,6 +87,7 @@ pub mod var {
         REDIS_URL,
         MODEL,
         SPIFFE,
+        MCP_GATEWAY,
     ];
 }
 
@@ -150,8 +154,8 @@ pub struct PodContract {
     pub runner: String,
     /// `VEXA_RUNNER_SPEC`.
     pub runner_spec: RunnerSpec,
-    /// `VEXA_TOOLS`: names of the granted Tool objects.
-    pub tools: Vec<String>,
+    /// `VEXA_TOOLS`: the granted Tool objects.
+    pub tools: Vec<GrantedTool>,
     /// `VEXA_CONTEXT`: what the run is about (`null`: nothing in particular).
     pub context: Option<RunContext>,
     /// `VEXA_CHAT_SESSION`: the chat thread, which selects the session file.
@@ -165,6 +169,62 @@ pub struct PodContract {
     /// `VEXA_SPIFFE`: the workload identity the worker holds before the agent starts, if the
     /// pod has one.
     pub spiffe: Option<SpiffeAccess>,
+    /// `VEXA_MCP_GATEWAY`: the MCP gateway the worker forwards the agent's tool calls to, if
+    /// the operator has one.
+    pub mcp_gateway: Option<McpGateway>,
+}
+
+/// A granted Tool (one item of `VEXA_TOOLS`). An older operator wrote the object's name
+/// alone (a JSON string); it still reads, without a `toolName`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(from = "RawGrantedTool", rename_all = "camelCase")]
+pub struct GrantedTool {
+    /// The Tool object's name (in the dispatch's namespace): the gateway path's last part.
+    pub name: String,
+    /// The MCP tool name the agent sees (`spec.toolName`, e.g. `notes.append`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGrantedTool {
+    Name(String),
+    #[serde(rename_all = "camelCase")]
+    Object {
+        name: String,
+        #[serde(default)]
+        tool_name: Option<String>,
+    },
+}
+
+impl From<RawGrantedTool> for GrantedTool {
+    fn from(raw: RawGrantedTool) -> Self {
+        match raw {
+            RawGrantedTool::Name(name) => Self {
+                name,
+                tool_name: None,
+            },
+            RawGrantedTool::Object { name, tool_name } => Self { name, tool_name },
+        }
+    }
+}
+
+/// The port the worker serves the agent's MCP endpoint on (the pod's loopback) when the
+/// operator is told none.
+pub const DEFAULT_MCP_PORT: u16 = 7390;
+
+/// The MCP gateway (`VEXA_MCP_GATEWAY`): the worker serves `http://127.0.0.1:<port>/tools/<tool>`
+/// to the agent for each granted Tool and forwards each request to
+/// `<url>/tools/<namespace>/<tool>` over mutual TLS with the pod's SVID, adding the dispatch
+/// token. Needs the pod's workload identity (`VEXA_SPIFFE`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpGateway {
+    /// The gateway's base URL as the pod reaches it (`https://…`).
+    pub url: String,
+    /// The loopback port of the worker's MCP endpoint.
+    pub port: u16,
 }
 
 /// The pod's workload identity (`VEXA_SPIFFE`): the worker fetches an X.509 SVID from the
@@ -224,6 +284,7 @@ impl PodContract {
             (var::REDIS_URL, self.redis_url.clone()),
             (var::MODEL, to_json(&self.model)),
             (var::SPIFFE, to_json(&self.spiffe)),
+            (var::MCP_GATEWAY, to_json(&self.mcp_gateway)),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
@@ -292,7 +353,7 @@ impl PodContract {
             .map_err(|p| EnvError::new(var::RUNNER_SPEC, p))?;
 
         let tools = match optional(var::TOOLS) {
-            Some(v) => json::<Option<Vec<String>>>(var::TOOLS, &v)?.unwrap_or_default(),
+            Some(v) => json::<Option<Vec<GrantedTool>>>(var::TOOLS, &v)?.unwrap_or_default(),
             None => Vec::new(),
         };
         let context = match optional(var::CONTEXT) {
@@ -339,6 +400,27 @@ impl PodContract {
                 ),
             ));
         }
+        let mcp_gateway = match optional(var::MCP_GATEWAY) {
+            Some(v) => json::<Option<McpGateway>>(var::MCP_GATEWAY, &v)?,
+            None => None,
+        };
+        if let Some(g) = &mcp_gateway {
+            if !g.url.starts_with("https://") || g.port == 0 {
+                return Err(EnvError::new(
+                    var::MCP_GATEWAY,
+                    format!(
+                        "{:?} is not an https:// URL or the port is 0: the worker reaches the gateway only over mutual TLS",
+                        g.url
+                    ),
+                ));
+            }
+            if spiffe.is_none() {
+                return Err(EnvError::new(
+                    var::MCP_GATEWAY,
+                    "is set but VEXA_SPIFFE is not: the worker needs the pod's SVID for mutual TLS to the gateway",
+                ));
+            }
+        }
         if !["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
             .any(|s| redis_url.starts_with(s))
@@ -368,6 +450,7 @@ impl PodContract {
             redis_url,
             model,
             spiffe,
+            mcp_gateway,
         })
     }
 

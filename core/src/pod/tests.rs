@@ -77,7 +77,16 @@ fn full() -> PodContract {
             session_path: ".claude/sessions".into(),
             stream_format: StreamFormat::ClaudeStreamJson,
         },
-        tools: vec!["calendar-read".into()],
+        tools: vec![
+            GrantedTool {
+                name: "calendar-read".into(),
+                tool_name: Some("calendar.read".into()),
+            },
+            GrantedTool {
+                name: "legacy".into(),
+                tool_name: None,
+            },
+        ],
         context: Some(RunContext {
             kind: ContextKind::Email,
             meeting: None,
@@ -99,6 +108,10 @@ fn full() -> PodContract {
         spiffe: Some(super::SpiffeAccess {
             spiffe_id: "spiffe://vexa.local/ns/team-a/dispatch/brief".into(),
             socket: "/run/spire/agent/api.sock".into(),
+        }),
+        mcp_gateway: Some(super::McpGateway {
+            url: "https://vexa-gateway.vexa-system.svc:8443".into(),
+            port: DEFAULT_MCP_PORT,
         }),
     }
 }
@@ -155,6 +168,14 @@ fn the_json_variables_keep_their_text() {
     assert_eq!(
         vars["VEXA_CONTEXT"],
         r#"{"kind":"email","source":{"uri":"imap://alice@mail/INBOX;UID=1","etag":"1-2"},"session":"brief"}"#
+    );
+    assert_eq!(
+        vars["VEXA_TOOLS"],
+        r#"[{"name":"calendar-read","toolName":"calendar.read"},{"name":"legacy"}]"#
+    );
+    assert_eq!(
+        vars["VEXA_MCP_GATEWAY"],
+        r#"{"url":"https://vexa-gateway.vexa-system.svc:8443","port":7390}"#
     );
     assert_eq!(vars["VEXA_UNIT_TRIGGER"], "scheduled");
     assert_eq!(vars["VEXA_IDLE_TIMEOUT_SEC"], "900");
@@ -261,6 +282,22 @@ fn optional_variables_have_defaults() {
     "sessionPath"
 )]
 #[case::tools_not_list("VEXA_TOOLS", Some(r#""email.send""#), "invalid JSON")]
+#[case::tool_without_name("VEXA_TOOLS", Some(r#"[{"toolName":"x"}]"#), "invalid JSON")]
+#[case::gateway_plain_http(
+    "VEXA_MCP_GATEWAY",
+    Some(r#"{"url":"http://gw:8443","port":7390}"#),
+    "mutual TLS"
+)]
+#[case::gateway_without_identity(
+    "VEXA_MCP_GATEWAY",
+    Some(r#"{"url":"https://gw:8443","port":7390}"#),
+    "VEXA_SPIFFE is not"
+)]
+#[case::gateway_unknown_field(
+    "VEXA_MCP_GATEWAY",
+    Some(r#"{"url":"https://gw:8443","port":7390,"token":"x"}"#),
+    "unknown field"
+)]
 #[case::context_not_json("VEXA_CONTEXT", Some("{"), "invalid JSON")]
 #[case::context_unknown_kind("VEXA_CONTEXT", Some(r#"{"kind":"fax"}"#), "unknown variant")]
 #[case::thread_traversal("VEXA_CHAT_SESSION", Some("../main"), "not a thread name")]
@@ -323,4 +360,27 @@ fn a_later_pair_wins() {
         base().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     vars.push(("VEXA_OWNER".into(), "bob".into()));
     assert_eq!(PodContract::from_vars(vars).unwrap().owner, "bob");
+}
+
+#[test]
+fn tools_written_as_bare_names_still_read() {
+    let mut vars = base();
+    vars.insert(
+        "VEXA_TOOLS",
+        r#"["notes",{"name":"send","toolName":"notes.send"}]"#.into(),
+    );
+    let tools = parse(&vars).unwrap().tools;
+    assert_eq!(
+        tools,
+        [
+            GrantedTool {
+                name: "notes".into(),
+                tool_name: None
+            },
+            GrantedTool {
+                name: "send".into(),
+                tool_name: Some("notes.send".into())
+            },
+        ]
+    );
 }

@@ -184,6 +184,8 @@ impl Reconciler {
             await_network_policy_seconds: c.await_network_policy_seconds,
             spire_trust_domain: (!c.spire_server_socket.is_empty())
                 .then(|| c.spire_trust_domain.clone()),
+            mcp_gateway_url: (!c.mcp_gateway_url.is_empty()).then(|| c.mcp_gateway_url.clone()),
+            mcp_port: c.mcp_port,
         }
     }
 }

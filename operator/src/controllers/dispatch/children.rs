@@ -25,7 +25,9 @@ use vexa_core::pod::layout::{
     WORKER_COMMAND, WORKER_STATE_DIR,
 };
 use vexa_core::pod::layout::{WORKLOAD_API_CSI_DRIVER, WORKLOAD_API_DIR, WORKLOAD_API_SOCKET};
-use vexa_core::pod::{ModelAccess, PodContract, SpiffeAccess, WorkspaceMount};
+use vexa_core::pod::{
+    GrantedTool, McpGateway, ModelAccess, PodContract, SpiffeAccess, WorkspaceMount,
+};
 use vexa_core::{dispatch_id, in_topic, job_name, out_topic, secret_name, thread_or_default};
 use vexa_crds::{AgentRunnerSpec, Dispatch, RunLimits, WorkspaceMode, WorkspaceSpec};
 use vexa_policy::Authorization;
@@ -85,6 +87,11 @@ pub struct BuildSettings {
     /// scheduling gate `vexa.ai/identity` (the identity controller releases it once SPIRE has
     /// the pod's entry) and its worker, only it, mounts the Workload API read-only.
     pub spire_trust_domain: Option<String>,
+    /// The MCP gateway's base URL as pods reach it (`None`: no gateway; the agent gets no
+    /// tools). Only with pod identity: the worker reaches it over mutual TLS with its SVID.
+    pub mcp_gateway_url: Option<String>,
+    /// The loopback port of the worker's MCP endpoint.
+    pub mcp_port: u16,
 }
 
 /// Resources from quantities (an empty one is left out; all empty: none).
@@ -139,6 +146,8 @@ pub struct Inputs<'a> {
     pub redis_user: Option<&'a DispatchUser>,
     /// The run's first dispatch token (`None`: the operator mints none).
     pub dispatch_token: Option<&'a str>,
+    /// The granted Tools, in spec order, with the MCP tool names the agent sees.
+    pub tools: Vec<GrantedTool>,
 }
 
 /// The standard labels of every child.
@@ -300,7 +309,7 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
         launcher: spec.identity.launcher.clone(),
         runner: spec.runner.clone(),
         runner_spec: inputs.runner.into(),
-        tools: spec.tools.clone(),
+        tools: inputs.tools.clone(),
         context: spec.context.as_ref().map(Into::into),
         thread: thread.to_owned(),
         idle_timeout: Duration::from_secs(u64::try_from(idle_seconds).unwrap_or_default()),
@@ -334,6 +343,16 @@ pub fn contract(inputs: &Inputs<'_>, idle_seconds: i64) -> PodContract {
                     d.metadata.name.as_deref().unwrap_or_default(),
                 ),
                 socket: WORKLOAD_API_SOCKET.into(),
+            }),
+        // Tool calls leave the pod through the gateway, over mutual TLS with the pod's SVID.
+        mcp_gateway: inputs
+            .settings
+            .mcp_gateway_url
+            .clone()
+            .filter(|_| inputs.settings.spire_trust_domain.is_some())
+            .map(|url| McpGateway {
+                url,
+                port: inputs.settings.mcp_port,
             }),
     }
 }
@@ -603,6 +622,8 @@ mod tests {
             stream_max_len: 10_000,
             await_network_policy_seconds: 0,
             spire_trust_domain: None,
+            mcp_gateway_url: None,
+            mcp_port: vexa_core::pod::DEFAULT_MCP_PORT,
         }
     }
 

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
+use vexa_core::pod::GrantedTool;
 use vexa_crds::{AgentRunner, Dispatch, Identity, Tool, Workspace};
 use vexa_policy::{ToolFacts, WorkspaceFacts};
 
@@ -38,6 +39,17 @@ impl Resolved {
             .map(|w| WorkspaceFacts {
                 name: w.metadata.name.clone().unwrap_or_default(),
                 default_mode: w.spec.default_mode,
+            })
+            .collect()
+    }
+
+    /// The Tools as the worker is told them (`VEXA_TOOLS`): object name and MCP tool name.
+    pub fn granted_tools(&self) -> Vec<GrantedTool> {
+        self.tools
+            .iter()
+            .map(|t| GrantedTool {
+                name: t.metadata.name.clone().unwrap_or_default(),
+                tool_name: Some(t.spec.tool_name.clone()),
             })
             .collect()
     }

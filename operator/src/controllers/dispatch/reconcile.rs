@@ -335,6 +335,7 @@ async fn start(
         authorization: &auth,
         settings: &settings,
         redis_user: redis_user.as_ref(),
+        tools: resolved.granted_tools(),
     };
     let job_name = match apply::children(ctx, &ns, &inputs).await {
         Ok(job_name) => job_name,
