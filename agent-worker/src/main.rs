@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::identity;
+use vexa_agent_worker::mcp::{SvidSource, Workload};
 use vexa_agent_worker::network_gate;
 use vexa_agent_worker::sidecar::{self, StateDir};
 use vexa_agent_worker::worker::{self, Ending, Outcome, Ran, Settings};
@@ -194,6 +195,19 @@ async fn run(cli: Cli, state: Option<&StateDir>, shutdown: watch::Receiver<bool>
                 state.mark_ready();
             }
             let notes = identity.iter().map(identity::Identity::note).collect();
+            // The MCP endpoint's mutual TLS presents the SVID the source keeps current.
+            let svids = identity.as_ref().and_then(|i| {
+                let trust_domain = spiffe::SpiffeId::new(&i.spiffe_id)
+                    .ok()?
+                    .trust_domain()
+                    .clone();
+                let workload = Workload {
+                    source: i.source.clone(),
+                    trust_domain,
+                };
+                Some(std::sync::Arc::new(workload) as std::sync::Arc<dyn SvidSource>)
+            });
+            let settings = Settings { svids, ..settings };
             let ran = worker::run(env, settings, shutdown, notes).await;
             if let Some(identity) = identity {
                 identity.source.shutdown().await;

@@ -10,6 +10,7 @@
 //! down instead of filling memory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -27,6 +28,7 @@ use vexa_stream::publish::{
 use crate::argv::ArgValues;
 use crate::env::WorkerEnv;
 use crate::events::{Event, TurnId, UnitEvent};
+use crate::mcp::{EndpointSettings, McpEndpoint, SvidSource};
 use crate::model_proxy::{ModelProxy, ProxySettings};
 use crate::session::{self, ResumeDecision};
 use crate::shim::{Shim, ShimAgent, ShimStop};
@@ -68,6 +70,8 @@ pub struct Settings {
     /// Wait (at most this long) until the pod's network policy denies this address (the API
     /// server) before anything else; `None`: start at once.
     pub network_gate: Option<(std::net::SocketAddr, Duration)>,
+    /// The pod's identity, for mutual TLS to the MCP gateway (`None`: no SVID, so no tools).
+    pub svids: Option<Arc<dyn SvidSource>>,
 }
 
 impl Default for Settings {
@@ -84,6 +88,7 @@ impl Default for Settings {
             stream_max_len: DEFAULT_MAX_LEN,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             network_gate: None,
+            svids: None,
         }
     }
 }
@@ -254,6 +259,7 @@ pub async fn run(
         session: SessionState::default(),
         shim: None,
         model: None,
+        mcp: None,
         stop: ShimStop::default(),
         next_turn: TurnId::default(),
     };
@@ -409,6 +415,9 @@ struct Worker {
     shim: Option<Shim>,
     /// The agent's model endpoint, when the run brokers a model credential.
     model: Option<ModelProxy>,
+    /// The agent's MCP endpoint and the config file naming it, when the run has tools and the
+    /// operator an MCP gateway.
+    mcp: Option<(McpEndpoint, PathBuf)>,
     stop: ShimStop,
     next_turn: TurnId,
 }
@@ -456,6 +465,7 @@ impl Worker {
                 return Ok(Ending::Failed(why));
             }
         }
+        self.mcp = self.start_mcp_endpoint().await?;
         match self.connect_agent().await {
             Ok(Some(shim)) => self.shim = Some(shim),
             Ok(None) => return Ok(Ending::Terminated),
@@ -579,6 +589,84 @@ impl Worker {
         .map_err(|e| e.to_string())
     }
 
+    /// Starts the agent's MCP endpoint when the run has tools and a gateway; says in a note why
+    /// the tools are not passed otherwise (the run goes on without them).
+    async fn start_mcp_endpoint(&self) -> Result<Option<(McpEndpoint, PathBuf)>, PublisherGone> {
+        let pod = &self.env.pod;
+        if pod.tools.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = pod.tools.iter().map(|t| t.name.clone()).collect();
+        let not_passed = |why: &str| {
+            format!(
+                "granted tools ({}) are not passed to the agent: {why}",
+                names.join(", ")
+            )
+        };
+        let t0 = self.next_turn;
+        let Some(gateway) = &pod.mcp_gateway else {
+            self.note(
+                t0,
+                not_passed("the operator has no MCP gateway (--mcp-gateway-url)"),
+            )
+            .await?;
+            return Ok(None);
+        };
+        let (Some(svids), Some(spiffe)) = (&self.settings.svids, &pod.spiffe) else {
+            self.note(
+                t0,
+                not_passed("the worker holds no SVID for mutual TLS to the gateway"),
+            )
+            .await?;
+            return Ok(None);
+        };
+        let trust_domain = match spiffe::SpiffeId::new(&spiffe.spiffe_id) {
+            Ok(id) => id.trust_domain_name().to_owned(),
+            Err(e) => {
+                self.note(t0, not_passed(&format!("{e}"))).await?;
+                return Ok(None);
+            }
+        };
+        let settings = EndpointSettings {
+            gateway: gateway.url.clone(),
+            port: gateway.port,
+            namespace: pod.unit_id.split('/').next().unwrap_or_default().to_owned(),
+            tools: names.clone(),
+            token_file: self.settings.secret_dir.join(secret_key::DISPATCH_TOKEN),
+            trust_domain,
+        };
+        let endpoint = match McpEndpoint::start(settings, svids.clone()).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.note(t0, not_passed(&e.to_string())).await?;
+                return Ok(None);
+            }
+        };
+        match crate::mcp::config::write(&self.settings.agent_config, endpoint.addr(), &pod.tools) {
+            Ok(path) => {
+                self.note(
+                    t0,
+                    format!(
+                        "tools ({}) reach the agent through the MCP gateway {} (the agent's endpoint: {})",
+                        names.join(", "),
+                        gateway.url,
+                        endpoint.url("<tool>")
+                    ),
+                )
+                .await?;
+                Ok(Some((endpoint, path)))
+            }
+            Err(e) => {
+                self.note(
+                    t0,
+                    not_passed(&format!("the agent's MCP config could not be written: {e}")),
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// The variables a turn's agent gets on top of its container's: where its sessions live,
     /// and the model proxy's address with a placeholder key.
     fn agent_env(&self) -> Vec<(String, String)> {
@@ -633,22 +721,6 @@ impl Worker {
         }
         for note in self.resolve_session() {
             self.note(t0, note).await?;
-        }
-        if !self.env.pod.tools.is_empty() {
-            self.note(
-                t0,
-                format!(
-                    "granted tools ({}) are not passed to the agent: this worker has no MCP gateway configuration yet",
-                    self.env
-                        .pod
-                        .tools
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-            .await?;
         }
         Ok(Ok(()))
     }
@@ -717,9 +789,15 @@ impl Worker {
             prompt,
             session_id: self.session.id.clone(),
             model: pod.runner_spec.model.clone(),
-            // Tools need the MCP gateway's configuration; see the note in `prepare`.
-            allowed_tools: None,
-            mcp_config: None,
+            // Tools need the MCP endpoint; see `start_mcp_endpoint`.
+            allowed_tools: self
+                .mcp
+                .as_ref()
+                .map(|_| crate::mcp::config::allowed_tools(&pod.tools)),
+            mcp_config: self
+                .mcp
+                .as_ref()
+                .map(|(_, path)| path.display().to_string()),
             workspace_path: Some(pod.workspace_path.display().to_string()),
             dispatch_id: Some(pod.unit_id.clone()),
         };
