@@ -12,6 +12,13 @@ server {
   # Workload SVIDs live an hour (the agent renews them); the CA rotates daily.
   default_x509_svid_ttl = "1h"
   ca_ttl = "24h"
+  # Agents fetch entries from the server's in-memory entry cache, which reads the datastore's
+  # entry events every cache_reload_interval (5 s by default): a new dispatch pod's entry would
+  # wait up to that long before any agent can issue its SVID. One cheap indexed read a second
+  # on a local sqlite file instead.
+  experimental {
+    cache_reload_interval = "1s"
+  }
 }
 
 plugins {
