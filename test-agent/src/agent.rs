@@ -117,6 +117,8 @@ struct Turn<'h> {
     cwd: PathBuf,
     history: &'h [Exchange],
     reply: Vec<String>,
+    /// The `--mcp-config` file, for the MCP steps.
+    mcp_config: Option<String>,
     tool_rounds: usize,
     failure: Option<String>,
 }
@@ -268,6 +270,26 @@ impl Turn<'_> {
                     Ok(text) => format!("The model says: {text}"),
                     Err(e) => format!("The model request failed: {e}"),
                 }),
+                Step::McpList(server) => {
+                    let said = crate::mcp::server_url(self.mcp_config.as_deref(), server)
+                        .and_then(|url| crate::mcp::list(&url));
+                    self.reply.push(match said {
+                        Ok(answer) => format!("mcp-list {server}: {answer}"),
+                        Err(e) => format!("mcp-list {server} failed: {e}"),
+                    });
+                }
+                Step::McpCall {
+                    server,
+                    tool,
+                    arguments,
+                } => {
+                    let said = crate::mcp::server_url(self.mcp_config.as_deref(), server)
+                        .and_then(|url| crate::mcp::call(&url, tool, arguments));
+                    self.reply.push(match said {
+                        Ok(answer) => format!("mcp-call {server} {tool}: {answer}"),
+                        Err(e) => format!("mcp-call {server} {tool} failed: {e}"),
+                    });
+                }
                 Step::Connect(target) => self.reply.push(crate::probe::connect(target)),
                 Step::Resolve(name) => self.reply.push(crate::probe::resolve(name)),
                 Step::Redis { addr, args } => {
@@ -394,6 +416,7 @@ pub fn run(args: &Args, cwd: &Path, out: &mut impl Write, err: &mut impl Write) 
         cwd: cwd.to_owned(),
         history: &history,
         reply: Vec::new(),
+        mcp_config: args.mcp_config.clone(),
         tool_rounds: 0,
         failure: None,
     };

@@ -69,6 +69,9 @@ small script in its prompt, one command per line:
                            say its reply
   connect HOST:PORT        try a TCP connection (3 s) and say whether it opened
   resolve NAME             look NAME up with the system resolver and say its addresses
+  mcp-list SERVER          list the tools of SERVER (a server of --mcp-config)
+  mcp-call SERVER TOOL JSON
+                           call TOOL of SERVER with the JSON arguments, say the answer
 
 Any other line is echoed. Sessions live under .claude/projects/ in the working directory.
 
@@ -81,7 +84,7 @@ Options:
   -r, --resume ID                 continue session ID
   --model MODEL                   reported in the init line
   --allowedTools TOOLS            accepted, comma or space separated
-  --mcp-config FILE               accepted
+  --mcp-config FILE               the MCP servers of mcp-list and mcp-call
   --strict-mcp-config             accepted
   --setting-sources SOURCES       accepted
   --disable-slash-commands        accepted

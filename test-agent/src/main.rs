@@ -5,6 +5,7 @@
 
 mod agent;
 mod args;
+mod mcp;
 mod model;
 mod probe;
 mod resp;

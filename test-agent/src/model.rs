@@ -30,14 +30,19 @@ pub fn ask(prompt: &str) -> Result<String, String> {
         "POST /v1/messages HTTP/1.1\r\nhost: {authority}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let (status, body) = exchange(authority, &request).map_err(|e| format!("{base}: {e}"))?;
+    let (status, _, body) = exchange(authority, &request).map_err(|e| format!("{base}: {e}"))?;
     if status != 200 {
         return Err(format!("HTTP {status}: {}", body.trim()));
     }
     Ok(text_of(&body))
 }
 
-fn exchange(authority: &str, request: &str) -> io::Result<(u16, String)> {
+/// Sends one HTTP/1.1 request (with `connection: close`) and reads the status, the headers and
+/// the whole body (chunked or not).
+pub(crate) fn exchange(
+    authority: &str,
+    request: &str,
+) -> io::Result<(u16, Vec<(String, String)>, String)> {
     let mut stream = TcpStream::connect(authority)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(request.as_bytes())?;
@@ -55,6 +60,7 @@ fn exchange(authority: &str, request: &str) -> io::Result<(u16, String)> {
             )
         })?;
     let mut chunked = false;
+    let mut headers = Vec::new();
     loop {
         line.clear();
         reader.read_line(&mut line)?;
@@ -62,11 +68,13 @@ fn exchange(authority: &str, request: &str) -> io::Result<(u16, String)> {
         if header.is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("transfer-encoding")
-            && value.trim().eq_ignore_ascii_case("chunked")
-        {
-            chunked = true;
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
+            }
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
     let mut body = Vec::new();
@@ -88,7 +96,7 @@ fn exchange(authority: &str, request: &str) -> io::Result<(u16, String)> {
     } else {
         reader.read_to_end(&mut body)?;
     }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The text of a streamed reply (its `text_delta`s), or of a plain JSON message.

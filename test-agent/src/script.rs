@@ -89,6 +89,17 @@ pub enum Step {
     BigLine(usize),
     /// `events N`: stream N one-character reply deltas.
     Events(usize),
+    /// `mcp-list SERVER`: list the tools of a server of the `--mcp-config`.
+    McpList(String),
+    /// `mcp-call SERVER TOOL JSON`: call a tool of a server of the `--mcp-config`.
+    McpCall {
+        /// The server's name in the config (the Tool object's name).
+        server: String,
+        /// The MCP tool name.
+        tool: String,
+        /// The arguments (JSON text).
+        arguments: String,
+    },
     /// Any other line: echoed.
     Echo(String),
 }
@@ -155,6 +166,19 @@ fn step(line: &str) -> Step {
             }
         }
         "model" if !rest.is_empty() => Step::Model(rest.to_owned()),
+        "mcp-list" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Step::McpList(rest.to_owned())
+        }
+        "mcp-call" if rest.split_whitespace().count() >= 2 => {
+            let (server, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let rest = rest.trim_start();
+            let (tool, arguments) = rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+            Step::McpCall {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                arguments: arguments.trim().to_owned(),
+            }
+        }
         "connect" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
             Step::Connect(rest.to_owned())
         }
@@ -251,6 +275,16 @@ mod tests {
     #[case("bigline 100", Step::BigLine(100))]
     #[case("bigline 99999", Step::Echo("bigline 99999".into()))]
     #[case("events 100000", Step::Events(100_000))]
+    #[case("mcp-list notes", Step::McpList("notes".into()))]
+    #[case(
+        r#"mcp-call notes-append notes.append {"text": "a b"}"#,
+        Step::McpCall {
+            server: "notes-append".into(),
+            tool: "notes.append".into(),
+            arguments: r#"{"text": "a b"}"#.into(),
+        }
+    )]
+    #[case("mcp-call notes", Step::Echo("mcp-call notes".into()))]
     fn lines_parse(#[case] line: &str, #[case] want: Step) {
         assert_eq!(parse(line), [want]);
     }
