@@ -83,21 +83,19 @@ fn message(body: &str) -> Value {
         return v;
     }
     body.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .filter(|v| v.get("result").is_some() || v.get("error").is_some())
-        .last()
+        .find(|v| v.get("result").is_some() || v.get("error").is_some())
         .unwrap_or(Value::Null)
 }
-
-type Answer = (u16, Vec<(String, String)>, String);
 
 fn post(
     authority: &str,
     path: &str,
     session: Option<&str>,
     body: &Value,
-) -> Result<Answer, String> {
+) -> Result<crate::model::Answer, String> {
     let body = body.to_string();
     let session = session
         .map(|s| format!("mcp-session-id: {s}\r\n"))

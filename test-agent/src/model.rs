@@ -37,12 +37,12 @@ pub fn ask(prompt: &str) -> Result<String, String> {
     Ok(text_of(&body))
 }
 
+/// An HTTP answer: status, headers, body.
+pub(crate) type Answer = (u16, Vec<(String, String)>, String);
+
 /// Sends one HTTP/1.1 request (with `connection: close`) and reads the status, the headers and
 /// the whole body (chunked or not).
-pub(crate) fn exchange(
-    authority: &str,
-    request: &str,
-) -> io::Result<(u16, Vec<(String, String)>, String)> {
+pub(crate) fn exchange(authority: &str, request: &str) -> io::Result<Answer> {
     let mut stream = TcpStream::connect(authority)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(request.as_bytes())?;
