@@ -1,4 +1,4 @@
-//! The operator's controllers (Dispatch and Workspace), run inside the eval process on its own thread and tokio
+//! The operator's controllers (Dispatch, Workspace and Tool), run inside the eval process on its own thread and tokio
 //! runtime, so it outlives any one test's runtime and can be killed abruptly.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::controllers::{dispatch, workspace};
+use vexa_operator::controllers::{dispatch, tool, workspace};
 use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
@@ -153,8 +153,11 @@ impl Operator {
                         () = dispatch::run(ctx.clone(), ready_tx, std::future::pending()) => {
                             panic!("the Dispatch controller stopped on its own");
                         }
-                        () = workspace::run(ctx, std::future::pending()) => {
+                        () = workspace::run(ctx.clone(), std::future::pending()) => {
                             panic!("the Workspace controller stopped on its own");
+                        }
+                        () = tool::run(ctx, None, std::future::pending()) => {
+                            panic!("the Tool controller stopped on its own");
                         }
                         _ = killed => {}
                     }

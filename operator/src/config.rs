@@ -201,6 +201,13 @@ pub struct Config {
     /// The loopback port on which each dispatch's worker serves its agent's MCP endpoint.
     #[arg(long, env = "VEXA_MCP_PORT", default_value_t = vexa_core::pod::DEFAULT_MCP_PORT)]
     pub mcp_port: u16,
+    /// Seconds between two probes of a Tool (its MCP server answers, its audience is known), so
+    /// a tool that breaks shows on its status before a run needs it.
+    #[arg(long, env = "VEXA_TOOL_PROBE_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
+    pub tool_probe_interval_seconds: u64,
+    /// Seconds a Tool's probe (connect, TLS, answer; the audience lookup) may take.
+    #[arg(long, env = "VEXA_TOOL_PROBE_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub tool_probe_timeout_seconds: u64,
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::controllers::{dispatch, workspace};
+use vexa_operator::controllers::{dispatch, tool, workspace};
 use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::metrics::Metrics;
@@ -119,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
             futures::join!(
                 dispatch::run(ctx.clone(), ready, stopped(stop.clone())),
                 workspace::run(ctx.clone(), stopped(stop.clone())),
+                // The audiences are looked up in Keycloak once the operator is configured
+                // with it; until then AudienceKnown stays Unknown.
+                tool::run(ctx.clone(), None, stopped(stop.clone())),
             );
         };
         drain_within(run, stopped(stop.clone()), drain_limit)

@@ -2,4 +2,5 @@
 
 pub mod dispatch;
 pub mod identity;
+pub mod tool;
 pub mod workspace;

@@ -16,6 +16,10 @@ pub enum ConditionType {
     Queued,
     /// The run is over (reason `Succeeded` or `Failed`).
     Finished,
+    /// A Tool's MCP server answers.
+    Reachable,
+    /// A Tool's audience is a client the gateway can exchange tokens for.
+    AudienceKnown,
 }
 
 impl ConditionType {
@@ -27,6 +31,8 @@ impl ConditionType {
             ConditionType::Authorized => "Authorized",
             ConditionType::Queued => "Queued",
             ConditionType::Finished => "Finished",
+            ConditionType::Reachable => "Reachable",
+            ConditionType::AudienceKnown => "AudienceKnown",
         }
     }
 }
@@ -53,7 +59,20 @@ impl<'a> Conditions<'a> {
     /// Sets condition `type_`. Its `lastTransitionTime` changes only when its status does, so
     /// an unchanged state produces an identical status (and no write).
     pub fn set(&mut self, type_: ConditionType, status: bool, reason: &str, message: &str) {
-        let status = if status { "True" } else { "False" };
+        self.set_status(
+            type_,
+            if status { "True" } else { "False" },
+            reason,
+            message,
+        );
+    }
+
+    /// Sets condition `type_` to `Unknown`: it could not be found out (see `reason`).
+    pub fn set_unknown(&mut self, type_: ConditionType, reason: &str, message: &str) {
+        self.set_status(type_, "Unknown", reason, message);
+    }
+
+    fn set_status(&mut self, type_: ConditionType, status: &str, reason: &str, message: &str) {
         match self.list.iter_mut().find(|c| c.type_ == type_.as_str()) {
             Some(c) => {
                 if c.status != status {

@@ -27,6 +27,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    ready: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
 }
@@ -97,6 +102,9 @@ pub struct Metrics {
     pub dispatch: ControllerMetrics,
     /// The Workspace controller's reconciles (`vexa_workspace_…`).
     pub workspace: ControllerMetrics,
+    /// The Tool controller's reconciles (`vexa_tool_…`).
+    pub tool: ControllerMetrics,
+    tools: Family<ReadyLabels, Gauge>,
     job_created_latency: Histogram,
     dispatches: Family<PhaseLabels, Gauge>,
     // Phases reported before: a phase missing from a later count is set to 0 rather than
@@ -116,6 +124,13 @@ impl Metrics {
         let mut registry = Registry::with_prefix("vexa");
         let dispatch = ControllerMetrics::register(&mut registry, "dispatch");
         let workspace = ControllerMetrics::register(&mut registry, "workspace");
+        let tool = ControllerMetrics::register(&mut registry, "tool");
+        let tools = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "tools",
+            "Tools by readiness (Ready: the MCP server answers and the audience is known)",
+            tools.clone(),
+        );
         let job_created_latency = Histogram::new(JOB_CREATED_BUCKETS);
         registry.register_with_unit(
             "dispatch_job_created_latency",
@@ -133,6 +148,8 @@ impl Metrics {
             registry,
             dispatch,
             workspace,
+            tool,
+            tools,
             job_created_latency,
             dispatches,
             seen_phases: Mutex::new(BTreeSet::new()),
@@ -164,6 +181,17 @@ impl Metrics {
                 })
                 .set(*count);
             seen.insert(phase.clone());
+        }
+    }
+
+    /// Sets the number of Tools by readiness (`true`/`false`); every label is given each time.
+    pub fn set_tool_readiness(&self, counts: &[(&str, i64)]) {
+        for (ready, count) in counts {
+            self.tools
+                .get_or_create(&ReadyLabels {
+                    ready: (*ready).to_owned(),
+                })
+                .set(*count);
         }
     }
 
