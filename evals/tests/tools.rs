@@ -60,8 +60,8 @@ async fn answering_server() -> (String, tokio::task::JoinHandle<()>) {
             };
             tokio::spawn(async move {
                 let mut buf = [0u8; 8192];
-                let _ = tokio::time::timeout(Duration::from_millis(500), socket.read(&mut buf))
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), socket.read(&mut buf)).await;
                 let _ = socket
                     .write_all(
                         b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -155,27 +155,29 @@ async fn a_tool_whose_server_answers_is_ready_and_one_that_stops_answering_shows
     server.abort();
     let _ = server.await;
     let stopped = std::time::Instant::now();
-    let (_, reason, message) = wait_condition(&client, &ns.name, "notes", "Ready", |s, _| {
-        s == "False"
-    })
-    .await;
+    let (_, reason, message) =
+        wait_condition(&client, &ns.name, "notes", "Ready", |s, _| s == "False").await;
     assert_eq!(reason, "ServerUnreachable", "{message}");
     eprintln!(
         "a stopped server showed on its Tool after {:.1} s (probe interval {INTERVAL} s)",
         stopped.elapsed().as_secs_f64()
     );
     let events = Api::<Event>::namespaced(client.clone(), &ns.name);
-    wait_for("a Warning event ServerUnreachable on the Tool", TIMEOUT, || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| {
-                e.involved_object.name.as_deref() == Some("notes")
-                    && e.type_.as_deref() == Some("Warning")
-                    && e.reason.as_deref() == Some("ServerUnreachable")
-            })
-            .then_some(())
-    })
+    wait_for(
+        "a Warning event ServerUnreachable on the Tool",
+        TIMEOUT,
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.involved_object.name.as_deref() == Some("notes")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("ServerUnreachable")
+                })
+                .then_some(())
+        },
+    )
     .await;
 }
 
