@@ -22,6 +22,8 @@ pub struct Line {
 }
 
 /// The kinds of line.
+// A record is by far the most common line; boxing it would only add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
@@ -130,14 +132,21 @@ pub enum Event {
         /// The stop reason (`completed`, `failed`, …).
         reason: String,
     },
-    /// A tool call seen by the gateway.
+    /// A request to a tool seen by the gateway's authorization filter.
     ToolCall {
-        /// The tool's name.
+        /// The Tool object's name (the path's; for a refused path, what it named).
         tool: String,
-        /// What the gateway decided (`allowed`, `denied`, `gated`).
+        /// The MCP JSON-RPC method (`tools/call`, `tools/list`, `initialize`, …; empty if the
+        /// body was not read).
+        #[serde(default)]
+        mcp_method: String,
+        /// What the gateway decided: `allowed`, `refused` or `gated` (a Card was proposed).
         decision: String,
-        /// SHA-256 (hex) of the call's arguments (never the arguments themselves).
-        args_sha256: String,
+        /// Why, as a short CamelCase reason (`Allowed`, `TokenExpired`, `WorkloadMismatch`, …).
+        #[serde(default)]
+        reason: String,
+        /// SHA-256 (hex) of the call's arguments as sent (never the arguments themselves).
+        arguments_sha256: String,
     },
 }
 
@@ -229,8 +238,10 @@ mod tests {
         assert_ne!(t1.once_key(), t2.once_key());
         let call = Event::ToolCall {
             tool: "t".into(),
+            mcp_method: "tools/call".into(),
             decision: "allowed".into(),
-            args_sha256: String::new(),
+            reason: "Allowed".into(),
+            arguments_sha256: String::new(),
         };
         assert_eq!(call.once_key(), None);
     }

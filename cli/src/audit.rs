@@ -60,10 +60,12 @@ fn detail(e: &Event) -> Option<String> {
         Event::Stopped { reason } => Some(reason.clone()),
         Event::ToolCall {
             tool,
+            mcp_method,
             decision,
-            args_sha256,
+            reason,
+            arguments_sha256,
         } => Some(format!(
-            "{tool}: {decision}, arguments sha256 {args_sha256}"
+            "tool {tool} {mcp_method}: {decision} ({reason}), arguments sha256 {arguments_sha256}"
         )),
     }
 }
@@ -268,6 +270,48 @@ mod tests {
         assert!(!text.contains('\u{1b}'), "{text}");
         assert!(
             text.contains("(GrantMissing: no grant ^[]52;c;x^G)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_tool_call_reads_as_subject_launcher_tool_scope_decision_reason() {
+        let line = Line {
+            seq: 2,
+            time: "2026-12-05T12:00:01.000Z".into(),
+            writer: "gateway".into(),
+            prev: vexa_audit::GENESIS.into(),
+            body: Body::Record {
+                effect: Effect {
+                    dispatch: DispatchRef {
+                        namespace: "team".into(),
+                        name: "d".into(),
+                        uid: String::new(),
+                    },
+                    subject: "alice".into(),
+                    launcher: "user:alice".into(),
+                    scope: ScopeRecord {
+                        workspaces: vec![],
+                        tools: vec!["notes".into(), "mail".into()],
+                    },
+                },
+                event: Event::ToolCall {
+                    tool: "mail".into(),
+                    mcp_method: "tools/call".into(),
+                    decision: "gated".into(),
+                    reason: "ProposalCreated".into(),
+                    arguments_sha256: "ab12".into(),
+                },
+            },
+        };
+        let text = render(&line);
+        assert!(text.starts_with("gateway#2"), "{text}");
+        assert!(
+            text.contains("tool_call         alice · user:alice · workspaces  · tools notes,mail"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(tool mail tools/call: gated (ProposalCreated), arguments sha256 ab12)"),
             "{text}"
         );
     }
