@@ -65,3 +65,24 @@ back when a name is taken, refreshed on a retry, deleted with the run). */}}
   verbs: ["patch"]
 {{- end }}
 {{- end }}
+
+{{/* Labels that select the MCP gateway's pods. */}}
+{{- define "vexa.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "vexa.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{/* Labels of the MCP gateway's objects. */}}
+{{- define "vexa.gatewayLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "vexa.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vexa
+{{- end }}
+
+{{/* The MCP gateway's URL as dispatch pods reach it (its Service). */}}
+{{- define "vexa.gatewayUrl" -}}
+{{- printf "https://%s-gateway.%s.svc:%d" (include "vexa.fullname" .) .Release.Namespace (int .Values.gateway.port) }}
+{{- end }}
