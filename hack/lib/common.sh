@@ -70,3 +70,14 @@ SPIRE_NODE_ID=spiffe://$SPIRE_TRUST_DOMAIN/vexa/node
 vctr() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 # kubectl: the pinned build, never whatever is on PATH.
 vkubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+# Keycloak (the tool gateway's token service), a host process on NODE_IP so pods reach it.
+KEYCLOAK_HOME=$(bin_dir keycloak "$KEYCLOAK_VERSION")
+KEYCLOAK_PORT=8180
+KEYCLOAK_MANAGEMENT_PORT=8190   # /health/ready; 127.0.0.1 only
+KEYCLOAK_URL=http://$NODE_IP:$KEYCLOAK_PORT
+KEYCLOAK_REALM=vexa
+KEYCLOAK_ADMIN_USER=vexa-admin
+KEYCLOAK_STATE=$VEXA_STATE/keycloak
+KEYCLOAK_ADMIN_PASSWORD_FILE=$KEYCLOAK_STATE/admin.password
+KEYCLOAK_GATEWAY_CLIENT=vexa-gateway
+KEYCLOAK_GATEWAY_SECRET_FILE=$KEYCLOAK_STATE/gateway.secret
