@@ -175,6 +175,32 @@ pub struct Config {
     /// worker gets the Workload API. Empty: no pod identity (no gate, no entries).
     #[arg(long, env = "VEXA_SPIRE_SERVER_SOCKET", default_value = "")]
     pub spire_server_socket: String,
+    /// Base URL of the Keycloak server the MCP gateway exchanges tokens at (e.g.
+    /// `http://10.88.0.1:8180`). Set: the operator makes the dispatch-token issuer an identity
+    /// provider of the realm, mirrors each Identity's subject into a linked user, and checks
+    /// Tools' audiences there. Empty: none of that.
+    #[arg(long, env = "VEXA_KEYCLOAK_URL", default_value = "")]
+    pub keycloak_url: String,
+    /// The Keycloak realm the gateway exchanges tokens in.
+    #[arg(long, env = "VEXA_KEYCLOAK_REALM", default_value = "vexa")]
+    pub keycloak_realm: String,
+    /// A Keycloak admin (master realm) the operator logs in as.
+    #[arg(long, env = "VEXA_KEYCLOAK_ADMIN_USER", default_value = "admin")]
+    pub keycloak_admin_user: String,
+    /// A file holding that admin's password (a mounted Secret).
+    #[arg(long, env = "VEXA_KEYCLOAK_ADMIN_PASSWORD_FILE", default_value = "")]
+    pub keycloak_admin_password_file: String,
+    /// Alias of the identity provider that stands for the dispatch-token issuer in the realm.
+    #[arg(
+        long,
+        env = "VEXA_KEYCLOAK_ISSUER_ALIAS",
+        default_value = "vexa-dispatch"
+    )]
+    pub keycloak_issuer_alias: String,
+    /// Where Keycloak fetches the dispatch tokens' keys. Empty: the model gateway URL +
+    /// `/.well-known/jwks.json`.
+    #[arg(long, env = "VEXA_KEYCLOAK_JWKS_URL", default_value = "")]
+    pub keycloak_jwks_url: String,
     /// The dispatch tokens' issuer (`iss`): what verifiers (the MCP gateway) expect.
     #[arg(long, env = "VEXA_TOKEN_ISSUER", default_value = "vexa-operator")]
     pub token_issuer: String,
@@ -259,6 +285,45 @@ impl Config {
         Ok(Some(crate::redis_users::RedisUsers::new(
             client, key, retention,
         )))
+    }
+
+    /// Keycloak's settings, when `--keycloak-url` is set (the admin password read from its file).
+    pub fn keycloak(&self) -> anyhow::Result<Option<crate::runtime::keycloak::Settings>> {
+        if self.keycloak_url.is_empty() {
+            return Ok(None);
+        }
+        if self.keycloak_admin_password_file.is_empty() {
+            anyhow::bail!(
+                "--keycloak-url is set but --keycloak-admin-password-file \
+                 (VEXA_KEYCLOAK_ADMIN_PASSWORD_FILE) is not: the operator must log in to Keycloak"
+            );
+        }
+        let password = std::fs::read_to_string(&self.keycloak_admin_password_file)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "reading the Keycloak admin password from {}: {e}",
+                    self.keycloak_admin_password_file
+                )
+            })?
+            .trim()
+            .to_owned();
+        let jwks_url = if self.keycloak_jwks_url.is_empty() {
+            format!(
+                "{}/.well-known/jwks.json",
+                self.model_gateway_url.trim_end_matches('/')
+            )
+        } else {
+            self.keycloak_jwks_url.clone()
+        };
+        Ok(Some(crate::runtime::keycloak::Settings {
+            url: self.keycloak_url.clone(),
+            realm: self.keycloak_realm.clone(),
+            admin_user: self.keycloak_admin_user.clone(),
+            admin_password: password,
+            issuer_alias: self.keycloak_issuer_alias.clone(),
+            issuer: self.token_issuer.clone(),
+            jwks_url,
+        }))
     }
 
     /// Where SPIRE is, when pod identity is on (`--spire-server-socket`).

@@ -11,9 +11,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::controllers::{dispatch, tool, workspace};
+use vexa_operator::controllers::{dispatch, subjects, tool, workspace};
 use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
+use vexa_operator::runtime::keycloak::Keycloak;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::signing_keys::SigningKeys;
 use vexa_operator::runtime::{gateway_key, http, leader};
@@ -113,15 +114,33 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    let keycloak = config
+        .keycloak()
+        .context("the Keycloak settings (--keycloak-*)")?
+        .map(|settings| Arc::new(Keycloak::new(settings)));
+    if keycloak.is_none() {
+        tracing::warn!(
+            "no --keycloak-url: subjects are not mirrored to Keycloak and Tools' audiences are not checked"
+        );
+    }
+
     let drain_limit = Duration::from_secs(config.shutdown_timeout_seconds);
     let controllers = |ready| {
         let run = async {
             futures::join!(
                 dispatch::run(ctx.clone(), ready, stopped(stop.clone())),
                 workspace::run(ctx.clone(), stopped(stop.clone())),
-                // The audiences are looked up in Keycloak once the operator is configured
-                // with it; until then AudienceKnown stays Unknown.
-                tool::run(ctx.clone(), None, stopped(stop.clone())),
+                // Without Keycloak, AudienceKnown stays Unknown.
+                tool::run(
+                    ctx.clone(),
+                    keycloak.clone().map(|k| k as Arc<dyn tool::Audiences>),
+                    stopped(stop.clone())
+                ),
+                async {
+                    if let Some(k) = keycloak.clone() {
+                        subjects::run(ctx.clone(), k, stopped(stop.clone())).await;
+                    }
+                },
             );
         };
         drain_within(run, stopped(stop.clone()), drain_limit)

@@ -2,5 +2,6 @@
 
 pub mod dispatch;
 pub mod identity;
+pub mod subjects;
 pub mod tool;
 pub mod workspace;

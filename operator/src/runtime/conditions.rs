@@ -20,6 +20,9 @@ pub enum ConditionType {
     Reachable,
     /// A Tool's audience is a client the gateway can exchange tokens for.
     AudienceKnown,
+    /// An Identity's subject is a user of the identity provider, linked to the dispatch-token
+    /// issuer (what the gateway's JWT grant needs).
+    Linked,
 }
 
 impl ConditionType {
@@ -33,6 +36,7 @@ impl ConditionType {
             ConditionType::Finished => "Finished",
             ConditionType::Reachable => "Reachable",
             ConditionType::AudienceKnown => "AudienceKnown",
+            ConditionType::Linked => "Linked",
         }
     }
 }

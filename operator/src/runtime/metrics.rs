@@ -104,6 +104,8 @@ pub struct Metrics {
     pub workspace: ControllerMetrics,
     /// The Tool controller's reconciles (`vexa_tool_…`).
     pub tool: ControllerMetrics,
+    /// The subjects controller's reconciles (`vexa_subject_…`): Identities mirrored to Keycloak.
+    pub subject: ControllerMetrics,
     tools: Family<ReadyLabels, Gauge>,
     job_created_latency: Histogram,
     dispatches: Family<PhaseLabels, Gauge>,
@@ -125,6 +127,7 @@ impl Metrics {
         let dispatch = ControllerMetrics::register(&mut registry, "dispatch");
         let workspace = ControllerMetrics::register(&mut registry, "workspace");
         let tool = ControllerMetrics::register(&mut registry, "tool");
+        let subject = ControllerMetrics::register(&mut registry, "subject");
         let tools = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "tools",
@@ -149,6 +152,7 @@ impl Metrics {
             dispatch,
             workspace,
             tool,
+            subject,
             tools,
             job_created_latency,
             dispatches,

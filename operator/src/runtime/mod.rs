@@ -10,6 +10,7 @@ pub mod errors;
 pub mod events;
 pub mod gateway_key;
 pub mod http;
+pub mod keycloak;
 pub mod leader;
 pub mod metrics;
 pub mod owned;
