@@ -155,6 +155,11 @@ fn envoy_requires_spire_client_certificates_and_asks_the_filter_with_body_and_pe
             .iter()
             .all(|h| h.as_str().unwrap().starts_with("x-vexa-"))
     );
+    // The filter routes by setting :authority; a host rewrite header would make the forward
+    // proxy connect to the gateway's own listener (a loop through the filter).
+    let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+    assert_eq!(route["cluster"], "tools");
+    assert!(route.get("host_rewrite_header").is_none(), "{route:?}");
     let clusters = envoy["static_resources"]["clusters"].as_array().unwrap();
     let filter = clusters
         .iter()
