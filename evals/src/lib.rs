@@ -19,6 +19,7 @@ pub mod brokered;
 pub mod fake_model;
 pub mod fixtures;
 pub mod network;
+pub mod notes_tool;
 pub mod operator;
 pub mod streams;
 pub mod users;

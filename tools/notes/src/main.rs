@@ -108,9 +108,12 @@ fn router(app: App, data_dir: PathBuf) -> Router {
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    Router::new()
-        .nest_service("/mcp", mcp)
+    // The check wraps the MCP service itself (a Router layer did not reach a nested service).
+    let mcp = tower::ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .service(mcp);
+    Router::new()
+        .route_service("/mcp", mcp)
         .route("/calls", get(list_calls))
         .with_state(app)
 }
