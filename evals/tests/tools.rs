@@ -48,6 +48,12 @@ async fn operator() {
         .await;
 }
 
+/// Whether the local cluster's Keycloak is configured (`hack/cluster env`): the in-process
+/// operator then looks audiences up in it.
+fn keycloak() -> bool {
+    std::env::var("VEXA_KEYCLOAK_URL").is_ok_and(|v| !v.is_empty())
+}
+
 /// An HTTP server on the node address answering every request with 401 (as an MCP server
 /// behind authentication does to a request without a token), until the task is aborted.
 async fn answering_server() -> (String, tokio::task::JoinHandle<()>) {
@@ -82,11 +88,15 @@ fn closed_url() -> String {
 }
 
 async fn create_tool(client: &Client, ns: &str, name: &str, url: &str) {
+    create_tool_for(client, ns, name, url, "vexa-notes").await;
+}
+
+async fn create_tool_for(client: &Client, ns: &str, name: &str, url: &str, audience: &str) {
     let tool: Tool = serde_json::from_value(json!({
         "apiVersion": "vexa.ai/v1", "kind": "Tool",
         "metadata": {"name": name},
         "spec": {"toolName": "notes.append", "scope": "notes:append", "grant": "auto",
-            "server": {"url": url}, "audience": "vexa-notes"},
+            "server": {"url": url}, "audience": audience},
     }))
     .unwrap();
     Api::<Tool>::namespaced(client.clone(), ns)
@@ -147,9 +157,17 @@ async fn a_tool_whose_server_answers_is_ready_and_one_that_stops_answering_shows
     let (_, reason, _) =
         wait_condition(&client, &ns.name, "notes", "Ready", |s, _| s == "True").await;
     assert_eq!(reason, "Ready");
-    let (_, reason, message) =
+    let (status, reason, message) =
         wait_condition(&client, &ns.name, "notes", "AudienceKnown", |_, _| true).await;
-    assert_eq!(reason, "KeycloakNotConfigured", "{message}");
+    if keycloak() {
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "ClientFound"),
+            "{message}"
+        );
+    } else {
+        assert_eq!(reason, "KeycloakNotConfigured", "{message}");
+    }
 
     // The server goes away: the next periodic probe (no change of the Tool) shows it.
     server.abort();
@@ -221,4 +239,47 @@ async fn a_tool_pointing_at_the_metadata_address_is_never_probed() {
         .await;
     assert_eq!(reason, "ServerUnreachable");
     assert!(message.contains("does not probe"), "{message}");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster with Keycloak: eval \"$(hack/cluster env)\""]
+async fn an_audience_that_is_not_a_keycloak_client_is_not_ready() {
+    assert!(
+        keycloak(),
+        "VEXA_KEYCLOAK_URL is not set: run hack/cluster up with Keycloak"
+    );
+    operator().await;
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "tools").await;
+    let (url, _server) = answering_server().await;
+    create_tool_for(&client, &ns.name, "known", &url, "vexa-notes").await;
+    create_tool_for(&client, &ns.name, "unknown", &url, "no-such-client").await;
+    let (status, reason, message) =
+        wait_condition(&client, &ns.name, "known", "AudienceKnown", |s, _| {
+            s != "Unknown"
+        })
+        .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ClientFound"),
+        "{message}"
+    );
+    wait_condition(&client, &ns.name, "known", "Ready", |s, _| s == "True").await;
+    let (status, reason, message) =
+        wait_condition(&client, &ns.name, "unknown", "AudienceKnown", |s, _| {
+            s != "Unknown"
+        })
+        .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "AudienceUnknown"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"no-such-client\" is not a client of Keycloak realm"),
+        "{message}"
+    );
+    let (_, reason, _) =
+        wait_condition(&client, &ns.name, "unknown", "Ready", |s, _| s == "False").await;
+    assert_eq!(reason, "AudienceUnknown");
 }
