@@ -19,10 +19,17 @@
 
 mod card;
 mod decide;
+pub mod envoy;
+pub mod exchange;
 mod jsonrpc;
+pub mod jwks;
+pub mod metrics;
 mod record;
+pub mod service;
 
 pub use card::{CardProposal, card_name};
-pub use decide::{Decision, Facts, MAX_BODY, Outcome, Reply, ToolView, Tools, Upstream, decide};
+pub use decide::{
+    Decision, Facts, MAX_BODY, Outcome, Reply, ToolView, Tools, Upstream, decide, sha256_hex,
+};
 pub use jsonrpc::{Call, CallError, parse_call};
 pub use record::{CallRecord, Verdict};
