@@ -3,8 +3,9 @@
 //! follows the same shape): a TLS listener that requires a client certificate from the SPIRE
 //! bundle, `forward_client_cert_details: SANITIZE_SET`, ext_authz over gRPC to the filter with
 //! the buffered body (at most [`crate::MAX_BODY`], never partial) and the peer certificate,
-//! failing closed; then a dynamic forward proxy to the `host:port` the filter names in
-//! [`crate::service::UPSTREAM_HOST_HEADER`], which is removed before the tool sees the request.
+//! failing closed; then a dynamic forward proxy to the `:authority` and `:path` the filter
+//! rewrote to the Tool's server URL (the filter also removes every `x-vexa-*` header the client
+//! sent: Envoy's `request_headers_to_remove` takes exact names only).
 
 use std::fmt::Write;
 
@@ -68,7 +69,6 @@ pub fn config(c: &EnvoyConfig) -> String {
                 set_current_client_cert_details: {{uri: true}}
                 route_config:
                   name: tools
-                  request_headers_to_remove: [{upstream_header}]
                   virtual_hosts:
                     - name: tools
                       domains: ["*"]
@@ -76,7 +76,6 @@ pub fn config(c: &EnvoyConfig) -> String {
                         - match: {{prefix: /}}
                           route:
                             cluster: tools
-                            host_rewrite_header: {upstream_header}
                             timeout: 30s
                 http_filters:
                   - name: envoy.filters.http.ext_authz
@@ -131,7 +130,6 @@ admin:
         key = c.private_key,
         bundle = c.trust_bundle,
         td = c.trust_domain,
-        upstream_header = crate::service::UPSTREAM_HOST_HEADER,
         max_body = crate::MAX_BODY,
         admin_port = c.admin_port,
     );

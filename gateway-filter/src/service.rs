@@ -20,8 +20,10 @@ use crate::jwks::Keys;
 use crate::metrics::{CacheLabels, DecisionLabels, Metrics};
 use crate::record::Verdict;
 
-/// The header naming the tool server (`host:port`) Envoy's forward proxy sends the call to.
-pub const UPSTREAM_HOST_HEADER: &str = "x-vexa-upstream-host";
+/// The header naming the tool server (`host:port`) Envoy's dynamic forward proxy sends the call
+/// to: the filter overwrites `:authority` (an internal header with `host_rewrite_header` made
+/// Envoy route the call back to itself, checked with Envoy 1.40).
+pub const UPSTREAM_HOST_HEADER: &str = ":authority";
 
 /// Creates Cards (the Kubernetes API in the binary, a list in tests).
 pub trait Cards: Send + Sync + 'static {
@@ -229,10 +231,7 @@ impl<E: Exchanger, C: Cards> Filter<E, C> {
                                 set(UPSTREAM_HOST_HEADER, &upstream.authority),
                                 set(":path", &upstream.path),
                             ],
-                            headers_to_remove: client_internal
-                                .into_iter()
-                                .filter(|h| h != UPSTREAM_HOST_HEADER)
-                                .collect(),
+                            headers_to_remove: client_internal,
                             ..Default::default()
                         };
                         (
