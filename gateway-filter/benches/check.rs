@@ -4,6 +4,15 @@
 //! an allowed `tools/call` (Ed25519 verification of the dispatch token, binding, scope, Tool,
 //! JSON-RPC parse, argument digest), a gated call (plus the Card's name) and a forged token
 //! (refused at the key lookup), printed as checks per second and microseconds per check.
+//!
+//! Part 2 (with VEXA_ENVOY_BIN): the real Envoy + the filter (Keycloak faked, so every call
+//! after the first is a token-cache hit) in front of a trivial upstream on loopback, over one
+//! kept-alive mTLS connection, against the same upstream called directly over one kept-alive
+//! connection: latency p50/p99 of each, the added latency and the ratio.
+
+#[allow(unreachable_pub)]
+#[path = "../tests/rig/mod.rs"]
+mod rig;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -115,5 +124,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             secs * 1e6 / n as f64
         );
     }
+    match std::env::var("VEXA_ENVOY_BIN") {
+        Ok(envoy) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(envoy_latency(envoy)),
+        Err(_) => println!("part 2 skipped: VEXA_ENVOY_BIN is unset (hack/build-tools envoy)"),
+    }
     Ok(())
+}
+
+/// Latency of a tools/call through Envoy + filter versus straight to the upstream.
+async fn envoy_latency(envoy: String) {
+    let rig = rig::Rig::start(envoy).await;
+    let mut through = rig.through_envoy(rig::POD).await;
+    let mut direct = rig.direct().await;
+    let rounds = 3_000;
+    let (mut via, mut straight) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for i in 0..rounds + 200 {
+        let t = Instant::now();
+        assert_eq!(
+            rig::call(&mut through, "/tools/team/notes", &rig.token).await,
+            200
+        );
+        let a = t.elapsed();
+        let t = Instant::now();
+        assert_eq!(rig::call(&mut direct, "/mcp", &rig.token).await, 200);
+        let b = t.elapsed();
+        // The first 200 warm the connections and the token cache.
+        if i >= 200 {
+            via.push(a);
+            straight.push(b);
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e6
+    };
+    let (v50, v99) = (pct(&mut via, 0.50), pct(&mut via, 0.99));
+    let (d50, d99) = (pct(&mut straight, 0.50), pct(&mut straight, 0.99));
+    println!("Envoy + filter vs direct, {rounds} tools/call each, token cache hits, loopback:");
+    println!("  direct          p50 {d50:>8.0} µs  p99 {d99:>8.0} µs");
+    println!("  through gateway p50 {v50:>8.0} µs  p99 {v99:>8.0} µs");
+    println!(
+        "  added           p50 {:>8.0} µs  p99 {:>8.0} µs  (ratio p50 {:.1}x, p99 {:.1}x)",
+        v50 - d50,
+        v99 - d99,
+        v50 / d50,
+        v99 / d99
+    );
 }
