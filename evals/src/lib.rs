@@ -18,6 +18,7 @@ pub mod admission;
 pub mod brokered;
 pub mod fake_model;
 pub mod fixtures;
+pub mod keycloak;
 pub mod network;
 pub mod notes_tool;
 pub mod operator;
