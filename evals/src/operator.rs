@@ -12,10 +12,11 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::controllers::{dispatch, tool, workspace};
+use vexa_operator::controllers::{dispatch, subjects, tool, workspace};
 use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
+use vexa_operator::runtime::keycloak::Keycloak;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::signing_keys::SigningKeys;
 
@@ -136,6 +137,11 @@ impl Operator {
                         config.audit_checkpoint_every,
                     )
                     .expect("the audit log opens");
+                    // With --keycloak-url: subjects mirrored, audiences checked.
+                    let keycloak = config
+                        .keycloak()
+                        .expect("the Keycloak settings")
+                        .map(|settings| Arc::new(Keycloak::new(settings)));
                     let ctx = Context {
                         signing_keys,
                         audit,
@@ -156,8 +162,20 @@ impl Operator {
                         () = workspace::run(ctx.clone(), std::future::pending()) => {
                             panic!("the Workspace controller stopped on its own");
                         }
-                        () = tool::run(ctx, None, std::future::pending()) => {
+                        () = tool::run(
+                            ctx.clone(),
+                            keycloak.clone().map(|k| k as Arc<dyn tool::Audiences>),
+                            std::future::pending(),
+                        ) => {
                             panic!("the Tool controller stopped on its own");
+                        }
+                        () = async {
+                            match keycloak {
+                                Some(k) => subjects::run(ctx, k, std::future::pending()).await,
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            panic!("the subjects controller stopped on its own");
                         }
                         _ = killed => {}
                     }

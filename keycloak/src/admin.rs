@@ -247,6 +247,34 @@ impl Admin {
         }
     }
 
+    /// The user id the user named `username` is linked to at identity provider `alias`
+    /// (`None`: no such user, or no link to `alias`).
+    pub async fn linked_user_id(
+        &self,
+        realm: &str,
+        alias: &str,
+        username: &str,
+    ) -> Result<Option<String>, Error> {
+        const CALL: &str = "linked_user_id";
+        let Some(id) = self.user_id(realm, username).await? else {
+            return Ok(None);
+        };
+        let links = format!(
+            "{}/users/{}/federated-identity",
+            wire::segment(realm),
+            wire::segment(&id)
+        );
+        let current: Vec<Value> = self
+            .call(CALL, Method::GET, &links, None)
+            .await?
+            .json(CALL)?;
+        Ok(current
+            .iter()
+            .find(|l| l["identityProvider"] == alias)
+            .and_then(|l| l["userId"].as_str())
+            .map(str::to_owned))
+    }
+
     /// The id of the user named exactly `username`.
     async fn user_id(&self, realm: &str, username: &str) -> Result<Option<String>, Error> {
         let path = format!(
