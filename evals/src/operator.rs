@@ -46,6 +46,12 @@ impl Operator {
         if !flags.iter().any(|f| f.starts_with("--audit-dir")) {
             argv.push(&audit_dir);
         }
+        // Keycloak only for the evals that ask for it: `hack/cluster env` exports
+        // VEXA_KEYCLOAK_URL, which the flag would otherwise read, and the realm refuses the
+        // default (non-URL) token issuer.
+        if !flags.iter().any(|f| f.starts_with("--keycloak-url")) {
+            argv.push("--keycloak-url=");
+        }
         argv.extend_from_slice(flags);
         let config = Config::parse_from(argv);
         let (ready_tx, ready) = watch::channel(false);

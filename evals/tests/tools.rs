@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vexa_crds::Tool;
 use vexa_evals::fixtures::node_ip;
+use vexa_evals::keycloak::Keycloak;
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 
@@ -35,14 +36,26 @@ async fn operator() {
     let redis = cluster_env("POD_REDIS_URL");
     OPERATOR
         .get_or_init(|| {
-            Operator::start(&[
-                "--redis-url",
-                &redis,
-                "--tool-probe-interval-seconds",
-                INTERVAL,
-                "--tool-probe-timeout-seconds",
-                "2",
-            ])
+            let mut flags = vec![
+                "--redis-url".to_owned(),
+                redis,
+                "--tool-probe-interval-seconds".to_owned(),
+                INTERVAL.to_owned(),
+                "--tool-probe-timeout-seconds".to_owned(),
+                "2".to_owned(),
+            ];
+            // With the cluster's Keycloak, audiences are looked up there. Keycloak refuses an
+            // issuer that is not a URL; nothing fetches the keys in this eval.
+            if let Some(kc) = Keycloak::from_env() {
+                flags.extend(kc.operator_flags());
+                flags.extend([
+                    format!("--keycloak-url={}", kc.url),
+                    "--token-issuer=http://127.0.0.1:9".to_owned(),
+                    "--keycloak-jwks-url=http://127.0.0.1:9/.well-known/jwks.json".to_owned(),
+                ]);
+            }
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            Operator::start(&flags)
         })
         .ready()
         .await;
