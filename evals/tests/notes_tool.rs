@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use vexa_evals::keycloak::Keycloak;
 use vexa_evals::notes_tool::{AUDIENCE, NotesTool};
 use vexa_policy::delegation::Scope;
 use vexa_policy::token::{DispatchClaims, KeySet, RunIdentity, mint};
@@ -155,5 +156,92 @@ async fn a_verifying_tool_refuses_the_dispatch_token() {
 
     assert_eq!(tool.calls().await, vec![], "{}", tool.log_text());
     assert!(tool.sent().is_empty());
+    server.abort();
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster's Keycloak (hack/cluster env) and `cargo build -p vexa-notes-tool`"]
+async fn a_verifying_tool_takes_the_realm_token_for_its_audience() {
+    let kc = Keycloak::required();
+    // The realm trusts this test's dispatch keys, as it trusts an operator's at its start.
+    let keys = KeySet::generate(0).unwrap();
+    let jwks = serde_json::to_value(keys.jwks()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            get(move || async move { axum::Json(jwks) }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+    let admin = kc.admin().await;
+    let alias = "vexa-dispatch";
+    admin
+        .upsert_dispatch_issuer(
+            &kc.realm,
+            alias,
+            &issuer,
+            &format!("{issuer}/.well-known/jwks.json"),
+        )
+        .await
+        .unwrap();
+    admin
+        .ensure_subject(&kc.realm, alias, "alice")
+        .await
+        .unwrap();
+    let gateway = kc.gateway();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = DispatchClaims::new(
+        &issuer,
+        &kc.realm_issuer(),
+        RunIdentity {
+            subject: "alice".into(),
+            launcher: "alice".into(),
+            dispatch_id: format!("ns/notes-{now}"),
+            spiffe_id: "spiffe://vexa.local/ns/ns/dispatch/d".into(),
+        },
+        Scope {
+            workspaces: vec![],
+            tools: vec!["notes".into()],
+            gated_tools: vec![],
+            iat: now,
+            exp: now + 600,
+        },
+    );
+    let subject = gateway
+        .jwt_grant(&mint(&keys, &claims).unwrap())
+        .await
+        .unwrap();
+    let for_tool = gateway
+        .exchange(&subject.access_token, AUDIENCE, Some(AUDIENCE))
+        .await
+        .unwrap();
+
+    let tool = NotesTool::start(Some(&format!(
+        "{}/realms/{}/protocol/openid-connect/certs",
+        kc.url, kc.realm
+    )))
+    .await;
+    let append = call(1, "notes.append", json!({"text": "verified"}));
+    // The grant's token is alice's but not for this tool.
+    let (status, _) = mcp(&tool.mcp_url(), Some(&subject.access_token), append.clone()).await;
+    assert_eq!(
+        status, 401,
+        "a realm token without the tool's audience passed"
+    );
+    let (status, answer) = mcp(&tool.mcp_url(), Some(&for_tool.access_token), append).await;
+    assert_eq!(status, 200, "{answer}\n{}", tool.log_text());
+    let calls = tool.calls().await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let seen = calls[0].token.as_ref().unwrap();
+    assert!(
+        seen.verified && seen.kind == "keycloak" && seen.has_audience(AUDIENCE),
+        "{seen:?}"
+    );
+    assert_eq!(seen.preferred_username.as_deref(), Some("alice"));
     server.abort();
 }

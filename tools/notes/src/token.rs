@@ -199,6 +199,9 @@ async fn verify(
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| Refused::Invalid(e.to_string()))?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&[audience]);
+    // A token without `aud` must not pass: jsonwebtoken checks the audience only when the
+    // claim is there, unless it is required (the realm's JWT-grant tokens carry none).
+    validation.set_required_spec_claims(&["exp", "aud"]);
     validation.leeway = 5;
     jsonwebtoken::decode::<Value>(token, &key, &validation)
         .map(|_| ())
