@@ -16,6 +16,7 @@ pub mod init;
 /// The unit events, defined with the streams they travel on.
 pub use vexa_stream::events;
 pub mod jsonl;
+pub mod loopback;
 pub mod mcp;
 pub mod model_proxy;
 pub mod network_gate;

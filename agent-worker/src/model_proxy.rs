@@ -8,7 +8,6 @@
 //! Bodies stream through in both directions; only lines that carry `usage` are parsed, and a
 //! line is kept in memory only up to [`MAX_METERED_LINE`] bytes.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use vexa_core::ModelUsage;
@@ -112,31 +111,12 @@ impl ModelProxy {
             usage: Mutex::new(ModelUsage::default()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
-        let serving = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the model proxy could not accept a connection");
-                        continue;
-                    }
-                };
-                let state = serving.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "a model proxy connection ended");
-                    }
-                });
-            }
-        });
+        let task = crate::loopback::serve(
+            listener,
+            "model proxy",
+            state.clone(),
+            |state, req| async move { handle(&state, req).await },
+        );
         tracing::info!(%addr, gateway = %state.gateway, budget = ?state.budget, "model proxy listens");
         Ok(Self { addr, state, task })
     }

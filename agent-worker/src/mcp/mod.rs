@@ -10,7 +10,6 @@
 pub mod config;
 pub mod tls;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +27,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -160,31 +159,10 @@ impl McpEndpoint {
             client,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         });
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the MCP endpoint could not accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "an MCP endpoint connection ended");
-                    }
-                });
-            }
-        });
+        let task =
+            crate::loopback::serve(listener, "MCP endpoint", state, |state, req| async move {
+                handle(&state, req).await
+            });
         Ok(Self { addr, task })
     }
 
