@@ -217,15 +217,7 @@ impl Admin {
                     })?
             }
         };
-        let links = format!(
-            "{}/users/{}/federated-identity",
-            wire::segment(realm),
-            wire::segment(&id)
-        );
-        let current: Vec<Value> = self
-            .call(CALL, Method::GET, &links, None)
-            .await?
-            .json(CALL)?;
+        let (links, current) = self.federated_identities(CALL, realm, &id).await?;
         let linked = current.iter().find(|l| l["identityProvider"] == alias);
         match linked {
             Some(l) if l["userId"] == subject => return Ok(()),
@@ -259,20 +251,31 @@ impl Admin {
         let Some(id) = self.user_id(realm, username).await? else {
             return Ok(None);
         };
-        let links = format!(
-            "{}/users/{}/federated-identity",
-            wire::segment(realm),
-            wire::segment(&id)
-        );
-        let current: Vec<Value> = self
-            .call(CALL, Method::GET, &links, None)
-            .await?
-            .json(CALL)?;
+        let (_, current) = self.federated_identities(CALL, realm, &id).await?;
         Ok(current
             .iter()
             .find(|l| l["identityProvider"] == alias)
             .and_then(|l| l["userId"].as_str())
             .map(str::to_owned))
+    }
+
+    /// The federated-identity links of user `id` (as part of `call`), with their path.
+    async fn federated_identities(
+        &self,
+        call: &'static str,
+        realm: &str,
+        id: &str,
+    ) -> Result<(String, Vec<Value>), Error> {
+        let links = format!(
+            "{}/users/{}/federated-identity",
+            wire::segment(realm),
+            wire::segment(id)
+        );
+        let current = self
+            .call(call, Method::GET, &links, None)
+            .await?
+            .json(call)?;
+        Ok((links, current))
     }
 
     /// The id of the user named exactly `username`.
