@@ -67,11 +67,11 @@ struct Serve {
     )]
     client_id: String,
     /// A file holding that client's secret.
-    #[arg(long, env = "VEXA_KEYCLOAK_GATEWAY_SECRET_FILE", default_value = "")]
-    client_secret_file: PathBuf,
+    #[arg(long, env = "VEXA_KEYCLOAK_GATEWAY_SECRET_FILE")]
+    client_secret_file: Option<PathBuf>,
     /// The audit directory shared with the operator; the filter writes gateway.jsonl there.
-    #[arg(long, env = "VEXA_AUDIT_DIR", default_value = "")]
-    audit_dir: PathBuf,
+    #[arg(long, env = "VEXA_AUDIT_DIR")]
+    audit_dir: Option<PathBuf>,
     /// Metrics (/metrics) and health (/healthz).
     #[arg(
         long,
@@ -164,10 +164,13 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("fetching the dispatch token keys from {}", s.jwks_url))?,
     );
-    let secret = std::fs::read_to_string(&s.client_secret_file).with_context(|| {
+    let secret_file = s.client_secret_file.as_ref().context(
+        "--client-secret-file is required (the Keycloak gateway client's secret, a mounted Secret)",
+    )?;
+    let secret = std::fs::read_to_string(secret_file).with_context(|| {
         format!(
             "reading the Keycloak client secret from {}",
-            s.client_secret_file.display()
+            secret_file.display()
         )
     })?;
     let exchanger = vexa_keycloak::TokenClient::new(
@@ -187,11 +190,12 @@ async fn main() -> anyhow::Result<()> {
             .reflect(writer)
             .for_each(|_| futures::future::ready(())),
     );
-    let audit = if s.audit_dir.as_os_str().is_empty() {
-        tracing::warn!("no --audit-dir: tool calls are not recorded in the audit log");
-        None
-    } else {
-        Some(std::sync::Mutex::new(audit_writer(&s.audit_dir)?))
+    let audit = match &s.audit_dir {
+        None => {
+            tracing::warn!("no --audit-dir: tool calls are not recorded in the audit log");
+            None
+        }
+        Some(dir) => Some(std::sync::Mutex::new(audit_writer(dir)?)),
     };
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
@@ -246,5 +250,36 @@ async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) {
             let _ = axum::serve(l, app).await;
         }
         Err(e) => tracing::error!(%addr, error = %e, "cannot serve metrics"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn envoy_config_needs_only_its_own_flags() {
+        let cli = Cli::try_parse_from([
+            "vexa-gateway-filter",
+            "envoy-config",
+            "--cert-chain=/svid/chain.pem",
+            "--private-key=/svid/key.pem",
+            "--trust-bundle=/svid/bundle.pem",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.command, Some(Command::EnvoyConfig(_))));
+    }
+
+    #[test]
+    fn serve_parses_without_optional_files() {
+        let cli = Cli::try_parse_from([
+            "vexa-gateway-filter",
+            "--jwks-url=http://operator/.well-known/jwks.json",
+            "--keycloak-url=http://keycloak",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli.command.is_none());
     }
 }
