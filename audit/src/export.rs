@@ -47,10 +47,11 @@ pub fn read_chains(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
     Ok(chains)
 }
 
-/// The records of the Dispatch `namespace/name` in `chains` (lines that do not parse are left
-/// to `verify` to name).
+/// The records of the Dispatch `namespace/name` in `chains`, every writer's interleaved by time
+/// (each writer's own order kept for equal times), so a run's tool calls read between its
+/// admission and its end. Lines that do not parse are left to `verify` to name.
 pub fn records_of(chains: &BTreeMap<String, String>, namespace: &str, name: &str) -> Vec<Line> {
-    chains
+    let mut records: Vec<Line> = chains
         .values()
         .flat_map(|text| text.lines())
         .filter_map(|l| serde_json::from_str::<Line>(l).ok())
@@ -60,5 +61,8 @@ pub fn records_of(chains: &BTreeMap<String, String>, namespace: &str, name: &str
             }
             _ => false,
         })
-        .collect()
+        .collect();
+    // Every writer stamps RFC 3339 UTC with milliseconds: the text sorts as the time does.
+    records.sort_by(|a, b| a.time.cmp(&b.time));
+    records
 }

@@ -397,3 +397,64 @@ fn cost_of_appending_and_verifying() {
         reopened
     );
 }
+
+#[test]
+fn a_dispatchs_records_interleave_the_writers_by_time() {
+    let line = |writer: &str, seq: u64, time: &str, event: Event| {
+        serde_json::to_string(&Line {
+            seq,
+            time: time.into(),
+            writer: writer.into(),
+            prev: GENESIS.into(),
+            body: Body::Record {
+                effect: effect("d1"),
+                event,
+            },
+        })
+        .unwrap()
+    };
+    let call = || Event::ToolCall {
+        tool: "notes".into(),
+        mcp_method: "tools/call".into(),
+        decision: "allowed".into(),
+        reason: "Allowed".into(),
+        arguments_sha256: String::new(),
+    };
+    let chains = std::collections::BTreeMap::from([
+        (
+            "gateway".to_owned(),
+            join(&[
+                line("gateway", 1, "2026-12-05T10:00:01.000Z", call()),
+                line("gateway", 2, "2026-12-05T10:00:01.000Z", call()),
+            ]),
+        ),
+        (
+            "operator".to_owned(),
+            join(&[
+                line("operator", 1, "2026-12-05T10:00:00.500Z", Event::Admitted),
+                line(
+                    "operator",
+                    2,
+                    "2026-12-05T10:00:02.000Z",
+                    Event::Stopped {
+                        reason: "idle_timeout".into(),
+                    },
+                ),
+            ]),
+        ),
+    ]);
+    let order: Vec<(String, u64)> = records_of(&chains, "team", "d1")
+        .into_iter()
+        .map(|l| (l.writer, l.seq))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("operator".to_owned(), 1),
+            ("gateway".to_owned(), 1),
+            ("gateway".to_owned(), 2),
+            ("operator".to_owned(), 2)
+        ]
+    );
+    assert!(records_of(&chains, "team", "d2").is_empty());
+}

@@ -64,9 +64,13 @@ fn detail(e: &Event) -> Option<String> {
             decision,
             reason,
             arguments_sha256,
-        } => Some(format!(
-            "tool {tool} {mcp_method}: {decision} ({reason}), arguments sha256 {arguments_sha256}"
-        )),
+        } => Some(if arguments_sha256.is_empty() {
+            format!("tool {tool} {mcp_method}: {decision} ({reason})")
+        } else {
+            format!(
+                "tool {tool} {mcp_method}: {decision} ({reason}), arguments sha256 {arguments_sha256}"
+            )
+        }),
     }
 }
 
@@ -97,7 +101,10 @@ pub async fn show(
             println!("{}", json_for_terminal(&serde_json::to_string(line)?));
             continue;
         }
+        // The gateway's records name the dispatch by namespace and name only (it never sees
+        // the UID): they belong to the run they fall within.
         if let Body::Record { effect, .. } = &line.body
+            && !effect.dispatch.uid.is_empty()
             && uid.as_ref() != Some(&effect.dispatch.uid)
         {
             println!("dispatch {id} (uid {})", for_terminal(&effect.dispatch.uid));

@@ -6,12 +6,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use vexa_audit::{ScopeRecord, WorkspaceGrant};
 use vexa_core::gateway::parse_tool_path;
 use vexa_policy::token::{DispatchClaims, UnixTime, Verifier};
 
 use crate::card::{CardProposal, card_name};
 use crate::jsonrpc::{Call, error_body, parse_call, result_body};
-use crate::record::{CallRecord, Verdict};
+use crate::record::{CallRecord, Verdict, scope_of};
 
 /// The largest body the filter reads; Envoy is configured to buffer at most this much for it.
 pub const MAX_BODY: usize = 1 << 20;
@@ -192,7 +193,7 @@ pub fn decide(
             Some(Ok(c)) => c.method.clone(),
             _ => String::new(),
         },
-        scope: claimed.tools,
+        scope: claimed.scope,
         verdict: Verdict::Refused,
         reason: String::new(),
         arguments_sha256: String::new(),
@@ -232,7 +233,7 @@ pub fn decide(
     record.dispatch = claims.jti.clone();
     record.subject = claims.sub.clone();
     record.launcher = claims.launcher().to_owned();
-    record.scope = claims.tools.clone();
+    record.scope = scope_of(&claims);
     if facts.peer != Some(claims.cnf.spiffe_id.as_str()) {
         let message = format!(
             "the token is bound to workload {:?}; the caller is {:?}",
@@ -361,7 +362,7 @@ struct Claimed {
     jti: String,
     sub: String,
     launcher: String,
-    tools: Vec<String>,
+    scope: ScopeRecord,
 }
 
 fn unverified_claims(token: &str) -> Claimed {
@@ -376,10 +377,24 @@ fn unverified_claims(token: &str) -> Claimed {
         jti: text(&payload["jti"]),
         sub: text(&payload["sub"]),
         launcher: text(&payload["act"]["sub"]),
-        tools: payload["tools"]
-            .as_array()
-            .map(|a| a.iter().take(64).map(text).collect())
-            .unwrap_or_default(),
+        scope: ScopeRecord {
+            workspaces: payload["workspaces"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .take(64)
+                        .map(|w| WorkspaceGrant {
+                            name: text(&w["name"]),
+                            mode: serde_json::from_value(w["mode"].clone()).ok(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            tools: payload["tools"]
+                .as_array()
+                .map(|a| a.iter().take(64).map(text).collect())
+                .unwrap_or_default(),
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 //! The audit record every decision leaves (`tool_call` in the gateway's own chain).
 
-use vexa_audit::{DispatchRef, Effect, Event, ScopeRecord};
+use vexa_audit::{DispatchRef, Effect, Event, ScopeRecord, WorkspaceGrant};
+use vexa_policy::token::DispatchClaims;
 
 /// What the gateway decided, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +39,30 @@ pub struct CallRecord {
     pub tool: String,
     /// The JSON-RPC method (empty if the body was not read).
     pub mcp_method: String,
-    /// The token's tools.
-    pub scope: Vec<String>,
+    /// The token's scope: its workspaces with their modes, and its tools (claimed, when
+    /// refused).
+    pub scope: ScopeRecord,
     /// The decision.
     pub verdict: Verdict,
     /// Why (CamelCase).
     pub reason: String,
     /// SHA-256 (hex) of the call's arguments as JSON text (of the empty string when none).
     pub arguments_sha256: String,
+}
+
+/// The scope a verified token grants, as the audit log records scopes.
+pub fn scope_of(claims: &DispatchClaims) -> ScopeRecord {
+    ScopeRecord {
+        workspaces: claims
+            .workspaces
+            .iter()
+            .map(|w| WorkspaceGrant {
+                name: w.name.clone(),
+                mode: Some(w.mode),
+            })
+            .collect(),
+        tools: claims.tools.clone(),
+    }
 }
 
 impl CallRecord {
@@ -71,10 +88,7 @@ impl CallRecord {
             },
             subject: self.subject.clone(),
             launcher: self.launcher.clone(),
-            scope: ScopeRecord {
-                workspaces: Vec::new(),
-                tools: self.scope.clone(),
-            },
+            scope: self.scope.clone(),
         };
         let event = Event::ToolCall {
             tool: self.tool.clone(),

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use vexa_policy::token::{Actor, Confirmation, DispatchClaims, KeySet, Verifier, mint};
+use vexa_policy::token::{
+    Actor, Confirmation, DispatchClaims, KeySet, Verifier, WorkspaceClaim, mint,
+};
 
 use super::*;
 
@@ -69,7 +71,10 @@ fn claims() -> DispatchClaims {
             sub: "user:alice".into(),
         },
         aud: AUD.into(),
-        workspaces: vec![],
+        workspaces: vec![WorkspaceClaim {
+            name: "alice-notes".into(),
+            mode: vexa_core::WorkspaceMode::ReadWrite,
+        }],
         tools: vec!["notes".into(), "mail".into(), "pay".into()],
         gated_tools: vec!["mail".into()],
         jti: "team/d1".into(),
@@ -519,6 +524,13 @@ fn the_record_reads_as_a_tool_call_line() {
         ("team", "d1")
     );
     assert_eq!(effect.scope.tools, ["notes", "mail", "pay"]);
+    let workspaces: Vec<_> = effect
+        .scope
+        .workspaces
+        .iter()
+        .map(|w| (w.name.as_str(), w.mode.map(|m| m.as_str())))
+        .collect();
+    assert_eq!(workspaces, [("alice-notes", Some("rw"))]);
     let line = serde_json::to_value(&event).unwrap();
     assert_eq!(
         line,
