@@ -63,6 +63,11 @@ impl Keycloak {
         realm_issuer(&self.url, &self.realm)
     }
 
+    /// The realm's JWKS: what a tool behind the gateway verifies its tokens with.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/protocol/openid-connect/certs", self.realm_issuer())
+    }
+
     /// A master-realm admin, logged in.
     pub async fn admin(&self) -> Admin {
         Admin::login(&self.url, &self.admin_user, &self.admin_password)

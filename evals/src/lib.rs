@@ -18,6 +18,7 @@ pub mod admission;
 pub mod brokered;
 pub mod fake_model;
 pub mod fixtures;
+pub mod gateway;
 pub mod keycloak;
 pub mod network;
 pub mod notes_tool;
@@ -44,6 +45,25 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("evals/ has a parent")
         .to_path_buf()
+}
+
+/// A binary of this workspace as built: `$<env>` if set, else `<name>` in this checkout's build
+/// directory (`CARGO_TARGET_DIR` or `target/`, debug). Not built here (an eval holds the cluster
+/// while it runs): `cargo build -p <package>` first (hack/test does).
+pub fn built_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let binary = target.join("debug").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo build -p <its package>`; hack/test does)",
+        binary.display()
+    );
+    binary
 }
 
 /// A namespace that is deleted when dropped.
@@ -111,19 +131,7 @@ impl Drop for TestNamespace {
 /// may be busy (`cargo test --workspace`, the offline step of `hack/test`, builds it; or
 /// `cargo build -p vexa-cli`).
 pub fn cli_binary() -> PathBuf {
-    if let Some(cli) = std::env::var_os("VEXA_CLI") {
-        return PathBuf::from(cli);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let binary = target.join("debug/kubectl-vexa");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p vexa-cli` first",
-        binary.display()
-    );
-    binary
+    built_binary("kubectl-vexa", "VEXA_CLI")
 }
 
 /// A golden file: its `# expect:` line and its YAML documents.

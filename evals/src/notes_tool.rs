@@ -13,8 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::built_binary;
 use crate::fixtures::{free_port, node_ip};
-use crate::repo_root;
 
 /// The tool's Keycloak client (its `--audience`), as the local realm names it.
 pub const AUDIENCE: &str = "vexa-notes";
@@ -73,23 +73,10 @@ pub struct NotesTool {
     log: PathBuf,
 }
 
-/// `vexa-notes-tool` as built: `VEXA_NOTES_TOOL`, else the one in this checkout's build
-/// directory. Not built here (an eval holds the cluster while it runs): `cargo build -p
-/// vexa-notes-tool` first (hack/test does).
+/// `vexa-notes-tool` as built (`VEXA_NOTES_TOOL`, else this checkout's build directory):
+/// `cargo build -p vexa-notes-tool` first (hack/test does).
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("VEXA_NOTES_TOOL") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let binary = target.join("debug/vexa-notes-tool");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p vexa-notes-tool` first",
-        binary.display()
-    );
-    binary
+    built_binary("vexa-notes-tool", "VEXA_NOTES_TOOL")
 }
 
 impl NotesTool {
