@@ -3,7 +3,8 @@
 //! `ServerUnreachable`, with the connection error in the message; a server that stops answering
 //! shows on the Tool (and as a Warning event) at the next probe, before a run needs it; a Tool
 //! pointing at the node's metadata address is never probed. Without Keycloak configured,
-//! `AudienceKnown` stays `Unknown` (reason `KeycloakNotConfigured`).
+//! `AudienceKnown` stays `Unknown` (reason `KeycloakNotConfigured`); with it, an audience that is
+//! no client of the realm, or a scope that is no client scope there, makes the Tool not ready.
 //!
 //! The MCP "servers" here listen on the node address (as pods reach this machine): the probe
 //! refuses loopback, so the operator in this process cannot be pointed at its own ports.
@@ -101,14 +102,23 @@ fn closed_url() -> String {
 }
 
 async fn create_tool(client: &Client, ns: &str, name: &str, url: &str) {
-    create_tool_for(client, ns, name, url, "vexa-notes").await;
+    create_tool_for(client, ns, name, url, "vexa-notes", "vexa-notes").await;
 }
 
-async fn create_tool_for(client: &Client, ns: &str, name: &str, url: &str, audience: &str) {
+/// A Tool for `audience` asking for `scope` (the local realm's notes client and its client
+/// scope are both `vexa-notes`: hack/keycloak).
+async fn create_tool_for(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    url: &str,
+    audience: &str,
+    scope: &str,
+) {
     let tool: Tool = serde_json::from_value(json!({
         "apiVersion": "vexa.ai/v1", "kind": "Tool",
         "metadata": {"name": name},
-        "spec": {"toolName": "notes.append", "scope": "notes:append", "grant": "auto",
+        "spec": {"toolName": "notes.append", "scope": scope, "grant": "auto",
             "server": {"url": url}, "audience": audience},
     }))
     .unwrap();
@@ -256,7 +266,7 @@ async fn a_tool_pointing_at_the_metadata_address_is_never_probed() {
 
 #[tokio::test]
 #[ignore = "needs a cluster with Keycloak: eval \"$(hack/cluster env)\""]
-async fn an_audience_that_is_not_a_keycloak_client_is_not_ready() {
+async fn an_audience_or_scope_that_keycloak_does_not_know_is_not_ready() {
     assert!(
         keycloak(),
         "VEXA_KEYCLOAK_URL is not set: run hack/cluster up with Keycloak"
@@ -265,8 +275,27 @@ async fn an_audience_that_is_not_a_keycloak_client_is_not_ready() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "tools").await;
     let (url, _server) = answering_server().await;
-    create_tool_for(&client, &ns.name, "known", &url, "vexa-notes").await;
-    create_tool_for(&client, &ns.name, "unknown", &url, "no-such-client").await;
+    create_tool_for(&client, &ns.name, "known", &url, "vexa-notes", "vexa-notes").await;
+    create_tool_for(
+        &client,
+        &ns.name,
+        "unknown",
+        &url,
+        "no-such-client",
+        "vexa-notes",
+    )
+    .await;
+    // A known audience with a scope the realm has no client scope for: every exchange would be
+    // refused `invalid_scope`, so it must show before a run needs it.
+    create_tool_for(
+        &client,
+        &ns.name,
+        "bad-scope",
+        &url,
+        "vexa-notes",
+        "notes:append",
+    )
+    .await;
     let (status, reason, message) =
         wait_condition(&client, &ns.name, "known", "AudienceKnown", |s, _| {
             s != "Unknown"
@@ -295,4 +324,21 @@ async fn an_audience_that_is_not_a_keycloak_client_is_not_ready() {
     let (_, reason, _) =
         wait_condition(&client, &ns.name, "unknown", "Ready", |s, _| s == "False").await;
     assert_eq!(reason, "AudienceUnknown");
+    let (status, reason, message) =
+        wait_condition(&client, &ns.name, "bad-scope", "AudienceKnown", |s, _| {
+            s != "Unknown"
+        })
+        .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ScopeUnknown"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"notes:append\" is not a client scope"),
+        "{message}"
+    );
+    let (_, reason, _) =
+        wait_condition(&client, &ns.name, "bad-scope", "Ready", |s, _| s == "False").await;
+    assert_eq!(reason, "ScopeUnknown");
 }

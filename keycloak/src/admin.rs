@@ -316,6 +316,20 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Whether `realm` has a client scope named `name` (what a token exchange's `scope` names;
+    /// Keycloak answers `invalid_scope` for any other).
+    pub async fn client_scope_exists(&self, realm: &str, name: &str) -> Result<bool, Error> {
+        const CALL: &str = "client_scope_exists";
+        let path = format!("{}/client-scopes", wire::segment(realm));
+        let scopes: Vec<Value> = self
+            .call(CALL, Method::GET, &path, None)
+            .await?
+            .json(CALL)?;
+        Ok(scopes.iter().any(|s| s["name"] == name))
+    }
+}
+
 /// The identity provider of the dispatch-token issuer (provider `jwt-authorization-grant`).
 fn issuer_representation(alias: &str, issuer: &str, jwks_url: &str, s: &IssuerSettings) -> Value {
     json!({

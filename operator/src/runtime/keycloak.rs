@@ -112,6 +112,20 @@ impl Audiences for Keycloak {
         })
     }
 
+    fn scope_exists<'a>(&'a self, scope: &'a str) -> Lookup<'a> {
+        Box::pin(async move {
+            let admin = self.admin().await?;
+            let found = admin
+                .client_scope_exists(&self.settings.realm, scope)
+                .await
+                .map_err(|e| e.to_string());
+            if found.is_err() {
+                self.forget().await;
+            }
+            found
+        })
+    }
+
     fn describe(&self) -> String {
         Directory::describe(self)
     }

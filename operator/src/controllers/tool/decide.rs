@@ -17,6 +17,9 @@ pub enum AudienceCheck {
     Known,
     /// It is not.
     Unknown,
+    /// The audience is a client, but the Tool's `scope` is no client scope there: the
+    /// exchange, which asks for it by name, would be refused (`invalid_scope`).
+    ScopeUnknown,
     /// The directory could not be asked: why.
     Failed(String),
 }
@@ -69,6 +72,7 @@ pub fn decide(tool: &Tool, seen: &Observed, now: &Time) -> Decision {
     status.observed_generation = tool.metadata.generation;
     let url = &tool.spec.server.url;
     let audience = &tool.spec.audience;
+    let scope = &tool.spec.scope;
     let mut conditions = Conditions::new(&mut status.conditions, tool.metadata.generation, now);
 
     let reachable = match &seen.reach {
@@ -114,6 +118,16 @@ pub fn decide(tool: &Tool, seen: &Observed, now: &Time) -> Decision {
                  token for it; create the client or correct spec.audience"
             ),
         ),
+        AudienceCheck::ScopeUnknown => conditions.set(
+            ConditionType::AudienceKnown,
+            false,
+            "ScopeUnknown",
+            &format!(
+                "{audience:?} is a client of {where_}, but {scope:?} is not a client scope \
+                 there: the gateway asks for it by name in each exchange and would be refused \
+                 (invalid_scope); create the client scope or correct spec.scope"
+            ),
+        ),
         AudienceCheck::Failed(why) => conditions.set_unknown(
             ConditionType::AudienceKnown,
             "KeycloakUnavailable",
@@ -138,6 +152,14 @@ pub fn decide(tool: &Tool, seen: &Observed, now: &Time) -> Decision {
                 format!(
                     "tool calls would fail: the gateway cannot exchange a token for audience \
                      {audience:?} (see condition AudienceKnown)"
+                ),
+            ),
+            AudienceCheck::ScopeUnknown => (
+                false,
+                "ScopeUnknown",
+                format!(
+                    "tool calls would fail: the gateway cannot exchange a token with scope \
+                     {scope:?} (see condition AudienceKnown)"
                 ),
             ),
             AudienceCheck::Failed(_) => (
@@ -247,6 +269,14 @@ mod tests {
         AudienceCheck::Unknown,
         "False",
         "AudienceUnknown",
+        "True",
+        "False"
+    )]
+    #[case::scope_unknown(
+        Reach::Answered(401),
+        AudienceCheck::ScopeUnknown,
+        "False",
+        "ScopeUnknown",
         "True",
         "False"
     )]

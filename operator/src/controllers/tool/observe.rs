@@ -1,5 +1,5 @@
 //! Reads what a Tool's decision depends on: whether its MCP server answers and whether its
-//! audience is a client of the gateway's Keycloak realm. I/O only; both run at once, each
+//! audience is a client (and its scope a client scope) of the gateway's Keycloak realm. I/O only; both run at once, each
 //! bounded by its own timeout.
 
 use vexa_crds::Tool;
@@ -14,10 +14,18 @@ pub async fn observe(ctx: &Reconciler, tool: &Tool) -> Observed {
         let Some(audiences) = &ctx.audiences else {
             return AudienceCheck::NotConfigured;
         };
-        let lookup = audiences.client_exists(&tool.spec.audience);
+        let scope = &tool.spec.scope;
+        let lookup = async {
+            if !audiences.client_exists(&tool.spec.audience).await? {
+                return Ok(AudienceCheck::Unknown);
+            }
+            if !scope.is_empty() && !audiences.scope_exists(scope).await? {
+                return Ok(AudienceCheck::ScopeUnknown);
+            }
+            Ok(AudienceCheck::Known)
+        };
         match tokio::time::timeout(ctx.probe_timeout, lookup).await {
-            Ok(Ok(true)) => AudienceCheck::Known,
-            Ok(Ok(false)) => AudienceCheck::Unknown,
+            Ok(Ok(check)) => check,
             Ok(Err(why)) => AudienceCheck::Failed(why),
             Err(_) => AudienceCheck::Failed(format!(
                 "no answer within {} s",
