@@ -93,3 +93,7 @@ mod tests {
         );
     }
 }
+
+/// The Secret (in the operator's namespace) holding the key set the MCP gateway signs its audit
+/// chain's checkpoints with; the operator publishes its public half with its own keys.
+pub const GATEWAY_AUDIT_KEY_SECRET: &str = "vexa-gateway-audit-keys";

@@ -85,6 +85,8 @@ pub struct Settings {
     pub keycloak: Keycloak,
     /// The audit folder it writes `gateway.jsonl` into (the operator's).
     pub audit_dir: PathBuf,
+    /// The operator's namespace: the gateway keeps its checkpoint key there.
+    pub key_namespace: String,
 }
 
 /// A running gateway (filter + Envoy); both are killed when dropped.
@@ -199,6 +201,9 @@ impl Gateway {
                 cluster_env("VEXA_KEYCLOAK_GATEWAY_SECRET_FILE")
             ))
             .arg(format!("--audit-dir={}", settings.audit_dir.display()))
+            .arg(format!("--audit-key-namespace={}", settings.key_namespace))
+            // Whatever is unsigned is signed after 2 s without a record (10 s by default).
+            .arg("--audit-checkpoint-idle-seconds=2")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

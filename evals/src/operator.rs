@@ -143,6 +143,9 @@ impl Operator {
                         config.audit_checkpoint_every,
                     )
                     .expect("the audit log opens");
+                    let _signing = audit.sign_periodically(std::time::Duration::from_secs(
+                        config.audit_checkpoint_seconds,
+                    ));
                     // With --keycloak-url: subjects mirrored, audiences checked.
                     let keycloak = config
                         .keycloak()

@@ -13,7 +13,9 @@
 //!    nothing reaches the tool, and each leaves a `tool_call` record with its reason.
 //! 3. The gated `notes.send` is not called; a `send` Card for alice holds its arguments.
 //! 4. `kubectl vexa audit <dispatch>` shows every tool call as subject · launcher · scope
-//!    between the run's admission and its end, and `audit verify` passes on both chains.
+//!    between the run's admission and its end, and `audit verify` passes on both chains, the
+//!    gateway's signed to its last record with the gateway's own key (which the operator
+//!    publishes beside its own).
 //!
 //! The eval plays the attacker with SVIDs minted by the SPIRE server's admin socket (root on
 //! the node; a pod cannot) and the dispatch token read from the run's Secret (an admin can).
@@ -210,6 +212,7 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
             token_audience: kc.realm_issuer(),
             keycloak: kc.clone(),
             audit_dir: audit_dir.clone(),
+            key_namespace: home.name.clone(),
         },
     )
     .await;
@@ -496,10 +499,16 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
     let out = vexa(&ns.name, &["audit", "verify"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "the live log verifies: {said}");
+    let gateway_line = said
+        .lines()
+        .find(|l| l.starts_with("gateway: "))
+        .unwrap_or_else(|| panic!("no gateway chain verified: {said}"));
     assert!(
-        said.contains("gateway: ") && said.contains("operator: "),
-        "{said}"
+        gateway_line.contains("signed through seq") && !gateway_line.contains("not yet signed"),
+        "the gateway signed its whole chain with its own key, which the operator publishes: \
+         {gateway_line}"
     );
+    assert!(said.contains("operator: "), "{said}");
 
     let metrics = gateway.metrics().await;
     eprintln!(

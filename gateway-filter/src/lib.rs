@@ -17,6 +17,7 @@
 //! a Tool not in the token's `tools`; a body that is not one JSON-RPC request (batch, malformed,
 //! oversized); a `tools/call` naming another MCP tool than the path's Tool's `toolName`.
 
+pub mod audit_keys;
 mod card;
 mod decide;
 pub mod envoy;

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus_client::registry::Registry;
 use vexa_crds::Tool;
+use vexa_gateway_filter::audit_keys;
 use vexa_gateway_filter::envoy::{EnvoyConfig, config};
 use vexa_gateway_filter::jwks::Keys;
 use vexa_gateway_filter::metrics::Metrics;
@@ -72,6 +73,19 @@ struct Serve {
     /// The audit directory shared with the operator; the filter writes gateway.jsonl there.
     #[arg(long, env = "VEXA_AUDIT_DIR")]
     audit_dir: Option<PathBuf>,
+    /// The namespace of the Secret holding the key that signs the chain's checkpoints (the
+    /// operator's: it publishes the key's public half). Empty: the chain is linked, not signed.
+    #[arg(long, env = "VEXA_NAMESPACE", default_value = "")]
+    audit_key_namespace: String,
+    /// That Secret's name; the first gateway to start creates it.
+    #[arg(long, env = "VEXA_GATEWAY_AUDIT_KEY_SECRET", default_value = vexa_core::gateway::GATEWAY_AUDIT_KEY_SECRET)]
+    audit_key_secret: String,
+    /// Records between two signed checkpoints.
+    #[arg(long, env = "VEXA_AUDIT_CHECKPOINT_EVERY", default_value_t = vexa_audit::DEFAULT_CHECKPOINT_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_checkpoint_every: u64,
+    /// Seconds without a new record after which what is unsigned gets a checkpoint.
+    #[arg(long, env = "VEXA_AUDIT_CHECKPOINT_IDLE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    audit_checkpoint_idle_seconds: u64,
     /// Metrics (/metrics) and health (/healthz).
     #[arg(
         long,
@@ -195,7 +209,28 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!("no --audit-dir: tool calls are not recorded in the audit log");
             None
         }
-        Some(dir) => Some(std::sync::Mutex::new(audit_writer(dir)?)),
+        Some(dir) => {
+            let signer: Option<Box<dyn vexa_audit::Signer>> = if s.audit_key_namespace.is_empty() {
+                tracing::warn!(
+                    "no --audit-key-namespace: the audit chain is linked but its checkpoints are not signed"
+                );
+                None
+            } else {
+                let keys = audit_keys::load_or_create(
+                    client.clone(),
+                    &s.audit_key_namespace,
+                    &s.audit_key_secret,
+                )
+                .await?;
+                Some(Box::new(keys))
+            };
+            Some(std::sync::Mutex::new(audit_writer(
+                dir,
+                signer,
+                s.audit_checkpoint_every,
+                std::time::Duration::from_secs(s.audit_checkpoint_idle_seconds),
+            )?))
+        }
     };
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));

@@ -57,16 +57,42 @@ impl Cards for KubeCards {
 /// synced), so a check never waits for the disk.
 pub type AuditTx = std::sync::mpsc::Sender<(Effect, Event)>;
 
-/// Opens the gateway's chain (`gateway.jsonl`) in `dir` and starts its writer thread.
-pub fn audit_writer(dir: &std::path::Path) -> anyhow::Result<AuditTx> {
+/// Opens the gateway's chain (`gateway.jsonl`) in `dir` and starts its writer thread. With a
+/// `signer`, a signed checkpoint follows every `every` records, and whatever is unsigned after
+/// `idle` without a new record is signed then: a deletion of the chain's tail can be told
+/// within that time.
+pub fn audit_writer(
+    dir: &std::path::Path,
+    signer: Option<Box<dyn vexa_audit::Signer>>,
+    every: u64,
+    idle: std::time::Duration,
+) -> anyhow::Result<AuditTx> {
     let mut log = vexa_audit::AuditLog::open(dir, "gateway")?;
+    if let Some(signer) = signer {
+        log.set_signer(signer, every);
+        // Records a previous incarnation left unsigned.
+        log.checkpoint()?;
+    }
     let (tx, rx) = std::sync::mpsc::channel::<(Effect, Event)>();
     std::thread::Builder::new()
         .name("audit".into())
         .spawn(move || {
-            for (effect, event) in rx {
-                if let Err(e) = log.append(&effect, event) {
-                    tracing::error!(error = %e, "could not write a tool_call audit record");
+            loop {
+                match rx.recv_timeout(idle) {
+                    Ok((effect, event)) => {
+                        if let Err(e) = log.append(&effect, event) {
+                            tracing::error!(error = %e, "could not write a tool_call audit record");
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = log.checkpoint() {
+                            tracing::error!(error = %e, "could not sign the audit chain");
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = log.checkpoint();
+                        return;
+                    }
                 }
             }
         })?;

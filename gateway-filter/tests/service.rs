@@ -118,6 +118,8 @@ async fn forwarded_calls_carry_the_exchanged_token_and_gated_calls_only_a_card()
     };
     let token = mint(&keys, &claims).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The gateway's own checkpoint key: never the operator's token keys.
+    let audit_keys = Arc::new(KeySet::generate(1_700_000_000).unwrap());
     let cards = Recorded::default();
     let filter = Filter {
         keys: Arc::new(Keys::fixed(
@@ -127,7 +129,15 @@ async fn forwarded_calls_carry_the_exchanged_token_and_gated_calls_only_a_card()
         exchanger: Fake,
         cache: Default::default(),
         cards: cards.clone(),
-        audit: Some(Mutex::new(audit_writer(dir.path()).unwrap())),
+        audit: Some(Mutex::new(
+            audit_writer(
+                dir.path(),
+                Some(Box::new(audit_keys.clone())),
+                vexa_audit::DEFAULT_CHECKPOINT_EVERY,
+                Duration::from_secs(60),
+            )
+            .unwrap(),
+        )),
         metrics: Arc::new(Metrics::new(&mut Registry::default())),
     };
 
@@ -189,14 +199,16 @@ async fn forwarded_calls_carry_the_exchanged_token_and_gated_calls_only_a_card()
     );
     assert_eq!(made[0].metadata.namespace.as_deref(), Some("team"));
 
-    // The chain: three tool_call records, verifying as one writer's chain.
+    // The chain: three tool_call records and the checkpoint the stopping writer signs,
+    // verifying as one writer's chain.
     drop(filter);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = std::fs::read_to_string(dir.path().join("gateway.jsonl")).unwrap();
     let decisions: Vec<String> = text
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "record")
+        .map(|v| {
             format!(
                 "{}/{}",
                 v["event"]["decision"].as_str().unwrap(),
@@ -212,6 +224,15 @@ async fn forwarded_calls_carry_the_exchanged_token_and_gated_calls_only_a_card()
             "gated/ProposalCreated"
         ]
     );
-    let report = vexa_audit::verify(&text, &keys.jwks()).unwrap();
+    let report = vexa_audit::verify(&text, &audit_keys.jwks()).unwrap();
     assert_eq!(report.records, 3);
+    assert_eq!(
+        report.signed_through,
+        Some(3),
+        "the writer signs what is left when it stops"
+    );
+    assert!(
+        vexa_audit::verify(&text, &keys.jwks()).is_err(),
+        "the gateway's chain is not signed with the operator's token keys"
+    );
 }

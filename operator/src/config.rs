@@ -170,6 +170,14 @@ pub struct Config {
     /// shutdown).
     #[arg(long, env = "VEXA_AUDIT_CHECKPOINT_EVERY", default_value_t = vexa_audit::DEFAULT_CHECKPOINT_EVERY)]
     pub audit_checkpoint_every: u64,
+    /// Seconds after which records not yet covered by a checkpoint are signed anyway.
+    #[arg(long, env = "VEXA_AUDIT_CHECKPOINT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub audit_checkpoint_seconds: u64,
+    /// The Secret (in `--namespace`) holding the key the MCP gateway signs its audit chain
+    /// with; its public half is published with the operator's keys so `kubectl vexa audit
+    /// verify` checks the gateway's checkpoints too. Empty: not published.
+    #[arg(long, env = "VEXA_GATEWAY_AUDIT_KEY_SECRET", default_value = vexa_core::gateway::GATEWAY_AUDIT_KEY_SECRET)]
+    pub gateway_audit_key_secret: String,
     /// The SPIRE server's admin socket. Set: every dispatch pod waits behind the scheduling gate
     /// `vexa.ai/identity` until the operator has registered its SPIFFE ID with SPIRE, and its
     /// worker gets the Workload API. Empty: no pod identity (no gate, no entries).
@@ -344,7 +352,8 @@ impl Config {
             cert: self.streams_tls_cert.clone(),
             key: self.streams_tls_key.clone(),
             redis: self.admin_redis_client()?,
-            audit: crate::streams::audit::AuditSource::new(self.audit_dir.clone()),
+            audit: crate::streams::audit::AuditSource::new(self.audit_dir.clone())
+                .with_gateway_keys(&self.namespace, &self.gateway_audit_key_secret),
         }))
     }
 }

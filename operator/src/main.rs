@@ -58,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
         config.audit_checkpoint_every,
     )
     .context("the audit log (--audit-dir, VEXA_AUDIT_DIR) must be writable")?;
+    let _signing = audit.sign_periodically(std::time::Duration::from_secs(
+        config.audit_checkpoint_seconds,
+    ));
     let ctx = Context {
         audit: audit.clone(),
         gateway_key: Some(gateway_key),

@@ -21,6 +21,8 @@ pub struct AuditSource {
     pub dir: PathBuf,
     /// The current JWKS (it changes when keys rotate).
     pub jwks: watch::Receiver<Jwks>,
+    /// The Secret (namespace, name) of the gateway's checkpoint key, published too.
+    pub gateway_keys: Option<(String, String)>,
 }
 
 impl AuditSource {
@@ -29,7 +31,49 @@ impl AuditSource {
         Self {
             dir,
             jwks: watch::channel(Jwks::default()).1,
+            gateway_keys: None,
         }
+    }
+
+    /// Publishes the public half of the key set in Secret `namespace/name` (the gateway's) with
+    /// the operator's keys; an empty `name` publishes none.
+    pub fn with_gateway_keys(mut self, namespace: &str, name: &str) -> Self {
+        self.gateway_keys = (!name.is_empty()).then(|| (namespace.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// The keys every chain's checkpoints verify with: the operator's, and the gateway's read
+    /// now (a gateway that started a moment ago is verifiable at once). Without the gateway's
+    /// Secret, the operator's alone; `verify` then names the checkpoint it cannot check.
+    async fn keys(&self, client: &kube::Client) -> Jwks {
+        let mut jwks = self.jwks.borrow().clone();
+        let Some((namespace, name)) = &self.gateway_keys else {
+            return jwks;
+        };
+        let secrets =
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+        let data = match secrets.get_opt(name).await {
+            Ok(Some(secret)) => secret.data.unwrap_or_default(),
+            Ok(None) => return jwks,
+            Err(e) => {
+                tracing::warn!(secret = %name, %namespace, error = %e, "the gateway's audit key cannot be read; its checkpoints will not verify");
+                return jwks;
+            }
+        };
+        let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
+        match vexa_policy::token::KeySet::from_secret_data(&data) {
+            Ok(keys) => {
+                for key in keys.jwks().keys {
+                    if !jwks.keys.iter().any(|k| k.kid == key.kid) {
+                        jwks.keys.push(key);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(secret = %name, %namespace, error = %e, "the gateway's audit key Secret is unusable; its checkpoints will not verify");
+            }
+        }
+        jwks
     }
 
     async fn chains(&self) -> Result<BTreeMap<String, String>, Response> {
@@ -106,6 +150,6 @@ pub async fn audit_log(State(s): State<Streams>, headers: HeaderMap) -> Response
         Ok(c) => c,
         Err(r) => return r,
     };
-    let jwks = s.audit.jwks.borrow().clone();
+    let jwks = s.audit.keys(&s.client).await;
     axum::Json(Export { chains, jwks }).into_response()
 }
