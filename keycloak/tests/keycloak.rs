@@ -10,81 +10,12 @@
 //! gateway client allows only that provider), like an in-process operator does at its start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
 use base64::Engine;
-use vexa_keycloak::{Admin, TokenClient, realm_issuer};
-use vexa_policy::token::{Actor, Confirmation, DispatchClaims, KeySet, mint};
-
-const ALIAS: &str = "vexa-dispatch";
-const NOTES: &str = "vexa-notes";
-
-struct Env {
-    url: String,
-    realm: String,
-    admin_user: String,
-    admin_password: String,
-    client: String,
-    secret: String,
-}
-
-fn env() -> Env {
-    let var = |k: &str| {
-        std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: eval \"$(hack/cluster env)\""))
-    };
-    let file = |k: &str| std::fs::read_to_string(var(k)).unwrap().trim().to_owned();
-    Env {
-        url: var("VEXA_KEYCLOAK_URL"),
-        realm: var("VEXA_KEYCLOAK_REALM"),
-        admin_user: var("VEXA_KEYCLOAK_ADMIN_USER"),
-        admin_password: file("VEXA_KEYCLOAK_ADMIN_PASSWORD_FILE"),
-        client: var("VEXA_KEYCLOAK_GATEWAY_CLIENT"),
-        secret: file("VEXA_KEYCLOAK_GATEWAY_SECRET_FILE"),
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Serves `keys`' JWKS on a loopback port (Keycloak runs on this host); its URL.
-async fn serve_jwks(keys: &KeySet) -> String {
-    let jwks = keys.jwks();
-    let app = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/.well-known/jwks.json")
-}
-
-fn claims(issuer: &str, audience: &str, subject: &str, iat: u64, exp: u64) -> DispatchClaims {
-    DispatchClaims {
-        iss: issuer.into(),
-        sub: subject.into(),
-        act: Actor {
-            sub: "launcher-bot".into(),
-        },
-        aud: audience.into(),
-        workspaces: vec![],
-        tools: vec!["notes".into()],
-        gated_tools: vec![],
-        jti: format!("team-a/run-{iat}"),
-        iat,
-        exp,
-        cnf: Confirmation {
-            spiffe_id: "spiffe://vexa.local/ns/team-a/dispatch/run".into(),
-        },
-    }
-}
+use common::{ALIAS, NOTES, claims, env, now, trusted_issuer};
+use vexa_keycloak::TokenClient;
+use vexa_policy::token::{KeySet, mint};
 
 fn payload(jwt: &str) -> serde_json::Value {
     let part = jwt.split('.').nth(1).unwrap();
@@ -108,29 +39,19 @@ fn refused(err: &vexa_keycloak::Error, status: u16, error: &str, why: &str) {
 #[ignore = "needs the local cluster's Keycloak (hack/cluster up)"]
 async fn a_dispatch_token_becomes_a_tool_token_and_forgeries_are_refused() {
     let e = env();
-    let keys = KeySet::generate(now()).unwrap();
-    let jwks_url = serve_jwks(&keys).await;
-    let issuer = jwks_url
-        .trim_end_matches("/.well-known/jwks.json")
-        .to_owned();
-    let audience = realm_issuer(&e.url, &e.realm);
-
-    let admin = Admin::login(&e.url, &e.admin_user, &e.admin_password)
-        .await
-        .unwrap();
+    let common::Issuer {
+        keys,
+        issuer,
+        jwks_url,
+        audience,
+        admin,
+    } = trusted_issuer(&e, "alice").await;
+    // Again: an update of the existing provider.
     admin
         .upsert_dispatch_issuer(&e.realm, ALIAS, &issuer, &jwks_url)
         .await
         .unwrap();
-    // Twice: an update of the existing provider.
-    admin
-        .upsert_dispatch_issuer(&e.realm, ALIAS, &issuer, &jwks_url)
-        .await
-        .unwrap();
-    admin
-        .ensure_subject(&e.realm, ALIAS, "alice")
-        .await
-        .unwrap();
+    // Again: the user exists and is linked already.
     admin
         .ensure_subject(&e.realm, ALIAS, "alice")
         .await
