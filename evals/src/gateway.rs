@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::fixtures::{free_port, node_ip};
 use crate::keycloak::Keycloak;
+use crate::notes_tool::{json_reply, mcp_request};
 use crate::{built_binary, cluster_env};
 
 /// The gateway's SPIFFE ID in the local cluster's trust domain.
@@ -324,27 +325,11 @@ impl Gateway {
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        let mut request = http::Request::post(path)
-            .header("host", "gateway")
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = send
-            .send_request(
-                request
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))),
-        )
+        let mut request = mcp_request(path, token, body);
+        request
+            .headers_mut()
+            .insert("host", http::HeaderValue::from_static("gateway"));
+        json_reply(send.send_request(request).await.unwrap()).await
     }
 }
 

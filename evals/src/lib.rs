@@ -134,6 +134,26 @@ pub fn cli_binary() -> PathBuf {
     built_binary("kubectl-vexa", "VEXA_CLI")
 }
 
+/// `kubectl vexa -n NS ARGS` as it ships, with the eval's (admin) kubeconfig, through the
+/// streams API (no Redis URL of its own); what it printed is echoed for a failing eval.
+pub fn kubectl_vexa(ns: &str, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(cli_binary())
+        .args(["-n", ns])
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env("VEXA_RETRY_SECONDS", "20")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ kubectl vexa {}: {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A golden file: its `# expect:` line and its YAML documents.
 #[derive(Debug)]
 pub struct Golden {

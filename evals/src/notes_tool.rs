@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
@@ -15,6 +15,32 @@ use serde_json::Value;
 
 use crate::built_binary;
 use crate::fixtures::{free_port, node_ip};
+
+/// An MCP JSON-RPC POST of `body` to `uri` (a URL, or a path on an open connection), with
+/// `authorization: Bearer <token>` when given: what an agent's MCP client sends.
+pub fn mcp_request(uri: &str, token: Option<&str>, body: &Value) -> http::Request<Full<Bytes>> {
+    let mut builder = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A response's status and body: JSON, or the text as a JSON string.
+pub async fn json_reply(response: http::Response<hyper::body::Incoming>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
+    )
+}
 
 /// The tool's Keycloak client (its `--audience`), as the local realm names it.
 pub const AUDIENCE: &str = "vexa-notes";

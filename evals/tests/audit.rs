@@ -14,7 +14,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use kube::Api;
@@ -28,28 +28,9 @@ use vexa_evals::fixtures::{
 };
 use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
 use vexa_evals::streams::StreamsApi;
-use vexa_evals::{TestNamespace, cli_binary, client, cluster_env};
+use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, kubectl_vexa};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// `kubectl vexa ARGS` with the eval's (admin) kubeconfig.
-fn vexa(ns: &str, args: &[&str]) -> Output {
-    let out = Command::new(cli_binary())
-        .args(["-n", ns])
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env("VEXA_RETRY_SECONDS", "20")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ kubectl vexa {}: {}\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -81,7 +62,7 @@ fn verify_copy(ns: &str, dir: &Path, name: &str, lines: &[String]) -> String {
     )
     .unwrap();
     let jwks = dir.join("jwks.json");
-    let out = vexa(
+    let out = kubectl_vexa(
         ns,
         &[
             "audit",
@@ -165,7 +146,7 @@ async fn the_audit_log_resolves_every_effect_and_names_the_tampered_record() {
     eprintln!("audit-second: {}/{}", phase(&second), stop_reason(&second));
 
     // What a person sees: each effect of the run, resolved.
-    let out = vexa(&ns.name, &["audit", "audit-first"]);
+    let out = kubectl_vexa(&ns.name, &["audit", "audit-first"]);
     assert!(out.status.success());
     let shown = stdout(&out);
     let admitted = shown.find(" admitted ").expect("admitted is shown");
@@ -186,7 +167,7 @@ async fn the_audit_log_resolves_every_effect_and_names_the_tampered_record() {
         shown.contains(first.metadata.uid.as_deref().unwrap()),
         "{shown}"
     );
-    let out = vexa(&ns.name, &["audit", "audit-refused"]);
+    let out = kubectl_vexa(&ns.name, &["audit", "audit-refused"]);
     let why = condition(
         &dispatches.get("audit-refused").await.unwrap(),
         "Authorized",
@@ -251,7 +232,7 @@ async fn the_audit_log_resolves_every_effect_and_names_the_tampered_record() {
     )));
 
     // The live log verifies.
-    let out = vexa(&ns.name, &["audit", "verify"]);
+    let out = kubectl_vexa(&ns.name, &["audit", "verify"]);
     assert!(out.status.success(), "the live log verifies");
     assert!(
         stdout(&out).contains(&format!("operator: {} lines intact", records.len())),
@@ -263,7 +244,7 @@ async fn the_audit_log_resolves_every_effect_and_names_the_tampered_record() {
     let export = audit_dir.with_extension("export");
     let _ = std::fs::remove_dir_all(&export);
     assert!(
-        vexa(&ns.name, &["audit", "export", export.to_str().unwrap()])
+        kubectl_vexa(&ns.name, &["audit", "export", export.to_str().unwrap()])
             .status
             .success()
     );
@@ -273,7 +254,7 @@ async fn the_audit_log_resolves_every_effect_and_names_the_tampered_record() {
         .map(str::to_owned)
         .collect();
     assert_eq!(copy.len(), records.len());
-    let out = vexa(
+    let out = kubectl_vexa(
         &ns.name,
         &[
             "audit",

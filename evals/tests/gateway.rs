@@ -27,7 +27,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -49,31 +48,12 @@ use vexa_evals::keycloak::Keycloak;
 use vexa_evals::notes_tool::{AUDIENCE, NotesTool};
 use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
 use vexa_evals::streams::StreamsApi;
-use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, wait_for};
+use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, kubectl_vexa, wait_for};
 use vexa_policy::token::{DispatchClaims, KeySet, mint};
 use vexa_stream::Event;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const RUN: &str = "gw-run";
-
-/// `kubectl vexa ARGS` as it ships, with the eval's (admin) kubeconfig.
-fn vexa(ns: &str, args: &[&str]) -> Output {
-    let out = Command::new(cli_binary())
-        .args(["-n", ns])
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env("VEXA_RETRY_SECONDS", "20")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ kubectl vexa {}: {}\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -467,7 +447,7 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
         vexa_evals::fixtures::phase(d) == "stopped"
     })
     .await;
-    let out = vexa(&ns.name, &["audit", RUN]);
+    let out = kubectl_vexa(&ns.name, &["audit", RUN]);
     assert!(out.status.success());
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = shown.lines().collect();
@@ -496,7 +476,7 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
             "tool calls read between admitted and stopped:\n{shown}"
         );
     }
-    let out = vexa(&ns.name, &["audit", "verify"]);
+    let out = kubectl_vexa(&ns.name, &["audit", "verify"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "the live log verifies: {said}");
     let gateway_line = said

@@ -13,12 +13,12 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use vexa_evals::keycloak::Keycloak;
-use vexa_evals::notes_tool::{AUDIENCE, NotesTool};
+use vexa_evals::notes_tool::{AUDIENCE, NotesTool, json_reply, mcp_request};
 use vexa_policy::delegation::Scope;
 use vexa_policy::token::{DispatchClaims, KeySet, RunIdentity, mint};
 
@@ -26,27 +26,13 @@ use vexa_policy::token::{DispatchClaims, KeySet, RunIdentity, mint};
 /// status and the body.
 async fn mcp(url: &str, token: Option<&str>, request: Value) -> (u16, Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut builder = http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18");
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let response = client
-        .request(
-            builder
-                .body(Full::new(Bytes::from(request.to_string())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))),
+    json_reply(
+        client
+            .request(mcp_request(url, token, &request))
+            .await
+            .unwrap(),
     )
+    .await
 }
 
 fn call(id: u64, tool: &str, arguments: Value) -> Value {

@@ -97,33 +97,33 @@ impl Directory for Keycloak {
     }
 }
 
-impl Audiences for Keycloak {
-    fn client_exists<'a>(&'a self, audience: &'a str) -> Lookup<'a> {
+impl Keycloak {
+    /// One admin lookup; a failure drops the login (the next lookup logs in again).
+    fn lookup<'a, F, Fut>(&'a self, ask: F) -> Lookup<'a>
+    where
+        F: FnOnce(Arc<Admin>) -> Fut + Send + 'a,
+        Fut: std::future::Future<Output = Result<bool, vexa_keycloak::Error>> + Send + 'a,
+    {
         Box::pin(async move {
             let admin = self.admin().await?;
-            let found = admin
-                .client_exists(&self.settings.realm, audience)
-                .await
-                .map_err(|e| e.to_string());
+            let found = ask(admin).await.map_err(|e| e.to_string());
             if found.is_err() {
                 self.forget().await;
             }
             found
         })
     }
+}
+
+impl Audiences for Keycloak {
+    fn client_exists<'a>(&'a self, audience: &'a str) -> Lookup<'a> {
+        let realm = &self.settings.realm;
+        self.lookup(move |admin| async move { admin.client_exists(realm, audience).await })
+    }
 
     fn scope_exists<'a>(&'a self, scope: &'a str) -> Lookup<'a> {
-        Box::pin(async move {
-            let admin = self.admin().await?;
-            let found = admin
-                .client_scope_exists(&self.settings.realm, scope)
-                .await
-                .map_err(|e| e.to_string());
-            if found.is_err() {
-                self.forget().await;
-            }
-            found
-        })
+        let realm = &self.settings.realm;
+        self.lookup(move |admin| async move { admin.client_scope_exists(realm, scope).await })
     }
 
     fn describe(&self) -> String {
