@@ -355,6 +355,10 @@ pub async fn call(
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
         .unwrap();
+    // The connection takes the next request only once the last one is fully done.
+    send.ready()
+        .await
+        .expect("the kept-alive connection is still open");
     let response = send.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await.unwrap();
