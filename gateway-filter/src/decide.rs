@@ -271,10 +271,10 @@ pub fn decide(
             record.verdict = Verdict::Allowed;
             record.reason = "ToolsListed".into();
             let body = result_body(&call.id, tools_list(&view));
-            Decision {
+            return Decision {
                 outcome: Outcome::Answer(Reply { status: 200, body }),
                 record,
-            }
+            };
         }
         "tools/call" => {
             let arguments = call.arguments().to_string();
@@ -309,12 +309,21 @@ pub fn decide(
                     record,
                 };
             }
-            forward(record, token, view)
         }
         // initialize, ping, notifications: no effect of their own, and the tool still sees
         // only the exchanged token.
-        _ => forward(record, token, view),
+        _ => {}
     }
+    // Envoy's tool cluster speaks plain HTTP: an `https://` server would get the exchanged
+    // token in clear text on its TLS port. Refused until the gateway originates TLS.
+    if view.upstream.tls {
+        let message = format!(
+            "Tool {tool:?} names an https:// server; this gateway reaches tools over plain \
+             HTTP only and will not send a token unencrypted to a server that expects TLS"
+        );
+        return refuse(record, 502, REFUSED, "UpstreamTlsUnsupported", &message);
+    }
+    forward(record, token, view)
 }
 
 fn forward(mut record: CallRecord, token: &str, view: ToolView) -> Decision {

@@ -538,3 +538,33 @@ fn the_record_reads_as_a_tool_call_line() {
                "decision": "refused", "reason": "ToolOutOfScope", "arguments_sha256": ""})
     );
 }
+
+#[test]
+fn a_token_is_never_sent_in_clear_to_a_server_that_expects_tls() {
+    let mut f = fixture();
+    for view in f.tools.values_mut() {
+        view.upstream = Upstream::parse("https://tools.example.org/mcp").unwrap();
+    }
+    let token = mint(&f.keys, &claims()).unwrap();
+    let d = run(
+        &f,
+        &token,
+        Some(POD),
+        "/tools/team/notes",
+        &call("notes.append", json!({})),
+    );
+    assert_eq!(refused(&d).1, "UpstreamTlsUnsupported");
+    // tools/list is answered by the gateway and a gated call becomes a Card: neither reaches
+    // the server, so both still work.
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let d = run(&f, &token, Some(POD), "/tools/team/notes", list.as_bytes());
+    assert!(matches!(d.outcome, Outcome::Answer(_)), "{d:?}");
+    let d = run(
+        &f,
+        &token,
+        Some(POD),
+        "/tools/team/mail",
+        &call("mail.send", json!({"to": "bob"})),
+    );
+    assert!(matches!(d.outcome, Outcome::Propose { .. }), "{d:?}");
+}

@@ -135,7 +135,17 @@ pub fn decide(tool: &Tool, seen: &Observed, now: &Time) -> Decision {
         ),
     }
 
-    let (ready, reason, message) = if !reachable {
+    let (ready, reason, message) = if url.starts_with("https://") {
+        (
+            false,
+            "TlsUpstreamUnsupported",
+            format!(
+                "tool calls would be refused: the MCP gateway reaches tools over plain HTTP \
+                 only and never sends a token in clear text to {url}; serve the tool on an \
+                 http:// in-cluster address"
+            ),
+        )
+    } else if !reachable {
         (
             false,
             "ServerUnreachable",
@@ -297,6 +307,23 @@ mod tests {
         assert_eq!(condition(&status, ConditionType::Reachable).0, reachable);
         assert_eq!(condition(&status, ConditionType::AudienceKnown).0, known);
         assert_eq!(d.readiness == Readiness::Ready, ready == "True");
+    }
+
+    #[test]
+    fn an_https_server_is_not_ready_because_the_gateway_would_refuse_it() {
+        let mut t = tool();
+        t.spec.server.url = "https://notes.example.org/mcp".into();
+        let d = decide(
+            &t,
+            &seen(Reach::Answered(401), AudienceCheck::Known),
+            &at(10),
+        );
+        let (s, r, m) = condition(d.status.as_ref().unwrap(), ConditionType::Ready);
+        assert_eq!(
+            (s.as_str(), r.as_str()),
+            ("False", "TlsUpstreamUnsupported")
+        );
+        assert!(m.contains("https://notes.example.org/mcp"), "{m}");
     }
 
     #[test]
