@@ -51,6 +51,10 @@ fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
+/// The Secret (in the operator's namespace) holding the key set the MCP gateway signs its audit
+/// chain's checkpoints with; the operator publishes its public half with its own keys.
+pub const GATEWAY_AUDIT_KEY_SECRET: &str = "vexa-gateway-audit-keys";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,7 +97,3 @@ mod tests {
         );
     }
 }
-
-/// The Secret (in the operator's namespace) holding the key set the MCP gateway signs its audit
-/// chain's checkpoints with; the operator publishes its public half with its own keys.
-pub const GATEWAY_AUDIT_KEY_SECRET: &str = "vexa-gateway-audit-keys";
