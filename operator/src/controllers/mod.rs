@@ -2,6 +2,7 @@
 
 pub mod dispatch;
 pub mod identity;
+pub mod schedule;
 pub mod subjects;
 pub mod tool;
 pub mod workspace;
