@@ -243,7 +243,8 @@ impl SigningKeys {
     }
 }
 
-fn plain(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+/// A Secret's data as plain bytes (what `KeySet::from_secret_data` reads).
+pub(crate) fn plain(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     secret
         .data
         .iter()

@@ -53,14 +53,13 @@ impl AuditSource {
         let secrets =
             kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
         let data = match secrets.get_opt(name).await {
-            Ok(Some(secret)) => secret.data.unwrap_or_default(),
+            Ok(Some(secret)) => crate::runtime::signing_keys::plain(&secret),
             Ok(None) => return jwks,
             Err(e) => {
                 tracing::warn!(secret = %name, %namespace, error = %e, "the gateway's audit key cannot be read; its checkpoints will not verify");
                 return jwks;
             }
         };
-        let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
         match vexa_policy::token::KeySet::from_secret_data(&data) {
             Ok(keys) => {
                 for key in keys.jwks().keys {
