@@ -60,11 +60,32 @@ pub struct ScheduleSpec {
     /// What to do when a run is due while an earlier one is still active.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
-    /// A run missed by more than this many seconds (for example while the operator was down)
-    /// is skipped and recorded as missed.
+    /// The catch-up window: a run missed by more than this many seconds (for example while
+    /// the operator was down) is skipped with reason `MissedCatchupWindow`. Unset: every run
+    /// missed since the schedule was last considered is inside the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = 1, max = 604800))]
     pub starting_deadline_seconds: Option<i64>,
+    /// Which missed runs inside the catch-up window still fire (default `Latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+    /// Each run starts up to this many seconds after its nominal time, by an offset derived
+    /// from the schedule's UID and the nominal time (the same run always gets the same
+    /// offset), so that many schedules on the same minute do not all start at once. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub jitter_seconds: Option<i32>,
+    /// No run is nominally due before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// No run is nominally due after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// When a run of this schedule fails, pause it (condition `Paused`, reason `RunFailed`)
+    /// until a person resumes it with the `vexa.ai/resume` annotation; due runs meanwhile are
+    /// skipped with reason `Paused`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause_on_failure: bool,
     /// How many finished successful Dispatches to keep (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
@@ -97,8 +118,41 @@ pub enum ConcurrencyPolicy {
     /// Skip the new run and record it as skipped.
     #[default]
     Forbid,
-    /// Stop the active run and start the new one.
+    /// Ask the active run to stop and create the new one at once (it may queue behind the
+    /// stopping run for a read-write workspace).
     Replace,
+    /// Keep one run waiting: it starts when the active run ends. A run due while one is
+    /// already waiting is skipped with reason `Overlap`.
+    BufferOne,
+    /// Keep every run waiting (at most 100), oldest first; each starts when the one before
+    /// it ends.
+    BufferAll,
+    /// Ask the active run to stop, and start the new one once it has ended.
+    CancelOther,
+}
+
+/// Which missed runs still fire after downtime.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUp {
+    /// `Latest` fires only the newest missed run inside the window; `All` fires up to
+    /// `limit` of them, oldest first. The others are skipped with reason `Superseded`.
+    #[serde(default)]
+    pub policy: CatchUpPolicy,
+    /// For `All`: how many missed runs fire at most (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i32>,
+}
+
+/// Catch-up policies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CatchUpPolicy {
+    /// Fire only the newest missed run.
+    #[default]
+    Latest,
+    /// Fire every missed run inside the window, up to the limit.
+    All,
 }
 
 /// An event that fires a Schedule.
@@ -116,6 +170,16 @@ pub struct EventTrigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub mailbox: Option<String>,
+    /// For `email.received`: only mail from this address (case-insensitive), or from any
+    /// address of this domain when it starts with `@`, fires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub from: Option<String>,
+    /// For `email.received`: only mail whose subject matches this regular expression fires
+    /// it. Checked by the operator (condition `Valid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub subject_pattern: Option<String>,
 }
 
 /// Events a Schedule can react to.
@@ -161,7 +225,8 @@ pub struct DispatchTemplate {
 pub struct MissedRun {
     /// The scheduled time.
     pub scheduled_time: Time,
-    /// Why it did not run: `MissedDeadline`, `ConcurrencyForbid`, `Suspended`, `Unauthorized`.
+    /// Why it did not run: `MissedCatchupWindow`, `Superseded`, `Overlap`, `Suspended`,
+    /// `Paused`, `Unauthorized`.
     pub reason: String,
     /// Details for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,8 +253,73 @@ pub struct ScheduleStatus {
     /// Recent runs that were missed or skipped, newest first (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missed: Vec<MissedRun>,
-    /// Standard conditions: `Valid`, `Authorized`.
+    /// Every nominal time up to this instant has been decided (fired, buffered or skipped);
+    /// the operator plans from here after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub considered_until: Option<Time>,
+    /// Runs waiting for the active one to end (`BufferOne`, `BufferAll`, `CancelOther`,
+    /// backfills), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub buffered: Vec<BufferedRun>,
+    /// Recent runs with their outcome, newest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub recent: Vec<RecentRun>,
+    /// Imperative actions (run-now, backfill, resume) already carried out, newest first (at
+    /// most 20): an annotation re-applied with the same id does nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub actions: Vec<ActionRecord>,
+    /// Set while the schedule is paused after a failed run: that run's Dispatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// Standard conditions: `Valid`, `Authorized`, `Paused`, `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A run waiting for the active one to end.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BufferedRun {
+    /// The nominal time it is for.
+    pub scheduled_time: Time,
+    /// The Dispatch it will create.
+    pub name: String,
+}
+
+/// A run of the schedule and how it went.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentRun {
+    /// The Dispatch.
+    pub name: String,
+    /// The nominal time it ran for.
+    pub scheduled_time: Time,
+    /// When the Dispatch was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<Time>,
+    /// The Dispatch's phase when last seen, or `Deleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why it ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+}
+
+/// An imperative action carried out once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// `RunNow`, `Backfill` or `Resume`.
+    pub kind: String,
+    /// The id the annotation carried.
+    pub id: String,
+    /// When it was carried out.
+    pub time: Time,
+    /// What it did, for a person (for example the Dispatches it created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
