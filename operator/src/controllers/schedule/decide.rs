@@ -663,8 +663,8 @@ pub fn decide(
         None
     };
 
-    // Run-now and backfill.
-    let cadence = cadence.ok().flatten();
+    // Run-now and backfill. An invalid schedule plans nothing.
+    let cadence = cadence.ok().flatten().filter(|_| valid.is_ok());
     for a in asked.iter().filter(|a| a.kind != Kind::Resume) {
         if actions::done(&status.actions, a) {
             continue;
