@@ -779,8 +779,10 @@ pub fn decide(
                         None => work.due(*t),
                     }
                 }
-                let decided = !p.due.is_empty() || !p.skipped.is_empty();
-                if decided || previous.considered_until.is_some() {
+                // The cursor moves only when a time was decided: planning from an older cursor
+                // with nothing in between is the same plan, and the status stays unchanged (no
+                // write) while nothing happens.
+                if !p.due.is_empty() || !p.skipped.is_empty() {
                     status.considered_until = Some(to_time(floor_seconds(cursor)));
                 }
                 next_nominal = match waiting {

@@ -160,6 +160,12 @@ impl World {
         });
     }
 
+    fn finish_all(&mut self, when: DateTime<Utc>) {
+        for n in self.active() {
+            self.finish(&n, StopReason::Completed, when);
+        }
+    }
+
     fn active(&self) -> Vec<String> {
         self.dispatches
             .iter()
@@ -234,10 +240,14 @@ fn a_dispatch_is_named_labelled_annotated_owned_and_launched_by_the_schedule() {
     assert_eq!(s.next_schedule_time, Some(to_time(min(10))));
     assert_eq!(s.considered_until, Some(to_time(min(5))));
     assert_eq!(w.condition(ConditionType::Ready).0, "True");
-    // Due again at 00:10: the requeue says when.
+    // Due again at 00:10: the requeue says when. Nothing happened: the status is the same
+    // (no write, no timestamp that moves by itself).
+    w.step(min(5) + TimeDelta::seconds(10));
+    let before = w.status().clone();
     let d = w.step(min(5) + TimeDelta::seconds(20));
-    assert!(d.create.is_empty());
+    assert!(d.create.is_empty() && d.notes.is_empty());
     assert_eq!(d.requeue, std::time::Duration::from_secs(280));
+    assert_eq!(w.status(), &before);
 }
 
 #[test]
@@ -373,6 +383,11 @@ fn catch_up_after_downtime(
     }
     assert!(w.status().missed.len() <= 10);
     assert_eq!(w.status().considered_until, Some(to_time(min(62))));
+    // After the catch-up the schedule goes on from its cursor: 01:05 fires normally.
+    w.finish_all(min(63));
+    let d = w.step(min(65));
+    assert_eq!(names(&d), vec![run(65)]);
+    assert!(d.skipped.is_empty());
     // One Warning per reason, not one per run.
     let warnings: Vec<_> = d
         .notes
