@@ -7,13 +7,14 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
+use vexa_core::names::SCHEDULED_TIME_ANNOTATION;
 use vexa_crds::{Dispatch, Schedule};
 
 use super::Reconciler;
 use super::decide::Decision;
 use super::error::Error;
 use crate::FIELD_MANAGER;
-use crate::runtime::events;
+use crate::runtime::events::{self, Note};
 
 /// Applies `decision` to `schedule` (as observed now).
 pub async fn apply(ctx: &Reconciler, schedule: &Schedule, decision: Decision) -> Result<(), Error> {
@@ -21,6 +22,7 @@ pub async fn apply(ctx: &Reconciler, schedule: &Schedule, decision: Decision) ->
     let client = &ctx.base.client;
     let dispatches = Api::<Dispatch>::namespaced(client.clone(), &ns);
     let metrics = &ctx.base.metrics.schedule_runs;
+    let mut notes = Vec::new();
     for run in &decision.create {
         let name = run.dispatch.name_any();
         match dispatches
@@ -29,6 +31,17 @@ pub async fn apply(ctx: &Reconciler, schedule: &Schedule, decision: Decision) ->
         {
             Ok(_) => {
                 metrics.fired(run.due.map(|due| Utc::now() - due));
+                let nominal = run
+                    .dispatch
+                    .annotations()
+                    .get(SCHEDULED_TIME_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                notes.push(Note::normal(
+                    "Fired",
+                    Some(format!("created Dispatch {name} for {nominal}")),
+                    "Create",
+                ));
                 info!(schedule = %schedule.name_any(), namespace = %ns, dispatch = %name, "fired");
             }
             // Created before (a retry, or a status write that did not land): adopt it.
@@ -73,6 +86,7 @@ pub async fn apply(ctx: &Reconciler, schedule: &Schedule, decision: Decision) ->
     for (_, reason) in &decision.skipped {
         metrics.skipped(reason);
     }
-    events::publish(&ctx.recorder, schedule, decision.notes).await;
+    notes.extend(decision.notes);
+    events::publish(&ctx.recorder, schedule, notes).await;
     Ok(())
 }

@@ -75,7 +75,8 @@ pub struct Observed {
     pub identity: Option<Identity>,
 }
 
-/// A Dispatch to create.
+/// A Dispatch to create (its `Fired` event is published by `apply` once the create succeeded:
+/// an adopted Dispatch was fired before).
 #[derive(Debug, Clone)]
 pub struct NewRun {
     /// The object.
@@ -349,11 +350,6 @@ impl Work<'_> {
         self.existing.insert(name.to_owned());
         self.active.push(name.to_owned());
         self.all_active.push(name.to_owned());
-        self.notes.push(Note::normal(
-            "Fired",
-            Some(format!("created Dispatch {name} for {}", rfc3339(nominal))),
-            "Create",
-        ));
         self.create.push(NewRun { dispatch, due });
     }
 
