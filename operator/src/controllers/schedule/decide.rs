@@ -10,23 +10,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use chrono::{DateTime, TimeDelta, Utc};
 use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
-use vexa_core::names::{
-    SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION, TEST_CRON_SECONDS_ANNOTATION, bounded_name,
-};
+use vexa_core::names::{SCHEDULED_TIME_ANNOTATION, TEST_CRON_SECONDS_ANNOTATION};
 use vexa_crds::{
-    ActionRecord, BufferedRun, CatchUpPolicy as SpecCatchUp, ConcurrencyPolicy, Dispatch,
-    DispatchIdentity, DispatchSpec, Identity, MissedRun, RecentRun, Schedule, ScheduleStatus,
-    Trigger, WorkspaceMode,
+    ActionRecord, CatchUpPolicy as SpecCatchUp, Dispatch, Identity, MissedRun, RecentRun, Schedule,
+    ScheduleStatus,
 };
-use vexa_policy::{DelegationRequest, Refusal, SCHEDULE_LAUNCHER};
 
 use super::actions::{self, Action, Kind, What};
+use super::overlap::{Work, backfill};
 use super::plan::{self, Cadence, CatchUp, CatchUpPolicy, PlanError};
-use crate::controllers::dispatch::decide::{identity_facts, request, unix_seconds};
+use super::run::{
+    authorize, failed, floor_seconds, from_time, is_active, jitter, pauses, phase, rfc3339,
+    scheduled_time, to_time,
+};
 use crate::runtime::conditions::{ConditionType, Conditions, find};
 use crate::runtime::events::Note;
 
@@ -107,116 +105,6 @@ pub struct Decision {
     pub requeue: Duration,
 }
 
-/// A time as the status carries it (whole seconds: that is what the API server keeps).
-pub fn to_time(t: DateTime<Utc>) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or_default())
-}
-
-/// A status time as a `DateTime`.
-pub fn from_time(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().unsigned_abs())
-        .unwrap_or_default()
-}
-
-fn floor_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// The launcher of a Schedule's Dispatches: `schedule:<namespace>/<name>`.
-pub fn launcher(schedule: &Schedule) -> String {
-    format!(
-        "{SCHEDULE_LAUNCHER}{}/{}",
-        schedule.namespace().unwrap_or_default(),
-        schedule.name_any()
-    )
-}
-
-/// The label value that marks a Schedule's Dispatches (a label value holds 63 characters).
-pub fn label_value(schedule: &str) -> String {
-    bounded_name(schedule, 63)
-}
-
-/// The run's start offset: whole seconds in `[0, max]`, from a hash of the schedule's UID and
-/// the nominal time, so the same run always gets the same offset.
-pub fn jitter(uid: &str, nominal: DateTime<Utc>, max_seconds: i32) -> TimeDelta {
-    let Ok(max) = u64::try_from(max_seconds) else {
-        return TimeDelta::zero();
-    };
-    if max == 0 {
-        return TimeDelta::zero();
-    }
-    let digest = Sha256::digest(format!("{uid}/{}", nominal.timestamp()).as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    let offset = u64::from_be_bytes(first) % (max + 1);
-    TimeDelta::seconds(i64::try_from(offset).unwrap_or(0))
-}
-
-/// The Dispatch spec a Schedule's template describes.
-pub fn dispatch_spec(schedule: &Schedule) -> DispatchSpec {
-    let t = &schedule.spec.template;
-    DispatchSpec {
-        identity: DispatchIdentity {
-            subject: schedule.spec.subject.clone(),
-            launcher: launcher(schedule),
-        },
-        runner: t.runner.clone(),
-        workspaces: t.workspaces.clone(),
-        tools: t.tools.clone(),
-        trigger: Trigger::Scheduled,
-        context: t.context.clone(),
-        start: t.start.clone(),
-        limits: t.limits.clone(),
-        stop: None,
-    }
-}
-
-/// Whether the template is within the subject's grant named by `spec.grant`, checked by the
-/// same [`vexa_policy::delegation::authorize`] the Dispatch controller's custody check uses.
-pub fn authorize(
-    schedule: &Schedule,
-    identity: Option<&Identity>,
-    now: DateTime<Utc>,
-) -> Result<(), Refusal> {
-    let subject = &schedule.spec.subject;
-    let Some(identity) = identity else {
-        return Err(Refusal {
-            reason: "NoDelegationGrant",
-            message: format!(
-                "there is no Identity with subject {subject:?} in this namespace: a Schedule \
-                 launches only under a delegation grant of its subject's Identity"
-            ),
-        });
-    };
-    let facts = identity_facts(identity);
-    let Some(grant) = facts.grants.iter().find(|g| g.name == schedule.spec.grant) else {
-        return Err(Refusal {
-            reason: "NoDelegationGrant",
-            message: format!(
-                "the Identity of {subject:?} has no grant named {:?}",
-                schedule.spec.grant
-            ),
-        });
-    };
-    let spec = dispatch_spec(schedule);
-    let asked = request(&spec);
-    // A workspace without a mode is narrowed to the grant's, so its mode here does not matter.
-    let delegation = DelegationRequest::of(
-        &asked,
-        spec.workspaces
-            .iter()
-            .map(|w| (w.name.as_str(), w.mode.unwrap_or(WorkspaceMode::ReadOnly))),
-    );
-    let now = unix_seconds(
-        k8s_openapi::jiff::Timestamp::from_second(now.timestamp()).unwrap_or_default(),
-    );
-    vexa_policy::delegation::authorize(&delegation, grant, &[], now).map(|_| ())
-}
-
 /// The cadence of `schedule`: `spec.schedule`, or in test mode the seconds annotation. `None`
 /// for a schedule of events only. The `Option<String>` is a note for a person (an annotation
 /// that was ignored).
@@ -259,203 +147,6 @@ fn events_valid(schedule: &Schedule) -> Result<(), (&'static str, String)> {
         }
     }
     Ok(())
-}
-
-/// The nominal time a Dispatch of this schedule ran for: its annotation, else its creation.
-fn scheduled_time(d: &Dispatch) -> Option<DateTime<Utc>> {
-    d.annotations()
-        .get(SCHEDULED_TIME_ANNOTATION)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|| d.meta().creation_timestamp.as_ref().map(from_time))
-}
-
-fn phase(d: &Dispatch) -> Option<vexa_crds::DispatchPhase> {
-    d.status.as_ref().and_then(|s| s.phase)
-}
-
-fn is_active(d: &Dispatch) -> bool {
-    !phase(d).is_some_and(|p| p.is_terminal())
-}
-
-/// Whether a finished run counts as failed: it ended with a failure (or was refused).
-fn failed(d: &Dispatch) -> bool {
-    let reason = d.status.as_ref().and_then(|s| s.stop_reason);
-    match reason {
-        Some(r) => !r.is_success(),
-        None => phase(d) == Some(vexa_crds::DispatchPhase::Refused),
-    }
-}
-
-/// Whether a run ended in a way that pauses a `pauseOnFailure` schedule.
-fn pauses(d: &Dispatch) -> bool {
-    d.status
-        .as_ref()
-        .and_then(|s| s.stop_reason)
-        .is_some_and(|r| !r.is_success())
-}
-
-/// The reconcile's working state.
-struct Work<'a> {
-    schedule: &'a Schedule,
-    name: String,
-    /// Names that exist (observed or created now).
-    existing: BTreeSet<String>,
-    /// Active runs not asked to stop yet.
-    active: Vec<String>,
-    /// Active runs (asked to stop or not).
-    all_active: Vec<String>,
-    /// Active runs asked to stop (before or now).
-    stopping: BTreeSet<String>,
-    create: Vec<NewRun>,
-    stop: Vec<String>,
-    skipped: Vec<(DateTime<Utc>, &'static str, Option<String>)>,
-    buffered: Vec<BufferedRun>,
-    newly_buffered: Vec<DateTime<Utc>>,
-    notes: Vec<Note>,
-}
-
-impl Work<'_> {
-    fn new_dispatch(&self, name: &str, nominal: DateTime<Utc>) -> Dispatch {
-        let mut d = Dispatch::new(name, dispatch_spec(self.schedule));
-        d.metadata.namespace = self.schedule.namespace();
-        d.metadata.labels = Some(BTreeMap::from([(
-            SCHEDULE_LABEL.to_owned(),
-            label_value(&self.name),
-        )]));
-        d.metadata.annotations = Some(BTreeMap::from([(
-            SCHEDULED_TIME_ANNOTATION.to_owned(),
-            rfc3339(nominal),
-        )]));
-        d.metadata.owner_references = self.schedule.controller_owner_ref(&()).map(|o| vec![o]);
-        d
-    }
-
-    /// Creates the run for `nominal` (adopting an existing one).
-    fn fire(&mut self, nominal: DateTime<Utc>) {
-        let name = plan::dispatch_name(&self.name, nominal);
-        if self.existing.contains(&name) {
-            return;
-        }
-        let jitter = jitter(
-            &self.schedule.uid().unwrap_or_default(),
-            nominal,
-            self.schedule.spec.jitter_seconds.unwrap_or(0),
-        );
-        self.create_run(&name, nominal, Some(nominal + jitter));
-    }
-
-    fn create_run(&mut self, name: &str, nominal: DateTime<Utc>, due: Option<DateTime<Utc>>) {
-        let dispatch = self.new_dispatch(name, nominal);
-        self.existing.insert(name.to_owned());
-        self.active.push(name.to_owned());
-        self.all_active.push(name.to_owned());
-        self.create.push(NewRun { dispatch, due });
-    }
-
-    fn skip(&mut self, nominal: DateTime<Utc>, reason: &'static str, message: Option<String>) {
-        self.skipped.push((nominal, reason, message));
-    }
-
-    fn stop_active(&mut self) {
-        for name in std::mem::take(&mut self.active) {
-            if self.stopping.insert(name.clone()) {
-                self.stop.push(name);
-            }
-        }
-    }
-
-    fn buffer(&mut self, nominal: DateTime<Utc>) -> bool {
-        let name = plan::dispatch_name(&self.name, nominal);
-        if self.existing.contains(&name) || self.buffered.iter().any(|b| b.name == name) {
-            return true;
-        }
-        if self.buffered.len() >= MAX_BUFFERED {
-            return false;
-        }
-        self.buffered.push(BufferedRun {
-            scheduled_time: to_time(nominal),
-            name,
-        });
-        self.newly_buffered.push(nominal);
-        true
-    }
-
-    /// A due run, by the concurrency policy.
-    fn due(&mut self, nominal: DateTime<Utc>) {
-        if self
-            .existing
-            .contains(&plan::dispatch_name(&self.name, nominal))
-        {
-            return;
-        }
-        let busy = !self.all_active.is_empty();
-        let overlap = |active: &[String]| Some(format!("{} still running", active.join(", ")));
-        match self.schedule.spec.concurrency_policy {
-            ConcurrencyPolicy::Allow => self.fire(nominal),
-            ConcurrencyPolicy::Forbid => {
-                if busy {
-                    let m = overlap(&self.all_active);
-                    self.skip(nominal, reason::OVERLAP, m);
-                } else {
-                    self.fire(nominal);
-                }
-            }
-            ConcurrencyPolicy::Replace => {
-                self.stop_active();
-                self.fire(nominal);
-            }
-            ConcurrencyPolicy::BufferOne => {
-                if !busy && self.buffered.is_empty() {
-                    self.fire(nominal);
-                } else if self.buffered.is_empty() {
-                    self.buffer(nominal);
-                } else {
-                    let m = Some(format!("{} is already waiting", self.buffered[0].name));
-                    self.skip(nominal, reason::OVERLAP, m);
-                }
-            }
-            ConcurrencyPolicy::BufferAll => {
-                if !busy && self.buffered.is_empty() {
-                    self.fire(nominal);
-                } else if !self.buffer(nominal) {
-                    let m = Some(format!("{MAX_BUFFERED} runs are already waiting"));
-                    self.skip(nominal, reason::OVERLAP, m);
-                }
-            }
-            ConcurrencyPolicy::CancelOther => {
-                if !busy {
-                    self.fire(nominal);
-                } else {
-                    self.stop_active();
-                    // Only the newest waits: an older waiting run is superseded by it.
-                    for old in std::mem::take(&mut self.buffered) {
-                        let t = from_time(&old.scheduled_time);
-                        self.skip(
-                            t,
-                            reason::SUPERSEDED,
-                            Some(format!("the run of {} replaced it", rfc3339(nominal))),
-                        );
-                    }
-                    self.buffer(nominal);
-                }
-            }
-        }
-    }
-
-    /// Starts the oldest waiting run when none is active.
-    fn start_buffered(&mut self) {
-        self.buffered
-            .sort_by(|a, b| a.scheduled_time.cmp(&b.scheduled_time));
-        while self.all_active.is_empty() && !self.buffered.is_empty() {
-            let next = self.buffered.remove(0);
-            if self.existing.contains(&next.name) {
-                continue;
-            }
-            // No lateness: it waited on purpose.
-            self.create_run(&next.name, from_time(&next.scheduled_time), None);
-        }
-    }
 }
 
 /// Decides a reconcile of `schedule` at `now`.
@@ -971,54 +662,4 @@ pub fn decide(
         status,
         requeue,
     }
-}
-
-/// Buffers every nominal time in `[from, to]` (at most [`actions::MAX_BACKFILL`]); a time whose
-/// Dispatch exists is adopted, never doubled. Returns the record's message.
-fn backfill(
-    work: &mut Work<'_>,
-    cadence: &Cadence,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> String {
-    let mut times = Vec::new();
-    let mut cursor = from - TimeDelta::nanoseconds(1);
-    loop {
-        match cadence.next_after(cursor) {
-            Ok(Some(t)) if t <= to => {
-                if times.len() == actions::MAX_BACKFILL {
-                    return format!(
-                        "refused: the range holds more than {} runs; split it",
-                        actions::MAX_BACKFILL
-                    );
-                }
-                times.push(t);
-                cursor = t;
-            }
-            Ok(_) => break,
-            Err(e) => return format!("refused: {e}"),
-        }
-    }
-    if work.buffered.len() + times.len() > MAX_BUFFERED {
-        return format!(
-            "refused: {} runs are waiting already and at most {MAX_BUFFERED} may wait",
-            work.buffered.len()
-        );
-    }
-    let mut added = 0;
-    let mut existing = 0;
-    for t in &times {
-        let name = plan::dispatch_name(&work.name, *t);
-        if work.existing.contains(&name) || work.buffered.iter().any(|b| b.name == name) {
-            existing += 1;
-        } else if work.buffer(*t) {
-            added += 1;
-        }
-    }
-    format!(
-        "{} runs in [{}, {}]: {added} queued, {existing} already ran or wait",
-        times.len(),
-        rfc3339(from),
-        rfc3339(to)
-    )
 }

@@ -17,7 +17,9 @@ pub mod apply;
 pub mod decide;
 pub mod error;
 pub mod observe;
+pub mod overlap;
 pub mod plan;
+pub mod run;
 #[cfg(test)]
 mod tests;
 

@@ -7,8 +7,9 @@ use kube::{Api, ResourceExt};
 use vexa_core::names::SCHEDULE_LABEL;
 use vexa_crds::{Dispatch, Identity, Schedule};
 
-use super::decide::{Observed, label_value};
+use super::decide::Observed;
 use super::error::Error;
+use super::run::label_value;
 use crate::runtime::owned::is_controlled_by;
 
 /// The current Schedule (`None`: deleted) and what it depends on.

@@ -14,8 +14,9 @@ use vexa_core::names::{
 };
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, Identity, Schedule, StopReason};
 
-use super::decide::{Decision, Observed, Settings, decide, jitter, to_time};
+use super::decide::{Decision, Observed, Settings, decide};
 use super::plan::dispatch_name;
+use super::run::{jitter, to_time};
 use crate::runtime::conditions::{ConditionType, find};
 
 const NS: &str = "team";
@@ -805,7 +806,7 @@ fn seven_days_decide_every_nominal_time_once(#[case] policy: &str) {
         .status()
         .buffered
         .iter()
-        .map(|b| super::decide::from_time(&b.scheduled_time))
+        .map(|b| super::run::from_time(&b.scheduled_time))
         .collect();
     for t in &expected {
         assert!(decided.contains_key(t), "{t} was never decided ({policy})");
