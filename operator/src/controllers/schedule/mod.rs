@@ -5,8 +5,9 @@
 //!
 //! Shape: `observe` (I/O: the Schedule as it is now, its Dispatches, its subject's Identity) →
 //! `decide` (pure, with the time given: Dispatches to create, stop and delete, the status, the
-//! events, when to look again) → `apply` (I/O). `plan` is the pure cron plan; `actions` reads
-//! the action annotations.
+//! events, when to look again) → `apply` (I/O). Pure helpers of `decide`: `plan` (the cron
+//! plan: due, skipped, next), `run` (a run's Dispatch, the grant check, jitter), `overlap` (the
+//! concurrency policy and waiting runs), `actions` (the action annotations).
 //!
 //! A reconcile starts on a new generation or a changed annotation of the Schedule (not on its
 //! own status writes), when one of its Dispatches changes (so a run that ends starts the next

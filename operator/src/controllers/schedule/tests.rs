@@ -697,6 +697,19 @@ fn the_seconds_field_annotation_works_only_in_test_mode() {
     assert_eq!(names(&w.step(at(20))), vec![dispatch_name(NAME, at(20))]);
     assert_eq!(w.status().next_schedule_time, Some(to_time(at(30))));
     assert_eq!(w.step(at(21)).requeue, std::time::Duration::from_secs(9));
+
+    // In test mode the annotation must have its seconds field.
+    let mut w = World::new(schedule(json!({})));
+    w.settings = Settings {
+        seconds_field: true,
+    };
+    w.annotate(TEST_CRON_SECONDS_ANNOTATION, "*/5 * * * *");
+    assert!(w.step(min(5)).create.is_empty());
+    let (status, reason, _) = w.condition(ConditionType::Valid);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidSchedule")
+    );
 }
 
 // Seven days of `*/5 * * * *`, reconciled at irregular moments (and once after an hour of
