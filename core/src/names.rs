@@ -13,17 +13,17 @@ pub const DEFAULT_SESSION_PATH: &str = ".claude/sessions";
 /// The longest chat thread name (the Dispatch schema's `context.session` limit).
 pub const MAX_THREAD_LEN: usize = 63;
 
-/// Label on each Dispatch a Schedule creates: the Schedule's name.
+/// Label on each Dispatch a Schedule created: the Schedule's name.
 pub const SCHEDULE_LABEL: &str = "vexa.ai/schedule";
-/// Annotation on each Dispatch a Schedule creates: the nominal time it runs for (RFC 3339).
+/// Annotation on each Dispatch a Schedule created: its nominal time (RFC 3339, UTC).
 pub const SCHEDULED_TIME_ANNOTATION: &str = "vexa.ai/scheduled-time";
-/// Annotation on a Schedule: `<id>` runs it once now (each id once).
-pub const RUN_NOW_ANNOTATION: &str = "vexa.ai/run-now";
-/// Annotation on a Schedule: `{"id":…,"from":RFC 3339,"to":RFC 3339}` runs every nominal time
-/// in the range (each id once).
-pub const BACKFILL_ANNOTATION: &str = "vexa.ai/backfill";
-/// Annotation on a Schedule: `<id>` resumes it after a failed run paused it (each id once).
-pub const RESUME_ANNOTATION: &str = "vexa.ai/resume";
+/// Annotation on a Schedule asking for one run now; its value is an id, carried out once.
+pub const SCHEDULE_RUN_NOW_ANNOTATION: &str = "vexa.ai/run-now";
+/// Annotation on a Schedule asking to run every nominal time of a range:
+/// `{"id": …, "from": RFC 3339, "to": RFC 3339}`, carried out once per id.
+pub const SCHEDULE_BACKFILL_ANNOTATION: &str = "vexa.ai/backfill";
+/// Annotation on a Schedule lifting a pause after a failed run; its value is an id.
+pub const SCHEDULE_RESUME_ANNOTATION: &str = "vexa.ai/resume";
 /// Annotation on a Schedule, honoured only by an operator started with
 /// `--schedule-seconds-field` (tests): a six-field cron expression with seconds that replaces
 /// `spec.schedule`.

@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::controllers::{dispatch, schedule, subjects, tool, workspace};
+use vexa_operator::controllers::{dispatch, schedule, subjects, tool, transcript, workspace};
 use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
@@ -177,6 +177,9 @@ impl Operator {
                             std::future::pending(),
                         ) => {
                             panic!("the Tool controller stopped on its own");
+                        }
+                        () = transcript::run(ctx.clone(), std::future::pending()) => {
+                            panic!("the Transcript controller stopped on its own");
                         }
                         () = schedule::run(ctx.clone(), std::future::pending()) => {
                             panic!("the Schedule controller stopped on its own");

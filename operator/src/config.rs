@@ -239,6 +239,9 @@ pub struct Config {
     /// a tool that breaks shows on its status before a run needs it.
     #[arg(long, env = "VEXA_TOOL_PROBE_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
     pub tool_probe_interval_seconds: u64,
+    /// Seconds between two reads of a live Transcript's stream.
+    #[arg(long, env = "VEXA_TRANSCRIPT_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub transcript_poll_seconds: u64,
     /// Seconds a Tool's probe (connect, TLS, answer; the audience lookup) may take.
     #[arg(long, env = "VEXA_TOOL_PROBE_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub tool_probe_timeout_seconds: u64,

@@ -5,4 +5,5 @@ pub mod identity;
 pub mod schedule;
 pub mod subjects;
 pub mod tool;
+pub mod transcript;
 pub mod workspace;

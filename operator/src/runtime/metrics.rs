@@ -167,6 +167,10 @@ pub struct Metrics {
     pub tool: ControllerMetrics,
     /// The subjects controller's reconciles (`vexa_subject_…`): Identities mirrored to Keycloak.
     pub subject: ControllerMetrics,
+    /// The Transcript controller's reconciles (`vexa_transcript_…`).
+    pub transcript: ControllerMetrics,
+    transcripts_completed: Counter,
+    transcript_refused: Family<ReasonLabels, Counter>,
     /// The Schedule controller's reconciles (`vexa_schedule_…`).
     pub schedule: ControllerMetrics,
     /// The runs Schedules fire and skip (`vexa_schedule_fires_total`, …).
@@ -193,6 +197,19 @@ impl Metrics {
         let workspace = ControllerMetrics::register(&mut registry, "workspace");
         let tool = ControllerMetrics::register(&mut registry, "tool");
         let subject = ControllerMetrics::register(&mut registry, "subject");
+        let transcript = ControllerMetrics::register(&mut registry, "transcript");
+        let transcripts_completed = Counter::default();
+        registry.register(
+            "transcripts_completed",
+            "Transcripts whose session ended (what fires transcript.completed)",
+            transcripts_completed.clone(),
+        );
+        let transcript_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "transcript_entries_refused",
+            "Transcript stream entries or segments that changed nothing, by reason",
+            transcript_refused.clone(),
+        );
         let schedule = ControllerMetrics::register(&mut registry, "schedule");
         let schedule_runs = ScheduleMetrics::register(&mut registry);
         let tools = Family::<ReadyLabels, Gauge>::default();
@@ -220,6 +237,9 @@ impl Metrics {
             workspace,
             tool,
             subject,
+            transcript,
+            transcripts_completed,
+            transcript_refused,
             schedule,
             schedule_runs,
             tools,
@@ -266,6 +286,20 @@ impl Metrics {
                 })
                 .set(*count);
         }
+    }
+
+    /// Counts a Transcript that completed.
+    pub fn transcript_completed(&self) {
+        self.transcripts_completed.inc();
+    }
+
+    /// Counts a refused transcript entry or segment.
+    pub fn transcript_refused(&self, reason: &str) {
+        self.transcript_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Encodes every metric in the OpenMetrics text format.

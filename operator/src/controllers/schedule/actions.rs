@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use vexa_core::names::{
-    BACKFILL_ANNOTATION, MAX_JOB_NAME, RESUME_ANNOTATION, RUN_NOW_ANNOTATION, bounded_name,
+    MAX_JOB_NAME, SCHEDULE_BACKFILL_ANNOTATION, SCHEDULE_RESUME_ANNOTATION,
+    SCHEDULE_RUN_NOW_ANNOTATION, bounded_name,
 };
 use vexa_crds::ActionRecord;
 
@@ -82,9 +83,9 @@ struct BackfillBody {
 pub fn read(annotations: &BTreeMap<String, String>) -> Vec<Action> {
     let mut out = Vec::new();
     for (kind, key) in [
-        (Kind::Resume, RESUME_ANNOTATION),
-        (Kind::RunNow, RUN_NOW_ANNOTATION),
-        (Kind::Backfill, BACKFILL_ANNOTATION),
+        (Kind::Resume, SCHEDULE_RESUME_ANNOTATION),
+        (Kind::RunNow, SCHEDULE_RUN_NOW_ANNOTATION),
+        (Kind::Backfill, SCHEDULE_BACKFILL_ANNOTATION),
     ] {
         let Some(raw) = annotations.get(key) else {
             continue;
@@ -188,10 +189,13 @@ mod tests {
 
     #[test]
     fn well_formed_actions_are_read() {
-        assert_eq!(one(RUN_NOW_ANNOTATION, "r1").what, Ok(What::RunNow));
-        assert_eq!(one(RESUME_ANNOTATION, " r2 ").id, "r2");
+        assert_eq!(
+            one(SCHEDULE_RUN_NOW_ANNOTATION, "r1").what,
+            Ok(What::RunNow)
+        );
+        assert_eq!(one(SCHEDULE_RESUME_ANNOTATION, " r2 ").id, "r2");
         let b = one(
-            BACKFILL_ANNOTATION,
+            SCHEDULE_BACKFILL_ANNOTATION,
             r#"{"id":"b1","from":"2026-06-01T00:00:00Z","to":"2026-06-01T01:00:00Z"}"#,
         );
         assert_eq!(b.id, "b1");
@@ -199,21 +203,21 @@ mod tests {
     }
 
     #[rstest]
-    #[case::not_json(BACKFILL_ANNOTATION, "yesterday")]
+    #[case::not_json(SCHEDULE_BACKFILL_ANNOTATION, "yesterday")]
     #[case::no_id(
-        BACKFILL_ANNOTATION,
+        SCHEDULE_BACKFILL_ANNOTATION,
         r#"{"from":"2026-06-01T00:00:00Z","to":"2026-06-01T01:00:00Z"}"#
     )]
     #[case::bad_time(
-        BACKFILL_ANNOTATION,
+        SCHEDULE_BACKFILL_ANNOTATION,
         r#"{"id":"x","from":"June","to":"2026-06-01T01:00:00Z"}"#
     )]
     #[case::reversed(
-        BACKFILL_ANNOTATION,
+        SCHEDULE_BACKFILL_ANNOTATION,
         r#"{"id":"x","from":"2026-06-02T00:00:00Z","to":"2026-06-01T01:00:00Z"}"#
     )]
-    #[case::empty_id(RUN_NOW_ANNOTATION, "")]
-    #[case::long_id(RUN_NOW_ANNOTATION, &"x".repeat(200))]
+    #[case::empty_id(SCHEDULE_RUN_NOW_ANNOTATION, "")]
+    #[case::long_id(SCHEDULE_RUN_NOW_ANNOTATION, &"x".repeat(200))]
     fn malformed_actions_carry_their_error_under_a_stable_id(
         #[case] key: &str,
         #[case] value: &str,
@@ -234,7 +238,7 @@ mod tests {
             message: None,
         };
         let current = read(&BTreeMap::from([(
-            RUN_NOW_ANNOTATION.to_owned(),
+            SCHEDULE_RUN_NOW_ANNOTATION.to_owned(),
             "keep".to_owned(),
         )]));
         let mut records = Vec::new();

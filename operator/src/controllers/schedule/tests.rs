@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use rstest::rstest;
 use serde_json::{Value, json};
 use vexa_core::names::{
-    BACKFILL_ANNOTATION, RESUME_ANNOTATION, RUN_NOW_ANNOTATION, SCHEDULE_LABEL,
-    SCHEDULED_TIME_ANNOTATION, TEST_CRON_SECONDS_ANNOTATION,
+    SCHEDULE_BACKFILL_ANNOTATION, SCHEDULE_LABEL, SCHEDULE_RESUME_ANNOTATION,
+    SCHEDULE_RUN_NOW_ANNOTATION, SCHEDULED_TIME_ANNOTATION, TEST_CRON_SECONDS_ANNOTATION,
 };
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, Identity, Schedule, StopReason};
 
@@ -454,7 +454,7 @@ fn a_failed_run_pauses_the_schedule_until_a_resume_annotation() {
     assert!(d.create.is_empty());
     // The failed run is kept for a person even past the failed history limit.
     assert!(d.delete.is_empty());
-    w.annotate(RESUME_ANNOTATION, "r1");
+    w.annotate(SCHEDULE_RESUME_ANNOTATION, "r1");
     let d = w.step(min(11));
     assert_eq!(w.status().paused_by, None);
     assert_eq!(w.condition(ConditionType::Paused).0, "False");
@@ -541,7 +541,7 @@ fn history_limits_delete_the_oldest_finished_runs() {
 #[test]
 fn run_now_creates_one_dispatch_per_id() {
     let mut w = World::new(schedule(json!({"schedule": "0 9 * * *"})));
-    w.annotate(RUN_NOW_ANNOTATION, "manual-1");
+    w.annotate(SCHEDULE_RUN_NOW_ANNOTATION, "manual-1");
     let d = w.step(min(3));
     assert_eq!(d.create.len(), 1);
     let name = d.create[0].dispatch.name_any();
@@ -550,7 +550,7 @@ fn run_now_creates_one_dispatch_per_id() {
     assert_eq!(w.status().actions[0].id, "manual-1");
     // Re-applied by GitOps: nothing.
     assert!(w.step(min(4)).create.is_empty());
-    w.annotate(RUN_NOW_ANNOTATION, "manual-2");
+    w.annotate(SCHEDULE_RUN_NOW_ANNOTATION, "manual-2");
     assert_eq!(w.step(min(5)).create.len(), 1);
     assert_eq!(w.status().actions.len(), 2);
 }
@@ -558,7 +558,7 @@ fn run_now_creates_one_dispatch_per_id() {
 #[test]
 fn a_malformed_action_is_a_warning_and_a_record_once() {
     let mut w = World::new(schedule(json!({})));
-    w.annotate(BACKFILL_ANNOTATION, "last tuesday");
+    w.annotate(SCHEDULE_BACKFILL_ANNOTATION, "last tuesday");
     let d = w.step(min(1));
     assert!(
         d.notes
@@ -581,7 +581,7 @@ fn backfill_buffers_each_nominal_time_once_and_adopts_those_that_ran() {
     w.step(min(5));
     w.finish(&run(5), StopReason::Completed, min(6));
     w.annotate(
-        BACKFILL_ANNOTATION,
+        SCHEDULE_BACKFILL_ANNOTATION,
         r#"{"id":"b1","from":"2026-06-01T00:00:00Z","to":"2026-06-01T00:10:00Z"}"#,
     );
     // 00:00 and 00:10 are queued; 00:05 ran already; the oldest starts now.
@@ -600,7 +600,7 @@ fn backfill_buffers_each_nominal_time_once_and_adopts_those_that_ran() {
 fn a_backfill_of_more_than_a_hundred_runs_is_refused() {
     let mut w = World::new(schedule(json!({})));
     w.annotate(
-        BACKFILL_ANNOTATION,
+        SCHEDULE_BACKFILL_ANNOTATION,
         r#"{"id":"big","from":"2026-05-01T00:00:00Z","to":"2026-06-01T00:00:00Z"}"#,
     );
     let d = w.step(min(1));
@@ -633,7 +633,7 @@ fn a_template_outside_the_grant_gets_no_dispatch(
 ) {
     let mut w = World::new(schedule(spec));
     w.identity = grant.map(identity);
-    w.annotate(RUN_NOW_ANNOTATION, "sneaky");
+    w.annotate(SCHEDULE_RUN_NOW_ANNOTATION, "sneaky");
     let d = w.step(min(5));
     assert!(d.create.is_empty(), "{:?}", names(&d));
     assert_eq!(skips(&d), vec![(min(5), "Unauthorized")]);
