@@ -717,15 +717,20 @@ fn the_seconds_field_annotation_works_only_in_test_mode() {
 // fired, buffered (and then fired or superseded), or skipped with a reason — and no Dispatch is
 // ever created twice.
 #[rstest]
-#[case::allow("Allow")]
-#[case::forbid("Forbid")]
-#[case::replace("Replace")]
-#[case::buffer_one("BufferOne")]
-#[case::buffer_all("BufferAll")]
-#[case::cancel_other("CancelOther")]
-fn seven_days_decide_every_nominal_time_once(#[case] policy: &str) {
+#[case::allow("Allow", 0)]
+#[case::forbid("Forbid", 0)]
+#[case::replace("Replace", 0)]
+#[case::buffer_one("BufferOne", 0)]
+#[case::buffer_all("BufferAll", 0)]
+#[case::cancel_other("CancelOther", 0)]
+// With jitter a due run waits for its offset, and the cursor stays before it meanwhile.
+#[case::allow_jitter("Allow", 120)]
+#[case::forbid_jitter("Forbid", 120)]
+#[case::buffer_all_jitter("BufferAll", 120)]
+fn seven_days_decide_every_nominal_time_once(#[case] policy: &str, #[case] jitter_seconds: i32) {
     let started = std::time::Instant::now();
     let mut w = World::new(schedule(json!({
+        "jitterSeconds": jitter_seconds,
         "concurrencyPolicy": policy,
         "startingDeadlineSeconds": 3600,
         "catchUp": {"policy": "All", "limit": 5},
@@ -746,13 +751,15 @@ fn seven_days_decide_every_nominal_time_once(#[case] policy: &str) {
     let mut decided: BTreeMap<DateTime<Utc>, &'static str> = BTreeMap::new();
     let mut buffered_then: BTreeSet<DateTime<Utc>> = BTreeSet::new();
     let mut steps = 0;
-    while now < end {
+    // Runs until the last nominal time's offset has passed too.
+    let last = end + TimeDelta::seconds(i64::from(jitter_seconds));
+    while now < last {
         let gap = if steps == 1000 {
             60 * 60
         } else {
             1 + rand(9 * 60)
         };
-        now = (now + TimeDelta::seconds(gap)).min(end);
+        now = (now + TimeDelta::seconds(gap)).min(last);
         // Runs end on their own, or soon after a stop was asked.
         let active = w.active();
         for n in active {
@@ -779,6 +786,10 @@ fn seven_days_decide_every_nominal_time_once(#[case] policy: &str) {
                 .map(|s| at(s))
                 .unwrap();
             assert!(nominal <= now, "{nominal} fired at {now}");
+            if let Some(due) = c.due {
+                assert!(due <= now, "{nominal} fired at {now}, before its offset");
+                assert_eq!(due, nominal + jitter(UID, nominal, jitter_seconds));
+            }
             match decided.get(&nominal) {
                 None => {
                     decided.insert(nominal, "fired");
@@ -835,7 +846,7 @@ fn seven_days_decide_every_nominal_time_once(#[case] policy: &str) {
     assert!(fired > 0);
     let took = started.elapsed();
     eprintln!(
-        "{policy}: 7 days, {} nominal times, {steps} reconciles, {} Dispatches created, {:?} skipped by reason, in {took:?}",
+        "{policy} (jitter {jitter_seconds}s): 7 days, {} nominal times, {steps} reconciles, {} Dispatches created, {:?} skipped by reason, in {took:?}",
         expected.len(),
         w.created.len(),
         decided
