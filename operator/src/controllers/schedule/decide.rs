@@ -374,7 +374,7 @@ pub fn decide(
             }
             (Ok(What::Backfill { from, to }), Ok(()), true) => match &cadence {
                 None => "refused: the schedule has no cron expression".to_owned(),
-                Some(c) => backfill(&mut work, c, *from, *to),
+                Some(c) => backfill(&mut work, c, *from, *to, now),
             },
         };
         records.push((a.clone(), message));

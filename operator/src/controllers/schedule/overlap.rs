@@ -197,14 +197,17 @@ impl Work<'_> {
     }
 }
 
-/// Buffers every nominal time in `[from, to]` (at most [`actions::MAX_BACKFILL`]); a time whose
-/// Dispatch exists is adopted, never doubled. Returns the record's message.
+/// Buffers every nominal time in `[from, to]` up to `now` (at most [`actions::MAX_BACKFILL`]);
+/// a time whose Dispatch exists is adopted, never doubled. A time still ahead is left to the
+/// schedule itself. Returns the record's message.
 pub(super) fn backfill(
     work: &mut Work<'_>,
     cadence: &Cadence,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> String {
+    let to = to.min(now);
     let mut times = Vec::new();
     let mut cursor = from - TimeDelta::nanoseconds(1);
     loop {

@@ -145,7 +145,7 @@ impl Cadence {
     }
 
     /// The last nominal time at or before `t` (`inclusive`) or strictly before it.
-    pub fn previous(
+    fn previous(
         &self,
         t: DateTime<Utc>,
         inclusive: bool,

@@ -584,16 +584,33 @@ fn backfill_buffers_each_nominal_time_once_and_adopts_those_that_ran() {
         SCHEDULE_BACKFILL_ANNOTATION,
         r#"{"id":"b1","from":"2026-06-01T00:00:00Z","to":"2026-06-01T00:10:00Z"}"#,
     );
-    // 00:00 and 00:10 are queued; 00:05 ran already; the oldest starts now.
+    // 00:00 is queued and starts at once; 00:05 ran already; 00:10 is still ahead.
     let d = w.step(min(7));
     assert_eq!(names(&d), vec![run(0)]);
-    assert_eq!(w.status().buffered.len(), 1);
+    assert!(w.status().buffered.is_empty());
     let msg = w.status().actions[0].message.clone().unwrap();
-    assert!(msg.contains("2 queued, 1 already ran"), "{msg}");
+    assert!(
+        msg.contains("2 runs") && msg.contains("1 queued, 1 already ran"),
+        "{msg}"
+    );
     w.finish(&run(0), StopReason::Completed, min(8));
-    assert_eq!(names(&w.step(min(8))), vec![run(10)]);
-    // 00:10 itself is due later and is adopted, not doubled.
-    assert!(w.step(min(10)).create.is_empty());
+    // 00:10 runs by the schedule itself, once.
+    assert_eq!(names(&w.step(min(10))), vec![run(10)]);
+    assert!(w.step(min(11)).create.is_empty());
+}
+
+#[test]
+fn a_backfill_never_runs_a_time_still_ahead() {
+    let mut w = World::new(schedule(json!({"concurrencyPolicy": "BufferAll"})));
+    w.annotate(
+        SCHEDULE_BACKFILL_ANNOTATION,
+        r#"{"id":"b2","from":"2026-06-01T00:00:00Z","to":"2026-06-01T02:00:00Z"}"#,
+    );
+    let d = w.step(min(7));
+    // 00:00 and 00:05 only; 00:05 is also the schedule's own due run (adopted, not doubled).
+    assert_eq!(names(&d), vec![run(0)]);
+    let waiting: Vec<_> = w.status().buffered.iter().map(|b| b.name.clone()).collect();
+    assert_eq!(waiting, vec![run(5)]);
 }
 
 #[test]
