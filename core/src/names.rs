@@ -17,6 +17,8 @@ pub const MAX_THREAD_LEN: usize = 63;
 pub const SCHEDULE_LABEL: &str = "vexa.ai/schedule";
 /// Annotation on each Dispatch a Schedule created: its nominal time (RFC 3339, UTC).
 pub const SCHEDULED_TIME_ANNOTATION: &str = "vexa.ai/scheduled-time";
+/// Annotation on each Dispatch an event fired: the event's id (what names the run).
+pub const EVENT_ID_ANNOTATION: &str = "vexa.ai/event-id";
 /// Annotation on a Schedule asking for one run now; its value is an id, carried out once.
 pub const SCHEDULE_RUN_NOW_ANNOTATION: &str = "vexa.ai/run-now";
 /// Annotation on a Schedule asking to run every nominal time of a range:

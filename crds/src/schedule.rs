@@ -271,6 +271,12 @@ pub struct ScheduleStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub actions: Vec<ActionRecord>,
+    /// How far each event source has been read for this schedule (`transcript.completed`,
+    /// `email.received:<mailbox>`): an event at or before a source's position never fires
+    /// again, even after its Dispatch is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub event_cursors: Vec<EventCursor>,
     /// Set while the schedule is paused after a failed run: that run's Dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_by: Option<String>,
@@ -322,4 +328,15 @@ pub struct ActionRecord {
     /// What it did, for a person (for example the Dispatches it created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How far one event source has been read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCursor {
+    /// The source: `transcript.completed` or `email.received:<mailbox>`.
+    pub source: String,
+    /// The source's position (for a mailbox `<uidValidity>/<uid>`; for transcripts the
+    /// completion time and name of the last one that fired).
+    pub position: String,
 }

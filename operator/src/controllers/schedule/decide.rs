@@ -71,6 +71,8 @@ pub struct Observed {
     pub dispatches: Vec<Dispatch>,
     /// The Identity whose subject is the Schedule's subject, if any.
     pub identity: Option<Identity>,
+    /// The events of its bound sources, each source's in order (see `events`).
+    pub events: Vec<super::events::Event>,
 }
 
 /// A Dispatch to create (its `Fired` event is published by `apply` once the create succeeded:
@@ -488,6 +490,22 @@ pub fn decide(
         }
     }
     status.next_schedule_time = next_nominal.map(to_time);
+
+    // Events: an invalid schedule fires none and keeps its cursors.
+    if valid.is_ok() {
+        let created = schedule
+            .meta()
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, from_time);
+        super::events::fire(
+            &mut work,
+            &seen.events,
+            &mut status.event_cursors,
+            created,
+            blocked.as_ref(),
+        );
+    }
 
     // History limits.
     let keep_ok = usize::try_from(

@@ -17,6 +17,7 @@ pub mod actions;
 pub mod apply;
 pub mod decide;
 pub mod error;
+pub mod events;
 pub mod observe;
 pub mod overlap;
 pub mod plan;
@@ -33,11 +34,12 @@ use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Recorder;
 use kube::runtime::predicates;
 use kube::runtime::reflector;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use tracing::{info, warn};
 use vexa_core::names::SCHEDULE_LABEL;
-use vexa_crds::{Dispatch, Schedule};
+use vexa_crds::{Dispatch, EventType, Schedule, Transcript};
 
 pub use error::Error;
 
@@ -118,10 +120,32 @@ pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync 
         watcher::Config::default().labels(SCHEDULE_LABEL),
     )
     .touched_objects();
+    // A Transcript that changes wakes the Schedules of its namespace bound to
+    // `transcript.completed` (they decide whether it fires).
+    let transcripts =
+        lenient::<Transcript>(client.clone(), watcher::Config::default().any_semantic())
+            .touched_objects();
+    let bound = store.clone();
+    let to_schedules = move |t: Transcript| {
+        let ns = t.namespace();
+        bound
+            .state()
+            .iter()
+            .filter(|s| s.namespace() == ns)
+            .filter(|s| {
+                s.spec
+                    .events
+                    .iter()
+                    .any(|e| e.event_type == EventType::TranscriptCompleted)
+            })
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect::<Vec<_>>()
+    };
     let concurrency = ctx.config.concurrency;
     let rctx = Arc::new(Reconciler::new(ctx));
     Controller::for_stream(schedules, store)
         .owns_stream(dispatches)
+        .watches_stream(transcripts, to_schedules)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, rctx)

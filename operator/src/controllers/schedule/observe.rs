@@ -5,10 +5,11 @@
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use vexa_core::names::SCHEDULE_LABEL;
-use vexa_crds::{Dispatch, Identity, Schedule};
+use vexa_crds::{Dispatch, EventType, Identity, Schedule, Transcript};
 
 use super::decide::Observed;
 use super::error::Error;
+use super::events::transcript_events;
 use super::run::label_value;
 use crate::runtime::owned::is_controlled_by;
 
@@ -41,11 +42,26 @@ pub async fn observe(
         .items
         .into_iter()
         .find(|i| i.spec.subject == current.spec.subject);
+    let binds_transcripts = current
+        .spec
+        .events
+        .iter()
+        .any(|e| e.event_type == EventType::TranscriptCompleted);
+    let events = if binds_transcripts {
+        let transcripts = Api::<Transcript>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        transcript_events(&current, &transcripts)
+    } else {
+        Vec::new()
+    };
     Ok(Some((
         current,
         Observed {
             dispatches,
             identity,
+            events,
         },
     )))
 }

@@ -87,6 +87,18 @@ impl Work<'_> {
         self.create.push(NewRun { dispatch, due });
     }
 
+    /// Creates an event's run (`d`, already named and shaped): not subject to the concurrency
+    /// policy.
+    pub(super) fn create_event_run(&mut self, d: Dispatch) {
+        let name = d.name_any();
+        self.existing.insert(name.clone());
+        self.all_active.push(name);
+        self.create.push(NewRun {
+            dispatch: d,
+            due: None,
+        });
+    }
+
     pub(super) fn skip(
         &mut self,
         nominal: DateTime<Utc>,

@@ -96,6 +96,7 @@ struct World {
     identity: Option<Identity>,
     settings: Settings,
     created: Vec<String>,
+    events: Vec<super::events::Event>,
 }
 
 impl World {
@@ -106,6 +107,7 @@ impl World {
             identity: Some(identity(json!({}))),
             settings: Settings::default(),
             created: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -113,6 +115,7 @@ impl World {
         let seen = Observed {
             dispatches: self.dispatches.clone(),
             identity: self.identity.clone(),
+            events: self.events.clone(),
         };
         let d = decide(&self.schedule, &seen, self.settings, now);
         for c in &d.create {
@@ -874,4 +877,89 @@ fn seven_days_decide_every_nominal_time_once(#[case] policy: &str, #[case] jitte
             })
     );
     assert!(took.as_secs() < 30, "took {took:?}");
+}
+
+/// A completed meeting of alice's, as `transcript_events` reads it.
+fn meeting(name: &str, completed: DateTime<Utc>) -> super::events::Event {
+    let t: vexa_crds::Transcript = serde_json::from_value(json!({
+        "apiVersion": "vexa.ai/v1", "kind": "Transcript",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}")},
+        "spec": {"meeting": {"meetingId": name, "platform": "google_meet"}, "owner": "alice"},
+        "status": {"phase": "completed", "completionTime": to_time(completed)},
+    }))
+    .unwrap();
+    let s = schedule(json!({"events": [{"type": "transcript.completed"}]}));
+    super::events::transcript_events(&s, &[t]).remove(0)
+}
+
+#[test]
+fn each_event_fires_one_read_only_run_once_even_after_its_dispatch_is_gone() {
+    let mut w = World::new(schedule(json!({
+        "schedule": null,
+        "events": [{"type": "transcript.completed"}]
+    })));
+    // Before the schedule existed: never fires.
+    let old = meeting(
+        "old",
+        DateTime::parse_from_rfc3339("2026-05-31T23:00:00Z")
+            .unwrap()
+            .to_utc(),
+    );
+    w.events = vec![old.clone(), meeting("standup", min(10))];
+    let d = w.step(min(11));
+    assert_eq!(d.create.len(), 1, "{:?}", d.create);
+    let run = &d.create[0].dispatch;
+    assert_eq!(run.spec.trigger, vexa_crds::Trigger::Transcription);
+    assert!(
+        run.spec
+            .workspaces
+            .iter()
+            .all(|x| x.mode == Some(vexa_crds::WorkspaceMode::ReadOnly))
+    );
+    assert_eq!(
+        run.spec
+            .context
+            .as_ref()
+            .and_then(|c| c.meeting.as_ref())
+            .map(|m| m.meeting_id.as_str()),
+        Some("standup")
+    );
+    assert_eq!(
+        run.name_any(),
+        super::events::dispatch_name(NAME, "transcript/uid-standup")
+    );
+    // A replay of the same events: nothing new.
+    assert!(w.step(min(12)).create.is_empty());
+    // The run ended and the history limits deleted it: still nothing new (the cursor).
+    let name = run.name_any();
+    w.finish(&name, StopReason::Completed, min(13));
+    w.dispatches.clear();
+    assert!(w.step(min(14)).create.is_empty());
+    // A later meeting fires.
+    w.events.push(meeting("retro", min(20)));
+    let d = w.step(min(21));
+    assert_eq!(d.create.len(), 1);
+    assert_eq!(w.created.len(), 2);
+}
+
+#[test]
+fn a_blocked_schedule_skips_events_with_its_reason_and_moves_past_them() {
+    let mut w = World::new(schedule(json!({
+        "schedule": null,
+        "suspend": true,
+        "events": [{"type": "transcript.completed"}]
+    })));
+    w.events = vec![meeting("standup", min(10))];
+    let d = w.step(min(11));
+    assert!(d.create.is_empty());
+    assert!(
+        w.status().missed.iter().any(|m| m.reason == "Suspended"),
+        "{:?}",
+        w.status().missed
+    );
+    w.schedule.spec.suspend = false;
+    assert!(
+        w.step(min(12)).create.is_empty(),
+        "a skipped event does not fire later"
+    );
 }
