@@ -1,0 +1,188 @@
+//! Who may propose and who may decide a Card, on a real cluster: the chart's admission policies
+//! (`card-custody`, `card-status`) meet real users (client certificates the cluster signed),
+//! each with RBAC that would let them do more, so what refuses them is admission. No operator
+//! runs: the admin (exempt) plays the operator and creates the Cards.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use vexa_crds::card::{Card, Verdict};
+use vexa_evals::admission::ChartAdmission;
+use vexa_evals::users::user_client;
+use vexa_evals::{TestNamespace, client, wait_for};
+
+fn card(name: &str, owner: &str) -> Card {
+    serde_json::from_value(json!({
+        "apiVersion": "vexa.ai/v1", "kind": "Card", "metadata": {"name": name},
+        "spec": {
+            "kind": "record", "owner": owner, "sourceDispatch": "triage-1",
+            "title": "Action items",
+            "record": {"workspace": "alice-notes", "path": "meetings/a.md", "content": "# A\n"},
+        },
+    }))
+    .unwrap()
+}
+
+async fn grant(admin: &Client, ns: &str, name: &str, user: &str, rules: Value) {
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap();
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+fn decision(verdict: &str, by: &str) -> Patch<Value> {
+    Patch::Merge(json!({"spec": {"decision": {"verdict": verdict, "by": by}}}))
+}
+
+/// The error message of a refused request (panics when it was allowed).
+fn refused<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
+    match r {
+        Err(kube::Error::Api(s)) => s.message,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_approver_decides_once_and_nobody_plants_a_card() {
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "cards").await;
+    let _policies = ChartAdmission::install(&[]);
+    // Everyone here may create, update and patch Cards and their status as far as RBAC goes.
+    let everything = json!([
+        {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["create", "get", "list", "update", "patch"]},
+        {"apiGroups": ["vexa.ai"], "resources": ["cards/status"], "verbs": ["get", "update", "patch"]},
+    ]);
+    for user in ["alice", "bob", "carol"] {
+        grant(
+            &admin,
+            &ns.name,
+            &format!("cards-{user}"),
+            user,
+            everything.clone(),
+        )
+        .await;
+    }
+    // carol may approve one card of alice's: the custom verb on that name only.
+    grant(
+        &admin,
+        &ns.name,
+        "carol-approves",
+        "carol",
+        json!([{"apiGroups": ["vexa.ai"], "resources": ["cards"], "resourceNames": ["for-carol"], "verbs": ["approve"]}]),
+    )
+    .await;
+    let as_admin = Api::<Card>::namespaced(admin.clone(), &ns.name);
+    for name in ["proposal", "for-carol", "not-for-carol"] {
+        as_admin
+            .create(&PostParams::default(), &card(name, "alice"))
+            .await
+            .unwrap();
+    }
+    let alice = Api::<Card>::namespaced(user_client(&admin, "alice").await, &ns.name);
+    let bob = Api::<Card>::namespaced(user_client(&admin, "bob").await, &ns.name);
+    let carol = Api::<Card>::namespaced(user_client(&admin, "carol").await, &ns.name);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+
+    // The binding takes effect once the API server's informers have it.
+    wait_for(
+        "the chart's card policy to be in force",
+        Duration::from_secs(30),
+        || async {
+            match alice.create(&dry_run, &card("planted", "alice")).await {
+                Err(kube::Error::Api(s)) if s.message.contains("CardCreateReserved") => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+
+    // Nobody plants a proposal in someone's queue, their own included.
+    let planted = refused(
+        bob.create(&PostParams::default(), &card("planted", "alice"))
+            .await,
+    );
+    assert!(planted.contains("CardCreateReserved"), "{planted}");
+
+    // bob may patch Cards, but not decide alice's.
+    let p = PatchParams::default();
+    let by_bob = refused(bob.patch("proposal", &p, &decision("approve", "bob")).await);
+    assert!(
+        by_bob.contains("DecisionNotOwner") && by_bob.contains("not bob"),
+        "{by_bob}"
+    );
+    // Nor write its status.
+    let status = refused(
+        bob.patch_status(
+            "proposal",
+            &p,
+            &Patch::Merge(json!({"status": {"phase": "applied"}})),
+        )
+        .await,
+    );
+    assert!(status.contains("StatusReserved"), "{status}");
+
+    // alice decides, but only in her own name.
+    let unsigned = refused(
+        alice
+            .patch("proposal", &p, &decision("approve", "bob"))
+            .await,
+    );
+    assert!(unsigned.contains("DecisionNotSigned"), "{unsigned}");
+    let approved = alice
+        .patch("proposal", &p, &decision("approve", "alice"))
+        .await
+        .unwrap();
+    let d = approved.spec.decision.unwrap();
+    assert_eq!(
+        (d.verdict, d.by.as_deref()),
+        (Verdict::Approve, Some("alice"))
+    );
+
+    // A decision is final, for alice too.
+    let changed = refused(
+        alice
+            .patch(
+                "proposal",
+                &p,
+                &Patch::Merge(json!({"spec": {"decision": {"verdict": "reject"}}})),
+            )
+            .await,
+    );
+    assert!(changed.contains("a decision is final"), "{changed}");
+
+    // carol decides the one card she was granted `approve` on, and no other.
+    carol
+        .patch("for-carol", &p, &decision("reject", "carol"))
+        .await
+        .unwrap();
+    let other = refused(
+        carol
+            .patch("not-for-carol", &p, &decision("approve", "carol"))
+            .await,
+    );
+    assert!(other.contains("DecisionNotOwner"), "{other}");
+    assert_eq!(
+        as_admin.get("not-for-carol").await.unwrap().spec.decision,
+        None
+    );
+}
