@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use serde_json::Value;
+use vexa_core::cards::{MAX_RECORD_CONTENT, safe_record_path};
 use vexa_core::names::{bounded_name, job_name};
 use vexa_crds::Dispatch;
 use vexa_crds::card::{Card, CardKind, CardSpec, RecordProposal};
@@ -24,7 +25,6 @@ const MAX_CARD_ID: usize = 63;
 const MAX_TITLE: usize = 200;
 const MAX_BODY: usize = 65_536;
 const MAX_PATH: usize = 1024;
-const MAX_CONTENT: usize = 262_144;
 
 /// Why a card event does not become a Card. Each is a bounded `reason` (events, metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,18 +124,6 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-/// Whether `path` is a file inside a workspace: relative, no `..` or `.` or empty segment, and
-/// not under `.git` (git's own files are configuration for every later run).
-pub fn safe_record_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.contains('\0')
-        && !path.contains('\\')
-        && path
-            .split('/')
-            .all(|s| !s.is_empty() && s != ".." && s != "." && !s.eq_ignore_ascii_case(".git"))
 }
 
 /// Turns the `index`-th card event (0-based, in stream order) of `dispatch`, read at `entry`,
@@ -257,7 +245,7 @@ fn record(dispatch: &Dispatch, r: &Value) -> Result<RecordProposal, Refusal> {
     if !safe_record_path(path) {
         return Err(Refusal::UnsafePath(path.to_owned()));
     }
-    if content.len() > MAX_CONTENT {
+    if content.len() > MAX_RECORD_CONTENT {
         return Err(Refusal::TooLarge("record.content"));
     }
     Ok(RecordProposal {
@@ -348,7 +336,7 @@ mod tests {
     #[case::unknown_kind(with(record_card(), "kind", json!("exec")), "CardUnknownKind")]
     #[case::send_kind(json!({"kind": "send", "title": "t", "send": {"tool": "mail", "arguments": "{}"}}), "CardSendFromStream")]
     #[case::send_field_on_draft(json!({"kind": "draft", "title": "t", "send": {"tool": "mail", "arguments": "{}"}}), "CardSendFromStream")]
-    #[case::oversize_content(with(record_card(), "record.content", json!("x".repeat(MAX_CONTENT + 1))), "CardTooLarge")]
+    #[case::oversize_content(with(record_card(), "record.content", json!("x".repeat(MAX_RECORD_CONTENT + 1))), "CardTooLarge")]
     #[case::oversize_title(with(record_card(), "title", json!("t".repeat(MAX_TITLE + 1))), "CardTooLarge")]
     #[case::oversize_body(with(record_card(), "body", json!("b".repeat(MAX_BODY + 1))), "CardTooLarge")]
     #[case::foreign_workspace(with(record_card(), "record.workspace", json!("bob-notes")), "CardForeignWorkspace")]
