@@ -11,6 +11,7 @@
 //! Shape: `observe` (which dispatches; follow their streams) → `decide` (pure: the Card or a
 //! refusal) → `apply` (create or adopt, events, metrics).
 
+pub mod applier;
 pub mod apply;
 pub mod decide;
 pub mod error;
