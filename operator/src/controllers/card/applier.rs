@@ -28,6 +28,8 @@ use crate::runtime::security::{restricted_container, restricted_pod};
 
 /// The holder a Card writes on a workspace's lock while its record is committed.
 pub const CARD_HOLDER_PREFIX: &str = "card:";
+/// The agent worker's binary in its image; the apply Job runs its `apply-record` subcommand.
+pub const WORKER_COMMAND: &str = "vexa-agent-worker";
 /// `app.kubernetes.io/component` of an apply Job.
 pub const APPLY_COMPONENT: &str = "card-apply";
 const VOLUME_MOUNT: &str = "/volume";
@@ -307,6 +309,7 @@ pub fn children(card: &Card, ws: &Workspace, image: &str) -> (Secret, Job) {
                         name: "apply".into(),
                         image: Some(image.to_owned()),
                         image_pull_policy: Some("IfNotPresent".into()),
+                        command: Some(vec![WORKER_COMMAND.into()]),
                         args: Some(vec![APPLY_RECORD_SUBCOMMAND.into()]),
                         env: Some(env),
                         volume_mounts: Some(vec![

@@ -9,10 +9,12 @@
 //! the Dispatch and `vexa_cards_refused_total{reason}`; no Card is created.
 //!
 //! Shape: `observe` (which dispatches; follow their streams) → `decide` (pure: the Card or a
-//! refusal) → `apply` (create or adopt, events, metrics).
+//! refusal) → `apply` (create or adopt, events, metrics). Decided Cards: `approved` (I/O)
+//! around `applier` (pure): an approved record is committed by a trusted Job, as the approver.
 
 pub mod applier;
 pub mod apply;
+pub mod approved;
 pub mod decide;
 pub mod error;
 pub mod observe;
@@ -38,8 +40,18 @@ const TICK: Duration = Duration::from_secs(5);
 /// read late, after a restart of the operator or of Redis).
 const LINGER: Duration = Duration::from_secs(600);
 
-/// Runs the Card controller until `shutdown` resolves.
-pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// Runs the Card controller until `shutdown` resolves: proposals from the streams become
+/// Cards, and decided Cards are carried out (`approved`).
+pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    futures::join!(
+        follow_proposals(ctx.clone(), shutdown.clone()),
+        approved::run(ctx, shutdown),
+    );
+}
+
+/// Follows the streams of the dispatches and turns their card events into Cards.
+async fn follow_proposals(ctx: Context, shutdown: impl Future<Output = ()> + Send + 'static) {
     let redis = match ctx.config.admin_redis_client() {
         Ok(r) => r,
         Err(e) => {
