@@ -186,3 +186,110 @@ async fn only_the_owner_or_an_approver_decides_once_and_nobody_plants_a_card() {
         None
     );
 }
+
+/// The agent worker image with `apply-record` (built from this checkout under its own tag, so
+/// the cluster's `:dev` image is left alone): `VEXA_CARDS_WORKER_IMAGE`, else
+/// `localhost/vexa-agent-worker:dev`.
+fn worker_image() -> String {
+    std::env::var("VEXA_CARDS_WORKER_IMAGE")
+        .unwrap_or_else(|_| "localhost/vexa-agent-worker:dev".into())
+}
+
+#[tokio::test]
+async fn an_approved_record_is_committed_once_as_the_approver() {
+    use vexa_crds::card::CardPhase;
+    use vexa_evals::fixtures::{
+        WORKSPACE_CLAIM, claim_folder, git, workspace, workspace_ready, workspace_volume,
+    };
+    use vexa_evals::operator::Operator;
+
+    let image = worker_image();
+    let _operator = Operator::start(&["--workspace-init-image", &image]);
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "card-apply").await;
+    workspace_volume(&admin, &ns.name).await;
+    workspace(&admin, &ns.name, "alice-notes", "alice/notes", "rw").await;
+    workspace_ready(&admin, &ns.name, "alice-notes").await;
+    grant(
+        &admin,
+        &ns.name,
+        "cards-alice",
+        "alice",
+        json!([{"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["get", "list", "patch"]}]),
+    )
+    .await;
+    let as_admin = Api::<Card>::namespaced(admin.clone(), &ns.name);
+    // The operator plays its own part: it creates the card (the admin stands in for the
+    // stream); alice approves it as herself.
+    as_admin
+        .create(&PostParams::default(), &card("triage-1-notes", "alice"))
+        .await
+        .unwrap();
+    let alice = Api::<Card>::namespaced(user_client(&admin, "alice").await, &ns.name);
+    alice
+        .patch(
+            "triage-1-notes",
+            &PatchParams::default(),
+            &decision("approve", "alice"),
+        )
+        .await
+        .unwrap();
+
+    let applied = wait_for(
+        "the approved record to be Applied",
+        Duration::from_secs(180),
+        || async {
+            let c = as_admin.get("triage-1-notes").await.ok()?;
+            let status = c.status?;
+            match status.phase? {
+                CardPhase::Applied => Some(status),
+                CardPhase::Failed => panic!("the card failed: {:?}", status.conditions),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let sha = applied.applied_commit.clone().expect("the commit");
+    let applied_condition = applied
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Applied")
+        .expect("condition Applied");
+    assert_eq!(applied_condition.status, "True");
+    assert_eq!(applied.decided_by.as_deref(), Some("alice"));
+
+    let dir = claim_folder(&admin, &ns.name, WORKSPACE_CLAIM, "alice/notes").await;
+    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), sha);
+    assert_eq!(git(&dir, &["show", "HEAD:meetings/a.md"]), "# A");
+    assert_eq!(git(&dir, &["log", "-1", "--format=%an"]), "alice");
+    let message = git(&dir, &["log", "-1", "--format=%B"]);
+    let card_id = format!("Vexa-Card: {}/triage-1-notes", ns.name);
+    assert!(
+        message.contains(&card_id)
+            && message.contains("Vexa-Source-Dispatch: triage-1")
+            && message.contains("Vexa-Approved-By: alice"),
+        "{message}"
+    );
+
+    // Exactly once: a later look at the Card (a resync, an operator restart) applies nothing.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let carrying = git(
+        &dir,
+        &["log", "--format=%H", "--grep", &card_id, "--fixed-strings"],
+    );
+    assert_eq!(carrying.lines().count(), 1, "{carrying}");
+    // The workspace's lock is free again for the next run.
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), &ns.name)
+            .list(&Default::default())
+            .await
+            .unwrap();
+    assert!(
+        leases.items.iter().all(|l| l
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            .is_none()),
+        "{leases:?}"
+    );
+}
