@@ -195,16 +195,131 @@ fn worker_image() -> String {
         .unwrap_or_else(|_| "localhost/vexa-agent-worker:dev".into())
 }
 
+/// One in-process operator for the evals of this file (two at once would race each other).
+async fn operator() {
+    use std::sync::OnceLock;
+    use vexa_evals::operator::Operator;
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR
+        .get_or_init(|| Operator::start(&["--workspace-init-image", &worker_image()]))
+        .ready()
+        .await;
+}
+
+/// The Card's `Applied` condition, once its reason is `reason` (a failed card fails the test).
+async fn applied_reason(
+    cards: &Api<Card>,
+    name: &str,
+    reason: &str,
+) -> vexa_crds::card::CardStatus {
+    wait_for(
+        &format!("card {name}: Applied reason {reason}"),
+        Duration::from_secs(180),
+        || async {
+            let status = cards.get(name).await.ok()?.status?;
+            if status.phase == Some(vexa_crds::card::CardPhase::Failed) {
+                panic!("the card failed: {:?}", status.conditions);
+            }
+            let c = status.conditions.iter().find(|c| c.type_ == "Applied")?;
+            (c.reason == reason).then_some(status.clone())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_record_waits_while_a_live_dispatch_holds_the_workspace() {
+    use vexa_evals::fixtures::{workspace, workspace_ready, workspace_volume};
+    use vexa_operator::controllers::workspace::storage::{LOCK_LABEL, Storage};
+
+    operator().await;
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "card-wait").await;
+    workspace_volume(&admin, &ns.name).await;
+    workspace(&admin, &ns.name, "alice-notes", "alice/notes", "rw").await;
+    let ws = workspace_ready(&admin, &ns.name, "alice-notes").await;
+    // A Dispatch that never starts (its runner does not exist) but is alive, holding the
+    // workspace's write lock as a running rw dispatch would.
+    let holder: vexa_crds::Dispatch = serde_json::from_value(json!({
+        "apiVersion": "vexa.ai/v1", "kind": "Dispatch", "metadata": {"name": "writer"},
+        "spec": {
+            "identity": {"subject": "alice", "launcher": "user:alice"},
+            "runner": "no-such-runner",
+            "workspaces": [{"name": "alice-notes", "mode": "rw"}],
+            "trigger": "message",
+            "start": {"entrypoint": {"inline": "write"}},
+        },
+    }))
+    .unwrap();
+    let dispatches = Api::<vexa_crds::Dispatch>::namespaced(admin.clone(), &ns.name);
+    dispatches
+        .create(&PostParams::default(), &holder)
+        .await
+        .unwrap();
+    let folder = Storage::of(&ws.spec);
+    let lock: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+        "metadata": {"name": folder.lock_name(), "labels": {LOCK_LABEL: "true"},
+                     "annotations": folder.annotations()},
+        "spec": {"holderIdentity": "writer"},
+    }))
+    .unwrap();
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), &ns.name);
+    match leases.create(&PostParams::default(), &lock).await {
+        Ok(_) => {}
+        // The Dispatch controller took it for the writer already: as good.
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("lock: {e}"),
+    }
+
+    let cards = Api::<Card>::namespaced(admin.clone(), &ns.name);
+    cards
+        .create(&PostParams::default(), &card("waits", "alice"))
+        .await
+        .unwrap();
+    cards
+        .patch(
+            "waits",
+            &PatchParams::default(),
+            &decision("approve", "alice"),
+        )
+        .await
+        .unwrap();
+    let waiting = applied_reason(&cards, "waits", "WaitingForWorkspace").await;
+    assert!(
+        waiting.conditions[0].message.contains("writer"),
+        "{waiting:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        cards
+            .get("waits")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .applied_commit,
+        None,
+        "nothing is committed while the workspace is held"
+    );
+
+    // The writer goes: the record is committed.
+    dispatches
+        .delete("writer", &Default::default())
+        .await
+        .unwrap();
+    let applied = applied_reason(&cards, "waits", "Committed").await;
+    assert!(applied.applied_commit.is_some());
+}
+
 #[tokio::test]
 async fn an_approved_record_is_committed_once_as_the_approver() {
     use vexa_crds::card::CardPhase;
     use vexa_evals::fixtures::{
         WORKSPACE_CLAIM, claim_folder, git, workspace, workspace_ready, workspace_volume,
     };
-    use vexa_evals::operator::Operator;
 
-    let image = worker_image();
-    let _operator = Operator::start(&["--workspace-init-image", &image]);
+    operator().await;
     let admin = client().await;
     let ns = TestNamespace::new(&admin, "card-apply").await;
     workspace_volume(&admin, &ns.name).await;
