@@ -408,3 +408,119 @@ async fn an_approved_record_is_committed_once_as_the_approver() {
         "{leases:?}"
     );
 }
+
+#[tokio::test]
+async fn card_events_become_cards_once_and_hostile_ones_are_refused() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::ListParams;
+
+    operator().await;
+    let admin = client().await;
+    let ns = TestNamespace::new(&admin, "card-stream").await;
+    // A dispatch that never starts (no such runner); its output stream is written here as its
+    // worker would write it.
+    let d: vexa_crds::Dispatch = serde_json::from_value(json!({
+        "apiVersion": "vexa.ai/v1", "kind": "Dispatch", "metadata": {"name": "triage"},
+        "spec": {
+            "identity": {"subject": "alice", "launcher": "user:alice"},
+            "runner": "no-such-runner",
+            "workspaces": [{"name": "alice-notes", "mode": "ro"}],
+            "trigger": "message",
+            "start": {"entrypoint": {"inline": "triage"}},
+        },
+    }))
+    .unwrap();
+    let dispatches = Api::<vexa_crds::Dispatch>::namespaced(admin.clone(), &ns.name);
+    dispatches.create(&PostParams::default(), &d).await.unwrap();
+    let id = vexa_core::dispatch_id(&ns.name, "triage");
+    let out = vexa_core::out_topic(&id);
+    dispatches
+        .patch_status(
+            "triage",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"streams": {"out": out, "in": vexa_core::in_topic(&id)}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let audit = format!(
+        "--audit-dir={}",
+        vexa_evals::operator::default_audit_dir().display()
+    );
+    let config =
+        <vexa_operator::config::Config as clap::Parser>::parse_from(["vexa-operator", &audit]);
+    let redis = config.admin_redis_client().unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let record = json!({"id": "notes", "kind": "record", "title": "Notes",
+        "record": {"workspace": "alice-notes", "path": "meetings/a.md", "content": "# A\n"}});
+    let events = [
+        record.clone(),
+        json!({"kind": "alert", "title": "Calendar clash on Thursday"}),
+        json!({"kind": "suggestion", "title": "For bob", "owner": "bob"}),
+        json!({"kind": "send", "title": "Send it", "send": {"tool": "mail", "arguments": "{}"}}),
+        // The same proposal again (an agent that repeats itself, or a replay): one Card.
+        record,
+    ];
+    for card in events {
+        let event = json!({"type": "card", "card": card, "turn_id": "t0"}).to_string();
+        let _: String = redis::cmd("XADD")
+            .arg(&out)
+            .arg("*")
+            .arg("event")
+            .arg(event)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    let cards = Api::<Card>::namespaced(admin.clone(), &ns.name);
+    let made = wait_for(
+        "two Cards from the stream",
+        Duration::from_secs(60),
+        || async {
+            let list = cards.list(&ListParams::default()).await.ok()?.items;
+            (list.len() >= 2).then_some(list)
+        },
+    )
+    .await;
+    let notes = made
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("triage-notes"))
+        .expect("the record card, named from its id");
+    assert_eq!(notes.spec.owner, "alice");
+    assert_eq!(notes.spec.source_dispatch.as_deref(), Some("triage"));
+    assert_eq!(
+        notes.metadata.owner_references.as_ref().unwrap()[0].name,
+        "triage"
+    );
+    let events = Api::<Event>::namespaced(admin.clone(), &ns.name);
+    for reason in ["CardForeignOwner", "CardSendFromStream"] {
+        wait_for(
+            &format!("a Warning {reason} on the Dispatch"),
+            Duration::from_secs(30),
+            || async {
+                events
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.involved_object.name.as_deref() == Some("triage")
+                    })
+            },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let all = cards.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&out)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
