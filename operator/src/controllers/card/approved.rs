@@ -145,6 +145,15 @@ async fn take_lock(ctx: &Reconciler, card: &Card, ns: &str, ws: &Workspace) -> R
     let stamp = || MicroTime(k8s_openapi::jiff::Timestamp::now());
     let written = match api.get_opt(&folder.lock_name()).await? {
         Some(lock) if storage::holder(&lock) == Some(me.as_str()) => return Ok(true),
+        // Claimed since it was observed free: wait for it again.
+        Some(lock)
+            if match storage::holder(&lock) {
+                Some(h) => holder_alive(&ctx.base.client, ns, h).await?,
+                None => false,
+            } =>
+        {
+            return Ok(false);
+        }
         Some(mut lock) => {
             // Keeps the resourceVersion: a concurrent claim makes this a 409.
             let spec = lock.spec.get_or_insert_with(LeaseSpec::default);
