@@ -47,6 +47,10 @@ pub enum Command {
     /// Show a dispatch's audit records (every effect resolved to subject · launcher · scope),
     /// or verify or export the audit log.
     Audit(AuditArgs),
+    /// A Schedule's next run and history, and the actions the operator carries out once:
+    /// run-now, backfill, resume.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// List Cards: proposals from agents (a file to record, a draft, a gated tool call) and
     /// notices, awaiting a person.
     Cards(CardsArgs),
@@ -91,6 +95,61 @@ pub struct DecideArgs {
     /// Why, for the audit log.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+}
+
+/// `schedule next | history | run-now | backfill | resume`.
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// When the next run is due, what is active or waiting, and what blocks it.
+    Next(ScheduleName),
+    /// Recent runs with their outcome, skipped runs with their reason, and past actions.
+    History(ScheduleName),
+    /// Start one run now, outside the cadence (under the same grant and overlap policy).
+    RunNow(ScheduleAction),
+    /// Run every nominal time from --from to --to (at most 100), waiting behind each other;
+    /// a time that already ran is not run again.
+    Backfill(BackfillArgs),
+    /// Lift the pause after a failed run (pauseOnFailure).
+    Resume(ScheduleAction),
+}
+
+/// A Schedule by name.
+#[derive(Args, Debug)]
+pub struct ScheduleName {
+    /// The Schedule's name.
+    pub name: String,
+}
+
+/// An action on a Schedule.
+#[derive(Args, Debug)]
+pub struct ScheduleAction {
+    /// The Schedule's name.
+    pub name: String,
+    /// The action's id; the same id is carried out only once (default: a new one).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// How long to wait for the operator to carry it out.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub wait: u64,
+}
+
+/// `schedule backfill`.
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    /// The action.
+    #[command(flatten)]
+    pub action: ScheduleAction,
+    /// The first nominal time (RFC 3339, for example 2026-12-01T00:00:00Z).
+    #[arg(long, value_parser = parse_timestamp)]
+    pub from: k8s_openapi::jiff::Timestamp,
+    /// The last nominal time (RFC 3339).
+    #[arg(long, value_parser = parse_timestamp)]
+    pub to: k8s_openapi::jiff::Timestamp,
+}
+
+fn parse_timestamp(s: &str) -> Result<k8s_openapi::jiff::Timestamp, String> {
+    s.parse()
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-12-01T00:00:00Z: {e}"))
 }
 
 /// `audit`.

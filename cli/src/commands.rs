@@ -13,7 +13,7 @@ use vexa_stream::follow::EntryId;
 
 use crate::args::{
     self, AuditArgs, AuditCommand, AuditVerifyArgs, CardArgs, CardCommand, ChatArgs, Cli, Command,
-    DispatchRef, FollowArgs, SendArgs, StopArgs,
+    DispatchRef, FollowArgs, ScheduleCommand, SendArgs, StopArgs,
 };
 use crate::audit;
 use crate::cards;
@@ -23,6 +23,7 @@ use crate::dispatch;
 use crate::error::CliError;
 use crate::pump::{Ended, Format, Pump, Retry};
 use crate::safe::for_terminal;
+use crate::schedule;
 use crate::streams::Streams;
 
 /// How often `chat` re-plans when another client took the name it was about to create.
@@ -79,6 +80,9 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     if let Command::Audit(a) = &cli.command {
         return audit_command(&cluster, &namespace, global.namespace.as_deref(), a).await;
     }
+    if let Command::Schedule(c) = &cli.command {
+        return schedule_command(&cluster, &namespace, c).await;
+    }
     if let Command::Cards(a) = &cli.command {
         let filter = cards::Filter {
             owner: a.owner.clone(),
@@ -131,9 +135,11 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Chat(a) => ctx.chat(a).await,
         Command::Send(a) => ctx.send(a).await,
         Command::Follow(a) => ctx.follow(a).await,
-        Command::Stop(_) | Command::Audit(_) | Command::Cards(_) | Command::Card(_) => {
-            Ok(Outcome::Done)
-        }
+        Command::Stop(_)
+        | Command::Audit(_)
+        | Command::Schedule(_)
+        | Command::Cards(_)
+        | Command::Card(_) => Ok(Outcome::Done),
     }
 }
 
@@ -189,6 +195,65 @@ async fn audit_command(
             ));
         }
     }
+    Ok(Outcome::Done)
+}
+
+async fn schedule_command(
+    cluster: &Cluster,
+    namespace: &str,
+    c: &ScheduleCommand,
+) -> Result<Outcome, CliError> {
+    let api: kube::Api<vexa_crds::Schedule> = kube::Api::namespaced(cluster.client(), namespace);
+    let (name, action, a) = match c {
+        ScheduleCommand::Next(n) => {
+            print!(
+                "{}",
+                schedule::render_next(&schedule::get(&api, namespace, &n.name).await?)
+            );
+            return Ok(Outcome::Done);
+        }
+        ScheduleCommand::History(n) => {
+            print!(
+                "{}",
+                schedule::render_history(&schedule::get(&api, namespace, &n.name).await?)
+            );
+            return Ok(Outcome::Done);
+        }
+        ScheduleCommand::RunNow(a) => (&a.name, schedule::Action::RunNow, a),
+        ScheduleCommand::Resume(a) => (&a.name, schedule::Action::Resume, a),
+        ScheduleCommand::Backfill(b) => {
+            if b.from > b.to {
+                return Err(CliError::Usage(format!(
+                    "--from {} is after --to {}",
+                    b.from, b.to
+                )));
+            }
+            (
+                &b.action.name,
+                schedule::Action::Backfill {
+                    from: b.from,
+                    to: b.to,
+                },
+                &b.action,
+            )
+        }
+    };
+    let id =
+        a.id.clone()
+            .unwrap_or_else(|| schedule::new_id(k8s_openapi::jiff::Timestamp::now()));
+    let done = schedule::request(
+        &api,
+        namespace,
+        name,
+        &action,
+        &id,
+        Duration::from_secs(a.wait),
+    )
+    .await?;
+    println!(
+        "schedule {namespace}/{name}: {}",
+        schedule::render_record(&done)
+    );
     Ok(Outcome::Done)
 }
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod pump;
 pub mod render;
 pub mod safe;
+pub mod schedule;
 pub mod streams;
 
 pub use commands::{Outcome, resume_hint, run};

@@ -13,6 +13,22 @@ pub const DEFAULT_SESSION_PATH: &str = ".claude/sessions";
 /// The longest chat thread name (the Dispatch schema's `context.session` limit).
 pub const MAX_THREAD_LEN: usize = 63;
 
+/// Label on each Dispatch a Schedule created: the Schedule's name.
+pub const SCHEDULE_LABEL: &str = "vexa.ai/schedule";
+/// Annotation on each Dispatch a Schedule created: its nominal time (RFC 3339, UTC).
+pub const SCHEDULED_TIME_ANNOTATION: &str = "vexa.ai/scheduled-time";
+/// Annotation on a Schedule asking for one run now; its value is an id, carried out once.
+pub const SCHEDULE_RUN_NOW_ANNOTATION: &str = "vexa.ai/run-now";
+/// Annotation on a Schedule asking to run every nominal time of a range:
+/// `{"id": …, "from": RFC 3339, "to": RFC 3339}`, carried out once per id.
+pub const SCHEDULE_BACKFILL_ANNOTATION: &str = "vexa.ai/backfill";
+/// Annotation on a Schedule lifting a pause after a failed run; its value is an id.
+pub const SCHEDULE_RESUME_ANNOTATION: &str = "vexa.ai/resume";
+/// Annotation on a Schedule, honoured only by an operator started with
+/// `--schedule-seconds-field` (tests): a six-field cron expression with seconds that replaces
+/// `spec.schedule`.
+pub const TEST_CRON_SECONDS_ANNOTATION: &str = "vexa.ai/test-cron-seconds";
+
 /// The dispatch id: `<namespace>/<name>`. Unique in the cluster and stable across restarts.
 pub fn dispatch_id(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")

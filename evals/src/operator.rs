@@ -1,4 +1,4 @@
-//! The operator's controllers (Dispatch, Workspace and Tool), run inside the eval process on its own thread and tokio
+//! The operator's controllers (Dispatch, Workspace, Tool and Schedule), run inside the eval process on its own thread and tokio
 //! runtime, so it outlives any one test's runtime and can be killed abruptly.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::controllers::{card, dispatch, subjects, tool, workspace};
+use vexa_operator::controllers::{card, dispatch, schedule, subjects, tool, transcript, workspace};
 use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
@@ -180,6 +180,12 @@ impl Operator {
                             std::future::pending(),
                         ) => {
                             panic!("the Tool controller stopped on its own");
+                        }
+                        () = transcript::run(ctx.clone(), std::future::pending()) => {
+                            panic!("the Transcript controller stopped on its own");
+                        }
+                        () = schedule::run(ctx.clone(), std::future::pending()) => {
+                            panic!("the Schedule controller stopped on its own");
                         }
                         () = async {
                             match keycloak {

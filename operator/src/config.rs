@@ -239,9 +239,17 @@ pub struct Config {
     /// a tool that breaks shows on its status before a run needs it.
     #[arg(long, env = "VEXA_TOOL_PROBE_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..))]
     pub tool_probe_interval_seconds: u64,
+    /// Seconds between two reads of a live Transcript's stream.
+    #[arg(long, env = "VEXA_TRANSCRIPT_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub transcript_poll_seconds: u64,
     /// Seconds a Tool's probe (connect, TLS, answer; the audience lookup) may take.
     #[arg(long, env = "VEXA_TOOL_PROBE_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub tool_probe_timeout_seconds: u64,
+    /// Test only: let a Schedule's `vexa.ai/test-cron-seconds` annotation (a six-field cron
+    /// expression with seconds) replace `spec.schedule`, so cluster evals can fire every few
+    /// seconds. Off in production; the chart has no setting for it.
+    #[arg(long, env = "VEXA_SCHEDULE_SECONDS_FIELD", default_value_t = false)]
+    pub schedule_seconds_field: bool,
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "VEXA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

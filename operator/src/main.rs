@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::controllers::{card, dispatch, subjects, tool, workspace};
+use vexa_operator::controllers::{card, dispatch, schedule, subjects, tool, transcript, workspace};
 use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::keycloak::Keycloak;
@@ -140,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
                     keycloak.clone().map(|k| k as Arc<dyn tool::Audiences>),
                     stopped(stop.clone())
                 ),
+                transcript::run(ctx.clone(), stopped(stop.clone())),
+                schedule::run(ctx.clone(), stopped(stop.clone())),
                 async {
                     if let Some(k) = keycloak.clone() {
                         subjects::run(ctx.clone(), k, stopped(stop.clone())).await;

@@ -6,4 +6,5 @@ pub mod identity;
 pub mod schedule;
 pub mod subjects;
 pub mod tool;
+pub mod transcript;
 pub mod workspace;

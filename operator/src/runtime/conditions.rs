@@ -23,6 +23,8 @@ pub enum ConditionType {
     /// An Identity's subject is a user of the identity provider, linked to the dispatch-token
     /// issuer (what the gateway's JWT grant needs).
     Linked,
+    /// A Schedule is paused after a failed run.
+    Paused,
 }
 
 impl ConditionType {
@@ -37,6 +39,7 @@ impl ConditionType {
             ConditionType::Reachable => "Reachable",
             ConditionType::AudienceKnown => "AudienceKnown",
             ConditionType::Linked => "Linked",
+            ConditionType::Paused => "Paused",
         }
     }
 }

@@ -21,6 +21,12 @@ const JOB_CREATED_BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Buckets of a scheduled run's lateness (Dispatch created − nominal time − jitter): well
+/// under a second normally, up to a minute under load.
+const FIRE_LATENESS_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
@@ -94,6 +100,61 @@ impl ControllerMetrics {
     }
 }
 
+/// What the Schedule controller reports about the runs it fires and skips.
+#[derive(Debug, Clone)]
+pub struct ScheduleMetrics {
+    fires: Counter,
+    skips: Family<ReasonLabels, Counter>,
+    lateness: Histogram,
+}
+
+impl ScheduleMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let fires = Counter::default();
+        registry.register(
+            "schedule_fires",
+            "Dispatches created by Schedules",
+            fires.clone(),
+        );
+        let skips = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "schedule_skips",
+            "Nominal times of Schedules that did not run, by reason",
+            skips.clone(),
+        );
+        let lateness = Histogram::new(FIRE_LATENESS_BUCKETS);
+        registry.register_with_unit(
+            "schedule_fire_lateness",
+            "Time from a scheduled run's nominal time (plus its jitter) to its Dispatch's creation",
+            Unit::Seconds,
+            lateness.clone(),
+        );
+        Self {
+            fires,
+            skips,
+            lateness,
+        }
+    }
+
+    /// Counts a created Dispatch; `lateness` (None for a run-now or a buffered run) is observed.
+    pub fn fired(&self, lateness: Option<chrono::TimeDelta>) {
+        self.fires.inc();
+        if let Some(l) = lateness {
+            self.lateness
+                .observe(l.to_std().unwrap_or_default().as_secs_f64());
+        }
+    }
+
+    /// Counts a skipped nominal time; `reason` is one of the few skip reasons.
+    pub fn skipped(&self, reason: &str) {
+        self.skips
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// The operator's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -106,6 +167,14 @@ pub struct Metrics {
     pub tool: ControllerMetrics,
     /// The subjects controller's reconciles (`vexa_subject_…`): Identities mirrored to Keycloak.
     pub subject: ControllerMetrics,
+    /// The Transcript controller's reconciles (`vexa_transcript_…`).
+    pub transcript: ControllerMetrics,
+    transcripts_completed: Counter,
+    transcript_refused: Family<ReasonLabels, Counter>,
+    /// The Schedule controller's reconciles (`vexa_schedule_…`).
+    pub schedule: ControllerMetrics,
+    /// The runs Schedules fire and skip (`vexa_schedule_fires_total`, …).
+    pub schedule_runs: ScheduleMetrics,
     tools: Family<ReadyLabels, Gauge>,
     job_created_latency: Histogram,
     dispatches: Family<PhaseLabels, Gauge>,
@@ -130,6 +199,21 @@ impl Metrics {
         let workspace = ControllerMetrics::register(&mut registry, "workspace");
         let tool = ControllerMetrics::register(&mut registry, "tool");
         let subject = ControllerMetrics::register(&mut registry, "subject");
+        let transcript = ControllerMetrics::register(&mut registry, "transcript");
+        let transcripts_completed = Counter::default();
+        registry.register(
+            "transcripts_completed",
+            "Transcripts whose session ended (what fires transcript.completed)",
+            transcripts_completed.clone(),
+        );
+        let transcript_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "transcript_entries_refused",
+            "Transcript stream entries or segments that changed nothing, by reason",
+            transcript_refused.clone(),
+        );
+        let schedule = ControllerMetrics::register(&mut registry, "schedule");
+        let schedule_runs = ScheduleMetrics::register(&mut registry);
         let tools = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "tools",
@@ -167,6 +251,11 @@ impl Metrics {
             workspace,
             tool,
             subject,
+            transcript,
+            transcripts_completed,
+            transcript_refused,
+            schedule,
+            schedule_runs,
             tools,
             job_created_latency,
             dispatches,
@@ -227,6 +316,20 @@ impl Metrics {
                 })
                 .set(*count);
         }
+    }
+
+    /// Counts a Transcript that completed.
+    pub fn transcript_completed(&self) {
+        self.transcripts_completed.inc();
+    }
+
+    /// Counts a refused transcript entry or segment.
+    pub fn transcript_refused(&self, reason: &str) {
+        self.transcript_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Encodes every metric in the OpenMetrics text format.
@@ -341,6 +444,26 @@ mod tests {
             &metrics,
             "vexa_dispatch_job_created_latency_seconds_sum 0.3"
         ));
+    }
+
+    #[test]
+    fn schedule_fires_skips_and_lateness_are_reported() {
+        let metrics = Metrics::new();
+        metrics
+            .schedule_runs
+            .fired(Some(chrono::TimeDelta::milliseconds(300)));
+        metrics.schedule_runs.fired(None);
+        metrics.schedule_runs.skipped("Overlap");
+        assert!(has(&metrics, "vexa_schedule_fires_total 2"));
+        assert!(has(
+            &metrics,
+            "vexa_schedule_skips_total{reason=\"Overlap\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_schedule_fire_lateness_seconds_bucket{le=\"0.5\"} 1"
+        ));
+        assert!(has(&metrics, "vexa_schedule_fire_lateness_seconds_count 1"));
     }
 
     #[test]

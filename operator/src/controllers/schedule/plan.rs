@@ -23,9 +23,8 @@
 //! the runs it fires and [`MAX_SKIPPED_LISTED`] skipped ones, so a year of a per-minute
 //! schedule costs as much as ten minutes of it (no "too many missed start times" cliff).
 //!
-//! Not modelled here yet: the catch-up policy is not a Schedule field (the CRD only has
-//! `startingDeadlineSeconds`, which is the window); the controller maps the spec onto
-//! [`CatchUp`].
+//! The controller maps `spec.startingDeadlineSeconds` (the window, widened by the jitter so a
+//! run waiting for its offset is not missed) and `spec.catchUp` onto [`CatchUp`].
 
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -95,6 +94,24 @@ impl Cadence {
     /// (an IANA name; `None` is UTC). A `TZ=`/`CRON_TZ=` prefix is refused: the zone has one
     /// place, `spec.timeZone`.
     pub fn parse(expression: &str, time_zone: Option<&str>) -> Result<Self, PlanError> {
+        Self::parse_with(expression, time_zone, Seconds::Disallowed)
+    }
+
+    /// Parses a six-field expression whose first field is seconds: only for the operator's
+    /// test mode (`--schedule-seconds-field`), so cluster evals can run a schedule every few
+    /// seconds. Otherwise as [`Cadence::parse`].
+    pub fn parse_with_seconds(
+        expression: &str,
+        time_zone: Option<&str>,
+    ) -> Result<Self, PlanError> {
+        Self::parse_with(expression, time_zone, Seconds::Required)
+    }
+
+    fn parse_with(
+        expression: &str,
+        time_zone: Option<&str>,
+        seconds: Seconds,
+    ) -> Result<Self, PlanError> {
         let upper = expression.to_ascii_uppercase();
         if upper.contains("TZ=") {
             return Err(PlanError::ZoneInExpression(expression.to_owned()));
@@ -104,7 +121,7 @@ impl Cadence {
             .parse()
             .map_err(|_| PlanError::UnknownZone(zone_name.to_owned()))?;
         let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
+            .seconds(seconds)
             .year(Year::Disallowed)
             .build()
             .parse(expression)
