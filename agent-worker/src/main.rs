@@ -20,6 +20,7 @@ use vexa_agent_worker::mcp::{SvidSource, Workload};
 use vexa_agent_worker::network_gate;
 use vexa_agent_worker::sidecar::{self, StateDir};
 use vexa_agent_worker::worker::{self, Ending, Outcome, Ran, Settings};
+use vexa_core::cards::{APPLY_RECORD_SUBCOMMAND, apply_env};
 use vexa_core::pod::layout::{
     AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, READY_SUBCOMMAND, WORKER_STATE_DIR,
 };
@@ -99,6 +100,85 @@ enum Command {
     /// Exit 0 once the worker is ready for the agent to start (the pod's startup probe).
     #[command(name = READY_SUBCOMMAND)]
     Ready,
+    /// Commit an approved record Card into its workspace, as the approver (the Card
+    /// controller's apply Job). Prints and leaves as termination message a JSON report.
+    #[command(name = APPLY_RECORD_SUBCOMMAND)]
+    ApplyRecord(ApplyRecordArgs),
+}
+
+/// `apply-record`: everything comes from the apply Job's environment.
+#[derive(Debug, clap::Args)]
+struct ApplyRecordArgs {
+    /// Where the workspace's volume is mounted.
+    #[arg(long, env = apply_env::VOLUME, default_value = "/volume")]
+    volume: PathBuf,
+    /// The workspace's folder, relative to the volume.
+    #[arg(long, env = apply_env::SUBPATH)]
+    subpath: String,
+    /// The Card, `<namespace>/<name>`.
+    #[arg(long, env = apply_env::CARD)]
+    card: String,
+    /// The card's title.
+    #[arg(long, env = apply_env::TITLE)]
+    title: String,
+    /// The Dispatch that proposed it.
+    #[arg(long, env = apply_env::SOURCE_DISPATCH)]
+    source_dispatch: String,
+    /// Who approved it.
+    #[arg(long, env = apply_env::APPROVED_BY)]
+    approved_by: String,
+    /// The file's path in the workspace.
+    #[arg(long, env = apply_env::PATH)]
+    path: String,
+    /// A file holding the content.
+    #[arg(long, env = apply_env::CONTENT_FILE)]
+    content_file: PathBuf,
+}
+
+/// Applies a record card; the report (`{"commit", "alreadyApplied"}` or `{"error", "reason"}`)
+/// goes to stdout and the termination message.
+fn apply_record(a: ApplyRecordArgs, termination_log: &Path) -> ExitCode {
+    let outcome = std::fs::read(&a.content_file)
+        .map_err(|e| {
+            (
+                format!("reading {}: {e}", a.content_file.display()),
+                "ContentUnreadable",
+            )
+        })
+        .and_then(|content| {
+            let record = vexa_agent_worker::record::Record {
+                card: a.card,
+                title: a.title,
+                source_dispatch: a.source_dispatch,
+                approved_by: a.approved_by,
+                path: a.path,
+                content,
+            };
+            vexa_agent_worker::record::apply(&a.volume.join(&a.subpath), &record)
+                .map_err(|e| (e.to_string(), e.reason()))
+        });
+    let (report, code) = match outcome {
+        Ok(applied) => (
+            serde_json::to_string(&applied).unwrap_or_default(),
+            ExitCode::SUCCESS,
+        ),
+        Err((error, reason)) => (
+            serde_json::json!({"error": error, "reason": reason}).to_string(),
+            ExitCode::FAILURE,
+        ),
+    };
+    println!("{report}");
+    let report: String = report
+        .chars()
+        .take(vexa_core::termination::MAX_BYTES / 4)
+        .collect();
+    if let Err(e) = std::fs::write(termination_log, report) {
+        eprintln!(
+            "could not write the termination message to {}: {e}",
+            termination_log.display()
+        );
+    }
+    code
 }
 
 #[tokio::main]
@@ -112,6 +192,9 @@ async fn main() -> ExitCode {
         } else {
             ExitCode::FAILURE
         };
+    }
+    if let Some(Command::ApplyRecord(a)) = cli.command {
+        return apply_record(a, &cli.termination_log);
     }
     init_logs(cli.log_format);
     let shutdown = shutdown_on_signal();

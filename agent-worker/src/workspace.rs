@@ -180,7 +180,7 @@ impl GitWorkspace {
 }
 
 /// Commits tree `tree_id` on HEAD, authored by the subject, committed by the worker.
-fn make_commit(
+pub(crate) fn make_commit(
     repo: &Repository,
     tree_id: Oid,
     message: &str,
@@ -195,7 +195,7 @@ fn make_commit(
 }
 
 /// Opens the repository whose work tree is exactly `path`.
-fn open(path: &Path) -> Result<Repository, git2::Error> {
+pub(crate) fn open(path: &Path) -> Result<Repository, git2::Error> {
     Repository::open_ext(
         path,
         git2::RepositoryOpenFlags::NO_SEARCH,
@@ -203,7 +203,7 @@ fn open(path: &Path) -> Result<Repository, git2::Error> {
     )
 }
 
-fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>, git2::Error> {
+pub(crate) fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>, git2::Error> {
     match repo.head() {
         Ok(head) => head.peel_to_commit().map(Some),
         Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => Ok(None),
@@ -274,7 +274,7 @@ pub fn author_email(subject: &str) -> String {
 
 /// One line without the characters git refuses in names (`<`, `>`) or that would break a
 /// trailer (line breaks).
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| {
             if matches!(c, '<' | '>' | '\n' | '\r') {

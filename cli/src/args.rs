@@ -51,6 +51,50 @@ pub enum Command {
     /// run-now, backfill, resume.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// List Cards: proposals from agents (a file to record, a draft, a gated tool call) and
+    /// notices, awaiting a person.
+    Cards(CardsArgs),
+    /// Approve or reject a Card.
+    Card(CardArgs),
+}
+
+/// `cards`.
+#[derive(Args, Debug)]
+pub struct CardsArgs {
+    /// Only the Cards of this owner (a subject).
+    #[arg(long, value_name = "SUBJECT")]
+    pub owner: Option<String>,
+    /// Only the Cards that wait for a decision.
+    #[arg(long)]
+    pub pending: bool,
+}
+
+/// `card`.
+#[derive(Args, Debug)]
+pub struct CardArgs {
+    /// What to do with the Card.
+    #[command(subcommand)]
+    pub command: CardCommand,
+}
+
+/// `card approve | reject`.
+#[derive(Subcommand, Debug)]
+pub enum CardCommand {
+    /// Approve the Card: trusted code then applies it (commits a record, sends a message).
+    Approve(DecideArgs),
+    /// Reject the Card: nothing happens.
+    Reject(DecideArgs),
+}
+
+/// `card approve | reject NAME`.
+#[derive(Args, Debug)]
+pub struct DecideArgs {
+    /// The Card: `NAME` or `NAMESPACE/NAME`.
+    #[arg(value_name = "CARD")]
+    pub card: DispatchRef,
+    /// Why, for the audit log.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 /// `schedule next | history | run-now | backfill | resume`.

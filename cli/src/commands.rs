@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use serde_json::json;
+use vexa_crds::card::Verdict;
 use vexa_crds::{Dispatch, DispatchPhase};
 use vexa_stream::TurnId;
 use vexa_stream::follow::EntryId;
 
 use crate::args::{
-    self, AuditArgs, AuditCommand, AuditVerifyArgs, ChatArgs, Cli, Command, DispatchRef,
-    FollowArgs, ScheduleCommand, SendArgs, StopArgs,
+    self, AuditArgs, AuditCommand, AuditVerifyArgs, CardArgs, CardCommand, ChatArgs, Cli, Command,
+    DispatchRef, FollowArgs, ScheduleCommand, SendArgs, StopArgs,
 };
 use crate::audit;
+use crate::cards;
 use crate::chat::{self, ChatRequest, Plan};
 use crate::cluster::Cluster;
 use crate::dispatch;
@@ -81,6 +83,45 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     if let Command::Schedule(c) = &cli.command {
         return schedule_command(&cluster, &namespace, c).await;
     }
+    if let Command::Cards(a) = &cli.command {
+        let filter = cards::Filter {
+            owner: a.owner.clone(),
+            pending: a.pending,
+        };
+        let list = cards::list(&cluster.client(), &namespace, &filter).await?;
+        if list.is_empty() {
+            eprintln!("no cards in {namespace}");
+        } else {
+            print!(
+                "{}",
+                cards::table(&list, k8s_openapi::jiff::Timestamp::now())
+            );
+        }
+        return Ok(Outcome::Done);
+    }
+    if let Command::Card(CardArgs { command }) = &cli.command {
+        let (verdict, a) = match command {
+            CardCommand::Approve(a) => (Verdict::Approve, a),
+            CardCommand::Reject(a) => (Verdict::Reject, a),
+        };
+        let ns = namespace_of(&a.card, global.namespace.as_deref(), &namespace)?;
+        let by = cluster.username().await?;
+        cards::decide(
+            &cluster.client(),
+            &ns,
+            &a.card.name,
+            verdict,
+            a.reason.as_deref(),
+            &by,
+        )
+        .await?;
+        let done = match verdict {
+            Verdict::Approve => "approved; the operator applies it",
+            Verdict::Reject => "rejected",
+        };
+        println!("card {ns}/{}: {done} (decided by {by})", a.card.name);
+        return Ok(Outcome::Done);
+    }
     let ctx = Context {
         cluster,
         namespace,
@@ -94,7 +135,11 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Chat(a) => ctx.chat(a).await,
         Command::Send(a) => ctx.send(a).await,
         Command::Follow(a) => ctx.follow(a).await,
-        Command::Stop(_) | Command::Audit(_) | Command::Schedule(_) => Ok(Outcome::Done),
+        Command::Stop(_)
+        | Command::Audit(_)
+        | Command::Schedule(_)
+        | Command::Cards(_)
+        | Command::Card(_) => Ok(Outcome::Done),
     }
 }
 

@@ -87,6 +87,16 @@ pub enum CliError {
         /// The server's message.
         message: String,
     },
+    /// The cluster refused a decision on a Card (admission, or it was decided already).
+    #[error(
+        "the cluster refused your decision on card {card}: {message} (only the card's owner, or a user granted the verb 'approve' on cards.vexa.ai/<name>, decides a card, once)"
+    )]
+    CardRefused {
+        /// The card, `namespace/name`.
+        card: String,
+        /// Why.
+        message: String,
+    },
     /// The API server does not serve the streams API.
     #[error(
         "the cluster does not serve the streams API (streams.vexa.ai): is the Vexa operator installed? ({message}; check `kubectl get apiservice v1.streams.vexa.ai`)"

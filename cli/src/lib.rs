@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod cards;
 pub mod chat;
 pub mod cluster;
 pub mod commands;

@@ -19,6 +19,7 @@
 //! `///` docs are also `kubectl explain` text.
 
 pub mod access;
+pub mod cards;
 pub mod context;
 pub mod gateway;
 pub mod identity;

@@ -130,6 +130,12 @@ pub struct Decision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub reason: Option<String>,
+    /// Who decided: the Kubernetes username of the person who set the decision. Admission
+    /// requires it to be the requesting user, so it cannot name someone else. Optional only
+    /// for Cards decided before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub by: Option<String>,
 }
 
 /// Approve or reject.

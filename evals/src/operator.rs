@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::controllers::{dispatch, schedule, subjects, tool, transcript, workspace};
+use vexa_operator::controllers::{card, dispatch, schedule, subjects, tool, transcript, workspace};
 use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
@@ -170,6 +170,9 @@ impl Operator {
                         }
                         () = workspace::run(ctx.clone(), std::future::pending()) => {
                             panic!("the Workspace controller stopped on its own");
+                        }
+                        () = card::run(ctx.clone(), std::future::pending()) => {
+                            panic!("the Card controller stopped on its own");
                         }
                         () = tool::run(
                             ctx.clone(),

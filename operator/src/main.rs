@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::controllers::{dispatch, schedule, subjects, tool, transcript, workspace};
+use vexa_operator::controllers::{card, dispatch, schedule, subjects, tool, transcript, workspace};
 use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::keycloak::Keycloak;
@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             futures::join!(
                 dispatch::run(ctx.clone(), ready, stopped(stop.clone())),
                 workspace::run(ctx.clone(), stopped(stop.clone())),
+                card::run(ctx.clone(), stopped(stop.clone())),
                 // Without Keycloak, AudienceKnown stays Unknown.
                 tool::run(
                     ctx.clone(),

@@ -1,5 +1,6 @@
 //! One folder per kind the operator reconciles.
 
+pub mod card;
 pub mod dispatch;
 pub mod identity;
 pub mod schedule;

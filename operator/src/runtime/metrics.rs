@@ -178,6 +178,8 @@ pub struct Metrics {
     tools: Family<ReadyLabels, Gauge>,
     job_created_latency: Histogram,
     dispatches: Family<PhaseLabels, Gauge>,
+    cards_created: Counter,
+    cards_refused: Family<ReasonLabels, Counter>,
     // Phases reported before: a phase missing from a later count is set to 0 rather than
     // left at its last value.
     seen_phases: Mutex<BTreeSet<String>>,
@@ -231,6 +233,18 @@ impl Metrics {
             "Dispatches by lifecycle phase",
             dispatches.clone(),
         );
+        let cards_created = Counter::default();
+        registry.register(
+            "cards_created",
+            "Cards created from the card events of dispatches' output streams",
+            cards_created.clone(),
+        );
+        let cards_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "cards_refused",
+            "Card events of dispatches' output streams refused, by reason",
+            cards_refused.clone(),
+        );
         Self {
             registry,
             dispatch,
@@ -245,6 +259,8 @@ impl Metrics {
             tools,
             job_created_latency,
             dispatches,
+            cards_created,
+            cards_refused,
             seen_phases: Mutex::new(BTreeSet::new()),
         }
     }
@@ -252,6 +268,20 @@ impl Metrics {
     /// Records the time from a Dispatch's creation to the creation of its Job.
     pub fn job_created(&self, latency: Duration) {
         self.job_created_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Counts a Card created from a dispatch's card event.
+    pub fn card_created(&self) {
+        self.cards_created.inc();
+    }
+
+    /// Counts a refused card event; `reason` comes from a fixed set (it is a label).
+    pub fn card_refused(&self, reason: &str) {
+        self.cards_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets the number of Dispatches in each phase; phases seen before and absent now become 0.

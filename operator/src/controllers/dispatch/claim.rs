@@ -40,6 +40,22 @@ pub fn is_live(d: &Dispatch) -> bool {
     !is_finished(d.status.as_ref().and_then(|s| s.phase)) && d.metadata.deletion_timestamp.is_none()
 }
 
+/// Whether the holder `h` of a lock in `ns` still writes: a live Dispatch, or a Card
+/// (`card:<name>`) whose approved record is being committed. Any other holder is stale.
+pub async fn holder_alive(client: &kube::Client, ns: &str, h: &str) -> Result<bool, kube::Error> {
+    use crate::controllers::card::applier::{CARD_HOLDER_PREFIX, is_applying};
+    if let Some(card) = h.strip_prefix(CARD_HOLDER_PREFIX) {
+        let card = Api::<vexa_crds::Card>::namespaced(client.clone(), ns)
+            .get_opt(card)
+            .await?;
+        return Ok(card.as_ref().is_some_and(is_applying));
+    }
+    let other = Api::<Dispatch>::namespaced(client.clone(), ns)
+        .get_opt(h)
+        .await?;
+    Ok(other.as_ref().is_some_and(is_live))
+}
+
 /// The folders `d` may want to write (an unset mode may default to `rw`), given the storage
 /// of each workspace name.
 fn wants_rw(d: &Dispatch, folder: &Storage, storage_of: &impl Fn(&str) -> Option<Storage>) -> bool {
@@ -134,11 +150,7 @@ pub async fn claim(
         if h == my_name {
             return Ok(Claim::Held);
         }
-        let other = Api::<Dispatch>::namespaced(client.clone(), ns)
-            .get_opt(h)
-            .await?;
-        let alive = other.as_ref().is_some_and(is_live);
-        if alive {
+        if holder_alive(client, ns, h).await? {
             return Ok(Claim::Busy {
                 holder: h.to_owned(),
             });

@@ -13,7 +13,7 @@ use super::Reconciler;
 use super::children::prepare_job_name;
 use super::error::Error;
 use super::storage::{self, Storage};
-use crate::controllers::dispatch::claim::{is_finished, is_live};
+use crate::controllers::dispatch::claim::{holder_alive, is_finished};
 use crate::runtime::owned::is_controlled_by;
 
 /// How the preparation of the folder stands.
@@ -96,8 +96,7 @@ pub async fn observe(ctx: &Reconciler, ws: &Workspace) -> Result<Observed, Error
         ..Observed::default()
     };
     if let Some(holder) = seen.lock.as_ref().and_then(storage::holder) {
-        let d = get_opt(Api::<Dispatch>::namespaced(client.clone(), &ns), holder).await?;
-        seen.holder_alive = d.as_ref().is_some_and(is_live);
+        seen.holder_alive = holder_alive(&client, &ns, holder).await?;
     }
     if status.initialized != Some(true) && !deleting {
         if let Some(seed) = &ws.spec.seed {
