@@ -93,12 +93,17 @@ impl Env {
     }
 }
 
-/// fetch_new from `cursor` until something arrives (delivery is asynchronous), for 15 s.
-async fn fetch_until_new(mb: &Mailbox, cursor: Cursor) -> vexa_email::Fetched {
+/// fetch_new from `cursor` until the message `id` is among the headers (delivery is
+/// asynchronous, and other tests deliver to the same mailboxes), for 15 s.
+async fn fetch_until_new(mb: &Mailbox, cursor: Cursor, id: &str) -> vexa_email::Fetched {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let f = fetch_new(mb, Some(cursor), 50).await.unwrap();
-        if !f.headers.is_empty() || Instant::now() > deadline {
+        if f.headers
+            .iter()
+            .any(|h| h.message_id.as_deref() == Some(id))
+            || Instant::now() > deadline
+        {
             return f;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -114,7 +119,7 @@ async fn delivered_mail_is_fetched_once_and_the_cursor_advances() {
     env.deliver("outside", "triage", "[triage] printer on fire", &id)
         .await;
 
-    let first = fetch_until_new(&triage, start).await;
+    let first = fetch_until_new(&triage, start, &id).await;
     assert!(!first.restarted);
     let h = first
         .headers
@@ -251,7 +256,7 @@ async fn read_returns_the_text_and_a_wrong_password_is_refused() {
     let start = current_cursor(&bob).await.unwrap();
     let id = env.unique_id("read");
     env.deliver("alice", "bob", "read me", &id).await;
-    let f = fetch_until_new(&bob, start).await;
+    let f = fetch_until_new(&bob, start, &id).await;
     let h = f
         .headers
         .iter()
@@ -277,4 +282,58 @@ async fn read_returns_the_text_and_a_wrong_password_is_refused() {
     assert!(matches!(err, Error::Login { .. }), "{err}");
     assert!(!err.to_string().contains("not-the-password"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_message_and_a_huge_header_do_not_stop_the_cursor() {
+    let Some(env) = env().await else { return };
+    let triage = env.mailbox("triage");
+    let start = current_cursor(&triage).await.unwrap();
+    // No From, Date or Message-ID, an unterminated encoded word, an address list of junk and a
+    // header of ~200 KiB: the server stores it, fetch_new must read past it. (A header line
+    // without a colon is refused by OpenSMTPD itself: "not RFC 2822 compliant".)
+    let mut raw = b"Subject: =?utf-8?q?unterminated\r\nTo: ,,,<<@@>>\r\n".to_vec();
+    for i in 0..2000 {
+        raw.extend_from_slice(format!("X-Junk-{i}: {}\r\n", "y".repeat(90)).as_bytes());
+    }
+    raw.extend_from_slice(b"\r\nbody\r\n");
+    let envelope = lettre::address::Envelope::new(
+        Some(env.addr("outside").parse().unwrap()),
+        vec![env.addr("triage").parse().unwrap()],
+    )
+    .unwrap();
+    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&env.smtp.host)
+        .port(env.smtp.port)
+        .build()
+        .send_raw(&envelope, &raw)
+        .await
+        .unwrap();
+    // Other tests deliver to triage at the same time: this one is the huge one.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (f, h) = loop {
+        let f = fetch_new(&triage, Some(start), 50).await.unwrap();
+        if let Some(h) = f
+            .headers
+            .iter()
+            .find(|h| h.size as usize >= raw.len())
+            .cloned()
+        {
+            break (f, h);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the malformed message was never fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(h.message_id, None, "{h:?}");
+    assert!(
+        h.subject
+            .as_deref()
+            .is_none_or(|s| !s.contains(['\r', '\n'])),
+        "{h:?}"
+    );
+    assert!(f.cursor.uid >= h.uid);
+    let again = fetch_new(&triage, Some(f.cursor), 50).await.unwrap();
+    assert!(again.headers.iter().all(|x| x.uid > h.uid));
 }
