@@ -242,6 +242,15 @@ pub struct Config {
     /// Seconds between two reads of a live Transcript's stream.
     #[arg(long, env = "VEXA_TRANSCRIPT_POLL_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub transcript_poll_seconds: u64,
+    /// The mailboxes of the email integration (see `vexa_operator::mail`): which mailbox an
+    /// `email.received` trigger watches and which sends a subject's approved `send` Cards.
+    /// Unset: no mailbox, so email triggers show `Ready=False` and send Cards wait.
+    #[arg(long, env = "VEXA_MAIL_CONFIG")]
+    pub mail_config: Option<std::path::PathBuf>,
+    /// Seconds between two looks at a watched mailbox (new mail also wakes the watch at once
+    /// through IMAP IDLE).
+    #[arg(long, env = "VEXA_MAIL_POLL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub mail_poll_seconds: u64,
     /// Seconds a Tool's probe (connect, TLS, answer; the audience lookup) may take.
     #[arg(long, env = "VEXA_TOOL_PROBE_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub tool_probe_timeout_seconds: u64,

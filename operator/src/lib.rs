@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod controllers;
+pub mod mail;
 pub mod model_gateway;
 pub mod redis_users;
 pub mod runtime;
