@@ -73,6 +73,10 @@ pub struct Observed {
     pub identity: Option<Identity>,
     /// The events of its bound sources, each source's in order (see `events`).
     pub events: Vec<super::events::Event>,
+    /// Sources read from their cursor by observe (mailboxes), with the position to keep.
+    pub advance: Vec<vexa_crds::EventCursor>,
+    /// Bound sources that could not be read, with why (a Warning event each).
+    pub source_errors: Vec<String>,
 }
 
 /// A Dispatch to create (its `Fired` event is published by `apply` once the create succeeded:
@@ -492,6 +496,13 @@ pub fn decide(
     status.next_schedule_time = next_nominal.map(to_time);
 
     // Events: an invalid schedule fires none and keeps its cursors.
+    for e in &seen.source_errors {
+        work.notes.push(Note::warning(
+            "EventSourceFailed",
+            Some(e.clone()),
+            "Observe",
+        ));
+    }
     if valid.is_ok() {
         let created = schedule
             .meta()
@@ -501,6 +512,7 @@ pub fn decide(
         super::events::fire(
             &mut work,
             &seen.events,
+            &seen.advance,
             &mut status.event_cursors,
             created,
             blocked.as_ref(),

@@ -9,6 +9,13 @@
 //! even after its Dispatch was deleted by the history limits. The first position of a source
 //! is the Schedule's creation: what happened before it does not fire.
 //!
+//! Email (`email.received`): the mailbox a trigger names must belong to the Schedule's subject
+//! (`--mail-config`); `observe` reads the headers of new messages from the source's cursor
+//! (`<uidValidity>/<uid>`, zero-padded) and keeps those the trigger's `from`/`subjectPattern`
+//! filters match; each is one `event` run whose context is an opaque `imap://` reference (never
+//! the body). The first time, the cursor starts at the mailbox's current end: mail that was
+//! already there does not fire.
+//!
 //! Event runs are untrusted input: their trigger is `event` or `transcription`, their
 //! workspaces are read-only (the Dispatch controller makes them propose-only), and they are not
 //! subject to the concurrency policy (each event is its own run, read-only runs do not
@@ -48,6 +55,65 @@ pub struct Event {
     pub trigger: Trigger,
     /// The run's context.
     pub context: DispatchContext,
+}
+
+/// The source name of a mailbox's new mail.
+pub fn email_source(mailbox: &str) -> String {
+    format!("email.received:{mailbox}")
+}
+
+/// A mailbox cursor as a position (sorts as the cursor does within one UIDVALIDITY).
+pub fn email_position(c: vexa_email::Cursor) -> String {
+    format!("{:010}/{:010}", c.uid_validity, c.uid)
+}
+
+/// The cursor a position holds (`None`: not a mailbox position).
+pub fn email_cursor(position: &str) -> Option<vexa_email::Cursor> {
+    let (v, u) = position.split_once('/')?;
+    Some(vexa_email::Cursor {
+        uid_validity: v.parse().ok()?,
+        uid: u.parse().ok()?,
+    })
+}
+
+/// The events of new mail `headers` of `mailbox` (read at UIDVALIDITY `validity`): one per
+/// header `keep` accepts, oldest first.
+pub fn email_events(
+    mailbox: &str,
+    validity: u32,
+    headers: &[vexa_email::Header],
+    keep: impl Fn(&vexa_email::Header) -> bool,
+    now: DateTime<Utc>,
+) -> Vec<Event> {
+    headers
+        .iter()
+        .filter(|h| keep(h))
+        .map(|h| {
+            let position = email_position(vexa_email::Cursor {
+                uid_validity: validity,
+                uid: h.uid,
+            });
+            Event {
+                source: email_source(mailbox),
+                id: format!("email/{mailbox}/{validity}/{}", h.uid),
+                position,
+                at: now,
+                trigger: Trigger::Event,
+                context: DispatchContext {
+                    kind: vexa_core::ContextKind::Email,
+                    meeting: None,
+                    source: Some(vexa_crds::SourceRef {
+                        uri: format!(
+                            "imap://{mailbox}/INBOX;UIDVALIDITY={validity};UID={}",
+                            h.uid
+                        ),
+                        etag: None,
+                    }),
+                    session: None,
+                },
+            }
+        })
+        .collect()
 }
 
 /// A position before every event after `t` (seconds, zero-padded so positions sort as
@@ -118,15 +184,43 @@ pub fn dispatch_name(schedule: &str, event_id: &str) -> String {
 
 /// Fires the events after each source's cursor, at most [`MAX_EVENT_RUNS`], moving the
 /// cursors past what was decided. `blocked` skips them with its reason instead.
+///
+/// `advance`: sources that `observe` already read from their cursor (a mailbox): their events
+/// are all new, and the cursor moves to the given position afterwards (past the messages the
+/// filters did not keep too), or is set there the first time.
 pub(super) fn fire(
     work: &mut Work<'_>,
     events: &[Event],
+    advance: &[EventCursor],
     cursors: &mut Vec<EventCursor>,
     created: DateTime<Utc>,
     blocked: Option<&(&'static str, String)>,
 ) {
     let mut started = 0;
-    for e in events {
+    let read_already = |source: &str| advance.iter().any(|a| a.source == source);
+    for e in events.iter().filter(|e| read_already(&e.source)) {
+        if started == MAX_EVENT_RUNS {
+            break;
+        }
+        let name = dispatch_name(&work.name, &e.id);
+        match blocked {
+            Some((reason, message)) => work.skip(e.at, reason, Some(message.clone())),
+            None if work.existing.contains(&name) => {}
+            None => {
+                start_event_run(work, e, &name);
+                started += 1;
+            }
+        }
+    }
+    if started < MAX_EVENT_RUNS {
+        for a in advance {
+            match cursors.iter_mut().find(|c| c.source == a.source) {
+                Some(c) => c.position.clone_from(&a.position),
+                None => cursors.push(a.clone()),
+            }
+        }
+    }
+    for e in events.iter().filter(|e| !read_already(&e.source)) {
         let cursor = match cursors.iter_mut().find(|c| c.source == e.source) {
             Some(c) => c,
             None => {
@@ -149,20 +243,25 @@ pub(super) fn fire(
             Some((reason, message)) => work.skip(e.at, reason, Some(message.clone())),
             None if work.existing.contains(&name) => {}
             None => {
-                let mut d = work.new_dispatch(&name, e.at);
-                d.spec.trigger = e.trigger;
-                d.spec.context = Some(e.context.clone());
-                for w in &mut d.spec.workspaces {
-                    w.mode = Some(WorkspaceMode::ReadOnly);
-                }
-                d.annotations_mut()
-                    .insert(EVENT_ID_ANNOTATION.to_owned(), e.id.clone());
-                work.create_event_run(d);
+                start_event_run(work, e, &name);
                 started += 1;
             }
         }
         cursor.position.clone_from(&e.position);
     }
+}
+
+/// Creates `e`'s run `name`: the template's, read-only, with the event's trigger and context.
+fn start_event_run(work: &mut Work<'_>, e: &Event, name: &str) {
+    let mut d = work.new_dispatch(name, e.at);
+    d.spec.trigger = e.trigger;
+    d.spec.context = Some(e.context.clone());
+    for w in &mut d.spec.workspaces {
+        w.mode = Some(WorkspaceMode::ReadOnly);
+    }
+    d.annotations_mut()
+        .insert(EVENT_ID_ANNOTATION.to_owned(), e.id.clone());
+    work.create_event_run(d);
 }
 
 #[cfg(test)]
@@ -222,5 +321,57 @@ mod tests {
         assert_ne!(a, dispatch_name("post-meeting", "transcript/uid-2"));
         let long = dispatch_name(&"x".repeat(80), "transcript/uid-1");
         assert!(long.len() <= MAX_JOB_NAME, "{long}");
+    }
+
+    fn header(uid: u32, from: &str, subject: &str) -> vexa_email::Header {
+        vexa_email::Header {
+            uid,
+            message_id: Some(format!("m{uid}@x")),
+            from: Some(from.into()),
+            to: vec!["triage@vexa.test".into()],
+            subject: Some(subject.into()),
+            date: None,
+            size: 10,
+        }
+    }
+
+    #[test]
+    fn mail_events_carry_a_reference_never_the_message_and_their_positions_sort() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .map(|t| t.to_utc())
+            .unwrap_or_default();
+        let headers = [
+            header(7, "boss@corp.test", "Invoice"),
+            header(8, "spam@x.test", "Buy"),
+        ];
+        let filter =
+            vexa_email::Filter::new(Some("@corp.test"), None).unwrap_or_else(|e| panic!("{e}"));
+        let events = email_events("triage", 42, &headers, |h| filter.matches(h), now);
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.trigger, Trigger::Event);
+        assert_eq!(e.id, "email/triage/42/7");
+        let uri = e
+            .context
+            .source
+            .as_ref()
+            .map(|s| s.uri.clone())
+            .unwrap_or_default();
+        assert_eq!(uri, "imap://triage/INBOX;UIDVALIDITY=42;UID=7");
+        assert!(
+            !format!("{e:?}").contains("Invoice"),
+            "no header text reaches the run"
+        );
+        let c = vexa_email::Cursor {
+            uid_validity: 42,
+            uid: 9,
+        };
+        assert_eq!(email_cursor(&email_position(c)), Some(c));
+        assert!(
+            email_position(vexa_email::Cursor {
+                uid_validity: 42,
+                uid: 10
+            }) > email_position(c)
+        );
     }
 }

@@ -43,6 +43,7 @@ use vexa_crds::{Dispatch, EventType, Schedule, Transcript};
 
 pub use error::Error;
 
+use crate::mail::MailConfig;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::context::Context;
 use crate::runtime::watch::lenient;
@@ -51,6 +52,9 @@ use crate::runtime::watch::lenient;
 pub struct Reconciler {
     /// The operator-wide context.
     pub base: Context,
+    /// The email integration's mailboxes (`--mail-config`).
+    mail: Option<Arc<MailConfig>>,
+    mail_poll: std::time::Duration,
     recorder: Recorder,
     backoff: Backoff<Schedule>,
 }
@@ -66,7 +70,15 @@ impl std::fmt::Debug for Reconciler {
 impl Reconciler {
     /// A reconciler with the operator-wide context.
     pub fn new(base: Context) -> Self {
+        let mail = base.config.mail_config.as_deref().and_then(|path| {
+            MailConfig::load(path)
+                .inspect_err(|e| tracing::error!(error = %e, "the mail config cannot be read; email triggers do not fire"))
+                .ok()
+                .map(Arc::new)
+        });
         Self {
+            mail,
+            mail_poll: std::time::Duration::from_secs(base.config.mail_poll_seconds),
             recorder: Recorder::new(base.client.clone(), base.reporter.clone()),
             base,
             backoff: Backoff::default(),
@@ -83,11 +95,22 @@ impl Reconciler {
 /// Reconciles one Schedule: observe → decide → apply, then again at the next due instant.
 pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
     let _timer = ctx.base.metrics.schedule.reconcile_started();
-    let Some((current, seen)) = observe::observe(&ctx.base.client, &schedule).await? else {
+    let Some((current, seen)) =
+        observe::observe(&ctx.base.client, ctx.mail.as_deref(), &schedule).await?
+    else {
         return Ok(Action::await_change());
     };
     let decision = decide::decide(&current, &seen, ctx.settings(), chrono::Utc::now());
-    let requeue = decision.requeue;
+    let mut requeue = decision.requeue;
+    // A watched mailbox is looked at again after the poll interval.
+    if current
+        .spec
+        .events
+        .iter()
+        .any(|e| e.event_type == EventType::EmailReceived)
+    {
+        requeue = requeue.min(ctx.mail_poll);
+    }
     apply::apply(&ctx, &current, decision).await?;
     ctx.backoff.reset(&current);
     Ok(Action::requeue(requeue))

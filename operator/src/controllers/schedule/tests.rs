@@ -116,6 +116,8 @@ impl World {
             dispatches: self.dispatches.clone(),
             identity: self.identity.clone(),
             events: self.events.clone(),
+            advance: Vec::new(),
+            source_errors: Vec::new(),
         };
         let d = decide(&self.schedule, &seen, self.settings, now);
         for c in &d.create {
