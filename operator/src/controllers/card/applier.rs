@@ -5,6 +5,12 @@
 //! Card. The Job runs only while the Card holds the workspace's write lock (a rw Dispatch that
 //! holds it is waited for), and at most once: a Card Applied or Failed is never applied again,
 //! and the Job itself finds its own commit when retried.
+//!
+//! An approved `send` card whose Tool is `email.send` is sent by the operator itself, from the
+//! owner's mailbox (`--mail-config`), with `vexa_email::send_once` and a Message-ID fixed by
+//! the Card's UID (`card-<uid>@vexa.local`): a retry after a crash finds it in Sent and sends
+//! nothing. Its arguments are the tool's (`{to, subject, body}`), checked here before anything
+//! is sent: one recipient, one-line subject, bounded sizes, no other field.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +26,11 @@ use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 use vexa_core::cards::{APPLY_RECORD_SUBCOMMAND, apply_env};
 use vexa_core::names::bounded_name;
-use vexa_crds::Workspace;
-use vexa_crds::card::{Card, CardKind, CardPhase, Verdict};
+use vexa_crds::card::{Card, CardKind, CardPhase, SendProposal, Verdict};
+use vexa_crds::{Tool, Workspace};
+use vexa_email::{Mailbox, Message, Sent};
+
+use crate::mail::MailboxEntry;
 
 use crate::controllers::workspace::storage::Storage;
 use crate::runtime::security::{restricted_container, restricted_pod};
@@ -88,6 +97,30 @@ pub struct Seen {
     pub busy_with: Option<String>,
     /// The apply Job.
     pub job: JobState,
+    /// For a `send` card: the Tool it names, if it exists.
+    pub tool: Option<Tool>,
+    /// For a `send` card: the owner's mailbox, if the mail config has one.
+    pub mailbox: Option<MailboxEntry>,
+}
+
+/// The tool whose calls the operator sends itself.
+pub const EMAIL_SEND_TOOL: &str = "email.send";
+/// The domain of the Message-ID of a sent card.
+pub const MESSAGE_ID_DOMAIN: &str = "vexa.local";
+/// The longest subject a send card may carry (characters; one header line).
+pub const MAX_SUBJECT_CHARS: usize = 998;
+/// The largest body a send card may carry (bytes).
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+/// The longest recipient address (RFC 5321 path limit).
+pub const MAX_ADDRESS_LEN: usize = 254;
+
+/// A message to send for an approved `send` card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The owner's mailbox.
+    pub mailbox: Mailbox,
+    /// The message, with the Card's fixed Message-ID.
+    pub message: Message,
 }
 
 /// The next step for a Card.
@@ -106,6 +139,21 @@ pub enum Step {
     /// Done: Applied with the commit.
     Applied(String),
     /// Done: Failed with a bounded reason and a message.
+    Failed(&'static str, String),
+    /// Send the message (exactly once: `send_once` looks in Sent first).
+    Send(Box<Outgoing>),
+    /// Stay Approved with `Applied=False`, this reason and message; look again later.
+    Hold(&'static str, String),
+}
+
+/// What became of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sending {
+    /// Applied (`Sent` or `AlreadySent`), with the condition's message.
+    Applied(&'static str, String),
+    /// A transient error: stays Approved with this reason and message; retried with backoff.
+    Retry(&'static str, String),
+    /// A permanent error: Failed with this reason and message.
     Failed(&'static str, String),
 }
 
@@ -140,8 +188,11 @@ pub fn step(card: &Card, seen: &Seen, image: &str) -> Step {
     if decision.verdict == Verdict::Reject {
         return Step::Phase(CardPhase::Rejected);
     }
+    if let Some(send) = &card.spec.send {
+        return send_step(card, send, seen);
+    }
     let Some(record) = &card.spec.record else {
-        // A send card is executed by the integration that owns its tool, not here.
+        // Any other approved card (a draft) has nothing to apply.
         let approved = card.status.as_ref().and_then(|s| s.phase) == Some(CardPhase::Approved);
         return if approved {
             Step::Nothing
@@ -192,6 +243,200 @@ pub fn step(card: &Card, seen: &Seen, image: &str) -> Step {
         ));
     }
     Step::Start(Box::new(children(card, ws, image)))
+}
+
+/// The next step of an approved, undone `send` card.
+fn send_step(card: &Card, send: &SendProposal, seen: &Seen) -> Step {
+    let Some(tool) = &seen.tool else {
+        return Step::Failed(
+            "ToolNotFound",
+            format!(
+                "the Tool {:?} the card calls does not exist; nothing was sent",
+                send.tool
+            ),
+        );
+    };
+    if tool.spec.tool_name != EMAIL_SEND_TOOL {
+        return Step::Failed(
+            "UnsupportedTool",
+            format!(
+                "the Tool {:?} is {:?}; only {EMAIL_SEND_TOOL} cards are applied; nothing was sent",
+                send.tool,
+                bounded(&tool.spec.tool_name, 128)
+            ),
+        );
+    }
+    let args = match email_arguments(&send.arguments) {
+        Ok(a) => a,
+        Err(why) => {
+            return Step::Failed(
+                "BadArguments",
+                format!("the {EMAIL_SEND_TOOL} arguments are refused: {why}; nothing was sent"),
+            );
+        }
+    };
+    let Some(entry) = &seen.mailbox else {
+        return Step::Hold(
+            "NoMailbox",
+            format!(
+                "no mailbox of {} in the operator's mail config; the card is sent once one is configured",
+                card.spec.owner
+            ),
+        );
+    };
+    let Some(uid) = card.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+        return Step::Failed("NoUid", "the Card has no UID to name its message".into());
+    };
+    Step::Send(Box::new(Outgoing {
+        mailbox: entry.mailbox.clone(),
+        message: Message {
+            from: entry.address.clone(),
+            to: vec![args.to],
+            subject: args.subject,
+            body: args.body,
+            message_id: message_id(uid),
+        },
+    }))
+}
+
+/// The Message-ID (without brackets) of the message of the Card with `uid`.
+pub fn message_id(uid: &str) -> String {
+    format!("card-{uid}@{MESSAGE_ID_DOMAIN}")
+}
+
+/// The arguments of an `email.send` card, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailArguments {
+    /// The one recipient.
+    pub to: String,
+    /// One line.
+    pub subject: String,
+    /// Plain text.
+    pub body: String,
+}
+
+/// `to` as the tool takes it (a list), or a single address.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Recipients {
+    One(String),
+    List(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArguments {
+    to: Recipients,
+    subject: String,
+    body: String,
+}
+
+/// Parses and checks the arguments of an `email.send` card: a JSON object with exactly `to`
+/// (one address, or a list of one), `subject` (one line, at most 998 characters, not blank)
+/// and `body` (at most 128 KiB, no control characters but tab and line ends). Anything else
+/// (another field such as `messageId` or `cc`, two recipients, CR/LF in the subject) is
+/// refused with a short reason.
+pub fn email_arguments(text: &str) -> Result<EmailArguments, String> {
+    let shape = |e: serde_json::Error| format!("not a JSON object of to, subject and body ({e})");
+    let value: serde_json::Value = serde_json::from_str(text).map_err(shape)?;
+    if !value.is_object() {
+        // serde would take a list of three for the three fields.
+        return Err("not a JSON object of to, subject and body".into());
+    }
+    let raw: RawArguments = serde_json::from_value(value).map_err(shape)?;
+    let to = match raw.to {
+        Recipients::One(a) => a,
+        Recipients::List(mut list) if list.len() == 1 => list.remove(0),
+        Recipients::List(list) => {
+            return Err(format!(
+                "exactly one recipient is sent to, not {}",
+                list.len()
+            ));
+        }
+    };
+    check_address(&to)?;
+    if raw.subject.chars().any(char::is_control) {
+        return Err("the subject holds a control character (CR/LF would inject headers)".into());
+    }
+    if raw.subject.trim().is_empty() {
+        return Err("the subject is empty".into());
+    }
+    if raw.subject.chars().count() > MAX_SUBJECT_CHARS {
+        return Err(format!(
+            "the subject is longer than {MAX_SUBJECT_CHARS} characters"
+        ));
+    }
+    if raw.body.len() > MAX_BODY_BYTES {
+        return Err(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
+    }
+    if raw
+        .body
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err("the body holds a control character".into());
+    }
+    Ok(EmailArguments {
+        to,
+        subject: raw.subject,
+        body: raw.body,
+    })
+}
+
+/// One plain address `local@domain`: dot-atom characters, one `@`, a dotted domain of letters,
+/// digits and hyphens; no display name, no list, no spaces or control characters.
+fn check_address(a: &str) -> Result<(), String> {
+    let shown = bounded(a, 80);
+    if a.len() > MAX_ADDRESS_LEN {
+        return Err(format!("the recipient is longer than {MAX_ADDRESS_LEN}"));
+    }
+    let local_ok = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = a.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && local.chars().all(local_ok)
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && domain.split('.').all(label_ok)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("the recipient {shown:?} is not one plain address"))
+    }
+}
+
+fn bounded(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// What a `send_once` result means for the card whose message has `message_id`. Pure.
+pub fn sending(result: &Result<Sent, vexa_email::Error>, message_id: &str) -> Sending {
+    match result {
+        Ok(Sent::Sent) => Sending::Applied("Sent", format!("sent as Message-ID <{message_id}>")),
+        Ok(Sent::AlreadySent) => Sending::Applied(
+            "AlreadySent",
+            format!("Message-ID <{message_id}> was already in Sent; not sent again"),
+        ),
+        Err(e) if e.is_transient() => Sending::Retry(
+            e.reason(),
+            format!(
+                "sending failed and is retried: {}",
+                bounded(&e.to_string(), 1024)
+            ),
+        ),
+        Err(e) => Sending::Failed(
+            e.reason(),
+            format!("sending failed: {}", bounded(&e.to_string(), 1024)),
+        ),
+    }
 }
 
 fn reason_word(reason: Option<&str>) -> &'static str {
@@ -406,6 +651,8 @@ mod tests {
             workspace: Some(workspace()),
             busy_with: None,
             job,
+            tool: None,
+            mailbox: None,
         }
     }
 
@@ -509,5 +756,206 @@ mod tests {
             step(&card(approved(), json!({})), &seen(job), "img"),
             Step::Failed("UnsafePath", _)
         ));
+    }
+
+    fn send_card(arguments: &str, decision: Value, status: Value) -> Card {
+        serde_json::from_value(json!({
+            "apiVersion": "vexa.ai/v1", "kind": "Card",
+            "metadata": {"name": "triage-1-reply", "namespace": "team", "uid": "0b1c-uid"},
+            "spec": {
+                "kind": "send", "owner": "alice", "sourceDispatch": "triage-1",
+                "title": "Reply to bob",
+                "send": {"tool": "mail-send", "arguments": arguments},
+                "decision": decision,
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn tool(tool_name: &str) -> Tool {
+        serde_json::from_value(json!({
+            "apiVersion": "vexa.ai/v1", "kind": "Tool",
+            "metadata": {"name": "mail-send", "namespace": "team"},
+            "spec": {"toolName": tool_name, "scope": "email:send", "grant": "gate",
+                     "server": {"url": "http://mail.example/mcp"}, "audience": "mail"},
+        }))
+        .unwrap()
+    }
+
+    fn mailbox() -> MailboxEntry {
+        serde_json::from_value(json!({
+            "owner": "alice", "address": "alice@vexa.test", "id": "alice",
+            "imap": {"host": "127.0.0.1", "port": 1143}, "smtp": {"host": "127.0.0.1", "port": 2525},
+            "username": "alice", "passwordFile": "/run/alice",
+        }))
+        .unwrap()
+    }
+
+    fn send_seen(tool_name: Option<&str>, with_mailbox: bool) -> Seen {
+        Seen {
+            workspace: None,
+            busy_with: None,
+            job: JobState::Absent,
+            tool: tool_name.map(tool),
+            mailbox: with_mailbox.then(mailbox),
+        }
+    }
+
+    fn args(to: Value, subject: &str, body: &str) -> String {
+        json!({"to": to, "subject": subject, "body": body}).to_string()
+    }
+
+    fn good() -> String {
+        args(json!(["bob@vexa.test"]), "Re: Thursday", "Yes.\n")
+    }
+
+    #[test]
+    fn an_approved_email_card_is_sent_from_the_owners_mailbox_with_the_cards_message_id() {
+        let card = send_card(&good(), approved(), json!({}));
+        let Step::Send(out) = step(&card, &send_seen(Some("email.send"), true), "img") else {
+            panic!("expected a send");
+        };
+        assert_eq!(out.mailbox.id, "alice");
+        assert_eq!(
+            out.message,
+            Message {
+                from: "alice@vexa.test".into(),
+                to: vec!["bob@vexa.test".into()],
+                subject: "Re: Thursday".into(),
+                body: "Yes.\n".into(),
+                message_id: "card-0b1c-uid@vexa.local".into(),
+            }
+        );
+        vexa_email::validate_message_id(&out.message.message_id).unwrap();
+        // A single address (not a list) is the same call.
+        let single = send_card(
+            &args(json!("bob@vexa.test"), "Re: Thursday", "Yes.\n"),
+            approved(),
+            json!({"phase": "approved"}),
+        );
+        assert!(matches!(
+            step(&single, &send_seen(Some("email.send"), true), "img"),
+            Step::Send(_)
+        ));
+    }
+
+    #[rstest]
+    #[case::undecided(Value::Null, json!({}), Some("email.send"), true, "Nothing")]
+    #[case::rejected_sends_nothing(json!({"verdict": "reject", "by": "alice"}), json!({}), Some("email.send"), true, "Phase(Rejected)")]
+    #[case::applied_never_again(approved(), json!({"phase": "applied"}), Some("email.send"), true, "Nothing")]
+    #[case::failed_never_again(approved(), json!({"phase": "failed"}), Some("email.send"), true, "Nothing")]
+    #[case::retry_while_approved(approved(), json!({"phase": "approved"}), Some("email.send"), true, "Send")]
+    #[case::other_tool(approved(), json!({}), Some("slack.post"), true, "Failed(\"UnsupportedTool\"")]
+    #[case::draft_tool(approved(), json!({}), Some("email.draft"), true, "Failed(\"UnsupportedTool\"")]
+    #[case::no_tool(approved(), json!({}), None, true, "Failed(\"ToolNotFound\"")]
+    #[case::no_mailbox(approved(), json!({}), Some("email.send"), false, "Hold(\"NoMailbox\"")]
+    fn send_steps(
+        #[case] decision: Value,
+        #[case] status: Value,
+        #[case] tool_name: Option<&str>,
+        #[case] with_mailbox: bool,
+        #[case] expected: &str,
+    ) {
+        let s = step(
+            &send_card(&good(), decision, status),
+            &send_seen(tool_name, with_mailbox),
+            "img",
+        );
+        assert!(format!("{s:?}").starts_with(expected), "{s:?}");
+    }
+
+    #[rstest]
+    #[case::not_json("to bob: hi")]
+    #[case::not_an_object(r#"["bob@vexa.test", "hi", "x"]"#)]
+    #[case::missing_body(r#"{"to": ["bob@vexa.test"], "subject": "hi"}"#)]
+    #[case::extra_field_message_id(
+        r#"{"to": ["bob@vexa.test"], "subject": "hi", "body": "x", "messageId": "evil@x"}"#
+    )]
+    #[case::extra_field_cc(
+        r#"{"to": ["bob@vexa.test"], "subject": "hi", "body": "x", "cc": ["eve@evil.test"]}"#
+    )]
+    #[case::two_recipients(&args(json!(["bob@vexa.test", "eve@evil.test"]), "hi", "x"))]
+    #[case::no_recipient(&args(json!([]), "hi", "x"))]
+    #[case::two_recipients_in_one(&args(json!("bob@vexa.test, eve@evil.test"), "hi", "x"))]
+    #[case::display_name(&args(json!("Bob <bob@vexa.test>"), "hi", "x"))]
+    #[case::crlf_in_recipient(&args(json!("bob@vexa.test\r\nBcc: eve@evil.test"), "hi", "x"))]
+    #[case::not_an_address(&args(json!("bob"), "hi", "x"))]
+    #[case::comma_in_local_part(&args(json!("eve,bob@vexa.test"), "hi", "x"))]
+    #[case::space_in_local_part(&args(json!("eve bob@vexa.test"), "hi", "x"))]
+    #[case::leading_dot(&args(json!(".bob@vexa.test"), "hi", "x"))]
+    #[case::trailing_dot(&args(json!("bob.@vexa.test"), "hi", "x"))]
+    #[case::double_dot(&args(json!("b..ob@vexa.test"), "hi", "x"))]
+    #[case::empty_local_part(&args(json!("@vexa.test"), "hi", "x"))]
+    #[case::hyphen_label(&args(json!("bob@-vexa.test"), "hi", "x"))]
+    #[case::hyphen_label_end(&args(json!("bob@vexa-.test"), "hi", "x"))]
+    #[case::long_label(&args(json!(format!("bob@{}.test", "a".repeat(64))), "hi", "x"))]
+    #[case::empty_domain_label(&args(json!("bob@vexa..test"), "hi", "x"))]
+    #[case::huge_address(&args(json!(format!("{}@vexa.test", "b".repeat(300))), "hi", "x"))]
+    #[case::crlf_in_subject(&args(json!(["bob@vexa.test"]), "hi\r\nBcc: eve@evil.test", "x"))]
+    #[case::lf_in_subject(&args(json!(["bob@vexa.test"]), "hi\nBcc: eve@evil.test", "x"))]
+    #[case::blank_subject(&args(json!(["bob@vexa.test"]), "  ", "x"))]
+    #[case::huge_subject(&args(json!(["bob@vexa.test"]), &"s".repeat(999), "x"))]
+    #[case::huge_body(&args(json!(["bob@vexa.test"]), "hi", &"x".repeat(MAX_BODY_BYTES + 1)))]
+    #[case::nul_in_body(&args(json!(["bob@vexa.test"]), "hi", "a\u{0}b"))]
+    #[case::wrong_type(r#"{"to": ["bob@vexa.test"], "subject": 7, "body": "x"}"#)]
+    fn hostile_arguments_fail_the_card_and_send_nothing(#[case] arguments: &str) {
+        assert!(
+            email_arguments(arguments).is_err(),
+            "{arguments:?} accepted"
+        );
+        let s = step(
+            &send_card(arguments, approved(), json!({})),
+            &send_seen(Some("email.send"), true),
+            "img",
+        );
+        assert!(matches!(s, Step::Failed("BadArguments", _)), "{s:?}");
+    }
+
+    #[rstest]
+    #[case::largest_subject(&args(json!(["bob@vexa.test"]), &"s".repeat(MAX_SUBJECT_CHARS), "x"))]
+    #[case::largest_body(&args(json!(["bob@vexa.test"]), "hi", &"x".repeat(MAX_BODY_BYTES)))]
+    #[case::lines_and_tabs(&args(json!(["bob@vexa.test"]), "Ré: ünïcode", "a\r\nb\n\tc"))]
+    #[case::plus_address(&args(json!(["bob+vexa@mail.vexa-test.example"]), "hi", "x"))]
+    fn fair_arguments_are_accepted(#[case] arguments: &str) {
+        email_arguments(arguments).unwrap();
+    }
+
+    #[test]
+    fn send_results_apply_retry_or_fail_the_card() {
+        let id = "card-u@vexa.local";
+        let applied = sending(&Ok(Sent::Sent), id);
+        assert!(
+            matches!(&applied, Sending::Applied("Sent", m) if m.contains("<card-u@vexa.local>")),
+            "{applied:?}"
+        );
+        let again = sending(&Ok(Sent::AlreadySent), id);
+        assert!(
+            matches!(&again, Sending::Applied("AlreadySent", m) if m.contains(id)),
+            "{again:?}"
+        );
+        let down = sending(
+            &Err(vexa_email::Error::Timeout("127.0.0.1:1143".into())),
+            id,
+        );
+        assert!(matches!(down, Sending::Retry("Timeout", _)), "{down:?}");
+        let smtp = sending(&Err(vexa_email::Error::Smtp("421 busy".into())), id);
+        assert!(matches!(smtp, Sending::Retry("Smtp", _)), "{smtp:?}");
+        let refused = sending(&Err(vexa_email::Error::Invalid("bad".into())), id);
+        assert!(
+            matches!(refused, Sending::Failed("Invalid", _)),
+            "{refused:?}"
+        );
+        let login = sending(
+            &Err(vexa_email::Error::Login {
+                user: "alice".into(),
+                detail: "no".into(),
+            }),
+            id,
+        );
+        assert!(
+            matches!(login, Sending::Failed("LoginRefused", _)),
+            "{login:?}"
+        );
     }
 }

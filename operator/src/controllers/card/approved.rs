@@ -1,7 +1,9 @@
 //! The Card controller, part two, I/O: reconciles every decided Card. Observes the record's
-//! Workspace, who holds its write lock and the apply Job; `applier::step` decides; this module
-//! takes and releases the lock, creates the Secret and the Job, and writes the status
-//! (`phase`, `decidedBy`, `appliedCommit`, condition `Applied`) and events.
+//! Workspace, who holds its write lock and the apply Job (for a `send` card: its Tool and the
+//! owner's mailbox from `--mail-config`); `applier::step` decides; this module takes and
+//! releases the lock, creates the Secret and the Job, sends an approved email card with
+//! `vexa_email::send_once`, and writes the status (`phase`, `decidedBy`, `appliedCommit`,
+//! condition `Applied`) and events.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,14 +22,15 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
-use vexa_crds::Workspace;
 use vexa_crds::card::{Card, CardPhase};
+use vexa_crds::{Tool, Workspace};
 
-use super::applier::{self, JobState, Report, Seen, Step};
+use super::applier::{self, JobState, Report, Seen, Sending, Step};
 use super::error::Error;
 use crate::FIELD_MANAGER;
 use crate::controllers::dispatch::claim::holder_alive;
 use crate::controllers::workspace::storage::{self, HEAD_ANNOTATION, LOCK_LABEL, Storage};
+use crate::mail::MailConfig;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::now;
 use crate::runtime::context::Context;
@@ -36,12 +39,16 @@ use crate::runtime::owned::is_controlled_by;
 
 /// How often an apply in progress (or waiting for its workspace) is looked at again.
 const POLL: Duration = Duration::from_secs(5);
+/// How often a send card held for a missing mailbox is looked at again.
+const HOLD: Duration = Duration::from_secs(60);
 
 /// What the reconciler shares.
 pub struct Reconciler {
     base: Context,
     recorder: Recorder,
     backoff: Backoff<Card>,
+    /// The mailboxes send cards are sent from (read once at start).
+    mail: MailConfig,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -74,10 +81,21 @@ async fn observe(ctx: &Reconciler, card: &Card, ns: &str) -> Result<Seen, Error>
         }
     }
     let job = job_state(ctx, card, ns).await?;
+    let (tool, mailbox) = match &card.spec.send {
+        Some(send) => (
+            Api::<Tool>::namespaced(client.clone(), ns)
+                .get_opt(&send.tool)
+                .await?,
+            ctx.mail.of_subject(&card.spec.owner).cloned(),
+        ),
+        None => (None, None),
+    };
     Ok(Seen {
         workspace,
         busy_with,
         job,
+        tool,
+        mailbox,
     })
 }
 
@@ -369,6 +387,67 @@ pub async fn reconcile(card: Arc<Card>, ctx: Arc<Reconciler>) -> Result<Action, 
             events::publish(&ctx.recorder, card.as_ref(), vec![note]).await;
             Action::await_change()
         }
+        Step::Hold(reason, message) => {
+            write_status(
+                &ctx,
+                &card,
+                &ns,
+                CardPhase::Approved,
+                Some((false, reason, &message)),
+                None,
+            )
+            .await?;
+            Action::requeue(HOLD)
+        }
+        Step::Send(out) => {
+            let result = vexa_email::send_once(&out.mailbox, &out.message).await;
+            match applier::sending(&result, &out.message.message_id) {
+                Sending::Applied(reason, message) => {
+                    info!(card = %card.name_any(), namespace = %ns, message_id = %out.message.message_id, reason, "send card applied");
+                    write_status(
+                        &ctx,
+                        &card,
+                        &ns,
+                        CardPhase::Applied,
+                        Some((true, reason, &message)),
+                        None,
+                    )
+                    .await?;
+                    let note = Note::normal("Applied", Some(message), "Send");
+                    events::publish(&ctx.recorder, card.as_ref(), vec![note]).await;
+                    Action::await_change()
+                }
+                Sending::Retry(reason, message) => {
+                    let delay = ctx.backoff.next(&card);
+                    warn!(card = %card.name_any(), namespace = %ns, reason, retry_in = ?delay, "sending a card failed; retried");
+                    write_status(
+                        &ctx,
+                        &card,
+                        &ns,
+                        CardPhase::Approved,
+                        Some((false, reason, &message)),
+                        None,
+                    )
+                    .await?;
+                    // No reset: the next failure waits longer.
+                    return Ok(Action::requeue(delay));
+                }
+                Sending::Failed(reason, message) => {
+                    write_status(
+                        &ctx,
+                        &card,
+                        &ns,
+                        CardPhase::Failed,
+                        Some((false, reason, &message)),
+                        None,
+                    )
+                    .await?;
+                    let note = Note::warning(reason, Some(message), "Send");
+                    events::publish(&ctx.recorder, card.as_ref(), vec![note]).await;
+                    Action::await_change()
+                }
+            }
+        }
         Step::Failed(reason, message) => {
             write_status(
                 &ctx,
@@ -399,10 +478,18 @@ pub fn error_policy(card: Arc<Card>, error: &Error, ctx: Arc<Reconciler>) -> Act
 /// Runs the reconciler of decided Cards until `shutdown` resolves.
 pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let concurrency = ctx.config.concurrency;
+    let mail = match &ctx.config.mail_config {
+        Some(path) => MailConfig::load(path).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the mail config cannot be read; approved send cards wait (NoMailbox)");
+            MailConfig::default()
+        }),
+        None => MailConfig::default(),
+    };
     let rctx = Arc::new(Reconciler {
         recorder: Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
         base: ctx.clone(),
         backoff: Backoff::default(),
+        mail,
     });
     Controller::new(
         Api::<Card>::all(ctx.client.clone()),

@@ -10,7 +10,8 @@
 //!
 //! Shape: `observe` (which dispatches; follow their streams) → `decide` (pure: the Card or a
 //! refusal) → `apply` (create or adopt, events, metrics). Decided Cards: `approved` (I/O)
-//! around `applier` (pure): an approved record is committed by a trusted Job, as the approver.
+//! around `applier` (pure): an approved record is committed by a trusted Job, as the approver;
+//! an approved `email.send` card is sent once from its owner's mailbox (`--mail-config`).
 
 pub mod applier;
 pub mod apply;
