@@ -124,3 +124,32 @@ async fn with_cert(dir: &std::path::Path, name: &str, cert: &PathBuf, key: &Path
         client: Client::try_from(config).unwrap(),
     }
 }
+
+/// Gives the user `user` the RBAC `rules` in namespace `ns`: a Role `name` and a RoleBinding
+/// `<user>-<name>`, created by `admin`. (It takes effect once the API server's informers have
+/// it: probe before relying on it.)
+pub async fn grant_role(
+    admin: &Client,
+    ns: &str,
+    user: &str,
+    name: &str,
+    rules: serde_json::Value,
+) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules}))
+        .expect("a Role");
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap_or_else(|e| panic!("create Role {name}: {e}"));
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{user}-{name}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("a RoleBinding");
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap_or_else(|e| panic!("bind Role {name} to {user}: {e}"));
+}

@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -25,7 +24,7 @@ use vexa_evals::fixtures::{
     test_agent_runner, workspace, workspace_ready, workspace_volume,
 };
 use vexa_evals::operator::Operator;
-use vexa_evals::users::user_client;
+use vexa_evals::users::{grant_role, user_client};
 use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -442,24 +441,15 @@ async fn a_schedule_outside_its_grant_creates_nothing_and_a_tenant_cannot_schedu
 
     // bob may manage Schedules in the namespace (RBAC), but not run one as alice: admission
     // refuses, whichever grant he names. His own subject passes (dry run).
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": "schedules"}, "rules": [
-        {"apiGroups": ["vexa.ai"], "resources": ["schedules"], "verbs": ["create", "get", "list", "update", "patch"]},
-    ]}))
-    .unwrap();
-    Api::<Role>::namespaced(admin.clone(), &ns.name)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "bob-schedules"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "schedules"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), &ns.name)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    grant_role(
+        &admin,
+        &ns.name,
+        "bob",
+        "schedules",
+        json!([{"apiGroups": ["vexa.ai"], "resources": ["schedules"],
+                "verbs": ["create", "get", "list", "update", "patch"]}]),
+    )
+    .await;
     let bob = user_client(&admin, "bob").await;
     let as_bob = Api::<Schedule>::namespaced(bob, &ns.name);
     let dry_run = PostParams {

@@ -11,14 +11,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use vexa_crds::{Transcript, TranscriptPhase};
 use vexa_evals::admission::ChartAdmission;
 use vexa_evals::operator::Operator;
-use vexa_evals::users::user_client;
+use vexa_evals::users::{grant_role, user_client};
 use vexa_evals::{TestNamespace, client, cluster_env, repo_root, wait_for};
 use vexa_operator::controllers::transcript::tally::Tally;
 
@@ -201,25 +200,15 @@ async fn a_tenant_can_neither_create_a_transcript_nor_write_its_status() {
     let admin = client().await;
     let _policies = ChartAdmission::install(&[]);
     let ns = TestNamespace::new(&admin, "transcript-adm").await;
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": "transcripts"}, "rules": [
-        {"apiGroups": ["vexa.ai"], "resources": ["transcripts", "transcripts/status"],
-         "verbs": ["create", "get", "list", "update", "patch"]},
-    ]}))
-    .unwrap();
-    Api::<Role>::namespaced(admin.clone(), &ns.name)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "bob-transcripts"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "transcripts"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), &ns.name)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    grant_role(
+        &admin,
+        &ns.name,
+        "bob",
+        "transcripts",
+        json!([{"apiGroups": ["vexa.ai"], "resources": ["transcripts", "transcripts/status"],
+                "verbs": ["create", "get", "list", "update", "patch"]}]),
+    )
+    .await;
     let admin_api = Api::<Transcript>::namespaced(admin.clone(), &ns.name);
     admin_api
         .create(
