@@ -21,6 +21,7 @@ pub mod mcp;
 pub mod model_proxy;
 pub mod network_gate;
 pub mod process;
+pub mod proposals;
 pub mod record;
 pub mod session;
 pub mod shim;

@@ -30,6 +30,7 @@ use crate::env::WorkerEnv;
 use crate::events::{Event, TurnId, UnitEvent};
 use crate::mcp::{EndpointSettings, McpEndpoint, SvidSource};
 use crate::model_proxy::{ModelProxy, ProxySettings};
+use crate::proposals::ProposalEndpoint;
 use crate::session::{self, ResumeDecision};
 use crate::shim::{Shim, ShimAgent, ShimStop};
 use crate::transcripts;
@@ -260,6 +261,8 @@ pub async fn run(
         shim: None,
         model: None,
         mcp: None,
+        cards: None,
+        mcp_config: None,
         stop: ShimStop::default(),
         next_turn: TurnId::default(),
     };
@@ -415,9 +418,12 @@ struct Worker {
     shim: Option<Shim>,
     /// The agent's model endpoint, when the run brokers a model credential.
     model: Option<ModelProxy>,
-    /// The agent's MCP endpoint and the config file naming it, when the run has tools and the
-    /// operator an MCP gateway.
-    mcp: Option<(McpEndpoint, PathBuf)>,
+    /// The agent's MCP endpoint, when the run has tools and the operator an MCP gateway.
+    mcp: Option<McpEndpoint>,
+    /// The card server every run gets ([`crate::proposals`]).
+    cards: Option<ProposalEndpoint>,
+    /// The MCP config file naming the card server and the tools, once written.
+    mcp_config: Option<PathBuf>,
     stop: ShimStop,
     next_turn: TurnId,
 }
@@ -466,6 +472,7 @@ impl Worker {
             }
         }
         self.mcp = self.start_mcp_endpoint().await?;
+        self.mcp_config = self.start_card_server().await?;
         match self.connect_agent().await {
             Ok(Some(shim)) => self.shim = Some(shim),
             Ok(None) => return Ok(Ending::Terminated),
@@ -591,7 +598,7 @@ impl Worker {
 
     /// Starts the agent's MCP endpoint when the run has tools and a gateway; says in a note why
     /// the tools are not passed otherwise (the run goes on without them).
-    async fn start_mcp_endpoint(&self) -> Result<Option<(McpEndpoint, PathBuf)>, PublisherGone> {
+    async fn start_mcp_endpoint(&self) -> Result<Option<McpEndpoint>, PublisherGone> {
         let pod = &self.env.pod;
         if pod.tools.is_empty() {
             return Ok(None);
@@ -642,24 +649,45 @@ impl Worker {
                 return Ok(None);
             }
         };
-        match crate::mcp::config::write(&self.settings.agent_config, endpoint.addr(), &pod.tools) {
-            Ok(path) => {
-                self.note(
-                    t0,
-                    format!(
-                        "tools ({}) reach the agent through the MCP gateway {} (the agent's endpoint: {})",
-                        names.join(", "),
-                        gateway.url,
-                        endpoint.url("<tool>")
-                    ),
-                )
-                .await?;
-                Ok(Some((endpoint, path)))
-            }
+        self.note(
+            t0,
+            format!(
+                "tools ({}) reach the agent through the MCP gateway {} (the agent's endpoint: {})",
+                names.join(", "),
+                gateway.url,
+                endpoint.url("<tool>")
+            ),
+        )
+        .await?;
+        Ok(Some(endpoint))
+    }
+
+    /// Starts the card server and writes the agent's MCP config (the card server, and the
+    /// granted tools when they reach the agent); returns the config's path. Without it the run
+    /// goes on, with a note, unable to propose cards or call tools.
+    async fn start_card_server(&mut self) -> Result<Option<PathBuf>, PublisherGone> {
+        let t0 = self.next_turn;
+        let cards = match ProposalEndpoint::start(self.events.clone()).await {
+            Ok(c) => c,
             Err(e) => {
+                self.note(t0, format!("the card server could not start: {e}"))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let tools = self
+            .mcp
+            .as_ref()
+            .map(|m| (m.addr(), self.env.pod.tools.as_slice()));
+        let config = crate::mcp::config::mcp_config(&cards.url(), tools);
+        self.cards = Some(cards);
+        match crate::mcp::config::write(&self.settings.agent_config, &config) {
+            Ok(path) => Ok(Some(path)),
+            Err(e) => {
+                self.mcp = None;
                 self.note(
                     t0,
-                    not_passed(&format!("the agent's MCP config could not be written: {e}")),
+                    format!("the agent's MCP config could not be written ({e}): no card server, no tools"),
                 )
                 .await?;
                 Ok(None)
@@ -781,6 +809,9 @@ impl Worker {
     async fn turn(&mut self, prompt: String) -> Result<TurnEnd, PublisherGone> {
         let turn = self.next_turn;
         self.next_turn = turn.next();
+        if let Some(cards) = &self.cards {
+            cards.set_turn(turn);
+        }
         let env = &self.env;
         let pod = &env.pod;
         let command = env.command.clone();
@@ -789,15 +820,15 @@ impl Worker {
             prompt,
             session_id: self.session.id.clone(),
             model: pod.runner_spec.model.clone(),
-            // Tools need the MCP endpoint; see `start_mcp_endpoint`.
-            allowed_tools: self
-                .mcp
-                .as_ref()
-                .map(|_| crate::mcp::config::allowed_tools(&pod.tools)),
+            // Tools need the MCP endpoint; see `start_mcp_endpoint`. The card tool is always
+            // there once the config is written.
+            allowed_tools: self.mcp_config.as_ref().map(|_| {
+                crate::mcp::config::allowed_tools(if self.mcp.is_some() { &pod.tools } else { &[] })
+            }),
             mcp_config: self
-                .mcp
+                .mcp_config
                 .as_ref()
-                .map(|(_, path)| path.display().to_string()),
+                .map(|path| path.display().to_string()),
             workspace_path: Some(pod.workspace_path.display().to_string()),
             dispatch_id: Some(pod.unit_id.clone()),
         };

@@ -64,10 +64,21 @@ fn runner_spec(program: &str) -> RunnerSpec {
             "${prompt}",
         ]),
         model: None,
-        optional_argv: vec![OptionalArgs {
-            argv: strings(&["--resume", "${sessionId}"]),
-            when: "sessionId".into(),
-        }],
+        optional_argv: vec![
+            OptionalArgs {
+                argv: strings(&[
+                    "--allowedTools",
+                    "${allowedTools}",
+                    "--mcp-config",
+                    "${mcpConfig}",
+                ]),
+                when: "allowedTools".into(),
+            },
+            OptionalArgs {
+                argv: strings(&["--resume", "${sessionId}"]),
+                when: "sessionId".into(),
+            },
+        ],
         session_path: DEFAULT_SESSION_PATH.into(),
         stream_format: StreamFormat::ClaudeStreamJson,
     }
@@ -680,6 +691,39 @@ fn a_read_only_workspace_is_never_changed() {
         worker.termination().provenance,
         [],
         "git says nothing of a ro workspace"
+    );
+}
+
+#[test]
+fn the_agent_proposes_cards_through_the_workers_card_server_and_bad_ones_stream_nothing() {
+    let card = json!({"id": "minutes", "kind": "record", "title": "Minutes",
+                      "record": {"workspace": "notes", "path": "meetings/m.md", "content": "# M\n"}});
+    let mut d = Dispatch::new(&format!(
+        "mcp-call vexa_cards propose {card}\n\
+         mcp-call vexa_cards propose {{\"kind\": \"send\", \"title\": \"pay bob\"}}\n\
+         mcp-call vexa_cards propose {{\"kind\": \"alert\", \"title\": \"x\", \"owner\": \"bob\"}}"
+    ));
+    d.idle_sec = 0;
+    let mut worker = d.spawn();
+    assert_eq!(worker.wait(Duration::from_secs(20)).code(), Some(0));
+    let events: Vec<UnitEvent> = d.events().into_iter().map(|e| e.1).collect();
+    let t0 = of_turn(&events, 0);
+    let cards: Vec<&serde_json::Value> = t0
+        .iter()
+        .filter_map(|e| match e {
+            Event::Card { card } => Some(card),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cards, [&card], "only the good proposal streams: {t0:?}");
+    let (reply, _, ok) = done(&t0);
+    assert!(ok, "{reply}");
+    assert!(reply.contains("Proposed card 1"), "{reply}");
+    assert!(reply.contains("a send card comes only from"), "{reply}");
+    assert!(reply.contains("unknown field \\\"owner\\\""), "{reply}");
+    assert!(
+        !d.notes().join("meetings/m.md").exists(),
+        "a proposal writes nothing"
     );
 }
 
