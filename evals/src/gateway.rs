@@ -396,3 +396,117 @@ impl ServerCertVerifier for AnyServer {
             .supported_schemes()
     }
 }
+
+/// An in-process operator wired to a gateway as the gateway evals need them: its model
+/// gateway port serves the token keys (Keycloak and the gateway fetch them there), its tokens
+/// are addressed to the realm, pods learn the MCP gateway, and both write their audit records
+/// into one folder.
+pub struct Stack {
+    /// The gateway (dropped first).
+    pub gateway: Gateway,
+    /// The operator.
+    pub operator: crate::operator::Operator,
+    /// The dispatch tokens' issuer (`http://<node ip>:<port>`).
+    pub issuer: String,
+    /// Where the operator and the gateway write their audit records.
+    pub audit_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("gateway", &self.gateway)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Starts the operator (its home namespace `home`, the streams API `streams`, and `extra`
+    /// flags) and the gateway; returns once both serve.
+    pub async fn start(
+        kc: &Keycloak,
+        home: &str,
+        streams: &crate::streams::StreamsApi,
+        extra: &[&str],
+    ) -> Self {
+        let audit_dir = std::env::temp_dir().join(format!(
+            "vexa-eval-gateway-audit-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let _ = std::fs::remove_dir_all(&audit_dir);
+        std::fs::create_dir_all(&audit_dir).unwrap();
+        let node = node_ip();
+        let model_port = free_port();
+        let issuer = format!("http://{node}:{model_port}");
+        let address = Address::reserve();
+        let mut flags = vec![
+            format!("--namespace={home}"),
+            "--job-ttl-seconds=60".to_owned(),
+            format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
+            format!(
+                "--spire-server-socket={}",
+                cluster_env("VEXA_SPIRE_SERVER_SOCKET")
+            ),
+            format!(
+                "--spire-trust-domain={}",
+                cluster_env("VEXA_SPIRE_TRUST_DOMAIN")
+            ),
+            format!("--model-gateway-addr=0.0.0.0:{model_port}"),
+            format!("--model-gateway-url={issuer}"),
+            format!("--token-issuer={issuer}"),
+            format!("--keycloak-url={}", kc.url),
+            format!("--mcp-gateway-url={}", address.url),
+            format!("--audit-dir={}", audit_dir.display()),
+        ];
+        flags.extend(kc.operator_flags());
+        flags.extend(streams.flags());
+        flags.extend(extra.iter().map(|f| (*f).to_owned()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let operator = crate::operator::Operator::start(&flags);
+        operator.ready().await;
+        let gateway = Gateway::start(
+            address,
+            &Settings {
+                jwks_url: format!("{issuer}/.well-known/jwks.json"),
+                token_issuer: issuer.clone(),
+                token_audience: kc.realm_issuer(),
+                keycloak: kc.clone(),
+                audit_dir: audit_dir.clone(),
+                key_namespace: home.to_owned(),
+            },
+        )
+        .await;
+        Self {
+            operator,
+            gateway,
+            issuer,
+            audit_dir,
+        }
+    }
+}
+
+/// Waits until each Tool of `names` in `ns` is `Ready=True`.
+pub async fn tools_ready(client: &kube::Client, ns: &str, names: &[&str]) {
+    let tools = kube::Api::<vexa_crds::Tool>::namespaced(client.clone(), ns);
+    for name in names {
+        crate::wait_for(
+            &format!("Tool {name} Ready"),
+            Duration::from_secs(180),
+            || {
+                let tools = tools.clone();
+                async move {
+                    let t = tools.get(name).await.ok()?;
+                    let ready = t
+                        .status?
+                        .conditions
+                        .into_iter()
+                        .find(|c| c.type_ == "Ready")?;
+                    (ready.status == "True").then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}

@@ -15,11 +15,15 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 pub mod admission;
+pub mod bench;
 pub mod brokered;
+pub mod email_tool;
 pub mod fake_model;
 pub mod fixtures;
 pub mod gateway;
 pub mod keycloak;
+pub mod mail;
+pub mod meetings;
 pub mod network;
 pub mod notes_tool;
 pub mod operator;
@@ -212,4 +216,19 @@ where
         // Often enough for the benchmark's "all Jobs after" figure to be within 0.1 s.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Restarts the cluster's Redis (`hack/cluster restart redis`, as root): the fault the evals
+/// inject between an event and its effect. Its data survive (append-only, fsynced on every
+/// write); what lives only in its memory (the dispatches' ACL users) the operator makes again.
+pub fn restart_redis() {
+    let out = std::process::Command::new(repo_root().join("hack/cluster"))
+        .args(["restart", "redis"])
+        .output()
+        .expect("hack/cluster runs");
+    assert!(
+        out.status.success(),
+        "hack/cluster restart redis: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

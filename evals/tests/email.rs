@@ -10,7 +10,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -19,65 +18,12 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vexa_crds::Tool;
 use vexa_crds::card::{Card, CardPhase, CardStatus};
-use vexa_email::{Endpoint, Mailbox, search};
+use vexa_email::{Mailbox, search};
+use vexa_evals::mail::MailServer;
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
+use vexa_evals::{TestNamespace, client, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Mail {
-    imap: Endpoint,
-    smtp: Endpoint,
-    passwords: PathBuf,
-    domain: String,
-}
-
-impl Mail {
-    fn from_env() -> Self {
-        Self {
-            imap: Endpoint {
-                host: cluster_env("VEXA_MAIL_IMAP_HOST"),
-                port: cluster_env("VEXA_MAIL_IMAP_PORT").parse().unwrap(),
-            },
-            smtp: Endpoint {
-                host: cluster_env("VEXA_MAIL_SMTP_HOST"),
-                port: cluster_env("VEXA_MAIL_SMTP_PORT").parse().unwrap(),
-            },
-            passwords: cluster_env("VEXA_MAIL_PASSWORD_DIR").into(),
-            domain: cluster_env("VEXA_MAIL_DOMAIN"),
-        }
-    }
-
-    fn mailbox(&self, user: &str) -> Mailbox {
-        Mailbox::new(
-            user,
-            self.imap.clone(),
-            self.smtp.clone(),
-            user,
-            self.passwords.join(user),
-        )
-    }
-
-    fn address(&self, user: &str) -> String {
-        format!("{user}@{}", self.domain)
-    }
-
-    /// The operator's `--mail-config`: alice's mailbox, owned by alice.
-    fn config_file(&self) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vexa-eval-email-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("mail.yaml");
-        let config = json!({"mailboxes": [{
-            "id": "alice", "owner": "alice", "address": self.address("alice"),
-            "imap": {"host": self.imap.host, "port": self.imap.port},
-            "smtp": {"host": self.smtp.host, "port": self.smtp.port},
-            "username": "alice", "passwordFile": self.passwords.join("alice"),
-        }]});
-        // JSON is YAML.
-        std::fs::write(&file, config.to_string()).unwrap();
-        file
-    }
-}
 
 /// How many messages of `folder` have the subject `text`, or the Message-ID `text` when
 /// `by_message_id`.
@@ -144,8 +90,9 @@ fn applied(status: &CardStatus) -> &Condition {
 #[tokio::test]
 #[ignore = "needs the hack/ cluster and hack/mail"]
 async fn an_approved_send_card_is_sent_once_even_across_a_crash() {
-    let mail = Mail::from_env();
-    let config = mail.config_file();
+    let mail = MailServer::from_env();
+    let dir = std::env::temp_dir().join(format!("vexa-eval-email-{}", std::process::id()));
+    let config = mail.operator_config(&dir, &[("alice", "alice")]);
     let flags = ["--mail-config", config.to_str().unwrap()];
     let operator = Operator::start(&flags);
     operator.ready().await;

@@ -3,65 +3,32 @@
 //! Schedule within seconds, one propose-only run per message its filters keep (trigger
 //! `event`, read-only workspace, an `imap://` reference as context, never the message); mail
 //! the filters drop fires nothing; a Schedule of alice's naming bob's mailbox reads nothing;
-//! and mail arriving while the operator is down fires exactly once after it is back (the
-//! mailbox cursor lives in the Schedule's status, not in Redis).
+//! and mail arriving while the operator is down and Redis restarts fires exactly once after
+//! both are back, and never again after a second restart of both (the mailbox cursor lives
+//! in the Schedule's status, not in Redis).
 //!
 //! The operator runs in this process with `--mail-config` naming the two mailboxes.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use vexa_core::names::{EVENT_ID_ANNOTATION, SCHEDULE_LABEL};
 use vexa_crds::{Dispatch, Identity, Schedule, Trigger, WorkspaceMode};
-use vexa_email::{Endpoint, Mailbox, Message};
 use vexa_evals::fixtures::{fake_runner, workspace, workspace_ready, workspace_volume};
+use vexa_evals::mail::MailServer;
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
+use vexa_evals::{TestNamespace, client, cluster_env, restart_redis, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn mailbox(user: &str) -> Mailbox {
-    Mailbox::new(
-        user,
-        Endpoint {
-            host: cluster_env("VEXA_MAIL_IMAP_HOST"),
-            port: cluster_env("VEXA_MAIL_IMAP_PORT").parse().unwrap(),
-        },
-        Endpoint {
-            host: cluster_env("VEXA_MAIL_SMTP_HOST"),
-            port: cluster_env("VEXA_MAIL_SMTP_PORT").parse().unwrap(),
-        },
-        user,
-        std::path::Path::new(&cluster_env("VEXA_MAIL_PASSWORD_DIR")).join(user),
-    )
-}
-
-fn address(user: &str) -> String {
-    format!("{user}@{}", cluster_env("VEXA_MAIL_DOMAIN"))
-}
-
 /// The operator's mail config: `triage` is alice's, `bob` is bob's.
-fn mail_config() -> std::path::PathBuf {
+fn mail_config(mail: &MailServer) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vexa-eval-mail-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let entry = |user: &str, owner: &str| {
-        json!({"id": user, "owner": owner, "address": address(user),
-               "imap": {"host": cluster_env("VEXA_MAIL_IMAP_HOST"), "port": cluster_env("VEXA_MAIL_IMAP_PORT").parse::<u16>().unwrap()},
-               "smtp": {"host": cluster_env("VEXA_MAIL_SMTP_HOST"), "port": cluster_env("VEXA_MAIL_SMTP_PORT").parse::<u16>().unwrap()},
-               "username": user,
-               "passwordFile": std::path::Path::new(&cluster_env("VEXA_MAIL_PASSWORD_DIR")).join(user)})
-    };
-    let file = dir.join("mail.json");
-    std::fs::write(
-        &file,
-        json!({"mailboxes": [entry("triage", "alice"), entry("bob", "bob")]}).to_string(),
-    )
-    .unwrap();
-    file
+    mail.operator_config(&dir, &[("triage", "alice"), ("bob", "bob")])
 }
 
 fn start_operator(config: &std::path::Path) -> Operator {
@@ -76,25 +43,14 @@ fn start_operator(config: &std::path::Path) -> Operator {
 }
 
 /// Mail from `outside` to `to`, with a unique subject starting `subject`.
-async fn deliver(to: &str, subject: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let subject = format!("{subject} {n}");
-    vexa_email::send_once(
-        &mailbox("outside"),
-        &Message {
-            from: address("outside"),
-            to: vec![address(to)],
-            subject: subject.clone(),
-            body: "Please look at the attached numbers.".into(),
-            message_id: format!("eval-{n}@{}", cluster_env("VEXA_MAIL_DOMAIN")),
-        },
+async fn deliver(mail: &MailServer, to: &str, subject: &str) -> String {
+    mail.deliver(
+        "outside",
+        to,
+        subject,
+        "Please look at the attached numbers.",
     )
     .await
-    .unwrap();
-    subject
 }
 
 async fn runs(api: &Api<Dispatch>, schedule: &str) -> Vec<Dispatch> {
@@ -130,7 +86,8 @@ async fn has_cursor(api: &Api<Schedule>, name: &str) -> bool {
 #[ignore = "needs the hack/ cluster and hack/mail"]
 async fn mail_fires_one_propose_only_run_per_kept_message_once_across_an_operator_restart() {
     let admin: Client = client().await;
-    let config = mail_config();
+    let mail = MailServer::from_env();
+    let config = mail_config(&mail);
     let operator = start_operator(&config);
     operator.ready().await;
     let ns = TestNamespace::new(&admin, "mail").await;
@@ -170,9 +127,9 @@ async fn mail_fires_one_propose_only_run_per_kept_message_once_across_an_operato
     .await;
 
     let sent = Instant::now();
-    deliver("triage", "[triage] Q3 numbers").await;
-    deliver("triage", "lunch on friday?").await;
-    deliver("bob", "[triage] for bob only").await;
+    deliver(&mail, "triage", "[triage] Q3 numbers").await;
+    deliver(&mail, "triage", "lunch on friday?").await;
+    deliver(&mail, "bob", "[triage] for bob only").await;
     let first = wait_for("one run for the kept message", TIMEOUT, || async {
         let r = runs(&dispatches, "triage").await;
         (!r.is_empty()).then_some(r)
@@ -218,9 +175,11 @@ async fn mail_fires_one_propose_only_run_per_kept_message_once_across_an_operato
             .unwrap_or(true)
     );
 
-    // Mail while the operator is down: once, after it is back.
+    // Mail while the operator is down, and Redis restarted meanwhile (eval 6): one run, once
+    // both are back. The mailbox cursor lives in the Schedule's status, not in Redis.
     operator.kill().await;
-    deliver("triage", "[triage] while you were out").await;
+    deliver(&mail, "triage", "[triage] while you were out").await;
+    restart_redis();
     let operator = start_operator(&config);
     operator.ready().await;
     wait_for(
@@ -229,6 +188,11 @@ async fn mail_fires_one_propose_only_run_per_kept_message_once_across_an_operato
         || async { (runs(&dispatches, "triage").await.len() == 2).then_some(()) },
     )
     .await;
+    // Both restarted again once its Dispatch exists: nothing fires twice.
+    operator.kill().await;
+    restart_redis();
+    let operator = start_operator(&config);
+    operator.ready().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         runs(&dispatches, "triage").await.len(),

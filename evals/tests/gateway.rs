@@ -32,23 +32,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 use vexa_audit::{Body, Event as AuditEvent, Line};
 use vexa_core::pod::layout::secret_key;
 use vexa_crds::{Card, Dispatch, Identity, Tool};
 use vexa_evals::brokered::events_of_turn;
 use vexa_evals::fixtures::{
-    chat_dispatch, free_port, node_ip, test_agent_runner, wait_dispatch, workspace,
-    workspace_ready, workspace_volume,
+    chat_dispatch, test_agent_runner, wait_dispatch, workspace, workspace_ready, workspace_volume,
 };
-use vexa_evals::gateway::{Address, Gateway, Settings, mint_svid};
+use vexa_evals::gateway::{Stack, mint_svid, tools_ready};
 use vexa_evals::keycloak::Keycloak;
 use vexa_evals::notes_tool::{AUDIENCE, NotesTool};
-use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
+use vexa_evals::operator::assert_no_operator_in_cluster;
 use vexa_evals::streams::StreamsApi;
-use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, kubectl_vexa, wait_for};
+use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, kubectl_vexa};
 use vexa_policy::token::{DispatchClaims, KeySet, mint};
 use vexa_stream::Event;
 
@@ -117,25 +116,6 @@ fn gateway_records(audit_dir: &std::path::Path, ns: &str) -> Vec<(String, String
         .collect()
 }
 
-async fn tools_ready(client: &Client, ns: &str, names: &[&str]) {
-    let tools = Api::<Tool>::namespaced(client.clone(), ns);
-    for name in names {
-        wait_for(&format!("Tool {name} Ready"), TIMEOUT, || {
-            let tools = tools.clone();
-            async move {
-                let t = tools.get(name).await.ok()?;
-                let ready = t
-                    .status?
-                    .conditions
-                    .into_iter()
-                    .find(|c| c.type_ == "Ready")?;
-                (ready.status == "True").then_some(())
-            }
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local cluster with Keycloak, SPIRE and Envoy, and the worker image: hack/test"]
 async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refusal_is_recorded() {
@@ -146,56 +126,9 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
     let home = TestNamespace::new(&admin, "gateway-home").await;
     let ns = TestNamespace::new(&admin, "gateway").await;
     let streams = StreamsApi::register(&admin, &ns.name).await;
-    let audit_dir =
-        std::env::temp_dir().join(format!("vexa-eval-gateway-audit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&audit_dir);
-    std::fs::create_dir_all(&audit_dir).unwrap();
-
-    // The operator: its model gateway port serves the token keys (Keycloak and the gateway
-    // fetch them there), its tokens are addressed to the realm, and pods learn the MCP gateway.
-    let node = node_ip();
-    let model_port = free_port();
-    let issuer = format!("http://{node}:{model_port}");
-    let jwks_url = format!("{issuer}/.well-known/jwks.json");
-    let address = Address::reserve();
-    let mut flags = vec![
-        format!("--namespace={}", home.name),
-        "--job-ttl-seconds=60".to_owned(),
-        format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
-        format!(
-            "--spire-server-socket={}",
-            cluster_env("VEXA_SPIRE_SERVER_SOCKET")
-        ),
-        format!(
-            "--spire-trust-domain={}",
-            cluster_env("VEXA_SPIRE_TRUST_DOMAIN")
-        ),
-        format!("--model-gateway-addr=0.0.0.0:{model_port}"),
-        format!("--model-gateway-url={issuer}"),
-        format!("--token-issuer={issuer}"),
-        format!("--keycloak-url={}", kc.url),
-        format!("--mcp-gateway-url={}", address.url),
-        format!("--audit-dir={}", audit_dir.display()),
-    ];
-    flags.extend(kc.operator_flags());
-    flags.extend(streams.flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let operator = Operator::start(&flags);
-    operator.ready().await;
+    let stack = Stack::start(&kc, &home.name, &streams, &[]).await;
     streams.available(&admin).await;
-
-    let gateway = Gateway::start(
-        address,
-        &Settings {
-            jwks_url,
-            token_issuer: issuer.clone(),
-            token_audience: kc.realm_issuer(),
-            keycloak: kc.clone(),
-            audit_dir: audit_dir.clone(),
-            key_namespace: home.name.clone(),
-        },
-    )
-    .await;
+    let (gateway, audit_dir) = (&stack.gateway, &stack.audit_dir);
     let notes = NotesTool::start(Some(&kc.jwks_url())).await;
 
     // alice, her Tools (one automatic, one gated, one she does not grant the run), a runner.
@@ -417,7 +350,7 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
         "a refused call reached the tool"
     );
 
-    let records = gateway_records(&audit_dir, &ns.name);
+    let records = gateway_records(audit_dir, &ns.name);
     eprintln!("gateway records of {RUN}: {records:#?}");
     for (what, _, _, path, reason) in &cases {
         let tool = path.rsplit('/').next().unwrap();
@@ -499,6 +432,9 @@ async fn a_tool_call_crosses_the_gateway_with_an_exchanged_token_and_every_refus
             .collect::<Vec<_>>()
             .join("\n")
     );
+    let Stack {
+        operator, gateway, ..
+    } = stack;
     drop(gateway);
     operator.kill().await;
 }

@@ -16,13 +16,13 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use vexa_crds::{Transcript, TranscriptPhase};
 use vexa_evals::admission::ChartAdmission;
+use vexa_evals::meetings::{golden, xadd};
 use vexa_evals::operator::Operator;
 use vexa_evals::users::{grant_role, user_client};
-use vexa_evals::{TestNamespace, client, cluster_env, repo_root, wait_for};
+use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 use vexa_operator::controllers::transcript::tally::Tally;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const GOLDEN_SESSION: &str = "kxq-mtng-std";
 
 fn start_operator() -> Operator {
     Operator::start(&[
@@ -31,29 +31,6 @@ fn start_operator() -> Operator {
         "--transcript-poll-seconds",
         "1",
     ])
-}
-
-/// The golden transcript's payloads, with the meeting id `meeting` in place of the golden's.
-fn golden(meeting: &str) -> Vec<String> {
-    std::fs::read_to_string(repo_root().join("evals/testdata/standup-transcript.jsonl"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.replace(GOLDEN_SESSION, meeting))
-        .collect()
-}
-
-async fn xadd(stream: &str, payload: &str) {
-    let redis = redis::Client::open(cluster_env("REDIS_URL")).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(stream)
-        .arg("*")
-        .arg("payload")
-        .arg(payload)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
 }
 
 fn transcript(name: &str, meeting: &str, stream: Option<&str>) -> Transcript {

@@ -278,8 +278,8 @@ impl Admin {
         Ok((links, current))
     }
 
-    /// The id of the user named exactly `username`.
-    async fn user_id(&self, realm: &str, username: &str) -> Result<Option<String>, Error> {
+    /// The id of the user named exactly `username` (what its tokens carry as `sub`).
+    pub async fn user_id(&self, realm: &str, username: &str) -> Result<Option<String>, Error> {
         let path = format!(
             "{}/users?exact=true&briefRepresentation=true&username={}",
             wire::segment(realm),

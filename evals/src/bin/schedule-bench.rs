@@ -27,6 +27,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use vexa_core::names::{SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION, TEST_CRON_SECONDS_ANNOTATION};
 use vexa_crds::{Dispatch, Identity, Schedule};
+use vexa_evals::bench::report;
 use vexa_evals::fixtures::chat_dispatch;
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env};
@@ -42,22 +43,6 @@ struct Args {
     /// Seconds between two fires of a Schedule.
     #[arg(long, default_value_t = 2)]
     every: u32,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn line(what: &str, mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let (p50, p99) = (pct(&v, 0.5), pct(&v, 0.99));
-    println!(
-        "{what}: n={} p50={p50:.1} ms p99={p99:.1} ms max={:.1} ms",
-        v.len(),
-        v[v.len() - 1]
-    );
-    (p50, p99)
 }
 
 #[tokio::main]
@@ -162,8 +147,8 @@ async fn main() -> anyhow::Result<()> {
         "schedule-bench: {} Schedules every {} s, in-process operator",
         args.schedules, args.every
     );
-    let (f50, f99) = line("floor (create -> watch)", floor);
-    let (l50, l99) = line("fire lateness (nominal -> watch)", late);
+    let (f50, f99) = report("floor (create -> watch)", floor);
+    let (l50, l99) = report("fire lateness (nominal -> watch)", late);
     println!(
         "lateness minus floor: p50 {:.1} ms, p99 {:.1} ms (goal: p99 lateness <= 1000 ms)",
         l50 - f50,
