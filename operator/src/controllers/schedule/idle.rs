@@ -12,10 +12,10 @@
 //! arrived, wakes the bound Schedules. It reads the end before it wakes them, so mail after that
 //! end wakes the next IDLE at once (`idle` with `since`) and none is slept through. It starts
 //! from the oldest cursor of the bound Schedules' statuses (so mail that came before the
-//! watcher did still wakes them), else from the mailbox's end. A failure
-//! (server down, login refused, password file missing) is logged and retried after
-//! [`backoff`] (1 s doubling to 60 s); the password is never logged (`vexa_email::Error`
-//! does not carry it).
+//! watcher did still wakes them), else from the mailbox's end. A failure (server down, login
+//! refused, password file missing, or an IDLE the server ended long before its timeout) is
+//! logged and retried after [`backoff`] (1 s doubling to 60 s); the password is never logged
+//! (`vexa_email::Error` does not carry it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +84,27 @@ pub fn oldest_cursor(mail: &MailConfig, id: &str, schedules: &[Arc<Schedule>]) -
             email_cursor(&c.position)
         })
         .min_by_key(|c| (c.uid_validity, c.uid))
+}
+
+/// Why one round of a watcher failed.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    /// Connecting, logging in or a command failed.
+    #[error(transparent)]
+    Mail(#[from] vexa_email::Error),
+    /// The IDLE ended without news long before its timeout: the server closed the connection
+    /// (retried like a failure, so such a server cannot make the watcher reconnect at once).
+    #[error("the IMAP server ended IDLE after {0:?}, long before its timeout")]
+    Dropped(Duration),
+}
+
+impl WatchError {
+    fn reason(&self) -> &'static str {
+        match self {
+            WatchError::Mail(e) => e.reason(),
+            WatchError::Dropped(_) => "IdleDropped",
+        }
+    }
 }
 
 /// Whether reading the mailbox's end as `now`, after it was `seen`, means new mail (or a
@@ -177,14 +198,16 @@ async fn watch_mailbox(
 
 /// One round: without a cursor, read the mailbox's end; with one, IDLE from it and read the end
 /// again on a change. Returns the end and whether new mail arrived since `seen`.
-async fn step(
-    mailbox: &Mailbox,
-    seen: Option<Cursor>,
-) -> Result<(Cursor, bool), vexa_email::Error> {
+async fn step(mailbox: &Mailbox, seen: Option<Cursor>) -> Result<(Cursor, bool), WatchError> {
     let Some(seen) = seen else {
         return Ok((vexa_email::current_cursor(mailbox).await?, false));
     };
+    let started = tokio::time::Instant::now();
     match vexa_email::idle(mailbox, Some(seen), IDLE_TIMEOUT).await? {
+        // `idle` reports a closed connection as a timeout.
+        Wake::Timeout if started.elapsed() < IDLE_TIMEOUT / 2 => {
+            Err(WatchError::Dropped(started.elapsed()))
+        }
         Wake::Timeout => Ok((seen, false)),
         Wake::Changed => {
             let now = vexa_email::current_cursor(mailbox).await?;
@@ -340,6 +363,207 @@ mod tests {
             "none has read it yet: start from the mailbox's end"
         );
         assert_eq!(oldest_cursor(&config, "sales", &schedules), None);
+    }
+
+    /// A scripted IMAP server on the loopback: greets, accepts any login, reports UIDVALIDITY
+    /// 42 and the current UIDNEXT, and during IDLE sends what the test pushes; or, `hang_up`,
+    /// closes every connection at once.
+    struct FakeImap {
+        port: u16,
+        uid_next: Arc<std::sync::atomic::AtomicU32>,
+        push: tokio::sync::broadcast::Sender<String>,
+        idling: tokio::sync::mpsc::UnboundedReceiver<()>,
+        connections: Arc<std::sync::atomic::AtomicU32>,
+        _password: tempfile::NamedTempFile,
+    }
+
+    impl FakeImap {
+        async fn start(uid_next: u32, hang_up: bool) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+            let uid = Arc::new(AtomicU32::new(uid_next));
+            let (push, _) = tokio::sync::broadcast::channel::<String>(8);
+            let (idle_tx, idling) = tokio::sync::mpsc::unbounded_channel();
+            let connections = Arc::new(AtomicU32::new(0));
+            let (uid_s, push_s, count) = (uid.clone(), push.clone(), connections.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if hang_up {
+                        continue;
+                    }
+                    let (uid, push, idle_tx) = (uid_s.clone(), push_s.clone(), idle_tx.clone());
+                    tokio::spawn(async move {
+                        let (r, mut w) = stream.into_split();
+                        let mut lines = BufReader::new(r).lines();
+                        w.write_all(b"* OK fake IMAP ready\r\n").await?;
+                        while let Some(line) = lines.next_line().await? {
+                            let mut parts = line.splitn(3, ' ');
+                            let tag = parts.next().unwrap_or_default().to_owned();
+                            let command = parts.next().unwrap_or_default().to_ascii_uppercase();
+                            let reply = match command.as_str() {
+                                "EXAMINE" | "SELECT" => format!(
+                                    "* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 42] ok\r\n* OK [UIDNEXT {}] ok\r\n{tag} OK [READ-ONLY] done\r\n",
+                                    uid.load(Ordering::SeqCst)
+                                ),
+                                "IDLE" => {
+                                    let mut pushes = push.subscribe();
+                                    w.write_all(b"+ idling\r\n").await?;
+                                    let _ = idle_tx.send(());
+                                    loop {
+                                        tokio::select! {
+                                            Ok(p) = pushes.recv() => w.write_all(p.as_bytes()).await?,
+                                            done = lines.next_line() => { done?; break; }
+                                        }
+                                    }
+                                    format!("{tag} OK IDLE done\r\n")
+                                }
+                                "LOGOUT" => format!("* BYE\r\n{tag} OK bye\r\n"),
+                                _ => format!("{tag} OK done\r\n"),
+                            };
+                            w.write_all(reply.as_bytes()).await?;
+                        }
+                        Ok::<_, std::io::Error>(())
+                    });
+                }
+            });
+            let password = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(password.path(), "s3cret\n").unwrap_or_else(|e| panic!("{e}"));
+            Self {
+                port,
+                uid_next: uid,
+                push,
+                idling,
+                connections,
+                _password: password,
+            }
+        }
+
+        /// Alice's mailbox `triage` on this server.
+        fn config(&self) -> Arc<MailConfig> {
+            let yaml = format!(
+                "mailboxes:\n- {{id: triage, owner: alice, address: t@vexa.test, imap: {{host: 127.0.0.1, port: {}}}, smtp: {{host: 127.0.0.1, port: 1}}, username: t, passwordFile: {}}}\n",
+                self.port,
+                self._password.path().display()
+            );
+            Arc::new(serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{e}")))
+        }
+    }
+
+    /// A cache holding alice's Schedule watching `triage`, which has read it up to UID 7.
+    fn cache() -> Store<Schedule> {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        let s = with_cursors(
+            schedule(
+                "team-a",
+                "triage",
+                "alice",
+                json!([{"type": "email.received", "mailbox": "triage"}]),
+            ),
+            json!([{"source": "email.received:triage", "position": "0000000042/0000000007"}]),
+        );
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply((*s).clone()));
+        store
+    }
+
+    async fn next_wake(
+        wakes: &mut mpsc::Receiver<ObjectRef<Schedule>>,
+        within: Duration,
+    ) -> Option<String> {
+        use futures::StreamExt;
+        tokio::time::timeout(within, wakes.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|r| names(&[r]).concat())
+    }
+
+    #[tokio::test]
+    async fn new_mail_wakes_the_bound_schedule_at_once_and_a_flag_change_does_not() {
+        let mut server = FakeImap::start(8, false).await;
+        let (mut wakes, _watchers) = watch(Some(server.config()), cache());
+        let armed = Duration::from_secs(10);
+        // The watcher starts from the Schedule's cursor (UID 7; UIDNEXT 8: nothing new) and idles.
+        assert!(
+            tokio::time::timeout(armed, server.idling.recv())
+                .await
+                .is_ok(),
+            "IDLE begins"
+        );
+        assert_eq!(
+            next_wake(&mut wakes, Duration::from_millis(300)).await,
+            None
+        );
+
+        // Someone reads a message: the server reports it, the end has not moved, nobody wakes.
+        let _ = server.push.send("* 1 FETCH (FLAGS (\\Seen))\r\n".into());
+        assert!(
+            tokio::time::timeout(armed, server.idling.recv())
+                .await
+                .is_ok(),
+            "IDLE again"
+        );
+        assert_eq!(
+            next_wake(&mut wakes, Duration::from_millis(300)).await,
+            None
+        );
+
+        // New mail: the Schedule is woken within about a second.
+        server
+            .uid_next
+            .store(9, std::sync::atomic::Ordering::SeqCst);
+        let sent = tokio::time::Instant::now();
+        let _ = server.push.send("* 4 EXISTS\r\n".into());
+        assert_eq!(
+            next_wake(&mut wakes, Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some("team-a/triage")
+        );
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            sent.elapsed()
+        );
+        // And it idles again from the new end.
+        assert!(
+            tokio::time::timeout(armed, server.idling.recv())
+                .await
+                .is_ok(),
+            "re-armed"
+        );
+        assert_eq!(
+            next_wake(&mut wakes, Duration::from_millis(300)).await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_hangs_up_is_retried_with_backoff_not_in_a_tight_loop() {
+        let server = FakeImap::start(8, true).await;
+        let (mut wakes, _watchers) = watch(Some(server.config()), cache());
+        // Attempts at about 0 s, 1 s and 3 s (then 7 s): a tight loop would make hundreds.
+        assert_eq!(
+            next_wake(&mut wakes, Duration::from_millis(3500)).await,
+            None
+        );
+        let attempts = server.connections.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&attempts),
+            "{attempts} connections in 3.5 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_mailbox_or_idle_off_starts_no_watcher() {
+        use futures::StreamExt;
+        let (mut wakes, _watchers) = watch(None, cache());
+        assert!(wakes.next().await.is_none(), "the stream ends at once");
     }
 
     #[test]
