@@ -547,15 +547,16 @@ mod tests {
     async fn a_server_that_hangs_up_is_retried_with_backoff_not_in_a_tight_loop() {
         let server = FakeImap::start(8, true).await;
         let (mut wakes, _watchers) = watch(Some(server.config()), cache());
-        // Attempts at about 0 s, 1 s and 3 s (then 7 s): a tight loop would make hundreds.
+        // Attempts at about 0, 1, 3 and 7 s (then 15 s). Without the backoff, the 1 s between two
+        // connections would allow 8; a tight loop would make thousands.
         assert_eq!(
-            next_wake(&mut wakes, Duration::from_millis(3500)).await,
+            next_wake(&mut wakes, Duration::from_millis(7500)).await,
             None
         );
         let attempts = server.connections.load(std::sync::atomic::Ordering::SeqCst);
         assert!(
-            (2..=4).contains(&attempts),
-            "{attempts} connections in 3.5 s"
+            (3..=5).contains(&attempts),
+            "{attempts} connections in 7.5 s"
         );
     }
 
