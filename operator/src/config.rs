@@ -247,10 +247,15 @@ pub struct Config {
     /// Unset: no mailbox, so email triggers show `Ready=False` and send Cards wait.
     #[arg(long, env = "VEXA_MAIL_CONFIG")]
     pub mail_config: Option<std::path::PathBuf>,
-    /// Seconds between two looks at a watched mailbox (new mail also wakes the watch at once
-    /// through IMAP IDLE).
+    /// Seconds between two looks at a watched mailbox (with `--mail-idle`, new mail also wakes
+    /// the watch at once; the poll is the fallback).
     #[arg(long, env = "VEXA_MAIL_POLL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub mail_poll_seconds: u64,
+    /// Keep an IMAP IDLE connection to each watched mailbox of `--mail-config`, so new mail
+    /// starts its `email.received` runs within about a second rather than at the next poll.
+    /// `false`: poll only.
+    #[arg(long, env = "VEXA_MAIL_IDLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mail_idle: bool,
     /// Seconds a Tool's probe (connect, TLS, answer; the audience lookup) may take.
     #[arg(long, env = "VEXA_TOOL_PROBE_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub tool_probe_timeout_seconds: u64,

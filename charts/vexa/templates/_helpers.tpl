@@ -86,3 +86,54 @@ app.kubernetes.io/part-of: vexa
 {{- define "vexa.gatewayUrl" -}}
 {{- printf "https://%s-gateway.%s.svc:%d" (include "vexa.fullname" .) .Release.Namespace (int .Values.gateway.port) }}
 {{- end }}
+
+{{/* Where the mailboxes' passwords (mail.existingSecret) are mounted in the operator's pod. */}}
+{{- define "vexa.mailPasswordDir" -}}
+/var/run/vexa/mail-passwords
+{{- end }}
+
+{{/*
+The operator's --mail-config (operator/src/mail.rs) from mail.mailboxes: each entry as given,
+without passwordKey, with passwordFile pointing at its key of mail.existingSecret. Checked here
+so a mistake fails the install rather than leaving email triggers silently off.
+*/}}
+{{- define "vexa.mailConfig" -}}
+{{- $m := .Values.mail }}
+{{- $pollSeconds := int $m.pollSeconds }}
+{{- if or (lt $pollSeconds 1) (gt $pollSeconds 3600) }}
+{{- fail (printf "mail.pollSeconds must be between 1 and 3600, not %v" $m.pollSeconds) }}
+{{- end }}
+{{- if and $m.mailboxes (not $m.existingSecret) }}
+{{- fail "mail.existingSecret: the Secret holding the mailboxes' passwords (one key per mailbox) is required with mail.mailboxes" }}
+{{- end }}
+{{- $ids := dict }}
+{{- $mailboxes := list }}
+{{- range $i, $mb := $m.mailboxes }}
+{{- range $field := list "id" "owner" "address" "username" }}
+{{- if not (index $mb $field) }}
+{{- fail (printf "mail.mailboxes[%d].%s is required" $i $field) }}
+{{- end }}
+{{- end }}
+{{- range $server := list "imap" "smtp" }}
+{{- $s := index $mb $server | default dict }}
+{{- if not (and $s.host $s.port) }}
+{{- fail (printf "mail.mailboxes[%d].%s needs host and port" $i $server) }}
+{{- end }}
+{{- end }}
+{{- if hasKey $mb "passwordFile" }}
+{{- fail (printf "mail.mailboxes[%d]: set passwordKey (a key of mail.existingSecret), not passwordFile" $i) }}
+{{- end }}
+{{- if hasKey $ids (toString $mb.id) }}
+{{- fail (printf "mail.mailboxes: the id %q appears twice" (toString $mb.id)) }}
+{{- end }}
+{{- $_ := set $ids (toString $mb.id) true }}
+{{- $key := $mb.passwordKey | default $mb.id | toString }}
+{{- if not (regexMatch "^[-._a-zA-Z0-9]+$" $key) }}
+{{- fail (printf "mail.mailboxes[%d]: %q is not a Secret key (letters, digits, '-', '_', '.'): set passwordKey" $i $key) }}
+{{- end }}
+{{- $entry := omit $mb "passwordKey" }}
+{{- $_ := set $entry "passwordFile" (printf "%s/%s" (include "vexa.mailPasswordDir" $) $key) }}
+{{- $mailboxes = append $mailboxes $entry }}
+{{- end }}
+{{- dict "mailboxes" $mailboxes | toYaml }}
+{{- end }}

@@ -12,12 +12,15 @@
 //! A reconcile starts on a new generation or a changed annotation of the Schedule (not on its
 //! own status writes), when one of its Dispatches changes (so a run that ends starts the next
 //! buffered one at once), and at the next due instant (at most [`decide::MAX_REQUEUE`] later).
+//! One with an `email.received` trigger also every `--mail-poll-seconds`, and at once when its
+//! mailbox reports new mail over IMAP IDLE (`idle`, unless `--mail-idle=false`).
 
 pub mod actions;
 pub mod apply;
 pub mod decide;
 pub mod error;
 pub mod events;
+pub mod idle;
 pub mod observe;
 pub mod overlap;
 pub mod plan;
@@ -165,10 +168,15 @@ pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync 
             .collect::<Vec<_>>()
     };
     let concurrency = ctx.config.concurrency;
+    let mail_idle = ctx.config.mail_idle;
     let rctx = Arc::new(Reconciler::new(ctx));
+    // New mail wakes the Schedules bound to its mailbox; the watchers stop with the controller.
+    let (mail_wakes, _watchers) =
+        idle::watch(rctx.mail.clone().filter(|_| mail_idle), store.clone());
     Controller::for_stream(schedules, store)
         .owns_stream(dispatches)
         .watches_stream(transcripts, to_schedules)
+        .reconcile_on(mail_wakes)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, rctx)
