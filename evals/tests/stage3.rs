@@ -211,13 +211,13 @@ async fn a_meeting_fires_the_post_meeting_routine_whose_minutes_alice_approves_i
     })
     .await;
 
-    // One propose-only run of the routine.
+    // One propose-only run of the routine, triggered by the transcription.
     let dispatches = Api::<Dispatch>::namespaced(admin.clone(), &ns.name);
     let run = wait_for("the post-meeting run", TIMEOUT, || async {
         runs(&dispatches, "post-meeting").await.into_iter().next()
     })
     .await;
-    assert_eq!(run.spec.trigger, Trigger::Event);
+    assert_eq!(run.spec.trigger, Trigger::Transcription);
     assert!(
         run.spec
             .workspaces
