@@ -8,15 +8,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use vexa_core::names::SCHEDULE_LABEL;
 use vexa_crds::{Dispatch, Identity, Schedule};
-use vexa_email::{Endpoint, Mailbox, Message};
 use vexa_evals::fixtures::{fake_runner, workspace, workspace_ready, workspace_volume};
+use vexa_evals::mail::MailServer;
 use vexa_evals::operator::Operator;
 use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 
@@ -24,43 +24,10 @@ use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 const IDLE_LATENCY: Duration = Duration::from_secs(15);
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn mailbox(user: &str) -> Mailbox {
-    Mailbox::new(
-        user,
-        Endpoint {
-            host: cluster_env("VEXA_MAIL_IMAP_HOST"),
-            port: cluster_env("VEXA_MAIL_IMAP_PORT").parse().unwrap(),
-        },
-        Endpoint {
-            host: cluster_env("VEXA_MAIL_SMTP_HOST"),
-            port: cluster_env("VEXA_MAIL_SMTP_PORT").parse().unwrap(),
-        },
-        user,
-        std::path::Path::new(&cluster_env("VEXA_MAIL_PASSWORD_DIR")).join(user),
-    )
-}
-
-fn address(user: &str) -> String {
-    format!("{user}@{}", cluster_env("VEXA_MAIL_DOMAIN"))
-}
-
 /// The operator's mail config: `triage` is alice's.
-fn mail_config() -> std::path::PathBuf {
+fn mail_config(mail: &MailServer) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vexa-eval-mail-idle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let m = mailbox("triage");
-    let file = dir.join("mail.json");
-    std::fs::write(
-        &file,
-        json!({"mailboxes": [{
-            "id": "triage", "owner": "alice", "address": address("triage"),
-            "imap": m.imap, "smtp": m.smtp, "username": "triage",
-            "passwordFile": m.password_file,
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    file
+    mail.operator_config(&dir, &[("triage", "alice")])
 }
 
 fn start_operator(config: &std::path::Path, idle: bool) -> Operator {
@@ -80,23 +47,9 @@ fn start_operator(config: &std::path::Path, idle: bool) -> Operator {
 }
 
 /// Mail from `outside` to triage, with a unique subject starting `[idle]`.
-async fn deliver() {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    vexa_email::send_once(
-        &mailbox("outside"),
-        &Message {
-            from: address("outside"),
-            to: vec![address("triage")],
-            subject: format!("[idle] {n}"),
-            body: "Is anyone there?".into(),
-            message_id: format!("eval-idle-{n}@{}", cluster_env("VEXA_MAIL_DOMAIN")),
-        },
-    )
-    .await
-    .unwrap();
+async fn deliver(mail: &MailServer) {
+    mail.deliver("outside", "triage", "[idle]", "Is anyone there?")
+        .await;
 }
 
 async fn runs(api: &Api<Dispatch>) -> usize {
@@ -121,7 +74,11 @@ async fn runs_reach(api: &Api<Dispatch>, n: usize, within: Duration) -> Duration
 #[ignore = "needs the hack/ cluster and hack/mail"]
 async fn new_mail_fires_within_seconds_over_imap_idle_not_at_the_hourly_poll() {
     let admin: Client = client().await;
-    let config = mail_config();
+    let mail = MailServer::from_env();
+    let config = mail_config(&mail);
+    // IDLE off first (the Workspace needs an operator to become ready).
+    let operator = start_operator(&config, false);
+    operator.ready().await;
     let ns = TestNamespace::new(&admin, "mail-idle").await;
     let runner = format!("fake-{}", ns.name);
     fake_runner(&admin, &ns, &runner, json!({})).await;
@@ -154,8 +111,6 @@ async fn new_mail_fires_within_seconds_over_imap_idle_not_at_the_hourly_poll() {
     let dispatches = Api::<Dispatch>::namespaced(admin.clone(), &ns.name);
 
     // IDLE off: the first look sets the cursor, and then nothing reads the mailbox for an hour.
-    let operator = start_operator(&config, false);
-    operator.ready().await;
     schedules
         .create(&PostParams::default(), &schedule)
         .await
@@ -170,7 +125,7 @@ async fn new_mail_fires_within_seconds_over_imap_idle_not_at_the_hourly_poll() {
             .then_some(())
     })
     .await;
-    deliver().await;
+    deliver(&mail).await;
     tokio::time::sleep(IDLE_LATENCY).await;
     assert_eq!(
         runs(&dispatches).await,
@@ -187,7 +142,7 @@ async fn new_mail_fires_within_seconds_over_imap_idle_not_at_the_hourly_poll() {
     // even a message before that would wake it; this keeps the timing about IDLE alone).
     tokio::time::sleep(Duration::from_secs(3)).await;
     for n in 2..=3 {
-        deliver().await;
+        deliver(&mail).await;
         let latency = runs_reach(&dispatches, n, IDLE_LATENCY).await;
         eprintln!("email delivered → Dispatch created: {latency:?} (IDLE; poll 1 h)");
     }
