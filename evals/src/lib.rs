@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod admission;
 pub mod bench;
 pub mod brokered;
+pub mod cards;
 pub mod email_tool;
 pub mod fake_model;
 pub mod fixtures;

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
-use serde_json::{Value, json};
+use kube::Api;
+use serde_json::json;
 use vexa_crds::card::{Card, Verdict};
 use vexa_evals::admission::ChartAdmission;
-use vexa_evals::users::user_client;
+use vexa_evals::cards::{decision, refused};
+use vexa_evals::users::{grant_role, user_client};
 use vexa_evals::{TestNamespace, client, wait_for};
 
 fn card(name: &str, owner: &str) -> Card {
@@ -28,37 +28,6 @@ fn card(name: &str, owner: &str) -> Card {
     .unwrap()
 }
 
-async fn grant(admin: &Client, ns: &str, name: &str, user: &str, rules: Value) {
-    let role: Role =
-        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap();
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-}
-
-fn decision(verdict: &str, by: &str) -> Patch<Value> {
-    Patch::Merge(json!({"spec": {"decision": {"verdict": verdict, "by": by}}}))
-}
-
-/// The error message of a refused request (panics when it was allowed).
-fn refused<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
-    match r {
-        Err(kube::Error::Api(s)) => s.message,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs the hack/ cluster"]
 async fn only_the_owner_or_an_approver_decides_once_and_nobody_plants_a_card() {
@@ -71,21 +40,21 @@ async fn only_the_owner_or_an_approver_decides_once_and_nobody_plants_a_card() {
         {"apiGroups": ["vexa.ai"], "resources": ["cards/status"], "verbs": ["get", "update", "patch"]},
     ]);
     for user in ["alice", "bob", "carol"] {
-        grant(
+        grant_role(
             &admin,
             &ns.name,
-            &format!("cards-{user}"),
             user,
+            &format!("cards-{user}"),
             everything.clone(),
         )
         .await;
     }
     // carol may approve one card of alice's: the custom verb on that name only.
-    grant(
+    grant_role(
         &admin,
         &ns.name,
-        "carol-approves",
         "carol",
+        "carol-approves",
         json!([{"apiGroups": ["vexa.ai"], "resources": ["cards"], "resourceNames": ["for-carol"], "verbs": ["approve"]}]),
     )
     .await;
@@ -328,11 +297,11 @@ async fn an_approved_record_is_committed_once_as_the_approver() {
     workspace_volume(&admin, &ns.name).await;
     workspace(&admin, &ns.name, "alice-notes", "alice/notes", "rw").await;
     workspace_ready(&admin, &ns.name, "alice-notes").await;
-    grant(
+    grant_role(
         &admin,
         &ns.name,
-        "cards-alice",
         "alice",
+        "cards-alice",
         json!([{"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["get", "list", "patch"]}]),
     )
     .await;

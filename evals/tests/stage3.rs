@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use vexa_core::names::SCHEDULE_LABEL;
@@ -31,6 +31,7 @@ use vexa_crds::{
     Dispatch, Identity, Schedule, Tool, Transcript, TranscriptPhase, Trigger, WorkspaceMode,
 };
 use vexa_evals::admission::ChartAdmission;
+use vexa_evals::cards::{card_in, decision, refused};
 use vexa_evals::email_tool::{AUDIENCE as EMAIL_AUDIENCE, EmailTool};
 use vexa_evals::fixtures::{
     WORKSPACE_CLAIM, claim_folder, git, test_agent_runner, workspace, workspace_ready,
@@ -53,18 +54,6 @@ fn card_rules() -> Value {
     json!([
         {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["get", "list", "watch", "update", "patch"]},
     ])
-}
-
-fn decision(verdict: &str, by: &str) -> Patch<Value> {
-    Patch::Merge(json!({"spec": {"decision": {"verdict": verdict, "by": by}}}))
-}
-
-/// The error message of a refused request (panics when it was allowed).
-fn refused<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
-    match r {
-        Err(kube::Error::Api(s)) => s.message,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 /// The runs of `schedule`.
@@ -92,13 +81,16 @@ async fn alice(admin: &Client, ns: &str, grant: &str, tools: &[&str]) {
         .unwrap();
 }
 
-/// The Card `name` once its phase is `phase`.
-async fn card_in(cards: &Api<Card>, name: &str, phase: CardPhase) -> Card {
-    wait_for(&format!("Card {name} {phase:?}"), TIMEOUT, || async {
-        let c = cards.get(name).await.ok()?;
-        (c.status.as_ref()?.phase == Some(phase)).then_some(c)
-    })
-    .await
+/// `as_alice` (alice's own client) approves the Card `name`; waits until `cards` shows it
+/// applied. How long that took.
+async fn approve_until_applied(as_alice: &Api<Card>, cards: &Api<Card>, name: &str) -> Duration {
+    let t0 = Instant::now();
+    as_alice
+        .patch(name, &PatchParams::default(), &decision("approve", "alice"))
+        .await
+        .unwrap();
+    card_in(cards, name, CardPhase::Applied, TIMEOUT).await;
+    t0.elapsed()
 }
 
 /// Commits the approved record `card` (by name) into alice's `notes` folder: the last commit
@@ -274,20 +266,8 @@ async fn a_meeting_fires_the_post_meeting_routine_whose_minutes_alice_approves_i
 
     // alice approves: the minutes are committed, as her.
     let alice_cards = Api::<Card>::namespaced(user_client(&admin, "alice").await, &ns.name);
-    let t0 = Instant::now();
-    alice_cards
-        .patch(
-            &card_name,
-            &PatchParams::default(),
-            &decision("approve", "alice"),
-        )
-        .await
-        .unwrap();
-    card_in(&cards, &card_name, CardPhase::Applied).await;
-    eprintln!(
-        "card approve → commit (Applied): {} ms",
-        t0.elapsed().as_millis()
-    );
+    let took = approve_until_applied(&alice_cards, &cards, &card_name).await;
+    eprintln!("card approve → commit (Applied): {} ms", took.as_millis());
     assert_committed(
         &folder,
         &ns.name,
@@ -509,33 +489,15 @@ async fn an_email_fires_a_propose_only_triage_whose_reply_leaves_once_alice_appr
 
     // alice approves both: one message out, the note committed.
     let alice_cards = Api::<Card>::namespaced(user_client(&admin, "alice").await, &ns.name);
-    let t0 = Instant::now();
-    alice_cards
-        .patch(
-            &send.name_any(),
-            &PatchParams::default(),
-            &decision("approve", "alice"),
-        )
-        .await
-        .unwrap();
-    card_in(&cards, &send.name_any(), CardPhase::Applied).await;
+    let took = approve_until_applied(&alice_cards, &cards, &send.name_any()).await;
     eprintln!(
         "send card approve → sent (Applied): {} ms",
-        t0.elapsed().as_millis()
+        took.as_millis()
     );
-    let t0 = Instant::now();
-    alice_cards
-        .patch(
-            &record.name_any(),
-            &PatchParams::default(),
-            &decision("approve", "alice"),
-        )
-        .await
-        .unwrap();
-    card_in(&cards, &record.name_any(), CardPhase::Applied).await;
+    let took = approve_until_applied(&alice_cards, &cards, &record.name_any()).await;
     eprintln!(
         "record card approve → commit (Applied): {} ms",
-        t0.elapsed().as_millis()
+        took.as_millis()
     );
     assert_eq!(mail.count("outside", "INBOX", &reply_subject).await, 1);
     assert_eq!(mail.count("triage", &sent_folder, &reply_subject).await, 1);
