@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use vexa_core::cards::{MAX_RECORD_CONTENT, safe_record_path};
 use vexa_stream::{Event, TurnId, UnitEvent};
@@ -37,6 +37,9 @@ pub const PATH: &str = "/vexa/cards";
 pub const MAX_PROPOSALS: usize = 50;
 /// The largest request body: a record's content plus its JSON and envelope.
 pub const MAX_REQUEST_BODY: usize = MAX_RECORD_CONTENT * 2 + 16_384;
+/// How many requests it serves at once; more are answered 503 at once (an agent opening
+/// connections by the thousand holds no more memory than this many bodies).
+pub const MAX_CONCURRENT: usize = 8;
 /// The protocol version answered when the agent asks for one this server does not know.
 const PROTOCOL: &str = "2025-06-18";
 /// The versions answered as asked.
@@ -52,6 +55,7 @@ struct State {
     events: mpsc::Sender<UnitEvent>,
     turn: Arc<AtomicU32>,
     proposed: AtomicUsize,
+    permits: Arc<Semaphore>,
 }
 
 /// The running server; it stops when dropped.
@@ -79,6 +83,7 @@ impl ProposalEndpoint {
             events,
             turn: turn.clone(),
             proposed: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
         });
         let task = crate::loopback::serve(
             listener,
@@ -150,6 +155,14 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
+    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
+        return rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &null,
+            -32000,
+            &format!("more than {MAX_CONCURRENT} requests at once; retry shortly"),
+        );
+    };
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
         .collect()
         .await
@@ -490,6 +503,40 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, MAX_PROPOSALS);
+    }
+
+    #[tokio::test]
+    async fn slow_requests_hold_at_most_a_few_bodies_and_the_rest_are_turned_away() {
+        use tokio::io::AsyncWriteExt;
+        let (tx, _rx) = mpsc::channel(8);
+        let endpoint = ProposalEndpoint::start(tx).await.unwrap();
+        // Requests whose bodies never finish arriving.
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONCURRENT {
+            let mut s = tokio::net::TcpStream::connect(endpoint.addr).await.unwrap();
+            s.write_all(
+                format!("POST {PATH} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{{")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (status, answer) = post(
+            &endpoint.url(),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+        )
+        .await;
+        assert_eq!(status, 503, "{answer}");
+        drop(held);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (status, _) = post(
+            &endpoint.url(),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+        )
+        .await;
+        assert_eq!(status, 200);
     }
 
     #[tokio::test]

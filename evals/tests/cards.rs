@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use vexa_crds::card::{Card, Verdict};
 use vexa_evals::admission::ChartAdmission;

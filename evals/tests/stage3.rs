@@ -49,6 +49,10 @@ use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Both tests install the chart's cluster-wide admission policies and remove them when they
+/// end: run one at a time, or the first to end leaves the other without admission.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// RBAC that lets a person read and decide Cards (admission decides the rest).
 fn card_rules() -> Value {
     json!([
@@ -123,6 +127,7 @@ fn assert_committed(
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the hack/ cluster and the worker image"]
 async fn a_meeting_fires_the_post_meeting_routine_whose_minutes_alice_approves_into_her_notes() {
+    let _serial = SERIAL.lock().await;
     let admin = client().await;
     let _policies = ChartAdmission::install(&[]);
     let operator = Operator::start(&[
@@ -300,6 +305,7 @@ fn is_over(d: &Dispatch) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local cluster with Keycloak, SPIRE, Envoy and hack/mail, and the worker image: hack/test"]
 async fn an_email_fires_a_propose_only_triage_whose_reply_leaves_once_alice_approves() {
+    let _serial = SERIAL.lock().await;
     let kc = Keycloak::required();
     let admin = client().await;
     assert_no_operator_in_cluster(&admin).await;
