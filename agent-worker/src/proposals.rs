@@ -23,7 +23,10 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use vexa_core::cards::{MAX_RECORD_CONTENT, safe_record_path};
+use vexa_core::cards::{
+    MAX_BODY_CHARS as MAX_BODY, MAX_RECORD_CONTENT, MAX_TITLE_CHARS as MAX_TITLE,
+    PROPOSABLE_KINDS as KINDS, safe_record_path,
+};
 use vexa_stream::{Event, TurnId, UnitEvent};
 
 /// The server's name in the agent's MCP config: not a valid Kubernetes object name, so no
@@ -44,10 +47,6 @@ pub const MAX_CONCURRENT: usize = 8;
 const PROTOCOL: &str = "2025-06-18";
 /// The versions answered as asked.
 const PROTOCOLS: [&str; 3] = ["2024-11-05", "2025-03-26", "2025-06-18"];
-/// The kinds an agent may propose; `send` comes only from a gated call through the gateway.
-const KINDS: [&str; 5] = ["record", "draft", "suggestion", "alert", "digest"];
-const MAX_TITLE: usize = 200;
-const MAX_BODY: usize = 65_536;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
@@ -334,8 +333,8 @@ pub fn check(arguments: &Value) -> Result<Value, String> {
     if title.trim().is_empty() || title.chars().count() > MAX_TITLE {
         return Err(format!("title must be 1 to {MAX_TITLE} characters"));
     }
-    if text("body")?.is_some_and(|b| b.len() > MAX_BODY) {
-        return Err(format!("body is longer than {MAX_BODY} bytes"));
+    if text("body")?.is_some_and(|b| b.chars().count() > MAX_BODY) {
+        return Err(format!("body is longer than {MAX_BODY} characters"));
     }
     text("id")?;
     let mut card = Map::new();

@@ -10,6 +10,13 @@ pub const SOURCE_DISPATCH_TRAILER: &str = "Vexa-Source-Dispatch";
 pub const APPROVED_BY_TRAILER: &str = "Vexa-Approved-By";
 /// The largest file a record card carries (the Card schema's `record.content` limit).
 pub const MAX_RECORD_CONTENT: usize = 262_144;
+/// The longest card title, in characters (the Card schema's limit).
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The longest card body, in characters (the Card schema's limit).
+pub const MAX_BODY_CHARS: usize = 65_536;
+/// The kinds an agent may propose on its stream; `send` comes only from a gated tool call
+/// through the gateway.
+pub const PROPOSABLE_KINDS: [&str; 5] = ["record", "draft", "suggestion", "alert", "digest"];
 
 /// The agent worker's subcommand that applies an approved record card (the apply Job's
 /// command, in the agent worker's image).

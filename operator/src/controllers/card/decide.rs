@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use serde_json::Value;
-use vexa_core::cards::{MAX_RECORD_CONTENT, safe_record_path};
+use vexa_core::cards::{
+    MAX_BODY_CHARS as MAX_BODY, MAX_RECORD_CONTENT, MAX_TITLE_CHARS as MAX_TITLE, safe_record_path,
+};
 use vexa_core::names::{bounded_name, job_name};
 use vexa_crds::Dispatch;
 use vexa_crds::card::{Card, CardKind, CardSpec, RecordProposal};
@@ -21,9 +23,7 @@ pub const MAX_CARDS_PER_DISPATCH: usize = 50;
 const MAX_NAME: usize = 253;
 /// The longest card id taken from the event as it is.
 const MAX_CARD_ID: usize = 63;
-/// The schema's limits (crds/src/card.rs), checked here so a refusal names the field.
-const MAX_TITLE: usize = 200;
-const MAX_BODY: usize = 65_536;
+/// The schema's limits (crds/src/card.rs) are checked here too, so a refusal names the field.
 const MAX_PATH: usize = 1024;
 
 /// Why a card event does not become a Card. Each is a bounded `reason` (events, metrics).
