@@ -76,6 +76,14 @@ pub fn email_cursor(position: &str) -> Option<vexa_email::Cursor> {
     })
 }
 
+/// The cursor of mailbox `mailbox` that `schedule`'s status keeps (`None`: never read).
+pub fn mail_cursor(schedule: &Schedule, mailbox: &str) -> Option<vexa_email::Cursor> {
+    let source = email_source(mailbox);
+    let status = schedule.status.as_ref()?;
+    let kept = status.event_cursors.iter().find(|c| c.source == source)?;
+    email_cursor(&kept.position)
+}
+
 /// The events of new mail `headers` of `mailbox` (read at UIDVALIDITY `validity`): one per
 /// header `keep` accepts, oldest first.
 pub fn email_events(

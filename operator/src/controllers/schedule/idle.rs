@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use vexa_crds::{EventType, Schedule};
 use vexa_email::{Cursor, Mailbox, Wake};
 
-use super::events::{email_cursor, email_source};
+use super::events::mail_cursor;
 use crate::mail::MailConfig;
 
 /// How long one IDLE lasts before it is re-issued (RFC 2177 asks for less than 29 minutes).
@@ -74,15 +74,10 @@ fn watches(mail: &MailConfig, id: &str, schedule: &Schedule) -> bool {
 /// The oldest cursor of mailbox `id` in the statuses of the Schedules that watch it (`None`:
 /// none has read it yet): where a new watcher starts, so mail that came before it still wakes.
 pub fn oldest_cursor(mail: &MailConfig, id: &str, schedules: &[Arc<Schedule>]) -> Option<Cursor> {
-    let source = email_source(id);
     schedules
         .iter()
         .filter(|s| watches(mail, id, s))
-        .filter_map(|s| {
-            let status = s.status.as_ref()?;
-            let c = status.event_cursors.iter().find(|c| c.source == source)?;
-            email_cursor(&c.position)
-        })
+        .filter_map(|s| mail_cursor(s, id))
         .min_by_key(|c| (c.uid_validity, c.uid))
 }
 

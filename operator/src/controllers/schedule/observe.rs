@@ -13,7 +13,7 @@ use vexa_email::Filter;
 use super::decide::Observed;
 use super::error::Error;
 use super::events::{
-    Event, MAX_EVENT_RUNS, email_cursor, email_events, email_position, email_source,
+    Event, MAX_EVENT_RUNS, email_events, email_position, email_source, mail_cursor,
     transcript_events,
 };
 use super::run::label_value;
@@ -110,12 +110,7 @@ async fn read_mail(
             .filter_map(|t| Filter::new(t.from.as_deref(), t.subject_pattern.as_deref()).ok())
             .collect();
         let source = email_source(id);
-        let cursor = schedule
-            .status
-            .as_ref()
-            .and_then(|s| s.event_cursors.iter().find(|c| c.source == source))
-            .and_then(|c| email_cursor(&c.position));
-        let Some(cursor) = cursor else {
+        let Some(cursor) = mail_cursor(schedule, id) else {
             // The first look: from the mailbox's current end.
             match vexa_email::current_cursor(&entry.mailbox).await {
                 Ok(c) => advance.push(EventCursor {
