@@ -18,6 +18,7 @@ pub mod admission;
 pub mod bench;
 pub mod brokered;
 pub mod cards;
+pub mod chart;
 pub mod email_tool;
 pub mod fake_model;
 pub mod fixtures;

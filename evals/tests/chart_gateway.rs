@@ -9,10 +9,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::process::Command;
-
 use serde_json::Value;
-use vexa_evals::repo_root;
+use vexa_evals::chart::{find, render};
 
 const ENABLED: &[&str] = &[
     "gateway.enabled=true",
@@ -23,30 +21,6 @@ const ENABLED: &[&str] = &[
     "gateway.tls.secretName=gateway-svid",
     "tenants.namespaces={team-a}",
 ];
-
-fn render(values: &[&str]) -> Result<Vec<Value>, String> {
-    let mut helm = Command::new("helm");
-    helm.args(["template", "vexa"])
-        .arg(repo_root().join("charts/vexa"))
-        .args(["--namespace", "vexa-system"]);
-    for v in values {
-        helm.args(["--set", v]);
-    }
-    let out = helm
-        .output()
-        .expect("helm (on PATH via `hack/cluster env`)");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
-        .expect("the chart renders YAML");
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-}
 
 fn container<'a>(deployment: &'a Value, name: &str) -> &'a Value {
     deployment["spec"]["template"]["spec"]["containers"]
@@ -64,7 +38,7 @@ fn env<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
 #[test]
 #[ignore = "needs helm on PATH: eval \"$(hack/cluster env)\""]
 fn the_gateway_pod_runs_envoy_and_the_filter_restricted_with_the_operators_audit_volume() {
-    let docs = render(ENABLED).unwrap();
+    let docs = render("", ENABLED).unwrap();
     let gw = find(&docs, "Deployment", "vexa-gateway").expect("the gateway Deployment");
     let pod = &gw["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -126,7 +100,7 @@ fn the_gateway_pod_runs_envoy_and_the_filter_restricted_with_the_operators_audit
 #[test]
 #[ignore = "needs helm on PATH: eval \"$(hack/cluster env)\""]
 fn envoy_requires_spire_client_certificates_and_asks_the_filter_with_body_and_peer_certificate() {
-    let docs = render(ENABLED).unwrap();
+    let docs = render("", ENABLED).unwrap();
     let cm = find(&docs, "ConfigMap", "vexa-gateway-envoy").expect("the Envoy ConfigMap");
     let envoy: Value = serde_saphyr::from_str(cm["data"]["envoy.yaml"].as_str().unwrap()).unwrap();
     let listener = &envoy["static_resources"]["listeners"][0];
@@ -190,7 +164,7 @@ fn dispatch_pods_may_reach_the_gateway_only_when_it_is_enabled() {
             .filter_map(|p| p["port"].as_i64())
             .collect()
     };
-    let on = render(ENABLED).unwrap();
+    let on = render("", ENABLED).unwrap();
     assert!(egress_ports(&on).contains(&8443));
     let np = find(&on, "NetworkPolicy", "vexa-agents").unwrap();
     let rule = np["spec"]["egress"]
@@ -204,7 +178,7 @@ fn dispatch_pods_may_reach_the_gateway_only_when_it_is_enabled() {
         "gateway"
     );
 
-    let off = render(&["tenants.namespaces={team-a}"]).unwrap();
+    let off = render("", &["tenants.namespaces={team-a}"]).unwrap();
     assert!(!egress_ports(&off).contains(&8443));
     assert!(find(&off, "Deployment", "vexa-gateway").is_none());
     assert!(
@@ -219,15 +193,18 @@ fn dispatch_pods_may_reach_the_gateway_only_when_it_is_enabled() {
 #[test]
 #[ignore = "needs helm on PATH: eval \"$(hack/cluster env)\""]
 fn an_incomplete_gateway_configuration_is_refused_with_what_is_missing() {
-    let e = render(&["gateway.enabled=true"]).unwrap_err();
+    let e = render("", &["gateway.enabled=true"]).unwrap_err();
     assert!(e.contains("needs spire.enabled"), "{e}");
-    let e = render(&["gateway.enabled=true", "spire.enabled=true"]).unwrap_err();
+    let e = render("", &["gateway.enabled=true", "spire.enabled=true"]).unwrap_err();
     assert!(e.contains("gateway.tls.secretName"), "{e}");
-    let e = render(&[
-        "gateway.enabled=true",
-        "spire.enabled=true",
-        "gateway.tls.secretName=s",
-    ])
+    let e = render(
+        "",
+        &[
+            "gateway.enabled=true",
+            "spire.enabled=true",
+            "gateway.tls.secretName=s",
+        ],
+    )
     .unwrap_err();
     assert!(e.contains("keycloak.url"), "{e}");
 }

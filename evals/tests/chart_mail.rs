@@ -9,11 +9,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
-use vexa_evals::repo_root;
+use vexa_evals::chart::{find, render};
 use vexa_operator::mail::MailConfig;
 
 const MAILBOXES: &str = r#"
@@ -36,41 +33,6 @@ mail:
       passwordKey: bob-password
       inbox: Sales
 "#;
-
-/// `helm template` with `values` (YAML, on stdin) and `sets` (`--set`).
-fn render(values: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
-    let mut helm = Command::new("helm");
-    helm.args(["template", "vexa"])
-        .arg(repo_root().join("charts/vexa"))
-        .args(["--namespace", "vexa-system", "--values", "-"]);
-    for v in sets {
-        helm.args(["--set", v]);
-    }
-    let mut child = helm
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("helm (on PATH via `hack/cluster env`)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(values.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
-        .expect("the chart renders YAML");
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-}
 
 fn operator(docs: &[Value]) -> &Value {
     find(docs, "Deployment", "vexa").expect("the operator Deployment")

@@ -60,6 +60,33 @@ fn card_rules() -> Value {
     ])
 }
 
+/// What both routines need in `ns`: the test agent as a runner (returns its name), alice's
+/// workspace `notes` ready, and RBAC on Cards for alice and bob.
+async fn desk(admin: &Client, ns: &TestNamespace) -> String {
+    let runner = format!("agent-{}", ns.name);
+    test_agent_runner(
+        admin,
+        ns,
+        &runner,
+        json!({"defaults": {"idleTimeoutSeconds": 1}}),
+    )
+    .await;
+    workspace_volume(admin, &ns.name).await;
+    workspace(admin, &ns.name, "notes", "alice/notes", "rw").await;
+    workspace_ready(admin, &ns.name, "notes").await;
+    for user in ["alice", "bob"] {
+        grant_role(
+            admin,
+            &ns.name,
+            user,
+            &format!("cards-{user}"),
+            card_rules(),
+        )
+        .await;
+    }
+    runner
+}
+
 /// The runs of `schedule`.
 async fn runs(api: &Api<Dispatch>, schedule: &str) -> Vec<Dispatch> {
     api.list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={schedule}")))
@@ -140,28 +167,8 @@ async fn a_meeting_fires_the_post_meeting_routine_whose_minutes_alice_approves_i
     ]);
     operator.ready().await;
     let ns = TestNamespace::new(&admin, "meeting").await;
-    let runner = format!("agent-{}", ns.name);
-    test_agent_runner(
-        &admin,
-        &ns,
-        &runner,
-        json!({"defaults": {"idleTimeoutSeconds": 1}}),
-    )
-    .await;
-    workspace_volume(&admin, &ns.name).await;
-    workspace(&admin, &ns.name, "notes", "alice/notes", "rw").await;
     alice(&admin, &ns.name, "post-meeting", &[]).await;
-    workspace_ready(&admin, &ns.name, "notes").await;
-    for user in ["alice", "bob"] {
-        grant_role(
-            &admin,
-            &ns.name,
-            user,
-            &format!("cards-{user}"),
-            card_rules(),
-        )
-        .await;
-    }
+    let runner = desk(&admin, &ns).await;
 
     // The routine: read-only, it proposes the minutes as a record card.
     let minutes =
@@ -352,27 +359,7 @@ async fn an_email_fires_a_propose_only_triage_whose_reply_leaves_once_alice_appr
         .await
         .unwrap();
     tools_ready(&admin, &ns.name, &["email-send"]).await;
-    let runner = format!("agent-{}", ns.name);
-    test_agent_runner(
-        &admin,
-        &ns,
-        &runner,
-        json!({"defaults": {"idleTimeoutSeconds": 1}}),
-    )
-    .await;
-    workspace_volume(&admin, &ns.name).await;
-    workspace(&admin, &ns.name, "notes", "alice/notes", "rw").await;
-    workspace_ready(&admin, &ns.name, "notes").await;
-    for user in ["alice", "bob"] {
-        grant_role(
-            &admin,
-            &ns.name,
-            user,
-            &format!("cards-{user}"),
-            card_rules(),
-        )
-        .await;
-    }
+    let runner = desk(&admin, &ns).await;
 
     // The triage routine: on mail whose subject starts `[triage]`, a reply and a note.
     let reply_subject = format!("Re: the numbers ({})", ns.name);
