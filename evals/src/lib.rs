@@ -23,12 +23,14 @@ pub mod email_tool;
 pub mod fake_model;
 pub mod fixtures;
 pub mod gateway;
+pub mod health;
 pub mod keycloak;
 pub mod mail;
 pub mod meetings;
 pub mod network;
 pub mod notes_tool;
 pub mod operator;
+pub mod prometheus;
 pub mod streams;
 pub mod users;
 
@@ -233,4 +235,29 @@ pub fn restart_redis() {
         "hack/cluster restart redis: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The body of a successful plain-HTTP `GET url` (5 s at most).
+pub async fn http_get(url: &str) -> Result<bytes::Bytes, String> {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get(url.parse().map_err(|e| format!("{e}"))?),
+    )
+    .await
+    .map_err(|_| "timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(body)
 }

@@ -7,14 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::built_binary;
 use crate::fixtures::{free_port, node_ip};
+use crate::{built_binary, http_get};
 
 /// An MCP JSON-RPC POST of `body` to `uri` (a URL, or a path on an open connection), with
 /// `authorization: Bearer <token>` when given: what an agent's MCP client sends.
@@ -144,7 +142,7 @@ impl NotesTool {
             if let Some(status) = tool.child.try_wait().unwrap() {
                 panic!("the notes tool exited ({status}):\n{}", tool.log_text());
             }
-            if get(&format!("{}/calls", tool.base)).await.is_ok() {
+            if http_get(&format!("{}/calls", tool.base)).await.is_ok() {
                 return tool;
             }
             assert!(
@@ -164,7 +162,7 @@ impl NotesTool {
 
     /// Every call it received so far, oldest first.
     pub async fn calls(&self) -> Vec<Call> {
-        let body = get(&format!("{}/calls", self.base))
+        let body = http_get(&format!("{}/calls", self.base))
             .await
             .unwrap_or_else(|e| panic!("GET {}/calls: {e}\n{}", self.base, self.log_text()));
         serde_json::from_slice(&body)
@@ -203,27 +201,4 @@ fn read_lines(path: &std::path::Path) -> Vec<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => panic!("{}: {e}", path.display()),
     }
-}
-
-/// The body of a successful `GET url`.
-async fn get(url: &str) -> Result<Bytes, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let response = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get(url.parse().map_err(|e| format!("{e}"))?),
-    )
-    .await
-    .map_err(|_| "timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
-    }
-    Ok(body)
 }

@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use tokio::sync::{oneshot, watch};
 use vexa_operator::config::Config;
-use vexa_operator::controllers::{card, dispatch, schedule, subjects, tool, transcript, workspace};
+use vexa_operator::controllers;
 use vexa_operator::model_gateway;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::gateway_key;
@@ -53,8 +53,11 @@ impl Operator {
             argv.push("--keycloak-url=");
         }
         argv.extend_from_slice(flags);
+        // /metrics only for the evals that ask for it (the default address is the chart's).
+        let serve_http = flags.iter().any(|f| f.starts_with("--http-addr"));
         let config = Config::parse_from(argv);
         let (ready_tx, ready) = watch::channel(false);
+        let ready_rx = ready.clone();
         let (kill, killed) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("vexa-operator".into())
@@ -164,41 +167,25 @@ impl Operator {
                         config: Arc::new(config),
                         metrics: Arc::new(Metrics::new()),
                     };
-                    tokio::select! {
-                        () = dispatch::run(ctx.clone(), ready_tx, std::future::pending()) => {
-                            panic!("the Dispatch controller stopped on its own");
-                        }
-                        () = workspace::run(ctx.clone(), std::future::pending()) => {
-                            panic!("the Workspace controller stopped on its own");
-                        }
-                        () = card::run(ctx.clone(), std::future::pending()) => {
-                            panic!("the Card controller stopped on its own");
-                        }
-                        () = tool::run(
-                            ctx.clone(),
-                            keycloak.clone().map(|k| k as Arc<dyn tool::Audiences>),
+                    let http = serve_http.then(|| {
+                        tokio::spawn(vexa_operator::runtime::http::serve(
+                            ctx.config.http_addr,
+                            ctx.metrics.clone(),
+                            ready_rx,
                             std::future::pending(),
-                        ) => {
-                            panic!("the Tool controller stopped on its own");
-                        }
-                        () = transcript::run(ctx.clone(), std::future::pending()) => {
-                            panic!("the Transcript controller stopped on its own");
-                        }
-                        () = schedule::run(ctx.clone(), std::future::pending()) => {
-                            panic!("the Schedule controller stopped on its own");
-                        }
-                        () = async {
-                            match keycloak {
-                                Some(k) => subjects::run(ctx, k, std::future::pending()).await,
-                                None => std::future::pending().await,
-                            }
-                        } => {
-                            panic!("the subjects controller stopped on its own");
+                        ))
+                    });
+                    tokio::select! {
+                        () = controllers::run_all(ctx, ready_tx, keycloak, std::future::pending()) => {
+                            panic!("the controllers stopped on their own");
                         }
                         _ = killed => {}
                     }
                     if let Some(gateway) = gateway {
                         gateway.abort();
+                    }
+                    if let Some(http) = http {
+                        http.abort();
                     }
                     if let Some(streams) = streams {
                         streams.abort();

@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 use vexa_operator::config::{Config, LogFormat};
-use vexa_operator::controllers::{card, dispatch, schedule, subjects, tool, transcript, workspace};
+use vexa_operator::controllers;
 use vexa_operator::runtime::audit::Audit;
 use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::keycloak::Keycloak;
@@ -129,26 +129,7 @@ async fn main() -> anyhow::Result<()> {
 
     let drain_limit = Duration::from_secs(config.shutdown_timeout_seconds);
     let controllers = |ready| {
-        let run = async {
-            futures::join!(
-                dispatch::run(ctx.clone(), ready, stopped(stop.clone())),
-                workspace::run(ctx.clone(), stopped(stop.clone())),
-                card::run(ctx.clone(), stopped(stop.clone())),
-                // Without Keycloak, AudienceKnown stays Unknown.
-                tool::run(
-                    ctx.clone(),
-                    keycloak.clone().map(|k| k as Arc<dyn tool::Audiences>),
-                    stopped(stop.clone())
-                ),
-                transcript::run(ctx.clone(), stopped(stop.clone())),
-                schedule::run(ctx.clone(), stopped(stop.clone())),
-                async {
-                    if let Some(k) = keycloak.clone() {
-                        subjects::run(ctx.clone(), k, stopped(stop.clone())).await;
-                    }
-                },
-            );
-        };
+        let run = controllers::run_all(ctx.clone(), ready, keycloak.clone(), stopped(stop.clone()));
         drain_within(run, stopped(stop.clone()), drain_limit)
     };
     let leading =

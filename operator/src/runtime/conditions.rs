@@ -25,6 +25,8 @@ pub enum ConditionType {
     Linked,
     /// A Schedule is paused after a failed run.
     Paused,
+    /// An approved Card was carried out (its record committed, its message sent).
+    Applied,
 }
 
 impl ConditionType {
@@ -40,6 +42,7 @@ impl ConditionType {
             ConditionType::AudienceKnown => "AudienceKnown",
             ConditionType::Linked => "Linked",
             ConditionType::Paused => "Paused",
+            ConditionType::Applied => "Applied",
         }
     }
 }

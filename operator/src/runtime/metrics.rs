@@ -165,6 +165,8 @@ pub struct Metrics {
     pub workspace: ControllerMetrics,
     /// The Tool controller's reconciles (`vexa_tool_…`).
     pub tool: ControllerMetrics,
+    /// The AgentRunner controller's reconciles (`vexa_runner_…`).
+    pub runner: ControllerMetrics,
     /// The subjects controller's reconciles (`vexa_subject_…`): Identities mirrored to Keycloak.
     pub subject: ControllerMetrics,
     /// The Transcript controller's reconciles (`vexa_transcript_…`).
@@ -198,6 +200,7 @@ impl Metrics {
         let dispatch = ControllerMetrics::register(&mut registry, "dispatch");
         let workspace = ControllerMetrics::register(&mut registry, "workspace");
         let tool = ControllerMetrics::register(&mut registry, "tool");
+        let runner = ControllerMetrics::register(&mut registry, "runner");
         let subject = ControllerMetrics::register(&mut registry, "subject");
         let transcript = ControllerMetrics::register(&mut registry, "transcript");
         let transcripts_completed = Counter::default();
@@ -250,6 +253,7 @@ impl Metrics {
             dispatch,
             workspace,
             tool,
+            runner,
             subject,
             transcript,
             transcripts_completed,

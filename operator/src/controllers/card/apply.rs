@@ -12,7 +12,9 @@ use vexa_stream::follow::EntryId;
 
 use super::decide::{MAX_CARDS_PER_DISPATCH, Refusal};
 use super::error::Error;
+use super::status;
 use crate::FIELD_MANAGER;
+use crate::runtime::conditions::now;
 use crate::runtime::context::Context;
 use crate::runtime::events::{self, Note};
 
@@ -42,9 +44,17 @@ pub async fn create(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    match api.create(&params, card).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Created::Adopted),
+    let created = match api.create(&params, card).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // A crash between the create and the status write left a Card without a status:
+            // it is written now (a Card with one is left as it is).
+            let existing = api.get(&name).await?;
+            if existing.status.is_none() {
+                mark_pending(&api, &existing).await?;
+            }
+            return Ok(Created::Adopted);
+        }
         Err(kube::Error::Api(e)) if e.code == 422 => {
             ctx.metrics.card_refused("CardInvalid");
             let note = Note::warning(
@@ -59,18 +69,8 @@ pub async fn create(
             return Ok(Created::Invalid);
         }
         Err(e) => return Err(e.into()),
-    }
-    let status = json!({
-        "apiVersion": Card::api_version(&()),
-        "kind": Card::kind(&()),
-        "status": {"phase": CardPhase::Pending, "observedGeneration": 1},
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&status),
-    )
-    .await?;
+    };
+    mark_pending(&api, &created).await?;
     ctx.metrics.card_created();
     let note = Note::normal(
         "CardProposed",
@@ -82,6 +82,26 @@ pub async fn create(
     );
     events::publish(recorder, dispatch, vec![note]).await;
     Ok(Created::New)
+}
+
+/// Writes the status of a new Card: `pending`, `Ready=False` (awaiting a decision).
+async fn mark_pending(api: &Api<Card>, card: &Card) -> Result<(), Error> {
+    let status = json!({
+        "apiVersion": Card::api_version(&()),
+        "kind": Card::kind(&()),
+        "status": {
+            "phase": CardPhase::Pending,
+            "observedGeneration": card.metadata.generation,
+            "conditions": status::conditions(card, CardPhase::Pending, None, &now()),
+        },
+    });
+    api.patch_status(
+        &card.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&status),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Counts a refused card event and tells the Dispatch's reader why, once per event (beyond the

@@ -3,7 +3,7 @@
 //! owner's mailbox from `--mail-config`); `applier::step` decides; this module takes and
 //! releases the lock, creates the Secret and the Job, sends an approved email card with
 //! `vexa_email::send_once`, and writes the status (`phase`, `decidedBy`, `appliedCommit`,
-//! condition `Applied`) and events.
+//! conditions `Ready` and `Applied`) and events.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,6 +27,7 @@ use vexa_crds::{Tool, Workspace};
 
 use super::applier::{self, JobState, Report, Seen, Sending, Step};
 use super::error::Error;
+use super::status::{self, Applied};
 use crate::FIELD_MANAGER;
 use crate::controllers::dispatch::claim::holder_alive;
 use crate::controllers::workspace::storage::{self, HEAD_ANNOTATION, LOCK_LABEL, Storage};
@@ -270,39 +271,26 @@ where
     }
 }
 
-/// Writes the status: `phase`, `decidedBy`, the commit and the `Applied` condition (its
-/// transition time kept while its status and reason stay the same).
+/// Writes the status: `phase`, `decidedBy`, the commit and the conditions (`Ready` from the
+/// phase, `Applied` when given; see `status::conditions`).
 async fn write_status(
     ctx: &Reconciler,
     card: &Card,
     ns: &str,
     phase: CardPhase,
-    applied: Option<(bool, &str, &str)>,
+    applied: Option<Applied<'_>>,
     commit: Option<&str>,
 ) -> Result<(), Error> {
-    let old = card.status.clone().unwrap_or_default();
     let mut status = json!({
         "observedGeneration": card.metadata.generation,
         "phase": phase,
+        "conditions": status::conditions(card, phase, applied, &now()),
     });
     if let Some(by) = card.spec.decision.as_ref().and_then(|d| d.by.as_ref()) {
         status["decidedBy"] = json!(by);
     }
     if let Some(sha) = commit {
         status["appliedCommit"] = json!(sha);
-    }
-    if let Some((ok, reason, message)) = applied {
-        let state = if ok { "True" } else { "False" };
-        let since = old
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Applied" && c.status == state && c.reason == reason)
-            .map_or_else(now, |c| c.last_transition_time.clone());
-        status["conditions"] = json!([{
-            "type": "Applied", "status": state, "reason": reason, "message": message,
-            "lastTransitionTime": since,
-            "observedGeneration": card.metadata.generation,
-        }]);
     }
     let body = json!({
         "apiVersion": Card::api_version(&()),

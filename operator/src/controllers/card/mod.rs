@@ -19,6 +19,7 @@ pub mod approved;
 pub mod decide;
 pub mod error;
 pub mod observe;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -211,6 +211,45 @@ pub fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
     );
 }
 
+/// `Ready=False` for a dispatch that does not run, saying why in one place (what `kubectl
+/// wait` and health checks read): `Refused` with the `Authorized` or `Valid` refusal, `Queued`
+/// with what it waits for, or the `Valid` reason of a reference it waits to exist. A dispatch
+/// that started sets `Ready` itself, so nothing else is touched.
+pub fn ready_while_not_running(
+    status: &mut DispatchStatus,
+    generation: Option<i64>,
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) {
+    let refusal = |status: &DispatchStatus| {
+        [ConditionType::Authorized, ConditionType::Valid]
+            .into_iter()
+            .filter_map(|c| find(&status.conditions, c))
+            .find(|c| c.status == "False")
+            .cloned()
+    };
+    let (reason, message) = match status.phase {
+        Some(DispatchPhase::Refused) => match refusal(status) {
+            Some(c) => ("Refused".to_owned(), format!("{}: {}", c.reason, c.message)),
+            None => ("Refused".to_owned(), "the dispatch was refused".to_owned()),
+        },
+        Some(DispatchPhase::Queued) => match find(&status.conditions, ConditionType::Queued) {
+            Some(c) => ("Queued".to_owned(), format!("{}: {}", c.reason, c.message)),
+            None => ("Queued".to_owned(), "waiting for a workspace".to_owned()),
+        },
+        None | Some(DispatchPhase::Pending) => match refusal(status) {
+            Some(c) => (c.reason.clone(), c.message.clone()),
+            None => return,
+        },
+        _ => return,
+    };
+    Conditions::new(&mut status.conditions, generation, t).set(
+        ConditionType::Ready,
+        false,
+        &reason,
+        &message,
+    );
+}
+
 /// Events for what a person would want to see in `kubectl describe`: only on transitions.
 pub fn transitions(old: &DispatchStatus, new: &DispatchStatus) -> Vec<Note> {
     let cond = |s: &DispatchStatus, t: ConditionType| {
@@ -258,4 +297,98 @@ fn cond_msg(s: &DispatchStatus, t: &str) -> Option<String> {
         .iter()
         .find(|c| c.type_ == t)
         .map(|c| c.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(s).unwrap(),
+        )
+    }
+
+    fn with(
+        phase: Option<DispatchPhase>,
+        conditions: &[(ConditionType, bool, &str)],
+    ) -> DispatchStatus {
+        let mut status = DispatchStatus {
+            phase,
+            ..DispatchStatus::default()
+        };
+        let t = at(1);
+        let mut c = Conditions::new(&mut status.conditions, Some(2), &t);
+        for (type_, ok, reason) in conditions {
+            c.set(*type_, *ok, reason, &format!("{reason} says why"));
+        }
+        status
+    }
+
+    fn ready(status: &DispatchStatus) -> Option<(String, String, String)> {
+        find(&status.conditions, ConditionType::Ready)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    }
+
+    #[test]
+    fn a_refused_dispatch_is_not_ready_with_the_refusal() {
+        let mut s = with(
+            Some(DispatchPhase::Refused),
+            &[(ConditionType::Authorized, false, "NoGrant")],
+        );
+        ready_while_not_running(&mut s, Some(2), &at(5));
+        assert_eq!(
+            ready(&s),
+            Some((
+                "False".into(),
+                "Refused".into(),
+                "NoGrant: NoGrant says why".into()
+            ))
+        );
+        let c = find(&s.conditions, ConditionType::Ready).unwrap();
+        assert_eq!(c.observed_generation, Some(2));
+        let mut invalid = with(
+            Some(DispatchPhase::Refused),
+            &[
+                (ConditionType::Authorized, true, "Granted"),
+                (ConditionType::Valid, false, "RunnerNotFound"),
+            ],
+        );
+        ready_while_not_running(&mut invalid, Some(2), &at(5));
+        assert_eq!(
+            ready(&invalid).unwrap().2,
+            "RunnerNotFound: RunnerNotFound says why"
+        );
+    }
+
+    #[test]
+    fn a_queued_or_waiting_dispatch_says_what_it_waits_for() {
+        let mut queued = with(
+            Some(DispatchPhase::Queued),
+            &[(ConditionType::Queued, true, "WorkspaceBusy")],
+        );
+        ready_while_not_running(&mut queued, Some(2), &at(5));
+        assert_eq!(ready(&queued).unwrap().1, "Queued");
+        assert!(ready(&queued).unwrap().2.contains("WorkspaceBusy"));
+        let mut waiting = with(None, &[(ConditionType::Valid, false, "CredentialNotFound")]);
+        ready_while_not_running(&mut waiting, Some(2), &at(5));
+        assert_eq!(ready(&waiting).unwrap().1, "CredentialNotFound");
+    }
+
+    #[test]
+    fn a_started_or_finished_run_keeps_its_own_ready() {
+        for phase in [
+            DispatchPhase::Running,
+            DispatchPhase::Stopped,
+            DispatchPhase::Starting,
+        ] {
+            let mut s = with(Some(phase), &[(ConditionType::Ready, true, "Running")]);
+            let before = s.clone();
+            ready_while_not_running(&mut s, Some(2), &at(5));
+            assert_eq!(s, before, "{phase:?}");
+        }
+        let mut fresh = with(None, &[]);
+        ready_while_not_running(&mut fresh, Some(2), &at(5));
+        assert_eq!(ready(&fresh), None);
+    }
 }

@@ -117,6 +117,7 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
             Some(job) => track_run(&ctx, &d, &job, &mut status).await?,
         },
     };
+    super::decide::ready_while_not_running(&mut status, d.metadata.generation, &now());
     // The outcome is on disk before the status says it.
     record_outcome(&ctx, &d, &old, &status).await?;
     // Events are for people and never fail a reconcile; they go out beside the status write.

@@ -1,6 +1,6 @@
 //! Where the subjects controller links subjects: the identity provider the gateway trades
 //! dispatch tokens at (Keycloak). A trait, so the controller is tested without Keycloak and the
-//! operator runs without it (`--keycloak-url` unset: the controller does not run).
+//! operator runs without it (`--keycloak-url` unset: Identities have nothing to link).
 
 use std::future::Future;
 use std::pin::Pin;

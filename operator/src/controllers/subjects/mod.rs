@@ -1,10 +1,12 @@
 //! The subjects controller: each Identity's subject becomes a user of the Keycloak realm the
 //! MCP gateway trades dispatch tokens at, linked to the dispatch-token issuer (SPEC §5.5: the
-//! gateway's JWT grant maps a token's `sub` to that user). Runs only with `--keycloak-url`.
-//! Not to be confused with `identity/`, the SPIRE registration of dispatch pods.
+//! gateway's JWT grant maps a token's `sub` to that user). Not to be confused with `identity/`,
+//! the SPIRE registration of dispatch pods.
 //!
 //! The result is the Identity's `Linked` condition (reason `Linked`, or `DirectoryUnavailable`
-//! with Keycloak's answer), an event when it changes, and `vexa_subject_reconcile_*`. A failure
+//! with Keycloak's answer) mirrored in `Ready`, an event when it changes, and
+//! `vexa_subject_reconcile_*`. Without `--keycloak-url` there is nothing to link: every
+//! Identity is `Ready` (reason `NoDirectory`) for the current generation, and that is all. A failure
 //! is retried with per-Identity backoff; a linked subject is checked again every 10 minutes (a
 //! user deleted in Keycloak comes back). Deleting an Identity leaves its user: its past tool
 //! calls stay attributable, and without an Identity no dispatch runs for it.
@@ -66,7 +68,7 @@ impl Error {
 pub struct Reconciler {
     /// The operator-wide context.
     pub base: Context,
-    directory: Arc<dyn Directory>,
+    directory: Option<Arc<dyn Directory>>,
     recorder: Recorder,
     backoff: Backoff<Identity>,
 }
@@ -74,7 +76,7 @@ pub struct Reconciler {
 impl std::fmt::Debug for Reconciler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("subjects::Reconciler")
-            .field("directory", &self.directory.describe())
+            .field("directory", &self.directory.as_ref().map(|d| d.describe()))
             .finish_non_exhaustive()
     }
 }
@@ -83,8 +85,15 @@ impl std::fmt::Debug for Reconciler {
 pub async fn reconcile(identity: Arc<Identity>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
     let _timer = ctx.base.metrics.subject.reconcile_started();
     let ns = identity.namespace().ok_or(Error::Malformed)?;
-    let outcome = ctx.directory.link(&identity.spec.subject).await;
-    let decision = decide::decide(&identity, &outcome, &ctx.directory.describe(), &now());
+    let (outcome, where_) = match &ctx.directory {
+        Some(directory) => (
+            Some(directory.link(&identity.spec.subject).await),
+            directory.describe(),
+        ),
+        None => (None, String::new()),
+    };
+    let link = outcome.as_ref().map(|o| (o, where_.as_str()));
+    let decision = decide::decide(&identity, link, &now());
     if let Some(status) = &decision.status {
         let body = json!({
             "apiVersion": Identity::api_version(&()),
@@ -101,11 +110,12 @@ pub async fn reconcile(identity: Arc<Identity>, ctx: Arc<Reconciler>) -> Result<
     }
     events::publish(&ctx.recorder, identity.as_ref(), decision.notes).await;
     match outcome {
-        Ok(()) => {
+        None => Ok(Action::await_change()),
+        Some(Ok(())) => {
             ctx.backoff.reset(&identity);
             Ok(Action::requeue(RECHECK))
         }
-        Err(why) => {
+        Some(Err(why)) => {
             ctx.base
                 .metrics
                 .subject
@@ -125,10 +135,11 @@ pub fn error_policy(identity: Arc<Identity>, error: &Error, ctx: Arc<Reconciler>
     Action::requeue(delay)
 }
 
-/// Runs the subjects controller against `directory` until `shutdown` resolves.
+/// Runs the subjects controller against `directory` (none: nothing to link) until `shutdown`
+/// resolves.
 pub async fn run(
     ctx: Context,
-    directory: Arc<dyn Directory>,
+    directory: Option<Arc<dyn Directory>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (store, writer) = reflector::store();
@@ -142,7 +153,8 @@ pub async fn run(
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let concurrency = ctx.config.concurrency;
-    info!(directory = %directory.describe(), "subjects controller started");
+    let describe = directory.as_ref().map(|d| d.describe());
+    info!(directory = ?describe, "subjects controller started");
     let rctx = Arc::new(Reconciler {
         recorder: Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
         base: ctx,
