@@ -56,6 +56,16 @@ pub enum Command {
     Cards(CardsArgs),
     /// Approve or reject a Card.
     Card(CardArgs),
+    /// Print this plugin's version, commit and platform (asks no cluster).
+    Version(VersionArgs),
+}
+
+/// `version`.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// `text` (default) or `json`.
+    #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
 }
 
 /// `cards`.

@@ -69,6 +69,14 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         // An exported copy: no cluster is asked.
         return verify_files(file, jwks);
     }
+    if let Command::Version(a) = &cli.command {
+        let v = crate::version::Version::of_this_build();
+        match a.output.as_str() {
+            "json" => println!("{}", v.json()),
+            _ => println!("{}", v.text()),
+        }
+        return Ok(Outcome::Done);
+    }
     let cluster = Cluster::connect().await?;
     let namespace = global
         .namespace
@@ -139,7 +147,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         | Command::Audit(_)
         | Command::Schedule(_)
         | Command::Cards(_)
-        | Command::Card(_) => Ok(Outcome::Done),
+        | Command::Card(_)
+        | Command::Version(_) => Ok(Outcome::Done),
     }
 }
 

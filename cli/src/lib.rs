@@ -20,6 +20,7 @@ pub mod render;
 pub mod safe;
 pub mod schedule;
 pub mod streams;
+pub mod version;
 
 pub use commands::{Outcome, resume_hint, run};
 pub use error::CliError;
