@@ -21,6 +21,17 @@ const JOB_CREATED_BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Buckets of the time from a Dispatch's creation until its worker runs (Job, pod scheduling,
+/// image, containers): seconds normally, minutes when an image is pulled.
+const RUNNING_BUCKETS: [f64; 12] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Buckets of a Dispatch's wait for a workspace another run holds: as long as that run.
+const QUEUE_WAIT_BUCKETS: [f64; 11] = [
+    0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+
 /// Buckets of a scheduled run's lateness (Dispatch created − nominal time − jitter): well
 /// under a second normally, up to a minute under load.
 const FIRE_LATENESS_BUCKETS: [f64; 12] = [
@@ -179,6 +190,10 @@ pub struct Metrics {
     pub schedule_runs: ScheduleMetrics,
     tools: Family<ReadyLabels, Gauge>,
     job_created_latency: Histogram,
+    running_latency: Histogram,
+    queue_wait: Histogram,
+    refusals: Family<ReasonLabels, Counter>,
+    runs: Family<ReasonLabels, Counter>,
     dispatches: Family<PhaseLabels, Gauge>,
     cards_created: Counter,
     cards_refused: Family<ReasonLabels, Counter>,
@@ -230,6 +245,32 @@ impl Metrics {
             Unit::Seconds,
             job_created_latency.clone(),
         );
+        let running_latency = Histogram::new(RUNNING_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_running_latency",
+            "Time from a Dispatch's creation until its worker runs (queue wait included)",
+            Unit::Seconds,
+            running_latency.clone(),
+        );
+        let queue_wait = Histogram::new(QUEUE_WAIT_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_queue_wait",
+            "Time a Dispatch waited for a workspace held by another run",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dispatch_refusals",
+            "Dispatches refused, by reason (the Authorized or Valid condition's)",
+            refusals.clone(),
+        );
+        let runs = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dispatch_runs",
+            "Runs that ended, by stop reason",
+            runs.clone(),
+        );
         let dispatches = Family::<PhaseLabels, Gauge>::default();
         registry.register(
             "dispatches",
@@ -262,6 +303,10 @@ impl Metrics {
             schedule_runs,
             tools,
             job_created_latency,
+            running_latency,
+            queue_wait,
+            refusals,
+            runs,
             dispatches,
             cards_created,
             cards_refused,
@@ -272,6 +317,34 @@ impl Metrics {
     /// Records the time from a Dispatch's creation to the creation of its Job.
     pub fn job_created(&self, latency: Duration) {
         self.job_created_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Records the time from a Dispatch's creation until its worker ran.
+    pub fn dispatch_running(&self, seconds: f64) {
+        self.running_latency.observe(seconds);
+    }
+
+    /// Records how long a Dispatch waited for its workspace.
+    pub fn dispatch_dequeued(&self, seconds: f64) {
+        self.queue_wait.observe(seconds);
+    }
+
+    /// Counts a refused Dispatch; `reason` comes from a fixed set (it is a label).
+    pub fn dispatch_refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a run that ended, by its stop reason.
+    pub fn dispatch_finished(&self, stop_reason: &str) {
+        self.runs
+            .get_or_create(&ReasonLabels {
+                reason: stop_reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a Card created from a dispatch's card event.
@@ -447,6 +520,36 @@ mod tests {
         assert!(has(
             &metrics,
             "vexa_dispatch_job_created_latency_seconds_sum 0.3"
+        ));
+    }
+
+    #[test]
+    fn the_stages_of_runs_are_reported() {
+        let metrics = Metrics::new();
+        metrics.dispatch_running(2.5);
+        metrics.dispatch_dequeued(40.0);
+        metrics.dispatch_refused("NoGrant");
+        metrics.dispatch_finished("completed");
+        metrics.dispatch_finished("completed");
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_running_latency_seconds_bucket{le=\"3.0\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_running_latency_seconds_bucket{le=\"2.0\"} 0"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_queue_wait_seconds_bucket{le=\"60.0\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_refusals_total{reason=\"NoGrant\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_runs_total{reason=\"completed\"} 2"
         ));
     }
 

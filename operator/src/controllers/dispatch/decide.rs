@@ -250,6 +250,70 @@ pub fn ready_while_not_running(
     );
 }
 
+/// A stage of a run worth measuring, seen in one status transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// Refused, with the refusal's reason (a fixed set: the policy's and the references').
+    Refused(String),
+    /// Left the queue for its workspace after this many seconds.
+    Dequeued(f64),
+    /// The worker runs, this many seconds after the Dispatch was created.
+    Running(f64),
+    /// The run ended, for this reason.
+    Finished(StopReason),
+}
+
+/// The stages `old` → `new` passed, for the metrics; `created` is the Dispatch's creation.
+pub fn stages(
+    old: &DispatchStatus,
+    new: &DispatchStatus,
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Vec<Stage> {
+    let seconds = |from: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+                   to: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        let d = to.0.duration_since(from.0).as_secs_f64();
+        (d >= 0.0).then_some(d)
+    };
+    let mut out = Vec::new();
+    if new.phase == old.phase {
+        return out;
+    }
+    match new.phase {
+        Some(DispatchPhase::Refused) => {
+            let reason = [ConditionType::Authorized, ConditionType::Valid]
+                .into_iter()
+                .filter_map(|t| find(&new.conditions, t))
+                .find(|c| c.status == "False")
+                .map_or_else(|| "Unknown".to_owned(), |c| c.reason.clone());
+            out.push(Stage::Refused(reason));
+        }
+        Some(DispatchPhase::Stopped) => {
+            if let Some(reason) = new.stop_reason {
+                out.push(Stage::Finished(reason));
+            }
+        }
+        _ => {}
+    }
+    if old.phase == Some(DispatchPhase::Queued)
+        && matches!(
+            new.phase,
+            Some(DispatchPhase::Starting | DispatchPhase::Running)
+        )
+        && let Some(queued) = find(&old.conditions, ConditionType::Queued)
+        && let Some(waited) = find(&new.conditions, ConditionType::Queued)
+            .and_then(|now| seconds(&queued.last_transition_time, &now.last_transition_time))
+    {
+        out.push(Stage::Dequeued(waited));
+    }
+    if new.phase == Some(DispatchPhase::Running)
+        && let (Some(created), Some(started)) = (created, new.start_time.as_ref())
+        && let Some(latency) = seconds(created, started)
+    {
+        out.push(Stage::Running(latency));
+    }
+    out
+}
+
 /// Events for what a person would want to see in `kubectl describe`: only on transitions.
 pub fn transitions(old: &DispatchStatus, new: &DispatchStatus) -> Vec<Note> {
     let cond = |s: &DispatchStatus, t: ConditionType| {
@@ -373,6 +437,58 @@ mod tests {
         let mut waiting = with(None, &[(ConditionType::Valid, false, "CredentialNotFound")]);
         ready_while_not_running(&mut waiting, Some(2), &at(5));
         assert_eq!(ready(&waiting).unwrap().1, "CredentialNotFound");
+    }
+
+    #[test]
+    fn each_stage_is_seen_once_in_the_transition_that_passes_it() {
+        let created = at(100);
+        let mut queued = with(
+            Some(DispatchPhase::Queued),
+            &[(ConditionType::Queued, true, "WorkspaceBusy")],
+        );
+        assert!(stages(&DispatchStatus::default(), &queued, Some(&created)).is_empty());
+        // Dequeued 30 s later: the Queued condition turns False then.
+        let mut starting = queued.clone();
+        starting.phase = Some(DispatchPhase::Starting);
+        Conditions::new(&mut starting.conditions, Some(2), &at(31)).set(
+            ConditionType::Queued,
+            false,
+            "WorkspaceClaimed",
+            "held",
+        );
+        assert_eq!(
+            stages(&queued, &starting, Some(&created)),
+            vec![Stage::Dequeued(30.0)]
+        );
+        let mut running = starting.clone();
+        running.phase = Some(DispatchPhase::Running);
+        running.start_time = Some(at(112));
+        assert_eq!(
+            stages(&starting, &running, Some(&created)),
+            vec![Stage::Running(12.0)]
+        );
+        assert!(
+            stages(&running, &running, Some(&created)).is_empty(),
+            "no transition, no stage"
+        );
+        let mut stopped = running.clone();
+        stopped.phase = Some(DispatchPhase::Stopped);
+        stopped.stop_reason = Some(StopReason::IdleTimeout);
+        assert_eq!(
+            stages(&running, &stopped, Some(&created)),
+            vec![Stage::Finished(StopReason::IdleTimeout)]
+        );
+        queued.phase = Some(DispatchPhase::Refused);
+        Conditions::new(&mut queued.conditions, Some(2), &at(5)).set(
+            ConditionType::Authorized,
+            false,
+            "UntrustedTriggerWrites",
+            "no",
+        );
+        assert_eq!(
+            stages(&DispatchStatus::default(), &queued, Some(&created)),
+            vec![Stage::Refused("UntrustedTriggerWrites".into())]
+        );
     }
 
     #[test]

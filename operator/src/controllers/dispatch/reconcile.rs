@@ -23,8 +23,8 @@ use super::ceilings::{self, Ceilings};
 use super::children::{Inputs, effective_limits};
 use super::claim::{self, Claim};
 use super::decide::{
-    authorize, describe_run, finish, identity_facts, mounted, needs_identities, owned_workspaces,
-    request, transitions, unix_seconds,
+    Stage, authorize, describe_run, finish, identity_facts, mounted, needs_identities,
+    owned_workspaces, request, transitions, unix_seconds,
 };
 use super::error::Error;
 use super::observe::{self, Resolved};
@@ -125,6 +125,16 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     if status != old {
         let (_, written) = tokio::join!(notes, write_status(&ctx, &d, &status));
         written?;
+        // Counted once written: a write that failed is decided again by the retry.
+        let metrics = &ctx.base.metrics;
+        for stage in super::decide::stages(&old, &status, d.metadata.creation_timestamp.as_ref()) {
+            match stage {
+                Stage::Refused(reason) => metrics.dispatch_refused(&reason),
+                Stage::Dequeued(seconds) => metrics.dispatch_dequeued(seconds),
+                Stage::Running(seconds) => metrics.dispatch_running(seconds),
+                Stage::Finished(reason) => metrics.dispatch_finished(reason.as_str()),
+            }
+        }
     } else {
         notes.await;
     }
