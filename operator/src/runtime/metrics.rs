@@ -53,6 +53,17 @@ struct PhaseLabels {
     phase: String,
 }
 
+/// Creates the series of `reasons` at zero, so each exists before its first event (a rate over
+/// a counter that appears at its first event misses that event, and a dashboard shows "no
+/// data" instead of 0).
+fn prime<'a>(family: &Family<ReasonLabels, Counter>, reasons: impl IntoIterator<Item = &'a str>) {
+    for reason in reasons {
+        drop(family.get_or_create(&ReasonLabels {
+            reason: reason.to_owned(),
+        }));
+    }
+}
+
 /// What every controller reports about its own reconciles, under `vexa_<kind>_…`.
 #[derive(Debug, Clone)]
 pub struct ControllerMetrics {
@@ -77,6 +88,7 @@ impl ControllerMetrics {
             format!("{kind} reconciles that failed, by reason"),
             reconcile_errors.clone(),
         );
+        prime(&reconcile_errors, crate::runtime::errors::KUBE_REASONS);
         let reconcile_duration = Histogram::new(RECONCILE_BUCKETS);
         sub.register_with_unit(
             "reconcile_duration",
@@ -156,6 +168,12 @@ impl ScheduleMetrics {
         }
     }
 
+    /// Starts the skip counters of `reasons` at zero, so each series exists before its first
+    /// skip.
+    pub fn known_skip_reasons(&self, reasons: &[&str]) {
+        prime(&self.skips, reasons.iter().copied());
+    }
+
     /// Counts a skipped nominal time; `reason` is one of the few skip reasons.
     pub fn skipped(&self, reason: &str) {
         self.skips
@@ -233,6 +251,11 @@ impl Metrics {
         let schedule = ControllerMetrics::register(&mut registry, "schedule");
         let schedule_runs = ScheduleMetrics::register(&mut registry);
         let tools = Family::<ReadyLabels, Gauge>::default();
+        for ready in ["true", "false"] {
+            drop(tools.get_or_create(&ReadyLabels {
+                ready: ready.to_owned(),
+            }));
+        }
         registry.register(
             "tools",
             "Tools by readiness (Ready: the MCP server answers and the audience is known)",
@@ -266,6 +289,7 @@ impl Metrics {
             refusals.clone(),
         );
         let runs = Family::<ReasonLabels, Counter>::default();
+        prime(&runs, vexa_core::StopReason::ALL.map(|r| r.as_str()));
         registry.register(
             "dispatch_runs",
             "Runs that ended, by stop reason",
@@ -350,6 +374,11 @@ impl Metrics {
     /// Counts a Card created from a dispatch's card event.
     pub fn card_created(&self) {
         self.cards_created.inc();
+    }
+
+    /// Starts the card-refusal counters of `reasons` at zero.
+    pub fn known_card_refusals(&self, reasons: &[&str]) {
+        prime(&self.cards_refused, reasons.iter().copied());
     }
 
     /// Counts a refused card event; `reason` comes from a fixed set (it is a label).
@@ -465,6 +494,23 @@ mod tests {
             &metrics,
             "vexa_dispatch_reconcile_duration_seconds_bucket{le=\"10.0\"} 1"
         ));
+    }
+
+    #[test]
+    fn labelled_series_exist_before_their_first_event() {
+        let metrics = Metrics::new();
+        metrics.schedule_runs.known_skip_reasons(&["Overlap"]);
+        metrics.known_card_refusals(&["CardTooMany"]);
+        for line in [
+            "vexa_runner_reconcile_errors_total{reason=\"KubeError\"} 0",
+            "vexa_dispatch_reconcile_errors_total{reason=\"Conflict\"} 0",
+            "vexa_tools{ready=\"false\"} 0",
+            "vexa_dispatch_runs_total{reason=\"idle_timeout\"} 0",
+            "vexa_schedule_skips_total{reason=\"Overlap\"} 0",
+            "vexa_cards_refused_total{reason=\"CardTooMany\"} 0",
+        ] {
+            assert!(has(&metrics, line), "{line}");
+        }
     }
 
     #[test]

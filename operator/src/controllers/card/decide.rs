@@ -52,6 +52,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason [`Refusal::reason`] gives (the metric starts each at zero).
+    pub const REASONS: [&'static str; 10] = [
+        "CardMalformed",
+        "CardUnknownKind",
+        "CardSendFromStream",
+        "CardTooLarge",
+        "CardForeignWorkspace",
+        "CardUnsafePath",
+        "CardForeignOwner",
+        "CardForeignSource",
+        "CardDecisionFromAgent",
+        "CardTooMany",
+    ];
+
     /// The bounded reason: the Warning event's reason and the metric's label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -269,6 +283,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn every_refusal_reason_is_listed() {
+        let all = [
+            Refusal::Malformed(String::new()),
+            Refusal::UnknownKind(String::new()),
+            Refusal::SendFromStream,
+            Refusal::TooLarge(""),
+            Refusal::ForeignWorkspace(String::new()),
+            Refusal::UnsafePath(String::new()),
+            Refusal::ForeignOwner(String::new()),
+            Refusal::ForeignSource(String::new()),
+            Refusal::DecisionFromAgent,
+            Refusal::TooMany,
+        ];
+        let reasons: Vec<&str> = all.iter().map(Refusal::reason).collect();
+        assert_eq!(reasons, Refusal::REASONS);
+    }
 
     const ENTRY: EntryId = EntryId {
         ms: 1_700_000_000_000,

@@ -54,6 +54,7 @@ pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync 
 
 /// Follows the streams of the dispatches and turns their card events into Cards.
 async fn follow_proposals(ctx: Context, shutdown: impl Future<Output = ()> + Send + 'static) {
+    ctx.metrics.known_card_refusals(&decide::Refusal::REASONS);
     let redis = match ctx.config.admin_redis_client() {
         Ok(r) => r,
         Err(e) => {

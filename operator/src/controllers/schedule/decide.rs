@@ -55,6 +55,15 @@ pub mod reason {
     pub const UNAUTHORIZED: &str = "Unauthorized";
     /// A newer run took its place.
     pub const SUPERSEDED: &str = "Superseded";
+    /// Every reason a nominal time is skipped for (these and the plan's).
+    pub const ALL: [&str; 6] = [
+        OVERLAP,
+        SUSPENDED,
+        PAUSED,
+        UNAUTHORIZED,
+        SUPERSEDED,
+        "MissedCatchupWindow",
+    ];
 }
 
 /// Operator settings the decision depends on.

@@ -129,6 +129,9 @@ pub fn error_policy(schedule: Arc<Schedule>, error: &Error, ctx: Arc<Reconciler>
 
 /// Runs the Schedule controller until `shutdown` resolves.
 pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    ctx.metrics
+        .schedule_runs
+        .known_skip_reasons(&decide::reason::ALL);
     let client = ctx.client.clone();
     let (store, writer) = reflector::store();
     // A new generation or a changed annotation (an action) starts a reconcile; the
