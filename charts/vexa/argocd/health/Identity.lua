@@ -4,8 +4,4 @@ local hs = unobserved(obj)
 if hs ~= nil then
   return hs
 end
-local ready = condition(obj, "Ready")
-if ready ~= nil and ready.status == "False" then
-  return { status = "Degraded", message = said(ready) }
-end
-return from_ready(obj, {})
+return ready_or_degraded(obj)

@@ -57,3 +57,12 @@ local function from_ready(obj, broken)
   end
   return { status = "Progressing", message = said(ready) }
 end
+
+-- Health from the Ready condition, for kinds where every Ready=False needs a person.
+local function ready_or_degraded(obj)
+  local ready = condition(obj, "Ready")
+  if ready ~= nil and ready.status == "False" then
+    return { status = "Degraded", message = said(ready) }
+  end
+  return from_ready(obj, {})
+end
