@@ -117,6 +117,63 @@ where
         .try_filter_map(|e| futures::future::ready(Ok(readable(e))))
 }
 
+/// What a controller of `K` that acts on new generations reads: a store of every readable `K`
+/// (managed fields dropped) and the objects whose generation changed (or that are new). Its
+/// own status writes do not bump the generation, so they start no reconcile; a requeue does
+/// the rest.
+pub fn by_generation<K>(
+    client: kube::Client,
+) -> (
+    reflector::Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::Scope: Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let objects = lenient::<K>(client, watcher::Config::default().any_semantic())
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    (store, objects)
+}
+
+/// Runs a controller of `K` over `watch` (see [`by_generation`]) until `shutdown` resolves:
+/// `concurrency` reconciles at once, none of the same object twice at a time.
+pub async fn drive<K, Ctx, Fut>(
+    watch: (
+        reflector::Store<K>,
+        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    ),
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<Ctx>) -> Fut,
+    error_policy: impl Fn(
+        std::sync::Arc<K>,
+        &Fut::Error,
+        std::sync::Arc<Ctx>,
+    ) -> kube::runtime::controller::Action,
+    ctx: std::sync::Arc<Ctx>,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    Fut: futures::TryFuture<Ok = kube::runtime::controller::Action> + Send + 'static,
+    Fut::Error: std::error::Error + Send + 'static,
+{
+    let (store, objects) = watch;
+    kube::runtime::Controller::for_stream(objects, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(kind = %K::kind(&()), error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
 /// A cache of every readable `K`, kept filled by a spawned watch (abort it to stop). Nothing
 /// is triggered by it: it serves reads.
 pub fn cached<K>(client: kube::Client) -> (Cache<K>, tokio::task::JoinHandle<()>)

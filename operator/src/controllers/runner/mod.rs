@@ -17,13 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector;
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -35,7 +32,7 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::now;
 use crate::runtime::context::Context;
 use crate::runtime::events;
-use crate::runtime::watch::lenient;
+use crate::runtime::watch::{by_generation, drive};
 
 /// How often a ready runner's credential is looked at again.
 const RECHECK: Duration = Duration::from_secs(600);
@@ -139,16 +136,7 @@ pub fn error_policy(runner: Arc<AgentRunner>, error: &Error, ctx: Arc<Reconciler
 
 /// Runs the AgentRunner controller until `shutdown` resolves.
 pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (store, writer) = reflector::store();
-    // Our own status writes must not start a reconcile; a new generation (or runner) does.
-    let runners = lenient::<AgentRunner>(
-        ctx.client.clone(),
-        watcher::Config::default().any_semantic(),
-    )
-    .modify(|r| r.managed_fields_mut().clear())
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    let watch = by_generation::<AgentRunner>(ctx.client.clone());
     let concurrency = ctx.config.concurrency;
     info!("AgentRunner controller started");
     let rctx = Arc::new(Reconciler {
@@ -156,15 +144,6 @@ pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync 
         base: ctx,
         backoff: Backoff::default(),
     });
-    Controller::for_stream(runners, store)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, rctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "AgentRunner controller event");
-            }
-        })
-        .await;
+    drive(watch, concurrency, shutdown, reconcile, error_policy, rctx).await;
     info!("AgentRunner controller stopped");
 }

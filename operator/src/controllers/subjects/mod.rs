@@ -20,12 +20,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector;
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -38,7 +35,7 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::now;
 use crate::runtime::context::Context;
 use crate::runtime::events;
-use crate::runtime::watch::lenient;
+use crate::runtime::watch::{by_generation, drive};
 
 /// How often a linked subject is checked again.
 const RECHECK: Duration = Duration::from_secs(600);
@@ -142,16 +139,7 @@ pub async fn run(
     directory: Option<Arc<dyn Directory>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (store, writer) = reflector::store();
-    // Our own status writes must not start a reconcile; a new generation (or Identity) does.
-    let identities = lenient::<Identity>(
-        ctx.client.clone(),
-        watcher::Config::default().any_semantic(),
-    )
-    .modify(|i| i.managed_fields_mut().clear())
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    let watch = by_generation::<Identity>(ctx.client.clone());
     let concurrency = ctx.config.concurrency;
     let describe = directory.as_ref().map(|d| d.describe());
     info!(directory = ?describe, "subjects controller started");
@@ -161,15 +149,6 @@ pub async fn run(
         directory,
         backoff: Backoff::default(),
     });
-    Controller::for_stream(identities, store)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, rctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "subjects controller event");
-            }
-        })
-        .await;
+    drive(watch, concurrency, shutdown, reconcile, error_policy, rctx).await;
     info!("subjects controller stopped");
 }

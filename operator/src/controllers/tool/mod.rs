@@ -21,12 +21,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{info, warn};
 use vexa_crds::Tool;
 
@@ -36,7 +34,7 @@ pub use error::Error;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::now;
 use crate::runtime::context::Context;
-use crate::runtime::watch::lenient;
+use crate::runtime::watch::{by_generation, drive};
 use decide::Readiness;
 use probe::Prober;
 
@@ -139,35 +137,15 @@ pub async fn run(
     audiences: Option<Arc<dyn Audiences>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (store, writer) = reflector::store();
-    // Only a new generation (or a new Tool) starts a reconcile at once: the status writes of
-    // this controller must not, or each probe would trigger the next. The periodic requeue
-    // does the rest.
-    let tools = lenient::<Tool>(
-        ctx.client.clone(),
-        watcher::Config::default().any_semantic(),
-    )
-    .modify(|t| t.managed_fields_mut().clear())
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    let watch = by_generation::<Tool>(ctx.client.clone());
     let concurrency = ctx.config.concurrency;
-    let rctx = match Reconciler::new(ctx, store.clone(), audiences) {
+    let rctx = match Reconciler::new(ctx, watch.0.clone(), audiences) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             tracing::error!(error = %e, "the Tool controller cannot load the system's CA certificates; Tools get no status");
             return;
         }
     };
-    Controller::for_stream(tools, store)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, rctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "tool controller event");
-            }
-        })
-        .await;
+    drive(watch, concurrency, shutdown, reconcile, error_policy, rctx).await;
     info!("Tool controller stopped");
 }

@@ -21,12 +21,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use redis::aio::ConnectionManager;
 use serde_json::json;
@@ -38,7 +36,7 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::conditions::now;
 use crate::runtime::context::Context;
 use crate::runtime::events;
-use crate::runtime::watch::lenient;
+use crate::runtime::watch::{by_generation, drive};
 use decide::{Decision, Observed, stream_of};
 use tally::Tally;
 
@@ -270,37 +268,20 @@ pub async fn run(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync 
             return;
         }
     };
-    let (store, writer) = reflector::store();
-    let transcripts = lenient::<Transcript>(
-        ctx.client.clone(),
-        watcher::Config::default().any_semantic(),
-    )
-    .modify(|t| t.managed_fields_mut().clear())
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    let watch = by_generation::<Transcript>(ctx.client.clone());
     let concurrency = ctx.config.concurrency;
     let poll = Duration::from_secs(ctx.config.transcript_poll_seconds);
     let rctx = Arc::new(Reconciler {
         recorder: Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
         base: ctx,
-        store: store.clone(),
+        store: watch.0.clone(),
         redis,
         conn: tokio::sync::Mutex::new(None),
         tallies: Mutex::new(HashMap::new()),
         backoff: Backoff::default(),
         poll,
     });
-    Controller::for_stream(transcripts, store)
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, rctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "transcript controller event");
-            }
-        })
-        .await;
+    drive(watch, concurrency, shutdown, reconcile, error_policy, rctx).await;
     info!("Transcript controller stopped");
 }
 
