@@ -2,6 +2,7 @@
 //! described, how its ending is recorded, and which events its transitions publish. What the
 //! Job and pod say about the run is in `run_state`.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use vexa_crds::Identity;
 use vexa_crds::{
@@ -211,24 +212,23 @@ pub fn finish(status: &mut DispatchStatus, d: &Dispatch, state: RunState) {
     );
 }
 
+/// The condition that refused a dispatch or holds it back: `Authorized` or else `Valid`, when
+/// `False`.
+fn refusal(conditions: &[Condition]) -> Option<Condition> {
+    [ConditionType::Authorized, ConditionType::Valid]
+        .into_iter()
+        .filter_map(|t| find(conditions, t))
+        .find(|c| c.status == "False")
+        .cloned()
+}
+
 /// `Ready=False` for a dispatch that does not run, saying why in one place (what `kubectl
 /// wait` and health checks read): `Refused` with the `Authorized` or `Valid` refusal, `Queued`
 /// with what it waits for, or the `Valid` reason of a reference it waits to exist. A dispatch
 /// that started sets `Ready` itself, so nothing else is touched.
-pub fn ready_while_not_running(
-    status: &mut DispatchStatus,
-    generation: Option<i64>,
-    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-) {
-    let refusal = |status: &DispatchStatus| {
-        [ConditionType::Authorized, ConditionType::Valid]
-            .into_iter()
-            .filter_map(|c| find(&status.conditions, c))
-            .find(|c| c.status == "False")
-            .cloned()
-    };
+pub fn ready_while_not_running(status: &mut DispatchStatus, generation: Option<i64>, t: &Time) {
     let (reason, message) = match status.phase {
-        Some(DispatchPhase::Refused) => match refusal(status) {
+        Some(DispatchPhase::Refused) => match refusal(&status.conditions) {
             Some(c) => ("Refused".to_owned(), format!("{}: {}", c.reason, c.message)),
             None => ("Refused".to_owned(), "the dispatch was refused".to_owned()),
         },
@@ -236,7 +236,7 @@ pub fn ready_while_not_running(
             Some(c) => ("Queued".to_owned(), format!("{}: {}", c.reason, c.message)),
             None => ("Queued".to_owned(), "waiting for a workspace".to_owned()),
         },
-        None | Some(DispatchPhase::Pending) => match refusal(status) {
+        None | Some(DispatchPhase::Pending) => match refusal(&status.conditions) {
             Some(c) => (c.reason.clone(), c.message.clone()),
             None => return,
         },
@@ -264,13 +264,8 @@ pub enum Stage {
 }
 
 /// The stages `old` → `new` passed, for the metrics; `created` is the Dispatch's creation.
-pub fn stages(
-    old: &DispatchStatus,
-    new: &DispatchStatus,
-    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-) -> Vec<Stage> {
-    let seconds = |from: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-                   to: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+pub fn stages(old: &DispatchStatus, new: &DispatchStatus, created: Option<&Time>) -> Vec<Stage> {
+    let seconds = |from: &Time, to: &Time| {
         let d = to.0.duration_since(from.0).as_secs_f64();
         (d >= 0.0).then_some(d)
     };
@@ -280,11 +275,8 @@ pub fn stages(
     }
     match new.phase {
         Some(DispatchPhase::Refused) => {
-            let reason = [ConditionType::Authorized, ConditionType::Valid]
-                .into_iter()
-                .filter_map(|t| find(&new.conditions, t))
-                .find(|c| c.status == "False")
-                .map_or_else(|| "Unknown".to_owned(), |c| c.reason.clone());
+            let reason =
+                refusal(&new.conditions).map_or_else(|| "Unknown".to_owned(), |c| c.reason.clone());
             out.push(Stage::Refused(reason));
         }
         Some(DispatchPhase::Stopped) => {
@@ -367,10 +359,8 @@ fn cond_msg(s: &DispatchStatus, t: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn at(s: i64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::from_second(s).unwrap(),
-        )
+    fn at(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
     }
 
     fn with(
