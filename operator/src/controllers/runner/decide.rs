@@ -23,6 +23,23 @@ pub enum Credential {
     KeyMissing,
 }
 
+/// The Secret of the operator's namespace to read for `runner`'s credential (name, key), or
+/// what is known without reading anything: it brokers none, or it names another namespace
+/// (which is never read).
+pub fn secret_to_read<'a>(
+    runner: &'a AgentRunner,
+    operator_ns: &str,
+) -> Result<(&'a str, &'a str), Credential> {
+    let Some(credential) = &runner.spec.model_credential else {
+        return Err(Credential::None);
+    };
+    let reference = &credential.secret_ref;
+    match reference.namespace.as_deref() {
+        Some(ns) if ns != operator_ns => Err(Credential::OtherNamespace(ns.to_owned())),
+        _ => Ok((&reference.name, &reference.key)),
+    }
+}
+
 /// The reasons of `Ready`.
 pub mod reason {
     /// Dispatches can use the runner.
@@ -187,6 +204,30 @@ mod tests {
         assert_eq!(c.observed_generation, Some(4));
         // A broken runner is a Warning at once; a ready one is no news.
         assert_eq!(d.notes.len(), usize::from(status == "False"));
+    }
+
+    #[test]
+    fn a_secret_of_another_namespace_is_never_read() {
+        let mut r = runner(true);
+        assert_eq!(
+            secret_to_read(&r, "vexa-system"),
+            Ok(("anthropic", "api-key"))
+        );
+        if let Some(c) = r.spec.model_credential.as_mut() {
+            c.secret_ref.namespace = Some("team-b".into());
+        }
+        assert_eq!(
+            secret_to_read(&r, "vexa-system"),
+            Err(Credential::OtherNamespace("team-b".into()))
+        );
+        if let Some(c) = r.spec.model_credential.as_mut() {
+            c.secret_ref.namespace = Some("vexa-system".into());
+        }
+        assert!(secret_to_read(&r, "vexa-system").is_ok());
+        assert_eq!(
+            secret_to_read(&runner(false), "vexa-system"),
+            Err(Credential::None)
+        );
     }
 
     #[test]

@@ -70,28 +70,19 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
-/// What there is of `runner`'s model credential in the operator's namespace.
+/// What there is of `runner`'s model credential in the operator's namespace (the only one read).
 async fn observe(runner: &AgentRunner, ctx: &Reconciler) -> Result<Credential, Error> {
-    let Some(credential) = &runner.spec.model_credential else {
-        return Ok(Credential::None);
-    };
-    let reference = &credential.secret_ref;
     let operator_ns = &ctx.base.config.namespace;
-    if let Some(ns) = reference.namespace.as_ref().filter(|ns| *ns != operator_ns) {
-        return Ok(Credential::OtherNamespace(ns.clone()));
-    }
+    let (name, key) = match decide::secret_to_read(runner, operator_ns) {
+        Ok(found) => found,
+        Err(known) => return Ok(known),
+    };
     let secret = Api::<Secret>::namespaced(ctx.base.client.clone(), operator_ns)
-        .get_opt(&reference.name)
+        .get_opt(name)
         .await?;
     Ok(match secret {
         None => Credential::SecretNotFound,
-        Some(s)
-            if s.data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(&reference.key)) =>
-        {
-            Credential::Found
-        }
+        Some(s) if s.data.as_ref().is_some_and(|d| d.contains_key(key)) => Credential::Found,
         Some(_) => Credential::KeyMissing,
     })
 }
