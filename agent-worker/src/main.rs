@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::identity;
@@ -24,6 +25,7 @@ use vexa_core::cards::{APPLY_RECORD_SUBCOMMAND, apply_env};
 use vexa_core::pod::layout::{
     AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, READY_SUBCOMMAND, WORKER_STATE_DIR,
 };
+use vexa_core::trace::TraceParent;
 use vexa_stream::publish::RetryOptions;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -203,8 +205,19 @@ async fn main() -> ExitCode {
     let sidecar = cli.sidecar;
     let agent_connect_timeout = Duration::from_secs(cli.agent_connect_timeout_sec);
     let claimed = if sidecar { state.claim_start() } else { Ok(()) };
+    // The run's trace (set by the operator): every line of the run carries its id, so the
+    // worker's log joins the trace in whatever backend holds both.
+    let trace_id = std::env::var(vexa_core::trace::ENV)
+        .ok()
+        .and_then(|v| TraceParent::parse(&v).ok())
+        .map(|t| t.trace_hex());
+    let span = tracing::info_span!("run", trace_id = trace_id.as_deref().unwrap_or("-"));
     let ran = match claimed {
-        Ok(()) => run(cli, sidecar.then_some(&state), shutdown.clone()).await,
+        Ok(()) => {
+            run(cli, sidecar.then_some(&state), shutdown.clone())
+                .instrument(span)
+                .await
+        }
         Err(e) => Outcome::before_start(Ending::Failed(e.to_string())).into(),
     };
     if sidecar {

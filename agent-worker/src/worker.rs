@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use vexa_core::model::PLACEHOLDER_KEY;
 use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
 use vexa_core::pod::{Start, StreamFormat};
+use vexa_core::trace::Milestones;
 use vexa_core::{CommitRange, ModelUsage, StopReason, Termination};
 use vexa_stream::acl;
 use vexa_stream::publish::{
@@ -147,6 +149,8 @@ pub struct Outcome {
     pub provenance: Vec<CommitRange>,
     /// Model tokens used through the brokered credential, if the run had one.
     pub usage: Option<ModelUsage>,
+    /// When the first turn reached each step, for the run's trace.
+    pub milestones: Option<Milestones>,
 }
 
 impl Outcome {
@@ -156,6 +160,7 @@ impl Outcome {
             ending,
             provenance: Vec::new(),
             usage: None,
+            milestones: None,
         }
     }
 
@@ -166,6 +171,7 @@ impl Outcome {
             message: self.ending.message(),
             provenance: self.provenance.clone(),
             usage: self.usage,
+            milestones: self.milestones,
         }
     }
 }
@@ -265,10 +271,13 @@ pub async fn run(
         mcp_config: None,
         stop: ShimStop::default(),
         next_turn: TurnId::default(),
+        milestones: Milestones::default(),
+        first_turn: None,
     };
     let ending = worker.drive().await;
     let commits = worker.commits().await;
     let usage = worker.model.as_ref().map(ModelProxy::usage);
+    let milestones = (worker.milestones != Milestones::default()).then_some(worker.milestones);
     let terminated = ending == Ending::Terminated;
     let agent = worker.shim.take();
     drop(worker);
@@ -277,6 +286,7 @@ pub async fn run(
             ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
             provenance: commits,
             usage,
+            milestones,
         },
         agent,
     }
@@ -426,6 +436,10 @@ struct Worker {
     mcp_config: Option<PathBuf>,
     stop: ShimStop,
     next_turn: TurnId,
+    /// When the first turn reached each step (times only), for the run's trace.
+    milestones: Milestones,
+    /// The first turn's id, once it began.
+    first_turn: Option<TurnId>,
 }
 
 /// How a turn ended.
@@ -474,7 +488,10 @@ impl Worker {
         self.mcp = self.start_mcp_endpoint().await?;
         self.mcp_config = self.start_card_server().await?;
         match self.connect_agent().await {
-            Ok(Some(shim)) => self.shim = Some(shim),
+            Ok(Some(shim)) => {
+                self.shim = Some(shim);
+                self.milestones.ready = Some(unix_ms());
+            }
             Ok(None) => return Ok(Ending::Terminated),
             Err(why) => {
                 self.note(self.next_turn, why.clone()).await?;
@@ -809,6 +826,11 @@ impl Worker {
     async fn turn(&mut self, prompt: String) -> Result<TurnEnd, PublisherGone> {
         let turn = self.next_turn;
         self.next_turn = turn.next();
+        let first = self.first_turn.is_none();
+        if first {
+            self.first_turn = Some(turn);
+            self.milestones.turn = Some(unix_ms());
+        }
         if let Some(cards) = &self.cards {
             cards.set_turn(turn);
         }
@@ -861,6 +883,9 @@ impl Worker {
         tracing::info!(%turn, resume = ?values.session_id, "turn starts");
         let events = self.events.clone();
         let stop = self.stop.clone();
+        // 0 until the first turn's first event (then its Unix milliseconds).
+        let first_event = Arc::new(AtomicI64::new(0));
+        let seen = first.then(|| first_event.clone());
         let mut running = tokio::task::spawn_blocking(move || {
             run_turn(
                 &mut agent,
@@ -872,6 +897,14 @@ impl Worker {
                 turn,
                 &values,
                 &mut |event| {
+                    if let Some(seen) = &seen {
+                        let _ = seen.compare_exchange(
+                            0,
+                            unix_ms(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
                     tracing::debug!(event = %event.to_json(), "event");
                     if events.blocking_send(event).is_err() {
                         // Nobody can see the turn any more: stop the agent.
@@ -898,6 +931,11 @@ impl Worker {
                 }
             }
         };
+        if first {
+            self.milestones.done = Some(unix_ms());
+            self.milestones.first_event =
+                Some(first_event.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
+        }
         let report = match joined {
             Ok(Ok(report)) => report,
             Ok(Err(e)) if terminated => {
@@ -963,6 +1001,9 @@ impl Worker {
             .await;
             match committed {
                 Ok(Ok(Some(sha))) => {
+                    if self.first_turn == Some(turn) {
+                        self.milestones.commit = Some(unix_ms());
+                    }
                     tracing::info!(%turn, %sha, "committed");
                     self.emit(turn, Event::Commit { sha }).await?;
                 }
@@ -1020,6 +1061,13 @@ pub fn agent_env(env: &WorkerEnv, config: &Path) -> Vec<(String, String)> {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch (a milestone's unit).
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1061,8 +1109,16 @@ mod tests {
                 output_tokens: 2,
                 requests: 1,
             }),
+            milestones: Some(Milestones {
+                ready: Some(1),
+                turn: Some(2),
+                first_event: Some(3),
+                done: Some(4),
+                commit: Some(5),
+            }),
         };
         let back = Termination::parse(&outcome.termination().encode());
+        assert_eq!(back.milestones, outcome.milestones);
         assert_eq!(back.usage, outcome.usage);
         assert_eq!(back.reason, Some(StopReason::IdleTimeout));
         assert_eq!(back.provenance, outcome.provenance);

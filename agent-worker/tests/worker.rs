@@ -549,8 +549,20 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
     // The report: idle, from the worker's own .gitignore commit to the last turn's.
     let repo = git2::Repository::open(&notes).unwrap();
     let sha = |rev: &str| Some(repo.revparse_single(rev).unwrap().id().to_string());
+    let mut report = worker.termination();
+    // The first turn's milestones, for the run's trace: all there, in order, times only.
+    let m = report
+        .milestones
+        .take()
+        .expect("the worker reports its milestones");
+    let steps = [m.ready, m.turn, m.first_event, m.done, m.commit];
+    assert!(steps.iter().all(Option::is_some), "{m:?}");
+    assert!(
+        steps.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {m:?}"
+    );
     assert_eq!(
-        worker.termination(),
+        report,
         Termination {
             reason: Some(StopReason::IdleTimeout),
             message: None,
@@ -560,6 +572,7 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
                 result: sha("HEAD"),
             }],
             usage: None,
+            milestones: None,
         }
     );
     assert!(

@@ -15,6 +15,7 @@
 
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
+use vexa_core::trace::TraceParent;
 use vexa_crds::{
     ContextKind, Dispatch, DispatchContext, DispatchIdentity, DispatchSpec, Entrypoint,
     SessionStart, Start, Trigger, WorkspaceUse,
@@ -197,6 +198,19 @@ pub fn new_dispatch(namespace: &str, name: &str, req: &ChatRequest, start: Start
     d
 }
 
+/// The trace a new Dispatch starts: the caller's (`TRACEPARENT`, e.g. a CI pipeline's), so the
+/// run joins it, or else a fresh one. A caller's value that is not a valid `traceparent` is
+/// said and replaced, never passed on.
+pub fn trace_context(caller: Option<&str>) -> Option<TraceParent> {
+    if let Some(text) = caller.filter(|t| !t.is_empty()) {
+        match TraceParent::parse(text) {
+            Ok(tp) => return Some(tp),
+            Err(e) => eprintln!("ignoring {}: {e}", vexa_core::trace::ENV),
+        }
+    }
+    TraceParent::random()
+}
+
 fn in_thread(d: &Dispatch, req: &ChatRequest) -> bool {
     let thread =
         vexa_core::thread_or_default(d.spec.context.as_ref().and_then(|c| c.session.as_deref()));
@@ -321,6 +335,17 @@ mod tests {
         );
         let names: Vec<String> = free_names(&[], &req, 0).take(2).collect();
         assert_eq!(names, ["agent-alice-chat-main", "agent-alice-chat-main-2"]);
+    }
+
+    #[test]
+    fn a_callers_trace_is_joined_and_a_bad_one_replaced() {
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_context(Some(caller)).unwrap().to_string(), caller);
+        for bad in [None, Some(""), Some("00-zz"), Some("ff-bad\nX: y")] {
+            let fresh = trace_context(bad).unwrap();
+            assert_ne!(fresh.to_string(), caller);
+            assert!(TraceParent::parse(&fresh.to_string()).is_ok());
+        }
     }
 
     #[test]

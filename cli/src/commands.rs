@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use serde_json::json;
+use vexa_core::trace;
 use vexa_crds::card::Verdict;
 use vexa_crds::{Dispatch, DispatchPhase};
 use vexa_stream::TurnId;
@@ -333,12 +334,24 @@ impl Context {
                 }
                 Plan::Create { after, start } => {
                     let name = self.fresh_name(&existing, &req, after).await?;
-                    let d = chat::new_dispatch(ns, &name, &req, start);
+                    let mut d = chat::new_dispatch(ns, &name, &req, start);
+                    let trace = chat::trace_context(std::env::var(trace::ENV).ok().as_deref());
+                    if let Some(t) = &trace {
+                        d.annotations_mut()
+                            .insert(trace::ANNOTATION.into(), t.to_string());
+                    }
                     let Some(created) = self.cluster.create(&d).await? else {
                         // Another client took the name meanwhile: look again.
                         continue;
                     };
-                    eprintln!("created dispatch {}", dispatch::id(&created));
+                    match &trace {
+                        Some(t) => eprintln!(
+                            "created dispatch {} (trace {})",
+                            dispatch::id(&created),
+                            t.trace_hex()
+                        ),
+                        None => eprintln!("created dispatch {}", dispatch::id(&created)),
+                    }
                     let pump = self.pump(&created, EntryId::ZERO, None, !a.follow_to_end, false);
                     return self.watch(&created, pump).await;
                 }

@@ -12,6 +12,7 @@
 //! - [`pod`]: the environment the operator sets and the worker reads, as one typed value.
 //! - [`termination`]: the message the worker leaves when it exits, and how the operator reads
 //!   it (also from an older worker).
+//! - [`trace`]: a run's trace context (`traceparent`) and the milestones its worker reports.
 //! - [`prepare`]: the report of a workspace's preparation (the Workspace controller's prepare
 //!   Job), read into the Workspace's status.
 //!
@@ -29,6 +30,7 @@ pub mod names;
 pub mod pod;
 pub mod prepare;
 pub mod termination;
+pub mod trace;
 
 pub use access::{Grant, Trigger, Trust, WorkspaceMode};
 pub use context::{ContextKind, MeetingRef};

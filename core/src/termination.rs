@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::StopReason;
 use crate::model::ModelUsage;
+use crate::trace::Milestones;
 
 /// The most Kubernetes keeps of a termination message, in bytes.
 pub const MAX_BYTES: usize = 4096;
@@ -39,6 +40,9 @@ pub struct Termination {
     /// Model tokens the run used through the brokered credential, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ModelUsage>,
+    /// When the worker reached each step of the first turn, for the run's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub milestones: Option<Milestones>,
 }
 
 /// What git says a run did to one workspace.
@@ -137,7 +141,7 @@ mod tests {
             reason: Some(StopReason::IdleTimeout),
             message: None,
             provenance: vec![range(1)],
-            usage: None,
+            ..Termination::default()
         };
         let text = doc.encode();
         assert_eq!(
@@ -170,6 +174,13 @@ mod tests {
                 output_tokens: i64::MAX,
                 requests: i64::MAX,
             }),
+            milestones: Some(crate::trace::Milestones {
+                ready: Some(i64::MAX),
+                turn: Some(i64::MAX),
+                first_event: Some(i64::MAX),
+                done: Some(i64::MAX),
+                commit: Some(i64::MAX),
+            }),
         };
         let text = doc.encode();
         assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());
@@ -180,6 +191,7 @@ mod tests {
             "the message gives way first"
         );
         assert_eq!(back.usage, doc.usage);
+        assert_eq!(back.milestones, doc.milestones);
         let cut = back.message.unwrap();
         let kept = cut.strip_suffix(TRUNCATED).unwrap();
         assert!(message.starts_with(kept));
@@ -192,7 +204,7 @@ mod tests {
             reason: Some(StopReason::Stopped),
             message: Some("m".repeat(10_000)),
             provenance: (0..100).map(range).collect(),
-            usage: None,
+            ..Termination::default()
         };
         let text = doc.encode();
         assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());

@@ -24,6 +24,7 @@ pub mod fake_model;
 pub mod fixtures;
 pub mod gateway;
 pub mod health;
+pub mod jaeger;
 pub mod keycloak;
 pub mod mail;
 pub mod meetings;

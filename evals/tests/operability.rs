@@ -97,6 +97,62 @@ fn the_chart_ships_monitoring_only_when_asked_and_scrapes_only_the_metrics_port(
     assert!(board["panels"].as_array().unwrap().len() >= 10);
 }
 
+fn operator_env(docs: &[Value]) -> Vec<(String, String)> {
+    let deployment = find(docs, "Deployment", "vexa").expect("the operator's Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs helm (hack/cluster up builds it; eval \"$(hack/cluster env)\")"]
+fn the_chart_exports_traces_only_when_asked_and_never_from_dispatch_pods() {
+    let otel = |docs: &[Value]| -> Vec<(String, String)> {
+        operator_env(docs)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .collect()
+    };
+    let off = render("", &[]).unwrap();
+    assert!(otel(&off).is_empty(), "tracing is off by default");
+    let sets = [
+        "tracing.otlpEndpoint=http://jaeger-collector.tracing:4317",
+        "tracing.resourceAttributes.deployment\\.environment=prod",
+    ];
+    let on = render("", &sets).unwrap();
+    let env = otel(&on);
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://jaeger-collector.tracing:4317")
+    );
+    assert_eq!(get("OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
+    assert_eq!(get("OTEL_SERVICE_NAME"), Some("vexa-operator"));
+    assert_eq!(
+        get("OTEL_RESOURCE_ATTRIBUTES"),
+        Some("deployment.environment=prod")
+    );
+    // The agents' network policy is the same with tracing on: no path to the collector.
+    let agents = |sets: &[&str]| {
+        let mut sets = sets.to_vec();
+        sets.push("tenants.namespaces={alice}");
+        find(&render("", &sets).unwrap(), "NetworkPolicy", "vexa-agents")
+            .expect("the agents' policy")
+            .clone()
+    };
+    assert_eq!(agents(&[]), agents(&sets));
+    let bad = render("", &["tracing.otlpEndpoint=collector:4317"]).unwrap_err();
+    assert!(bad.contains("must be a URL"), "{bad}");
+}
+
 /// The chart's PrometheusRule as a Prometheus rule file (its `spec`); `annotations: false`
 /// leaves them out (promtool's unit tests compare them whole).
 fn rule_file(dir: &Path, name: &str, annotations: bool) -> PathBuf {

@@ -9,7 +9,9 @@ use clap::Parser;
 use kube::runtime::events::Reporter;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 use vexa_operator::config::{Config, LogFormat};
 use vexa_operator::controllers;
 use vexa_operator::runtime::audit::Audit;
@@ -17,13 +19,14 @@ use vexa_operator::runtime::context::Context;
 use vexa_operator::runtime::keycloak::Keycloak;
 use vexa_operator::runtime::metrics::Metrics;
 use vexa_operator::runtime::signing_keys::SigningKeys;
+use vexa_operator::runtime::telemetry::{self, Telemetry};
 use vexa_operator::runtime::{gateway_key, http, leader};
 use vexa_operator::{model_gateway, streams};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_tracing(config.log_format)?;
+    let telemetry = init_tracing(config.log_format)?;
     let client = kube::Client::try_default().await.context(
         "connecting to the Kubernetes API failed; run in a pod with a service account, or set KUBECONFIG",
     )?;
@@ -161,27 +164,49 @@ async fn main() -> anyhow::Result<()> {
     server
         .await
         .context("the metrics and health server panicked")??;
+    if let Some(telemetry) = telemetry
+        && let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await?
+    {
+        tracing::warn!(error = %e, "the last spans were not exported");
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info,kube=warn`).
-fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info,kube=warn`); and, when the
+/// `OTEL_EXPORTER_OTLP_*` variables say where, traces over OTLP (`runtime::telemetry`).
+fn init_tracing(format: LogFormat) -> anyhow::Result<Option<Telemetry>> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(&directives).with_context(|| {
             format!("RUST_LOG={directives:?} is not a valid log filter; try RUST_LOG=info")
         })?,
         Err(_) => EnvFilter::new("info,kube=warn"),
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let settings = telemetry::Settings::from_env(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)
+        .context("the tracing settings")?;
+    let telemetry = settings
+        .as_ref()
+        .map(Telemetry::install)
+        .transpose()
+        .context("starting the OTLP trace exporter")?;
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(telemetry.as_ref().map(Telemetry::layer))
+        .with(filter)
+        .try_init()
+        .context("installing the log subscriber")?;
+    if let Some(s) = &settings {
+        tracing::info!(endpoint = %s.endpoint, "exporting traces over OTLP");
     }
-    Ok(())
+    Ok(telemetry)
 }
 
 /// Turns true on the first SIGTERM or SIGINT.

@@ -20,6 +20,11 @@
 //! 5. RSS after the bench namespace is deleted, and with `--present` Dispatches that asked to
 //!    stop before they started (`spec.stop: true`: reconciled to `stopped`, then `destroyed`; no Job).
 //!
+//! With `--tracing`, only the cost of tracing instead: bursts of `--burst` Dispatches against
+//! the operator with tracing off and on (OTLP to a real Jaeger on loopback), alternating for
+//! `--rounds` rounds each, with create → Job latency, Jobs per second, CPU and RSS per round and
+//! the on/off ratios of their means.
+//!
 //! The bench namespace has a ResourceQuota of 0 pods: Jobs are created but never get a pod, so
 //! the figures are the operator's and the API server's, not the kubelet's.
 
@@ -76,6 +81,12 @@ struct Args {
     /// the repository's `target/`; relative paths are from the repository root).
     #[arg(long)]
     operator: Option<PathBuf>,
+    /// Measure tracing's cost instead (see above).
+    #[arg(long)]
+    tracing: bool,
+    /// Rounds of each (off, on) with `--tracing`.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 #[tokio::main]
@@ -95,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     let client = client().await;
     assert_no_operator_in_cluster(&client).await;
     let clk_tck = clock_ticks()?;
+    if args.tracing {
+        return tracing_overhead(&args, &client, &binary, clk_tck).await;
+    }
 
     // 1. Baseline: creates alone, before any operator runs.
     let raw = TestNamespace::new(&client, "bench-raw").await;
@@ -131,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     workspace(&client, &ns.name, "shared", "shared", "ro").await;
 
     // 2. The operator, idle.
-    let mut operator = OperatorProcess::start(&binary, args.operator_concurrency)?;
+    let mut operator = OperatorProcess::start(&binary, args.operator_concurrency, None)?;
     let t_ready = Instant::now();
     operator.wait_ready(Duration::from_secs(60))?;
     let ready_after = t_ready.elapsed();
@@ -543,13 +557,28 @@ struct Sample {
 }
 
 impl OperatorProcess {
-    fn start(binary: &std::path::Path, concurrency: u16) -> anyhow::Result<Self> {
+    /// Starts the operator; with `otlp`, exporting traces there.
+    fn start(
+        binary: &std::path::Path,
+        concurrency: u16,
+        otlp: Option<&str>,
+    ) -> anyhow::Result<Self> {
         // A free loopback port: bind, read, release.
         let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log_path = std::env::temp_dir().join("dispatch-bench-operator.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("create {}", log_path.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        for var in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            command.env_remove(var);
+        }
+        if let Some(endpoint) = otlp {
+            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+        }
+        let child = command
             .args(["--leader-election=false", "--http-addr", &http.to_string()])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--worker-image", FAKE_WORKER_IMAGE])
@@ -638,6 +667,157 @@ impl Drop for OperatorProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One burst of `--tracing`.
+struct Round {
+    on: bool,
+    p50_ms: f64,
+    p99_ms: f64,
+    jobs_per_s: f64,
+    cpu_s: f64,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len() - 1)]
+}
+
+/// `--tracing`: the same burst against the operator with tracing off and on, alternating.
+async fn tracing_overhead(
+    args: &Args,
+    client: &Client,
+    binary: &std::path::Path,
+    clk_tck: f64,
+) -> anyhow::Result<()> {
+    let jaeger = vexa_evals::jaeger::Jaeger::start().await;
+    let ns = TestNamespace::new(client, "bench-tracing").await;
+    let runner = format!("bench-{}", ns.name);
+    fake_runner(client, &ns, &runner, json!({})).await;
+    workspace_volume(client, &ns.name).await;
+    workspace(client, &ns.name, "shared", "shared", "ro").await;
+    {
+        // The Workspace is prepared by a pod, before the quota leaves no room for pods.
+        let mut operator = OperatorProcess::start(binary, args.operator_concurrency, None)?;
+        operator.wait_ready(Duration::from_secs(60))?;
+        workspace_ready(client, &ns.name, "shared").await;
+        operator.stop();
+    }
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
+    }))?;
+    Api::<ResourceQuota>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &quota)
+        .await?;
+    let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
+    let jobs_seen = Clock::jobs(Api::namespaced(client.clone(), &ns.name));
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds * 2 {
+        let on = round % 2 == 1;
+        let mut operator = OperatorProcess::start(
+            binary,
+            args.operator_concurrency,
+            on.then_some(jaeger.otlp.as_str()),
+        )?;
+        operator.wait_ready(Duration::from_secs(60))?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = operator.sample(clk_tck)?;
+        let names: Vec<String> = (0..args.burst)
+            .map(|i| format!("r{round}-{i:05}"))
+            .collect();
+        let start = Instant::now();
+        let (_, created) = create_all(&dispatches, names.clone(), args.concurrency, |n| {
+            bench_dispatch(n, &runner, false)
+        })
+        .await;
+        jobs_seen.wait_for(&names, Duration::from_secs(300)).await;
+        let all = start.elapsed();
+        let after = operator.sample(clk_tck)?;
+        let seen = jobs_seen.times();
+        let mut latency: Vec<f64> = names
+            .iter()
+            .map(|n| (seen[n] - created[n]).as_secs_f64() * 1000.0)
+            .collect();
+        latency.sort_by(f64::total_cmp);
+        rounds.push(Round {
+            on,
+            p50_ms: percentile(&latency, 0.5),
+            p99_ms: percentile(&latency, 0.99),
+            jobs_per_s: args.burst as f64 / all.as_secs_f64(),
+            cpu_s: after.cpu_s - before.cpu_s,
+            rss_kib: after.rss_kib,
+            hwm_kib: after.hwm_kib,
+        });
+        // Gone while this operator runs (it releases what they hold), before the next round.
+        dispatches
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+        wait_for(
+            "the round's Dispatches are deleted",
+            Duration::from_secs(300),
+            || async {
+                dispatches
+                    .list(&ListParams::default().limit(1))
+                    .await
+                    .ok()
+                    .filter(|l| l.items.is_empty())
+            },
+        )
+        .await;
+        operator.stop();
+    }
+    jobs_seen.stop();
+    let traces = vexa_evals::http_get(&format!(
+        "{}/api/traces?service=vexa-operator&limit=100000&lookback=2h",
+        jaeger.query
+    ))
+    .await
+    .ok()
+    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    .and_then(|v| v["data"].as_array().map(Vec::len))
+    .unwrap_or_default();
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "dispatch-bench --tracing (operator {}, {} Dispatches per burst, {} creates in flight, {} rounds each)",
+        binary.display(),
+        args.burst,
+        args.concurrency,
+        args.rounds
+    );
+    for r in &rounds {
+        println!(
+            "  tracing {:<3}  create -> Job p50 {:>5.0} ms  p99 {:>5.0} ms  {:>6.1} Jobs/s  CPU {:>5.2} s  RSS {:>5.1} MiB (peak {:.1})",
+            if r.on { "on" } else { "off" },
+            r.p50_ms,
+            r.p99_ms,
+            r.jobs_per_s,
+            r.cpu_s,
+            mib(r.rss_kib),
+            mib(r.hwm_kib)
+        );
+    }
+    let mean = |on: bool, f: fn(&Round) -> f64| {
+        let v: Vec<f64> = rounds.iter().filter(|r| r.on == on).map(f).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let ratio = |f: fn(&Round) -> f64| mean(true, f) / mean(false, f).max(f64::EPSILON);
+    println!(
+        "  on / off (means): p50 {:.2} x  p99 {:.2} x  Jobs/s {:.2} x  CPU {:.2} x  RSS {:.2} x ({:.1} vs {:.1} MiB)",
+        ratio(|r| r.p50_ms),
+        ratio(|r| r.p99_ms),
+        ratio(|r| r.jobs_per_s),
+        ratio(|r| r.cpu_s),
+        ratio(|r| r.rss_kib as f64),
+        mean(true, |r| r.rss_kib as f64) / 1024.0,
+        mean(false, |r| r.rss_kib as f64) / 1024.0,
+    );
+    println!("  Jaeger holds {traces} traces of vexa-operator (one per traced Dispatch)");
+    drop(ns);
+    Ok(())
 }
 
 /// The status code of `GET path` on `addr` (HTTP/1.0, no dependencies).

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod owned;
 pub mod security;
 pub mod signing_keys;
+pub mod telemetry;
 pub mod watch;

@@ -369,6 +369,10 @@ fn worker_environment(inputs: &Inputs<'_>, idle: i64) -> Vec<EnvVar> {
         inputs.settings.stream_max_len.to_string(),
     ));
     vars.push(env(SIDECAR_ENV, "true"));
+    // The run's trace, so the worker's log lines carry its id (the worker exports nothing).
+    if let Some(run) = super::trace::context(inputs.dispatch) {
+        vars.push(env(vexa_core::trace::ENV, run.to_string()));
+    }
     if inputs.settings.await_network_policy_seconds > 0 {
         vars.push(env(
             AWAIT_NETWORK_POLICY_ENV,

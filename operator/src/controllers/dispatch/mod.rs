@@ -15,6 +15,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod run_state;
 pub mod token;
+pub mod trace;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use tracing::info;
+use tracing::{Instrument as _, info};
 use vexa_audit::Event;
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, StopReason, Workspace, WorkspaceMode};
 use vexa_policy::{Authorization, Launcher, Refusal, Scope, job_name};
@@ -30,10 +30,12 @@ use super::error::Error;
 use super::observe::{self, Resolved};
 use super::run_state::{RunState, run_state};
 use super::token;
+use super::trace::RunTrace;
 use crate::runtime::audit;
 use crate::runtime::conditions::{ConditionType, Conditions, find, is_true, now};
 use crate::runtime::events;
 use crate::runtime::owned::is_controlled_by;
+use crate::runtime::telemetry;
 
 /// A queued dispatch is woken by its Workspace's change (ready, or released); this is only
 /// the safety net should a wake-up be missed.
@@ -60,8 +62,26 @@ fn claimed(
     }
 }
 
-/// Reconciles one Dispatch.
+/// Reconciles one Dispatch; while the run is live, the reconcile's span is part of its trace.
 pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        "vexa.dispatch" = %d.name_any(),
+        "vexa.namespace" = d.namespace().unwrap_or_default(),
+        "vexa.phase" = d.status.as_ref().and_then(|s| s.phase).map_or("new", |p| p.as_str()),
+    );
+    let live = !d
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(DispatchPhase::is_terminal);
+    if live && let Some(run) = super::trace::context(&d) {
+        telemetry::join(&span, &run);
+    }
+    reconcile_run(d, ctx).instrument(span).await
+}
+
+async fn reconcile_run(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
     let _timer = ctx.base.metrics.dispatch.reconcile_started();
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let name = d.name_any();
@@ -69,9 +89,9 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     let mut status = old.clone();
     status.observed_generation = d.metadata.generation;
 
-    let action = match old.phase {
-        Some(DispatchPhase::Refused | DispatchPhase::Destroyed) => Action::await_change(),
-        Some(DispatchPhase::Stopped) => clean_up(&ctx, &d, &mut status).await?,
+    let (action, trace) = match old.phase {
+        Some(DispatchPhase::Refused | DispatchPhase::Destroyed) => (Action::await_change(), None),
+        Some(DispatchPhase::Stopped) => (clean_up(&ctx, &d, &mut status).await?, None),
         // A Job the cache has not seen yet is created again only when the run has not been
         // recorded as started: creating it is idempotent (the run's own Job already there is
         // success). Ending the run (the Job
@@ -111,9 +131,9 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                     },
                 );
                 release_all(&ctx, &d, &status).await?;
-                Action::await_change()
+                (Action::await_change(), None)
             }
-            None => start(&ctx, &d, &mut status).await?,
+            None => (start(&ctx, &d, &mut status).await?, None),
             Some(job) => track_run(&ctx, &d, &job, &mut status).await?,
         },
     };
@@ -132,7 +152,13 @@ pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                 Stage::Refused(reason) => metrics.dispatch_refused(&reason),
                 Stage::Dequeued(seconds) => metrics.dispatch_dequeued(seconds),
                 Stage::Running(seconds) => metrics.dispatch_running(seconds),
-                Stage::Finished(reason) => metrics.dispatch_finished(reason.as_str()),
+                Stage::Finished(reason) => {
+                    metrics.dispatch_finished(reason.as_str());
+                    // Exported once, by the reconcile whose write ended the run.
+                    if let Some(trace) = &trace {
+                        telemetry::report(trace);
+                    }
+                }
             }
         }
     } else {
@@ -518,7 +544,7 @@ async fn track_run(
     d: &Dispatch,
     job: &Job,
     status: &mut DispatchStatus,
-) -> Result<Action, Error> {
+) -> Result<(Action, Option<RunTrace>), Error> {
     let client = &ctx.base.client;
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let stop = d.spec.stop == Some(true);
@@ -557,7 +583,7 @@ async fn track_run(
     match &state {
         RunState::Starting => {
             status.phase = Some(DispatchPhase::Starting);
-            Ok(Action::requeue(resync))
+            Ok((Action::requeue(resync), None))
         }
         RunState::Running { started } | RunState::Stopping { started } => {
             status.phase = Some(state.phase());
@@ -575,7 +601,7 @@ async fn track_run(
                 reason,
                 msg,
             );
-            Ok(Action::requeue(resync))
+            Ok((Action::requeue(resync), None))
         }
         RunState::Finished { reason, .. } => {
             if *reason == StopReason::StartFailed && !suspended {
@@ -588,7 +614,10 @@ async fn track_run(
             // The ending first: its provenance is the head commit the lock keeps.
             finish(status, d, state);
             release_all(ctx, d, status).await?;
-            Ok(Action::await_change())
+            let trace = telemetry::enabled()
+                .then(|| super::trace::finished(d, status, job, pod))
+                .flatten();
+            Ok((Action::await_change(), trace))
         }
     }
 }
