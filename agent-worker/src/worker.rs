@@ -21,7 +21,7 @@ use vexa_core::model::PLACEHOLDER_KEY;
 use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
 use vexa_core::pod::{Start, StreamFormat};
 use vexa_core::trace::Milestones;
-use vexa_core::{CommitRange, ModelUsage, StopReason, Termination};
+use vexa_core::{CommitRange, ModelUsage, Published, StopReason, Termination};
 use vexa_stream::acl;
 use vexa_stream::publish::{
     DEFAULT_MAX_LEN, Inbox, Inboxed, MAX_BATCH, Publisher, RetryOptions, StreamError, Turn,
@@ -151,6 +151,8 @@ pub struct Outcome {
     pub usage: Option<ModelUsage>,
     /// When the first turn reached each step, for the run's trace.
     pub milestones: Option<Milestones>,
+    /// What reached the output stream.
+    pub published: Option<Published>,
 }
 
 impl Outcome {
@@ -161,6 +163,7 @@ impl Outcome {
             provenance: Vec::new(),
             usage: None,
             milestones: None,
+            published: None,
         }
     }
 
@@ -172,6 +175,7 @@ impl Outcome {
             provenance: self.provenance.clone(),
             usage: self.usage,
             milestones: self.milestones,
+            published: self.published,
         }
     }
 }
@@ -281,12 +285,14 @@ pub async fn run(
     let terminated = ending == Ending::Terminated;
     let agent = worker.shim.take();
     drop(worker);
+    let (ending, published) = finish(ending, publishing, terminated.then_some(flush_timeout)).await;
     Ran {
         outcome: Outcome {
-            ending: finish(ending, publishing, terminated.then_some(flush_timeout)).await,
+            ending,
             provenance: commits,
             usage,
             milestones,
+            published,
         },
         agent,
     }
@@ -296,26 +302,33 @@ pub async fn run(
 /// publishing failure into the run's ending.
 async fn finish(
     ending: Ending,
-    publishing: JoinHandle<Result<u64, StreamError>>,
+    publishing: JoinHandle<Result<Published, StreamError>>,
     limit: Option<Duration>,
-) -> Ending {
+) -> (Ending, Option<Published>) {
     let outcome = match limit {
         Some(limit) => match tokio::time::timeout(limit, publishing).await {
             Ok(joined) => joined,
             Err(_) => {
                 tracing::warn!(?limit, "the last events did not reach Redis in time");
-                return ending;
+                return (ending, None);
             }
         },
         None => publishing.await,
     };
     match outcome {
-        Ok(Ok(count)) => {
-            tracing::info!(events = count, "all events published");
-            ending
+        Ok(Ok(published)) => {
+            tracing::info!(
+                events = published.events,
+                bytes = published.bytes,
+                "all events published"
+            );
+            (ending, Some(published))
         }
-        Ok(Err(e)) => Ending::Failed(e.to_string()),
-        Err(e) => Ending::Failed(format!("the publisher task failed: {e}")),
+        Ok(Err(e)) => (Ending::Failed(e.to_string()), None),
+        Err(e) => (
+            Ending::Failed(format!("the publisher task failed: {e}")),
+            None,
+        ),
     }
 }
 
@@ -385,16 +398,17 @@ async fn publish(
     mut publisher: Publisher,
     mut rx: mpsc::Receiver<UnitEvent>,
     max_event_bytes: usize,
-) -> Result<u64, StreamError> {
+) -> Result<Published, StreamError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut count = 0;
+    let mut published = Published::default();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let json: Vec<String> = batch
             .drain(..)
             .map(|e| capped(&e, max_event_bytes))
             .collect();
         publisher.publish_all(&json).await?;
-        count += json.len() as u64;
+        published.events += json.len() as u64;
+        published.bytes += json.iter().map(|j| j.len() as u64).sum::<u64>();
     }
     if publisher.deduplicated() > 0 {
         tracing::info!(
@@ -402,7 +416,7 @@ async fn publish(
             "retried appends that had landed were not repeated"
         );
     }
-    Ok(count)
+    Ok(published)
 }
 
 /// The session the next turn resumes, and where its id is kept.
@@ -1116,9 +1130,14 @@ mod tests {
                 done: Some(4),
                 commit: Some(5),
             }),
+            published: Some(Published {
+                events: 7,
+                bytes: 900,
+            }),
         };
         let back = Termination::parse(&outcome.termination().encode());
         assert_eq!(back.milestones, outcome.milestones);
+        assert_eq!(back.published, outcome.published);
         assert_eq!(back.usage, outcome.usage);
         assert_eq!(back.reason, Some(StopReason::IdleTimeout));
         assert_eq!(back.provenance, outcome.provenance);

@@ -555,6 +555,13 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
         .milestones
         .take()
         .expect("the worker reports its milestones");
+    // And what it published: every entry of the stream, counted once.
+    let published = report
+        .published
+        .take()
+        .expect("the worker reports what it published");
+    assert_eq!(published.events, d.events().len() as u64);
+    assert!(published.bytes > 0);
     let steps = [m.ready, m.turn, m.first_event, m.done, m.commit];
     assert!(steps.iter().all(Option::is_some), "{m:?}");
     assert!(
@@ -573,6 +580,7 @@ fn turns_stream_commit_and_complete_then_the_run_ends_when_idle() {
             }],
             usage: None,
             milestones: None,
+            published: None,
         }
     );
     assert!(

@@ -39,4 +39,4 @@ pub use model::ModelUsage;
 pub use names::*;
 pub use pod::{PodContract, StreamFormat};
 pub use prepare::PrepareReport;
-pub use termination::{CommitRange, Termination};
+pub use termination::{CommitRange, Published, Termination};

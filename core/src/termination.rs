@@ -43,6 +43,17 @@ pub struct Termination {
     /// When the worker reached each step of the first turn, for the run's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub milestones: Option<Milestones>,
+    /// What the worker wrote to the output stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Published>,
+}
+
+/// What a run wrote to its output stream: entries, and their bytes (the events' JSON).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    pub events: u64,
+    pub bytes: u64,
 }
 
 /// What git says a run did to one workspace.
@@ -181,6 +192,10 @@ mod tests {
                 done: Some(i64::MAX),
                 commit: Some(i64::MAX),
             }),
+            published: Some(crate::Published {
+                events: u64::MAX,
+                bytes: u64::MAX,
+            }),
         };
         let text = doc.encode();
         assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());
@@ -192,6 +207,7 @@ mod tests {
         );
         assert_eq!(back.usage, doc.usage);
         assert_eq!(back.milestones, doc.milestones);
+        assert_eq!(back.published, doc.published);
         let cut = back.message.unwrap();
         let kept = cut.strip_suffix(TRUNCATED).unwrap();
         assert!(message.starts_with(kept));

@@ -20,12 +20,12 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 use vexa_core::trace::{ANNOTATION, ROOT_SPAN, TraceParent, trace_id_of_uid};
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
-    chat_dispatch, describe, stop_reason, test_agent_runner, wait_dispatch, workspace,
+    chat_dispatch, describe, free_port, stop_reason, test_agent_runner, wait_dispatch, workspace,
     workspace_ready, workspace_volume,
 };
 use vexa_evals::jaeger::{FoundSpan, Jaeger};
 use vexa_evals::operator::Operator;
-use vexa_evals::{TestNamespace, client, cluster_env, wait_for};
+use vexa_evals::{TestNamespace, client, cluster_env, http_get, wait_for};
 use vexa_operator::controllers::dispatch::trace::STEPS;
 use vexa_operator::runtime::telemetry::{Settings, Telemetry};
 
@@ -88,7 +88,9 @@ async fn one_trace_per_run_from_creation_to_commit_with_nothing_the_agent_was_to
     let jaeger = Jaeger::start().await;
     let telemetry = telemetry(&jaeger);
     let redis = cluster_env("POD_REDIS_URL");
-    let operator = Operator::start(&["--job-ttl-seconds", "30", "--redis-url", &redis]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let http = format!("--http-addr={addr}");
+    let operator = Operator::start(&["--job-ttl-seconds", "30", "--redis-url", &redis, &http]);
     operator.ready().await;
     let client: Client = client().await;
     let ns = TestNamespace::new(&client, "tracing").await;
@@ -248,6 +250,34 @@ async fn one_trace_per_run_from_creation_to_commit_with_nothing_the_agent_was_to
             "the prompt reached the trace backend: {raw}"
         );
     }
+
+    // The worker's side of every run (sampled or not) is in the operator's metrics.
+    let metrics = String::from_utf8(
+        http_get(&format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    };
+    assert_eq!(
+        value("vexa_dispatch_first_event_latency_seconds_count"),
+        4.0
+    );
+    assert_eq!(value("vexa_dispatch_first_turn_seconds_count"), 4.0);
+    assert!(value("vexa_dispatch_stream_events_total") >= 4.0 * 3.0);
+    assert!(value("vexa_dispatch_stream_bytes_total") > 1000.0);
+    eprintln!(
+        "metrics: creation → first event, mean of 4 runs {:.2} s; {} stream entries, {} bytes",
+        value("vexa_dispatch_first_event_latency_seconds_sum") / 4.0,
+        value("vexa_dispatch_stream_events_total"),
+        value("vexa_dispatch_stream_bytes_total"),
+    );
     drop(operator);
     let _ = jaeger.log();
 }

@@ -28,6 +28,11 @@ const RUNNING_BUCKETS: [f64; 12] = [
 ];
 
 /// Buckets of a Dispatch's wait for a workspace another run holds: as long as that run.
+/// A first turn, start to the agent's last event: a quick answer to a long edit.
+const TURN_BUCKETS: [f64; 12] = [
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
 const QUEUE_WAIT_BUCKETS: [f64; 11] = [
     0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
@@ -210,6 +215,10 @@ pub struct Metrics {
     job_created_latency: Histogram,
     running_latency: Histogram,
     queue_wait: Histogram,
+    first_event_latency: Histogram,
+    first_turn: Histogram,
+    stream_events: Counter,
+    stream_bytes: Counter,
     refusals: Family<ReasonLabels, Counter>,
     runs: Family<ReasonLabels, Counter>,
     dispatches: Family<PhaseLabels, Gauge>,
@@ -282,6 +291,34 @@ impl Metrics {
             Unit::Seconds,
             queue_wait.clone(),
         );
+        let first_event_latency = Histogram::new(RUNNING_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_first_event_latency",
+            "Time from a Dispatch's creation to its agent's first event (the worker's clock; \
+             counted when the run ends)",
+            Unit::Seconds,
+            first_event_latency.clone(),
+        );
+        let first_turn = Histogram::new(TURN_BUCKETS);
+        registry.register_with_unit(
+            "dispatch_first_turn",
+            "How long a run's first turn took, from its prompt to the agent's last event",
+            Unit::Seconds,
+            first_turn.clone(),
+        );
+        let stream_events = Counter::default();
+        registry.register(
+            "dispatch_stream_events",
+            "Entries runs wrote to their output streams (counted when each run ends)",
+            stream_events.clone(),
+        );
+        let stream_bytes = Counter::default();
+        registry.register_with_unit(
+            "dispatch_stream",
+            "Bytes of the entries runs wrote to their output streams (counted when each run ends)",
+            Unit::Bytes,
+            stream_bytes.clone(),
+        );
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "dispatch_refusals",
@@ -329,6 +366,10 @@ impl Metrics {
             job_created_latency,
             running_latency,
             queue_wait,
+            first_event_latency,
+            first_turn,
+            stream_events,
+            stream_bytes,
             refusals,
             runs,
             dispatches,
@@ -351,6 +392,34 @@ impl Metrics {
     /// Records how long a Dispatch waited for its workspace.
     pub fn dispatch_dequeued(&self, seconds: f64) {
         self.queue_wait.observe(seconds);
+    }
+
+    /// Records what the worker of a run that ended reported: when its agent's first event came
+    /// (`created`: the Dispatch's creation), how long its first turn took, and what it
+    /// streamed. Times that disagree (clock skew) are left out rather than counted as zero.
+    pub fn dispatch_worker_report(
+        &self,
+        created: Option<std::time::SystemTime>,
+        report: &vexa_core::Termination,
+    ) {
+        let ms =
+            |t: i64| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(t.try_into().ok()?));
+        if let Some(m) = report.milestones {
+            if let (Some(created), Some(first)) = (created, m.first_event.and_then(ms))
+                && let Ok(after) = first.duration_since(created)
+            {
+                self.first_event_latency.observe(after.as_secs_f64());
+            }
+            if let (Some(turn), Some(done)) = (m.turn, m.done)
+                && done >= turn
+            {
+                self.first_turn.observe((done - turn) as f64 / 1000.0);
+            }
+        }
+        if let Some(p) = report.published {
+            self.stream_events.inc_by(p.events);
+            self.stream_bytes.inc_by(p.bytes);
+        }
     }
 
     /// Counts a refused Dispatch; `reason` comes from a fixed set (it is a label).
@@ -567,6 +636,43 @@ mod tests {
             &metrics,
             "vexa_dispatch_job_created_latency_seconds_sum 0.3"
         ));
+    }
+
+    #[test]
+    fn what_a_worker_reports_is_counted_and_skewed_times_are_not() {
+        use vexa_core::trace::Milestones;
+        use vexa_core::{Published, Termination};
+        let metrics = Metrics::new();
+        let created = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let report = |first_event_ms: i64, turn: i64, done: i64| Termination {
+            milestones: Some(Milestones {
+                first_event: Some(first_event_ms),
+                turn: Some(turn),
+                done: Some(done),
+                ..Milestones::default()
+            }),
+            published: Some(Published {
+                events: 10,
+                bytes: 2048,
+            }),
+            ..Termination::default()
+        };
+        let t0 = 1_800_000_000_000;
+        metrics.dispatch_worker_report(Some(created), &report(t0 + 2_500, t0 + 2_000, t0 + 4_000));
+        // A worker clock behind the API server's, and a turn that ends before it starts.
+        metrics.dispatch_worker_report(Some(created), &report(t0 - 500, t0 + 9_000, t0 + 1_000));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_first_event_latency_seconds_bucket{le=\"3.0\"} 1"
+        ));
+        assert!(has(
+            &metrics,
+            "vexa_dispatch_first_event_latency_seconds_count 1"
+        ));
+        assert!(has(&metrics, "vexa_dispatch_first_turn_seconds_count 1"));
+        assert!(has(&metrics, "vexa_dispatch_first_turn_seconds_sum 2.0"));
+        assert!(has(&metrics, "vexa_dispatch_stream_events_total 20"));
+        assert!(has(&metrics, "vexa_dispatch_stream_bytes_total 4096"));
     }
 
     #[test]

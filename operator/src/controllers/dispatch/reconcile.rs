@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument as _, info};
 use vexa_audit::Event;
+use vexa_core::Termination;
 use vexa_crds::{Dispatch, DispatchPhase, DispatchStatus, StopReason, Workspace, WorkspaceMode};
 use vexa_policy::{Authorization, Launcher, Refusal, Scope, job_name};
 
@@ -89,7 +90,7 @@ async fn reconcile_run(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     let mut status = old.clone();
     status.observed_generation = d.metadata.generation;
 
-    let (action, trace) = match old.phase {
+    let (action, ended) = match old.phase {
         Some(DispatchPhase::Refused | DispatchPhase::Destroyed) => (Action::await_change(), None),
         Some(DispatchPhase::Stopped) => (clean_up(&ctx, &d, &mut status).await?, None),
         // A Job the cache has not seen yet is created again only when the run has not been
@@ -154,9 +155,15 @@ async fn reconcile_run(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
                 Stage::Running(seconds) => metrics.dispatch_running(seconds),
                 Stage::Finished(reason) => {
                     metrics.dispatch_finished(reason.as_str());
-                    // Exported once, by the reconcile whose write ended the run.
-                    if let Some(trace) = &trace {
-                        telemetry::report(trace);
+                    // Counted and exported once, by the reconcile whose write ended the run.
+                    if let Some(ended) = &ended {
+                        if let Some(report) = &ended.report {
+                            let created = d.metadata.creation_timestamp.as_ref();
+                            metrics.dispatch_worker_report(created.map(|t| t.0.into()), report);
+                        }
+                        if let Some(trace) = &ended.trace {
+                            telemetry::report(trace);
+                        }
                     }
                 }
             }
@@ -166,6 +173,15 @@ async fn reconcile_run(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     }
     ctx.backoff.reset(&d);
     Ok(action)
+}
+
+/// What a reconcile that saw the run end learnt, for the metrics and the trace once the
+/// ending is written.
+struct Ended {
+    /// The worker's termination message.
+    report: Option<Termination>,
+    /// The run's trace (when tracing is on and the run is sampled).
+    trace: Option<RunTrace>,
 }
 
 /// Records a refusal or the end of the run in the audit log when this reconcile decided it.
@@ -544,7 +560,7 @@ async fn track_run(
     d: &Dispatch,
     job: &Job,
     status: &mut DispatchStatus,
-) -> Result<(Action, Option<RunTrace>), Error> {
+) -> Result<(Action, Option<Ended>), Error> {
     let client = &ctx.base.client;
     let ns = d.namespace().ok_or(Error::Malformed)?;
     let stop = d.spec.stop == Some(true);
@@ -614,10 +630,13 @@ async fn track_run(
             // The ending first: its provenance is the head commit the lock keeps.
             finish(status, d, state);
             release_all(ctx, d, status).await?;
-            let trace = telemetry::enabled()
-                .then(|| super::trace::finished(d, status, job, pod))
-                .flatten();
-            Ok((Action::await_change(), trace))
+            let ended = Ended {
+                report: pod.and_then(super::trace::worker_report),
+                trace: telemetry::enabled()
+                    .then(|| super::trace::finished(d, status, job, pod))
+                    .flatten(),
+            };
+            Ok((Action::await_change(), Some(ended)))
         }
     }
 }

@@ -179,7 +179,7 @@ fn attributes(
 }
 
 /// The worker's termination message, if it wrote one.
-fn worker_report(pod: &Pod) -> Option<Termination> {
+pub fn worker_report(pod: &Pod) -> Option<Termination> {
     let status = pod.status.as_ref()?;
     let worker = [&status.init_container_statuses, &status.container_statuses]
         .into_iter()
