@@ -222,6 +222,7 @@ pub struct Metrics {
     refusals: Family<ReasonLabels, Counter>,
     runs: Family<ReasonLabels, Counter>,
     dispatches: Family<PhaseLabels, Gauge>,
+    oldest_starting: Gauge<f64, std::sync::atomic::AtomicU64>,
     cards_created: Counter,
     cards_refused: Family<ReasonLabels, Counter>,
     // Phases reported before: a phase missing from a later count is set to 0 rather than
@@ -338,6 +339,13 @@ impl Metrics {
             "Dispatches by lifecycle phase",
             dispatches.clone(),
         );
+        let oldest_starting = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "dispatch_oldest_starting",
+            "How long the Dispatch longest in phase starting has been there (0: none is)",
+            Unit::Seconds,
+            oldest_starting.clone(),
+        );
         let cards_created = Counter::default();
         registry.register(
             "cards_created",
@@ -373,6 +381,7 @@ impl Metrics {
             refusals,
             runs,
             dispatches,
+            oldest_starting,
             cards_created,
             cards_refused,
             seen_phases: Mutex::new(BTreeSet::new()),
@@ -457,6 +466,11 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets how long the Dispatch longest in phase starting has been there.
+    pub fn set_oldest_starting(&self, seconds: f64) {
+        self.oldest_starting.set(seconds);
     }
 
     /// Sets the number of Dispatches in each phase; phases seen before and absent now become 0.

@@ -115,9 +115,9 @@ fn pod_owner(pod: Pod) -> Option<ObjectRef<Dispatch>> {
 }
 
 /// Counts dispatches by phase for the `vexa_dispatches` gauge.
-fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
+fn phase_counts(dispatches: &[Arc<Dispatch>]) -> BTreeMap<String, i64> {
     let mut counts = BTreeMap::new();
-    for d in store.state() {
+    for d in dispatches {
         let phase = d
             .status
             .as_ref()
@@ -128,6 +128,31 @@ fn phase_counts(store: &Store<Dispatch>) -> BTreeMap<String, i64> {
         *counts.entry(phase).or_insert(0) += 1;
     }
     counts
+}
+
+/// How long the Dispatch longest in phase `starting` has been there, in seconds (0: none is):
+/// since it claimed its workspaces (the `Queued` condition turning false), or else since its
+/// creation. What `VexaDispatchesStuckStarting` alerts on, exactly: one run stuck, not a
+/// different one starting at every sample.
+fn oldest_starting(dispatches: &[Arc<Dispatch>], now: std::time::SystemTime) -> f64 {
+    dispatches
+        .iter()
+        .filter_map(|d| {
+            let status = d.status.as_ref()?;
+            if status.phase != Some(DispatchPhase::Starting) {
+                return None;
+            }
+            let created = d.metadata.creation_timestamp.as_ref()?.0;
+            let claimed = crate::runtime::conditions::find(
+                &status.conditions,
+                crate::runtime::conditions::ConditionType::Queued,
+            )
+            .filter(|c| c.status == "False")
+            .map(|c| c.last_transition_time.0);
+            let since: std::time::SystemTime = claimed.map_or(created, |c| c.max(created)).into();
+            now.duration_since(since).ok().map(|d| d.as_secs_f64())
+        })
+        .fold(0.0, f64::max)
 }
 
 /// What the cache keeps of a run's Job: the reconcile reads its metadata, `spec.suspend` and
@@ -315,7 +340,9 @@ pub async fn run(
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            metrics.set_phase_counts(&phase_counts(&store));
+            let dispatches = store.state();
+            metrics.set_phase_counts(&phase_counts(&dispatches));
+            metrics.set_oldest_starting(oldest_starting(&dispatches, std::time::SystemTime::now()));
         }
     });
 
@@ -350,4 +377,67 @@ pub async fn run(
         watch.abort();
     }
     info!("Dispatch controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
+    use vexa_crds::DispatchStatus;
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(T0 + s).unwrap())
+    }
+
+    fn dispatch(phase: DispatchPhase, created: i64, claimed: Option<i64>) -> Arc<Dispatch> {
+        let mut d = Dispatch::new(
+            "d",
+            serde_json::from_value(serde_json::json!({
+                "identity": {"subject": "alice", "launcher": "alice"}, "runner": "r",
+                "workspaces": [], "trigger": "message", "start": {"entrypoint": {"inline": "hi"}}
+            }))
+            .unwrap(),
+        );
+        d.metadata.creation_timestamp = Some(at(created));
+        d.status = Some(DispatchStatus {
+            phase: Some(phase),
+            conditions: claimed
+                .map(|c| Condition {
+                    type_: "Queued".into(),
+                    status: "False".into(),
+                    reason: "WorkspaceClaimed".into(),
+                    message: String::new(),
+                    last_transition_time: at(c),
+                    observed_generation: None,
+                })
+                .into_iter()
+                .collect(),
+            ..DispatchStatus::default()
+        });
+        Arc::new(d)
+    }
+
+    #[test]
+    fn the_oldest_starting_dispatch_counts_from_its_claim_not_its_queue_wait() {
+        let now = SystemTime::from(at(1000).0);
+        let all = [
+            // Queued for 900 s, starting for 100.
+            dispatch(DispatchPhase::Starting, 0, Some(900)),
+            // Starting for 300 s, never queued.
+            dispatch(DispatchPhase::Starting, 700, None),
+            // Running for long: not starting.
+            dispatch(DispatchPhase::Running, 0, Some(1)),
+        ];
+        assert_eq!(oldest_starting(&all, now), 300.0);
+        assert_eq!(oldest_starting(&all[2..], now), 0.0);
+        // A clock behind the API server's counts as just started.
+        let behind = now - Duration::from_secs(2000);
+        assert_eq!(oldest_starting(&all, behind), 0.0);
+    }
 }
