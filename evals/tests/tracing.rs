@@ -46,11 +46,9 @@ fn telemetry(jaeger: &Jaeger) -> Telemetry {
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")));
     tracing_subscriber::registry()
         .with(logs)
-        .with(
-            telemetry
-                .layer()
-                .with_filter(EnvFilter::new("info,kube=warn")),
-        )
+        .with(telemetry.layer().with_filter(EnvFilter::new(
+            vexa_operator::runtime::telemetry::SPAN_FILTER,
+        )))
         .try_init()
         .expect("the eval's subscriber is the first");
     telemetry

@@ -135,10 +135,17 @@ async fn main() -> anyhow::Result<()> {
         let run = controllers::run_all(ctx.clone(), ready, keycloak.clone(), stopped(stop.clone()));
         drain_within(run, stopped(stop.clone()), drain_limit)
     };
-    let leading =
-        leader::run_when_leader(client, &config, ready, stopped(stop.clone()), controllers);
+    let mut leading = std::pin::pin!(leader::run_when_leader(
+        client,
+        &config,
+        ready,
+        stopped(stop.clone()),
+        controllers,
+    ));
+    // The model gateway stops with the stop signal, as the controllers do: then the drain goes
+    // on (the audit log's closing checkpoint, the last spans), it is not a failure.
     tokio::select! {
-        result = leading => result?,
+        result = &mut leading => result?,
         result = &mut server => {
             result.context("the metrics and health server panicked")??;
             bail!("the metrics and health server stopped unexpectedly");
@@ -149,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
         }
         result = &mut gateway_server => {
             result.context("the model gateway panicked")??;
-            bail!("the model gateway stopped unexpectedly");
+            if !*stop.borrow() {
+                bail!("the model gateway stopped unexpectedly");
+            }
+            leading.await?;
         }
     }
     if !*stop.borrow() {
@@ -194,13 +204,17 @@ fn init_tracing(format: LogFormat) -> anyhow::Result<Option<Telemetry>> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let logs = match format {
-        LogFormat::Text => logs.boxed(),
-        LogFormat::Json => logs.json().boxed(),
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
     };
+    // The spans exported are the operator's own, whatever RUST_LOG keeps of the log.
+    let spans = telemetry.as_ref().map(|t| {
+        t.layer()
+            .with_filter(EnvFilter::new(telemetry::SPAN_FILTER))
+    });
     tracing_subscriber::registry()
         .with(logs)
-        .with(telemetry.as_ref().map(Telemetry::layer))
-        .with(filter)
+        .with(spans)
         .try_init()
         .context("installing the log subscriber")?;
     if let Some(s) = &settings {

@@ -119,21 +119,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     let raw_rate = args.burst as f64 / raw_elapsed.as_secs_f64();
-    raw_api
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    wait_for(
-        "the baseline Dispatches are deleted",
+    delete_all(
+        &raw_api,
+        "the baseline Dispatches",
         Duration::from_secs(120),
-        || async {
-            raw_api
-                .list(&ListParams::default().limit(1))
-                .await
-                .ok()
-                .filter(|l| l.items.is_empty())
-        },
     )
-    .await;
+    .await?;
     drop(raw);
 
     // The bench namespace: a runner, a Workspace (prepared by the operator: its folder is made
@@ -150,12 +141,7 @@ async fn main() -> anyhow::Result<()> {
     operator.wait_ready(Duration::from_secs(60))?;
     let ready_after = t_ready.elapsed();
     workspace_ready(&client, &ns.name, "shared").await;
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
-    }))?;
-    Api::<ResourceQuota>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &quota)
-        .await?;
+    no_pods(&client, &ns.name).await?;
     let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
     let jobs_seen = Clock::jobs(Api::namespaced(client.clone(), &ns.name));
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -248,11 +234,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Figures.
     watch_latency.sort_by(f64::total_cmp);
-    let pct = |v: &[f64], p: f64| {
-        v[((v.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(v.len() - 1)]
-    };
+    let pct = percentile;
     let burst_rate = args.burst as f64 / burst_all_jobs.as_secs_f64();
     let sustained_create_rate = args.sustained as f64 / sustained_create.as_secs_f64();
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -578,8 +560,12 @@ impl OperatorProcess {
         if let Some(endpoint) = otlp {
             command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }
+        // The audit log in a folder of its own; no Keycloak (not what is measured).
+        let audit = std::env::temp_dir().join(format!("dispatch-bench-audit-{}", http.port()));
         let child = command
             .args(["--leader-election=false", "--http-addr", &http.to_string()])
+            .arg(format!("--audit-dir={}", audit.display()))
+            .arg("--keycloak-url=")
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--worker-image", FAKE_WORKER_IMAGE])
             .env(
@@ -669,6 +655,31 @@ impl Drop for OperatorProcess {
     }
 }
 
+/// Deletes every Dispatch of `api`'s namespace and waits until they are gone.
+async fn delete_all(api: &Api<Dispatch>, what: &str, timeout: Duration) -> anyhow::Result<()> {
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    wait_for(&format!("{what} are deleted"), timeout, || async {
+        api.list(&ListParams::default().limit(1))
+            .await
+            .ok()
+            .filter(|l| l.items.is_empty())
+    })
+    .await;
+    Ok(())
+}
+
+/// A ResourceQuota of 0 pods in `ns`: Jobs are created, never a pod.
+async fn no_pods(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
+    }))?;
+    Api::<ResourceQuota>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &quota)
+        .await?;
+    Ok(())
+}
+
 /// One burst of `--tracing`.
 struct Round {
     on: bool,
@@ -706,12 +717,7 @@ async fn tracing_overhead(
         workspace_ready(client, &ns.name, "shared").await;
         operator.stop();
     }
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}},
-    }))?;
-    Api::<ResourceQuota>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &quota)
-        .await?;
+    no_pods(client, &ns.name).await?;
     let dispatches: Api<Dispatch> = Api::namespaced(client.clone(), &ns.name);
     let jobs_seen = Clock::jobs(Api::namespaced(client.clone(), &ns.name));
     let mut rounds = Vec::new();
@@ -751,16 +757,20 @@ async fn tracing_overhead(
             rss_kib: after.rss_kib,
             hwm_kib: after.hwm_kib,
         });
-        // Gone while this operator runs (it releases what they hold), before the next round.
-        dispatches
-            .delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await?;
+        // Gone while this operator runs (it releases what they hold), and their Jobs with them
+        // (a cache holding the last round's would weigh on the next one's RSS).
+        delete_all(
+            &dispatches,
+            "the round's Dispatches",
+            Duration::from_secs(300),
+        )
+        .await?;
+        let jobs = Api::<Job>::namespaced(client.clone(), &ns.name);
         wait_for(
-            "the round's Dispatches are deleted",
+            "the round's Jobs are deleted",
             Duration::from_secs(300),
             || async {
-                dispatches
-                    .list(&ListParams::default().limit(1))
+                jobs.list(&ListParams::default().labels(MANAGED).limit(1))
                     .await
                     .ok()
                     .filter(|l| l.items.is_empty())
@@ -771,7 +781,7 @@ async fn tracing_overhead(
     }
     jobs_seen.stop();
     let traces = vexa_evals::http_get(&format!(
-        "{}/api/traces?service=vexa-operator&limit=100000&lookback=2h",
+        "{}/api/traces?service=vexa-operator&limit=100000",
         jaeger.query
     ))
     .await

@@ -33,6 +33,10 @@ use vexa_core::trace::TraceParent;
 
 use crate::controllers::dispatch::trace::RunTrace;
 
+/// Which `tracing` spans are exported: the operator's own at info (a reconcile of a live
+/// Dispatch), never a library's; independent of `RUST_LOG`, which filters the log.
+pub const SPAN_FILTER: &str = "info,kube=warn,tower=warn,hyper=warn,h2=warn,tonic=warn";
+
 /// The service name when `OTEL_SERVICE_NAME` does not give one.
 pub const SERVICE_NAME: &str = "vexa-operator";
 
