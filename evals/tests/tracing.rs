@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -233,6 +234,29 @@ async fn one_trace_per_run_from_creation_to_commit_with_nothing_the_agent_was_to
     let root = hostile.iter().find(|s| s.name == ROOT_SPAN).unwrap();
     assert_eq!(root.tag("vexa.dispatch"), Some("hostile"));
     assert_eq!(root.parent, None);
+
+    // Its creator is told why, once, without the value echoed back.
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    let told = wait_for(
+        "a TraceContextIgnored event on the hostile run",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let found: Vec<Event> = list
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some("TraceContextIgnored")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("hostile")
+                })
+                .collect();
+            (!found.is_empty()).then_some(found)
+        },
+    )
+    .await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].type_.as_deref(), Some("Warning"));
+    assert!(!told[0].note.as_deref().unwrap_or_default().contains(MARKER));
 
     // Not sampled: nothing under the caller's trace or the run's own.
     let unsampled = TraceParent::parse(&not_sampled).unwrap();

@@ -142,7 +142,19 @@ async fn reconcile_run(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action,
     // The outcome is on disk before the status says it.
     record_outcome(&ctx, &d, &old, &status).await?;
     // Events are for people and never fail a reconcile; they go out beside the status write.
-    let notes = events::publish(&ctx.recorder, d.as_ref(), transitions(&old, &status));
+    let mut notes = transitions(&old, &status);
+    if old.job_name.is_none()
+        && status.job_name.is_some()
+        && let Some(why) = super::trace::ignored_annotation(&d)
+    {
+        // Said once, when the run starts: the creator asked for a trace it does not get.
+        notes.push(events::Note::warning(
+            "TraceContextIgnored",
+            Some(why),
+            "Create",
+        ));
+    }
+    let notes = events::publish(&ctx.recorder, d.as_ref(), notes);
     if status != old {
         let (_, written) = tokio::join!(notes, write_status(&ctx, &d, &status));
         written?;

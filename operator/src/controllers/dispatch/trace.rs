@@ -61,6 +61,17 @@ pub fn context(d: &Dispatch) -> Option<TraceParent> {
     trace::run_context(d.metadata.uid.as_deref()?, annotation).map(|(ctx, _)| ctx)
 }
 
+/// Why the Dispatch's `vexa.ai/traceparent` is not used, when it has one that is not valid
+/// (the message names the rule broken, never the value).
+pub fn ignored_annotation(d: &Dispatch) -> Option<String> {
+    let value = d.annotations().get(trace::ANNOTATION)?;
+    let e = TraceParent::parse(value).err()?;
+    Some(format!(
+        "{} is not a valid W3C traceparent ({e}): the run is traced under its own id, its UID",
+        trace::ANNOTATION
+    ))
+}
+
 /// The trace of a run that has ended (`status` is its final status), or `None` when it is
 /// not to be exported: no UID, or a caller that asked for it not to be sampled.
 pub fn finished(
@@ -405,6 +416,16 @@ mod tests {
             finished(&dispatch(Some(&not_sampled)), &status(), &job(), None),
             None
         );
+    }
+
+    #[test]
+    fn an_ignored_annotation_is_said_without_its_value() {
+        assert_eq!(ignored_annotation(&dispatch(None)), None);
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(ignored_annotation(&dispatch(Some(good))), None);
+        let why = ignored_annotation(&dispatch(Some("<script>alert(1)</script>"))).unwrap();
+        assert!(why.contains("not a valid W3C traceparent"), "{why}");
+        assert!(!why.contains("script"), "{why}");
     }
 
     #[test]
