@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use vexa_core::model::PLACEHOLDER_KEY;
 use vexa_core::pod::layout::{AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, secret_key};
 use vexa_core::pod::{Start, StreamFormat};
-use vexa_core::trace::Milestones;
+use vexa_core::trace::{Milestones, now_ms};
 use vexa_core::{CommitRange, ModelUsage, Published, StopReason, Termination};
 use vexa_stream::acl;
 use vexa_stream::publish::{
@@ -504,7 +504,7 @@ impl Worker {
         match self.connect_agent().await {
             Ok(Some(shim)) => {
                 self.shim = Some(shim);
-                self.milestones.ready = Some(unix_ms());
+                self.milestones.ready = Some(now_ms());
             }
             Ok(None) => return Ok(Ending::Terminated),
             Err(why) => {
@@ -843,7 +843,7 @@ impl Worker {
         let first = self.first_turn.is_none();
         if first {
             self.first_turn = Some(turn);
-            self.milestones.turn = Some(unix_ms());
+            self.milestones.turn = Some(now_ms());
         }
         if let Some(cards) = &self.cards {
             cards.set_turn(turn);
@@ -914,7 +914,7 @@ impl Worker {
                     if let Some(seen) = &seen {
                         let _ = seen.compare_exchange(
                             0,
-                            unix_ms(),
+                            now_ms(),
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         );
@@ -946,7 +946,7 @@ impl Worker {
             }
         };
         if first {
-            self.milestones.done = Some(unix_ms());
+            self.milestones.done = Some(now_ms());
             self.milestones.first_event =
                 Some(first_event.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
         }
@@ -1016,7 +1016,7 @@ impl Worker {
             match committed {
                 Ok(Ok(Some(sha))) => {
                     if self.first_turn == Some(turn) {
-                        self.milestones.commit = Some(unix_ms());
+                        self.milestones.commit = Some(now_ms());
                     }
                     tracing::info!(%turn, %sha, "committed");
                     self.emit(turn, Event::Commit { sha }).await?;
@@ -1073,13 +1073,6 @@ pub fn agent_env(env: &WorkerEnv, config: &Path) -> Vec<(String, String)> {
     } else {
         Vec::new()
     }
-}
-
-/// Now, in milliseconds since the Unix epoch (a milestone's unit).
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

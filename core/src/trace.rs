@@ -11,6 +11,7 @@
 //! name a trace, never smuggle text into one.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -184,6 +185,18 @@ pub struct Milestones {
     /// The turn's changes were committed (absent: nothing to commit, or no rw workspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<i64>,
+}
+
+/// Now, in milliseconds since the Unix epoch (a milestone's unit).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The time a milestone names; a negative one is no time at all.
+pub fn time_of_ms(ms: i64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(u64::try_from(ms).ok()?))
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {

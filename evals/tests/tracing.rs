@@ -18,7 +18,7 @@ use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
-use vexa_core::trace::{ANNOTATION, ROOT_SPAN, TraceParent, trace_id_of_uid};
+use vexa_core::trace::{ANNOTATION, ROOT_SPAN, TraceParent, run_context};
 use vexa_crds::Dispatch;
 use vexa_evals::fixtures::{
     chat_dispatch, describe, free_port, stop_reason, test_agent_runner, wait_dispatch, workspace,
@@ -76,8 +76,7 @@ async fn trace_with_root(jaeger: &Jaeger, trace_id: &str) -> Vec<FoundSpan> {
 }
 
 fn uid_trace(d: &Dispatch) -> String {
-    let id = trace_id_of_uid(&d.uid().unwrap()).unwrap();
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    run_context(&d.uid().unwrap(), None).unwrap().0.trace_hex()
 }
 
 // The exporter's channel runs on this runtime while a flush blocks a thread: two workers.

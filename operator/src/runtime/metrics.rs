@@ -411,10 +411,9 @@ impl Metrics {
         created: Option<std::time::SystemTime>,
         report: &vexa_core::Termination,
     ) {
-        let ms =
-            |t: i64| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(t.try_into().ok()?));
         if let Some(m) = report.milestones {
-            if let (Some(created), Some(first)) = (created, m.first_event.and_then(ms))
+            let first = m.first_event.and_then(vexa_core::trace::time_of_ms);
+            if let (Some(created), Some(first)) = (created, first)
                 && let Ok(after) = first.duration_since(created)
             {
                 self.first_event_latency.observe(after.as_secs_f64());

@@ -178,9 +178,6 @@ pub fn report(run: &RunTrace) {
 /// Makes `span` (a `tracing` span) a child of the run whose context is `run`: a reconcile of
 /// a live Dispatch shows in that run's trace.
 pub fn join(span: &tracing::Span, run: &TraceParent) {
-    if !enabled() {
-        return;
-    }
     let flags = if run.sampled {
         TraceFlags::SAMPLED
     } else {

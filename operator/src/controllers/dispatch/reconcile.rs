@@ -65,18 +65,18 @@ fn claimed(
 
 /// Reconciles one Dispatch; while the run is live, the reconcile's span is part of its trace.
 pub async fn reconcile(d: Arc<Dispatch>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
+    let phase = d.status.as_ref().and_then(|s| s.phase);
     let span = tracing::info_span!(
         "reconcile",
         "vexa.dispatch" = %d.name_any(),
         "vexa.namespace" = d.namespace().unwrap_or_default(),
-        "vexa.phase" = d.status.as_ref().and_then(|s| s.phase).map_or("new", |p| p.as_str()),
+        "vexa.phase" = phase.map_or("new", DispatchPhase::as_str),
     );
-    let live = !d
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(DispatchPhase::is_terminal);
-    if live && let Some(run) = super::trace::context(&d) {
+    // Only a live run's reconciles join its trace; nothing is computed when tracing is off.
+    if telemetry::enabled()
+        && !phase.is_some_and(DispatchPhase::is_terminal)
+        && let Some(run) = super::trace::context(&d)
+    {
         telemetry::join(&span, &run);
     }
     reconcile_run(d, ctx).instrument(span).await
@@ -642,11 +642,15 @@ async fn track_run(
             // The ending first: its provenance is the head commit the lock keeps.
             finish(status, d, state);
             release_all(ctx, d, status).await?;
+            let report = pod.and_then(super::run_state::worker_report);
+            let milestones = report.as_ref().and_then(|r| r.milestones);
             let ended = Ended {
-                report: pod.and_then(super::trace::worker_report),
                 trace: telemetry::enabled()
-                    .then(|| super::trace::finished(d, status, job, pod))
+                    .then(|| {
+                        super::trace::finished(d, status, job, pod, milestones.unwrap_or_default())
+                    })
                     .flatten(),
+                report,
             };
             Ok((Action::await_change(), Some(ended)))
         }

@@ -144,6 +144,14 @@ fn restarted_worker(worker: &k8s_openapi::api::core::v1::ContainerStatus) -> Opt
     })
 }
 
+/// The worker's termination message, if it wrote one (its current container's).
+pub fn worker_report(pod: &Pod) -> Option<Termination> {
+    let message = terminated_state(container_status(pod, WORKER_CONTAINER))?
+        .message
+        .as_deref()?;
+    Some(Termination::parse(message))
+}
+
 fn terminated_state(
     c: Option<&k8s_openapi::api::core::v1::ContainerStatus>,
 ) -> Option<&ContainerStateTerminated> {

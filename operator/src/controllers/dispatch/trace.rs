@@ -12,17 +12,15 @@
 //! Attributes name the run (dispatch, subject, launcher, runner, trigger, stop reason, commit):
 //! never a prompt, a reply, a path or a credential.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use vexa_core::Termination;
-use vexa_core::trace::{self, ROOT_SPAN, TraceParent};
+use vexa_core::trace::{self, Milestones, ROOT_SPAN, TraceParent};
 use vexa_crds::{Dispatch, DispatchStatus};
 
-use super::children::WORKER_CONTAINER;
 use crate::runtime::conditions::{ConditionType, find};
 
 /// One span of a run's trace.
@@ -72,13 +70,15 @@ pub fn ignored_annotation(d: &Dispatch) -> Option<String> {
     ))
 }
 
-/// The trace of a run that has ended (`status` is its final status), or `None` when it is
-/// not to be exported: no UID, or a caller that asked for it not to be sampled.
+/// The trace of a run that has ended (`status` is its final status, `m` what its worker
+/// reported), or `None` when it is not to be exported: no UID, or a caller that asked for it
+/// not to be sampled.
 pub fn finished(
     d: &Dispatch,
     status: &DispatchStatus,
     job: &Job,
     pod: Option<&Pod>,
+    m: Milestones,
 ) -> Option<RunTrace> {
     let uid = d.metadata.uid.as_deref()?;
     let annotation = d.annotations().get(trace::ANNOTATION).map(String::as_str);
@@ -86,8 +86,6 @@ pub fn finished(
     if !ctx.sampled {
         return None;
     }
-    let report = pod.and_then(worker_report);
-    let m = report.and_then(|r| r.milestones).unwrap_or_default();
     let created = time(d.metadata.creation_timestamp.as_ref())?;
     let admitted = find(&status.conditions, ConditionType::Authorized)
         .filter(|c| c.status == "True")
@@ -189,24 +187,6 @@ fn attributes(
     out
 }
 
-/// The worker's termination message, if it wrote one.
-pub fn worker_report(pod: &Pod) -> Option<Termination> {
-    let status = pod.status.as_ref()?;
-    let worker = [&status.init_container_statuses, &status.container_statuses]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|c| c.name == WORKER_CONTAINER)?;
-    let message = worker
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .message
-        .as_deref()?;
-    Some(Termination::parse(message))
-}
-
 fn scheduled_at(pod: &Pod) -> Option<SystemTime> {
     pod.status
         .as_ref()?
@@ -221,10 +201,9 @@ fn time(t: Option<&Time>) -> Option<SystemTime> {
     t.map(|t| t.0.into())
 }
 
-/// A worker milestone (Unix milliseconds); a negative one is no time at all.
+/// A worker milestone, if reached (see [`trace::time_of_ms`]).
 fn ms(m: Option<i64>) -> Option<SystemTime> {
-    let ms = u64::try_from(m?).ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+    trace::time_of_ms(m?)
 }
 
 #[cfg(test)]
@@ -235,8 +214,13 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
-    use vexa_core::StopReason;
+    use std::time::Duration;
+
     use vexa_core::trace::Milestones;
+    use vexa_core::{StopReason, Termination};
+
+    use super::super::children::WORKER_CONTAINER;
+    use super::super::run_state::worker_report;
     use vexa_crds::WorkspaceProvenance;
 
     use super::*;
@@ -340,6 +324,17 @@ mod tests {
             done: ms(6.5),
             commit: ms(6.6),
         }
+    }
+
+    /// [`finished`] with the milestones the pod's worker reported, as the reconcile reads them.
+    fn finished(
+        d: &Dispatch,
+        status: &DispatchStatus,
+        job: &Job,
+        pod: Option<&Pod>,
+    ) -> Option<RunTrace> {
+        let m = pod.and_then(worker_report).and_then(|r| r.milestones);
+        super::finished(d, status, job, pod, m.unwrap_or_default())
     }
 
     fn names(t: &RunTrace) -> Vec<&str> {
