@@ -137,3 +137,19 @@ so a mistake fails the install rather than leaving email triggers silently off.
 {{- end }}
 {{- dict "mailboxes" $mailboxes | toYaml }}
 {{- end }}
+
+{{/* Labels that select the web console's pods. */}}
+{{- define "vexa.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "vexa.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end }}
+
+{{/* Labels of the web console's objects. */}}
+{{- define "vexa.consoleLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "vexa.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vexa
+{{- end }}

@@ -1,0 +1,712 @@
+//! The handlers. Each reads or writes the cluster as the signed-in person; a refusal by the API
+//! server (RBAC, admission) is shown as it was given, and a button is shown only when the
+//! cluster says the person may use it.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::from_fn;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use k8s_openapi::api::core::v1::Event as KubeEvent;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use maud::Markup;
+use serde::Deserialize;
+use serde_json::json;
+use vexa_cli::chat::{self, ChatRequest, Plan};
+use vexa_cli::streams::Streams;
+use vexa_crds::card::{Card, Verdict};
+use vexa_crds::{AgentRunner, Dispatch, Workspace, WorkspaceUse};
+
+use crate::cluster::{Action, SignInError, may};
+use crate::guard::{SignedIn, headers, same_origin};
+use crate::session::SessionError;
+use crate::{App, live, pages};
+
+/// The largest form the console takes (a prompt is at most this).
+const MAX_BODY: usize = 256 * 1024;
+/// How often a chat message re-plans when another client took the name it was about to take.
+const CREATE_ATTEMPTS: usize = 3;
+
+const SCRIPT: &str = include_str!("../assets/console.js");
+const STYLE: &str = include_str!("../assets/console.css");
+
+/// The console's routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/static/console.js", get(script))
+        .route("/static/console.css", get(style))
+        .route("/signin", get(signin_form).post(signin))
+        .route("/signout", post(signout))
+        .route("/", get(|| async { Redirect::to("/dispatches") }))
+        .route("/dispatches", get(dispatch_list))
+        .route("/n/{ns}/dispatches/{name}", get(dispatch_page))
+        .route("/n/{ns}/dispatches/{name}/stream", get(stream))
+        .route("/n/{ns}/dispatches/{name}/turns", post(turn))
+        .route("/n/{ns}/dispatches/{name}/stop", post(stop))
+        .route("/chat", get(chat_form).post(chat_send))
+        .route("/cards", get(card_list))
+        .route("/n/{ns}/cards/{name}/{verdict}", post(decide))
+        .route("/admin", get(admin))
+        .layer(from_fn(same_origin))
+        .layer(from_fn(headers))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// A failure as a page, with its status.
+struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    message: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            message: message.into(),
+        }
+    }
+
+    /// What the API server said, for `doing`.
+    fn kube(doing: &str, e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => Self::new(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                format!("You may not {doing}: {}", s.message),
+            ),
+            kube::Error::Api(s) if s.code == 404 => Self::new(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                format!("Cannot {doing}: {}", s.message),
+            ),
+            kube::Error::Api(s) if s.code == 401 => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "Signed out",
+                "The cluster no longer accepts your token: sign in again.",
+            ),
+            kube::Error::Api(s) => Self::new(
+                StatusCode::from_u16(s.code).unwrap_or(StatusCode::BAD_GATEWAY),
+                "Refused",
+                format!("Cannot {doing}: {}", s.message),
+            ),
+            other => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "Cluster unreachable",
+                format!("Cannot {doing}: {other}"),
+            ),
+        }
+    }
+
+    fn cli(e: vexa_cli::CliError) -> Self {
+        use vexa_cli::CliError as E;
+        let status = match &e {
+            E::Forbidden { .. } | E::CardRefused { .. } | E::Refused { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Usage(_) | E::NotRunning { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        Self::new(status, "Refused", e.to_string())
+    }
+
+    fn page(self, s: &SignedIn, namespace: &str) -> Response {
+        let frame = frame(s, namespace);
+        (
+            self.status,
+            Html(pages::problem(&frame, self.title, &self.message).into_string()),
+        )
+            .into_response()
+    }
+}
+
+fn frame<'a>(s: &'a SignedIn, namespace: &'a str) -> pages::Frame<'a> {
+    pages::Frame {
+        person: Some(&s.0.person.name),
+        csrf: Some(&s.0.csrf),
+        namespace,
+    }
+}
+
+fn html(m: Markup) -> Response {
+    Html(m.into_string()).into_response()
+}
+
+/// `?namespace=`; an object name, else the console's default.
+#[derive(Debug, Deserialize, Default)]
+struct NsQuery {
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// A namespace or object name: an RFC 1123 subdomain (what the API server would accept).
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn namespace_of(app: &App, q: &NsQuery) -> Result<String, Problem> {
+    let ns = q
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&app.default_namespace);
+    if is_name(ns) {
+        Ok(ns.to_owned())
+    } else {
+        Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad namespace",
+            "A namespace is lowercase letters, digits and '-'.",
+        ))
+    }
+}
+
+fn names(ns: &str, name: &str) -> Result<(), Problem> {
+    if is_name(ns) && is_name(name) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad name",
+            "Names are lowercase letters, digits, '-' and '.'.",
+        ))
+    }
+}
+
+// ---- Sign in and out ---------------------------------------------------------------------
+
+async fn signin_form() -> Response {
+    html(pages::signin(None))
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    token: String,
+}
+
+async fn signin(State(app): State<App>, Form(f): Form<SignInForm>) -> Response {
+    let token = f.token.trim();
+    let refuse = |status: StatusCode, message: &str| {
+        (status, Html(pages::signin(Some(message)).into_string())).into_response()
+    };
+    if token.is_empty() || token.len() > 16 * 1024 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return refuse(StatusCode::BAD_REQUEST, "That is not a token.");
+    }
+    match app.api.sign_in(token).await {
+        Ok((person, client)) => {
+            tracing::info!(user = %person.name, "signed in");
+            match app.sessions.start(person, client) {
+                Ok(id) => (
+                    [(header::SET_COOKIE, app.sessions.set_cookie(&id))],
+                    Redirect::to("/"),
+                )
+                    .into_response(),
+                Err(e @ SessionError::Full) => {
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+                }
+            }
+        }
+        Err(e @ (SignInError::Rejected | SignInError::Nobody)) => {
+            refuse(StatusCode::UNAUTHORIZED, &e.to_string())
+        }
+        Err(e) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+async fn signout(
+    State(app): State<App>,
+    s: SignedIn,
+    h: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
+        return r.into_response();
+    }
+    let ids: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| app.sessions.id_in(c).map(str::to_owned))
+        .collect();
+    for id in ids {
+        app.sessions.end(&id);
+    }
+    (
+        [(header::SET_COOKIE, app.sessions.clear_cookie())],
+        Redirect::to("/signin"),
+    )
+        .into_response()
+}
+
+// ---- Dispatches --------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(flatten)]
+    filter: pages::ListFilter,
+}
+
+async fn dispatch_list(
+    State(app): State<App>,
+    s: SignedIn,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let ns = match namespace_of(
+        &app,
+        &NsQuery {
+            namespace: q.namespace.clone(),
+        },
+    ) {
+        Ok(ns) => ns,
+        Err(p) => return p.page(&s, &app.default_namespace),
+    };
+    match Api::<Dispatch>::namespaced(s.0.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => html(pages::dispatches(
+            &frame(&s, &ns),
+            &list.items,
+            &q.filter,
+            Timestamp::now(),
+        )),
+        Err(e) => Problem::kube(&format!("list the dispatches of {ns}"), e).page(&s, &ns),
+    }
+}
+
+async fn dispatch_page(s: SignedIn, Path((ns, name)): Path<(String, String)>) -> Response {
+    if let Err(p) = names(&ns, &name) {
+        return p.page(&s, "");
+    }
+    let client = s.0.client.clone();
+    let x = match Api::<Dispatch>::namespaced(client.clone(), &ns)
+        .get(&name)
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => return Problem::kube(&format!("read dispatch {ns}/{name}"), e).page(&s, &ns),
+    };
+    let events = Api::<KubeEvent>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind=Dispatch,involvedObject.name={name}"
+        )))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let send = may_send(&client, &ns, &name).await;
+    html(pages::dispatch(
+        &frame(&s, &ns),
+        &x,
+        &events,
+        pages::DispatchRights { send },
+    ))
+}
+
+/// Sending a turn needs `create` on `dispatches/turns` in both groups (the CRD's RBAC and the
+/// streams API's), as the streams API checks.
+async fn may_send(client: &Client, ns: &str, name: &str) -> bool {
+    let ask = |group| Action {
+        verb: "create",
+        group,
+        resource: "dispatches/turns",
+        namespace: ns,
+        name: Some(name),
+    };
+    may(client, ask("vexa.ai")).await && may(client, ask("streams.vexa.ai")).await
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    #[serde(default)]
+    from: Option<String>,
+}
+
+async fn stream(
+    s: SignedIn,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<StreamQuery>,
+    h: HeaderMap,
+) -> Response {
+    if !is_name(&ns) || !is_name(&name) {
+        return (StatusCode::BAD_REQUEST, "bad name").into_response();
+    }
+    let last = h.get("last-event-id").and_then(|v| v.to_str().ok());
+    let from = live::resume_point(last, q.from.as_deref());
+    live::events(s.0.client.clone(), &ns, &name, from)
+        .await
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TurnForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    prompt: String,
+}
+
+fn wants_json(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// The answer to a write: JSON for the page's script, a redirect back for a plain form.
+fn written(
+    h: &HeaderMap,
+    back: &str,
+    result: Result<serde_json::Value, Problem>,
+    s: &SignedIn,
+    ns: &str,
+) -> Response {
+    match (result, wants_json(h)) {
+        (Ok(v), true) => axum::Json(v).into_response(),
+        (Ok(_), false) => Redirect::to(back).into_response(),
+        (Err(p), true) => (p.status, axum::Json(json!({"error": p.message}))).into_response(),
+        (Err(p), false) => p.page(s, ns),
+    }
+}
+
+async fn turn(
+    s: SignedIn,
+    Path((ns, name)): Path<(String, String)>,
+    h: HeaderMap,
+    Form(f): Form<TurnForm>,
+) -> Response {
+    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
+        return r.into_response();
+    }
+    let back = format!("/n/{ns}/dispatches/{name}");
+    let result = async {
+        names(&ns, &name)?;
+        if f.prompt.trim().is_empty() {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Empty",
+                "Write a message first.",
+            ));
+        }
+        let accepted = Streams::new(s.0.client.clone(), &ns, &name)
+            .send(&json!({"prompt": f.prompt}))
+            .await
+            .map_err(Problem::cli)?;
+        Ok(json!({"accepted": true, "last": accepted.last.map(|l| l.id)}))
+    }
+    .await;
+    written(&h, &back, result, &s, &ns)
+}
+
+async fn stop(
+    s: SignedIn,
+    Path((ns, name)): Path<(String, String)>,
+    h: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
+        return r.into_response();
+    }
+    let back = format!("/n/{ns}/dispatches/{name}");
+    let result = async {
+        names(&ns, &name)?;
+        Streams::new(s.0.client.clone(), &ns, &name)
+            .send(&json!({"type": "stop"}))
+            .await
+            .map_err(Problem::cli)?;
+        Ok(json!({"stopping": true}))
+    }
+    .await;
+    written(&h, &back, result, &s, &ns)
+}
+
+// ---- Chat --------------------------------------------------------------------------------
+
+async fn chat_form(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
+    let ns = match namespace_of(&app, &q) {
+        Ok(ns) => ns,
+        Err(p) => return p.page(&s, &app.default_namespace),
+    };
+    chat_page(&s, &ns, None).await
+}
+
+async fn chat_page(s: &SignedIn, ns: &str, error: Option<&str>) -> Response {
+    let client = s.0.client.clone();
+    // Runners are cluster-wide; one who may not list them types the name instead.
+    let runners = Api::<AgentRunner>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    // Workspaces a person may not list are simply not offered.
+    let workspaces = Api::<Workspace>::namespaced(client, ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        html(pages::chat(&frame(s, ns), &runners, &workspaces, error)),
+    )
+        .into_response()
+}
+
+async fn chat_send(
+    State(app): State<App>,
+    s: SignedIn,
+    Query(q): Query<NsQuery>,
+    h: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let field = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if let Err(r) = s.check_csrf(&h, field("csrf")) {
+        return r.into_response();
+    }
+    let ns = match namespace_of(&app, &q) {
+        Ok(ns) => ns,
+        Err(p) => return p.page(&s, &app.default_namespace),
+    };
+    match send_chat(&s, &ns, &fields).await {
+        Ok(name) => Redirect::to(&format!("/n/{ns}/dispatches/{name}")).into_response(),
+        Err(p) if p.status == StatusCode::BAD_REQUEST || p.status == StatusCode::CONFLICT => {
+            chat_page(&s, &ns, Some(&p.message)).await
+        }
+        Err(p) => p.page(&s, &ns),
+    }
+}
+
+/// A chat message, exactly as `kubectl vexa chat` sends it: to the thread's live dispatch as a
+/// turn, or in a new dispatch of the thread's chain. Returns the dispatch's name.
+async fn send_chat(s: &SignedIn, ns: &str, fields: &[(String, String)]) -> Result<String, Problem> {
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let bad = |m: String| Problem::new(StatusCode::BAD_REQUEST, "Cannot send", m);
+    let launcher = vexa_cli::args::subject(&s.0.person.name)
+        .map_err(|e| bad(format!("your user name cannot launch a dispatch: {e}")))?;
+    let (runner, thread, prompt) = (field("runner"), field("thread"), field("prompt"));
+    if !is_name(&runner) {
+        return Err(bad("Pick a runner.".into()));
+    }
+    if prompt.is_empty() {
+        return Err(bad("Write a message first.".into()));
+    }
+    let mut workspaces = Vec::new();
+    for (_, w) in fields.iter().filter(|(n, _)| n == "workspace") {
+        if !is_name(w) {
+            return Err(bad(format!("{w:?} is not a workspace name")));
+        }
+        workspaces.push(WorkspaceUse {
+            name: w.clone(),
+            mode: None,
+        });
+    }
+    let req = ChatRequest {
+        subject: launcher.clone(),
+        launcher: format!("user:{launcher}"),
+        thread: if thread.is_empty() {
+            "main".into()
+        } else {
+            thread
+        },
+        runner,
+        workspaces,
+        prompt,
+    };
+    let client = s.0.client.clone();
+    let api = Api::<Dispatch>::namespaced(client.clone(), ns);
+    for _ in 0..CREATE_ATTEMPTS {
+        let existing = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| Problem::kube(&format!("list the dispatches of {ns}"), e))?
+            .items;
+        match chat::plan(&existing, &req).map_err(|e| bad(e.to_string()))? {
+            Plan::Send { name } => {
+                Streams::new(client.clone(), ns, &name)
+                    .send(&json!({"prompt": req.prompt}))
+                    .await
+                    .map_err(Problem::cli)?;
+                return Ok(name);
+            }
+            Plan::Create { after, start } => {
+                let mut name = None;
+                for candidate in chat::free_names(&existing, &req, after) {
+                    let has = Streams::new(client.clone(), ns, &candidate)
+                        .has_entries()
+                        .await
+                        .map_err(Problem::cli)?;
+                    if !has {
+                        name = Some(candidate);
+                        break;
+                    }
+                }
+                let Some(name) = name else { continue };
+                let mut d = chat::new_dispatch(ns, &name, &req, start);
+                if let Some(t) = vexa_core::trace::TraceParent::random() {
+                    d.annotations_mut()
+                        .insert(vexa_core::trace::ANNOTATION.into(), t.to_string());
+                }
+                match api.create(&PostParams::default(), &d).await {
+                    Ok(_) => return Ok(name),
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    Err(e) => return Err(Problem::kube("start the chat's dispatch", e)),
+                }
+            }
+        }
+    }
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        "Busy",
+        "Other clients kept taking the thread's next name; try again.",
+    ))
+}
+
+// ---- Cards -------------------------------------------------------------------------------
+
+async fn card_list(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
+    let ns = match namespace_of(&app, &q) {
+        Ok(ns) => ns,
+        Err(p) => return p.page(&s, &app.default_namespace),
+    };
+    let client = s.0.client.clone();
+    let cards = match Api::<Card>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => return Problem::kube(&format!("list the cards of {ns}"), e).page(&s, &ns),
+    };
+    let mut rows = Vec::new();
+    for card in &cards {
+        let name = card.name_any();
+        // Admission lets only the owner decide; RBAC must let them patch it.
+        let may_decide = card.spec.owner == s.0.person.name
+            && may(
+                &client,
+                Action {
+                    verb: "patch",
+                    group: "vexa.ai",
+                    resource: "cards",
+                    namespace: &ns,
+                    name: Some(&name),
+                },
+            )
+            .await;
+        rows.push(pages::CardRow { card, may_decide });
+    }
+    html(pages::cards(&frame(&s, &ns), &rows, Timestamp::now()))
+}
+
+async fn decide(
+    s: SignedIn,
+    Path((ns, name, verdict)): Path<(String, String, String)>,
+    h: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
+        return r.into_response();
+    }
+    let back = format!("/cards?namespace={ns}");
+    let result = async {
+        names(&ns, &name)?;
+        let verdict = match verdict.as_str() {
+            "approve" => Verdict::Approve,
+            "reject" => Verdict::Reject,
+            _ => {
+                return Err(Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "approve or reject",
+                ));
+            }
+        };
+        vexa_cli::cards::decide(&s.0.client, &ns, &name, verdict, None, &s.0.person.name)
+            .await
+            .map_err(Problem::cli)?;
+        Ok(json!({"decided": true}))
+    }
+    .await;
+    written(&h, &back, result, &s, &ns)
+}
+
+// ---- Admin -------------------------------------------------------------------------------
+
+async fn admin(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
+    let ns = match namespace_of(&app, &q) {
+        Ok(ns) => ns,
+        Err(p) => return p.page(&s, &app.default_namespace),
+    };
+    let client = s.0.client.clone();
+    let runners = match Api::<AgentRunner>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => return Problem::kube("list the agent runners", e).page(&s, &ns),
+    };
+    let dispatches = Api::<Dispatch>::namespaced(client, &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    html(pages::admin(&frame(&s, &ns), &runners, &dispatches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_any_request() {
+        assert!(is_name("alice-notes"));
+        assert!(is_name("a.b"));
+        assert!(!is_name("../x"));
+        assert!(!is_name("A"));
+        assert!(!is_name(""));
+        assert!(!is_name("x/y"));
+        assert!(!is_name("-x"));
+    }
+}

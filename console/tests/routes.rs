@@ -1,0 +1,224 @@
+//! The console's guards, offline: what a page is served with, and what is refused before any
+//! request reaches the cluster (no session, a forged session, another origin, a missing or
+//! wrong CSRF token, hostile names).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use kube::Client;
+use tower::ServiceExt;
+use vexa_console::cluster::{ApiServer, Person};
+use vexa_console::session::{Limits, Sessions};
+use vexa_console::{App, router};
+
+/// An app whose API server is never reached (a client that would hang is never asked).
+fn app() -> (App, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let api = ApiServer::new("https://127.0.0.1:1", ca.to_str().unwrap()).unwrap();
+    let sessions = Sessions::new(Limits::default(), true);
+    let (svc, _handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    // The handle is dropped: a request to this client fails at once instead of hanging.
+    let client = Client::new(svc, "default");
+    let id = sessions
+        .start(
+            Person {
+                name: "alice".into(),
+                groups: vec![],
+            },
+            client,
+        )
+        .unwrap();
+    let csrf = sessions.get(&id).unwrap().csrf;
+    let app = App {
+        api,
+        sessions,
+        default_namespace: Arc::from("default"),
+    };
+    (app, format!("__Host-vexa-session={id}"), csrf)
+}
+
+async fn send(app: &App, req: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
+    let res = router(app.clone()).oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn post(uri: &str, cookie: Option<&str>, origin: Option<&str>, body: &str) -> Request<Body> {
+    let mut b = Request::post(uri)
+        .header(header::HOST, "console.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    b.body(Body::from(body.to_owned())).unwrap()
+}
+
+fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(uri).header(header::HOST, "console.test");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn pages_carry_a_strict_policy() {
+    let (app, _, _) = app();
+    let (status, h, body) = send(&app, get("/signin", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(body.contains("name=\"token\""));
+    assert!(!body.contains("<script>"), "no inline script: {body}");
+}
+
+#[tokio::test]
+async fn without_a_session_pages_ask_to_sign_in_and_the_rest_is_refused() {
+    let (app, _, _) = app();
+    let (status, h, _) = send(&app, get("/dispatches", None)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], "/signin");
+    let forged = "__Host-vexa-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let (status, _, _) = send(&app, get("/dispatches", Some(forged))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let mut events = get("/n/default/dispatches/x/stream", None);
+    events
+        .headers_mut()
+        .insert(header::ACCEPT, "text/event-stream".parse().unwrap());
+    let (status, _, _) = send(&app, events).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(
+        &app,
+        post(
+            "/n/default/dispatches/x/turns",
+            None,
+            Some("https://console.test"),
+            "prompt=hi",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn writes_from_another_origin_are_refused_even_with_the_session() {
+    let (app, cookie, csrf) = app();
+    let body = format!("csrf={csrf}&prompt=hi");
+    for origin in [None, Some("https://evil.example"), Some("null")] {
+        let (status, _, text) = send(
+            &app,
+            post(
+                "/n/default/dispatches/x/turns",
+                Some(&cookie),
+                origin,
+                &body,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert!(text.contains("page of this console"), "{text}");
+    }
+    let (status, _, _) = send(
+        &app,
+        post("/signin", None, Some("https://evil.example"), "token=x"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "login CSRF");
+}
+
+#[tokio::test]
+async fn writes_without_the_sessions_csrf_token_are_refused() {
+    let (app, cookie, csrf) = app();
+    let origin = Some("https://console.test");
+    for body in [
+        "prompt=hi".to_owned(),
+        "csrf=wrong&prompt=hi".to_owned(),
+        format!("csrf={}&prompt=hi", &csrf[1..]),
+    ] {
+        for uri in [
+            "/n/default/dispatches/x/turns",
+            "/n/default/dispatches/x/stop",
+            "/chat",
+            "/n/default/cards/c/approve",
+            "/signout",
+        ] {
+            let (status, _, text) = send(&app, post(uri, Some(&cookie), origin, &body)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{uri} {body}");
+            assert!(text.contains("stale"), "{uri}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_names_never_reach_the_cluster() {
+    let (app, cookie, csrf) = app();
+    let (status, _, _) = send(
+        &app,
+        get("/n/default/dispatches/..%2Fsecrets", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, body) = send(
+        &app,
+        get("/dispatches?namespace=kube-system%2F..", Some(&cookie)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = send(
+        &app,
+        post(
+            "/n/default/dispatches/x/turns",
+            Some(&cookie),
+            Some("https://console.test"),
+            &format!("csrf={csrf}&prompt=%20%20"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_with_a_message() {
+    let (app, _, _) = app();
+    for token in ["", "two%20words", "%0d%0aX-Injected:%201"] {
+        let (status, _, body) = send(
+            &app,
+            post(
+                "/signin",
+                None,
+                Some("https://console.test"),
+                &format!("token={token}"),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{token}");
+        assert!(body.contains("not a token"), "{body}");
+    }
+}

@@ -1,0 +1,440 @@
+//! The web console in a real browser (issue "the web console", browser tests 1, 2, 3, 5, 6):
+//! Debian's Chromium, driven by Playwright (`evals/browser/console.mjs`), against the console
+//! binary as it ships, an in-process operator, the real agent worker and test agent. alice and
+//! bob sign in with tokens the API server knows (`hack/cluster`'s test people), and the console
+//! acts only as them: it starts with no credentials at all.
+//!
+//! What the browser saw is checked against the stream itself (Redis, read here as the admin):
+//! every reply painted is exactly the turn's text, after a cut connection too.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use vexa_crds::card::Card;
+use vexa_evals::admission::ChartAdmission;
+use vexa_evals::brokered::events_of_turn;
+use vexa_evals::browser::{run_script_async, script};
+use vexa_evals::fixtures::{
+    WORKSPACE_CLAIM, claim_folder, free_port, git, golden_doc, test_agent_runner, workspace,
+    workspace_ready, workspace_volume,
+};
+use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
+use vexa_evals::streams::StreamsApi;
+use vexa_evals::{TestNamespace, built_binary, client, cluster_env, users, wait_for};
+use vexa_stream::Event;
+
+const CARD: &str = "console-card";
+
+/// Binds `rules` to the user `person` in `ns`.
+async fn grant(admin: &Client, ns: &str, person: &str, rules: Value) {
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": person}, "rules": rules})).unwrap();
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": person},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": person},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": person}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// The console binary on a free loopback port, with the admin kubeconfig only for the API
+/// server's address and CA (it drops the credentials).
+struct Console {
+    child: Child,
+    url: String,
+    port: u16,
+}
+
+impl Console {
+    async fn start(namespace: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(built_binary("vexa-console", "VEXA_CONSOLE_BIN"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--namespace",
+                namespace,
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start vexa-console");
+        let url = format!("http://127.0.0.1:{port}");
+        let health = format!("{url}/healthz");
+        wait_for("the console to listen", Duration::from_secs(30), || {
+            let health = health.clone();
+            async move { vexa_evals::http_get(&health).await.ok() }
+        })
+        .await;
+        Self { child, url, port }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Signs `token` in over plain HTTP, as a browser's form would; returns the cookie.
+    fn sign_in(&self, token: &str) -> String {
+        let body = format!("token={token}");
+        let response = self.raw(&format!(
+            "POST /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {url}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len(),
+            port = self.port,
+            url = self.url,
+        ));
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_else(|| panic!("no session cookie: {response}"))
+            .to_owned()
+    }
+
+    fn raw(&self, request: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Opens a stream and keeps the connection.
+    fn open_stream(&self, cookie: &str, path: &str) -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: {cookie}\r\n\
+                 Accept: text/event-stream\r\n\r\n",
+                self.port
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut first = [0u8; 64];
+        let n = s.read(&mut first).unwrap();
+        assert!(
+            String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&first[..n])
+        );
+        s
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn result<'a>(results: &'a [Value], check: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["check"] == check || r["figure"] == check)
+        .unwrap_or_else(|| panic!("the browser reported no {check}: {results:#?}"))
+}
+
+/// The reply text of a turn as the stream holds it.
+async fn stream_reply(redis: &redis::Client, ns: &str, name: &str, turn: &str) -> String {
+    events_of_turn(redis, ns, name, turn, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MessageDelta { text } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster and the browser: run hack/test"]
+async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
+    let admin = client().await;
+    assert_no_operator_in_cluster(&admin).await;
+    let ns = TestNamespace::new(&admin, "console").await;
+    let streams = StreamsApi::register(&admin, &ns.name).await;
+    let _admission = ChartAdmission::install(&[]);
+    let mut flags = vec![
+        "--job-ttl-seconds".to_owned(),
+        "30".to_owned(),
+        format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
+    ];
+    flags.extend(streams.flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let operator = Operator::start(&flags);
+    operator.ready().await;
+    streams.available(&admin).await;
+
+    let runner = format!("test-agent-{}", ns.name);
+    test_agent_runner(
+        &admin,
+        &ns,
+        &runner,
+        json!({"defaults": {"idleTimeoutSeconds": 300}}),
+    )
+    .await;
+    workspace_volume(&admin, &ns.name).await;
+    workspace(&admin, &ns.name, "alice-notes", "alice/notes", "rw").await;
+    workspace_ready(&admin, &ns.name, "alice-notes").await;
+    let mut card: Card =
+        serde_json::from_value(golden_doc("cards/valid/record-action-items.yaml")).unwrap();
+    card.metadata.name = Some(CARD.into());
+    card.spec.source_dispatch = None;
+    Api::<Card>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &card)
+        .await
+        .unwrap();
+
+    // alice: what the chart's vexa-user role gives a person in their namespace. bob: only the
+    // cards, with patch, so it is admission (only the owner decides) that refuses him.
+    grant(
+        &admin,
+        &ns.name,
+        "alice",
+        json!([
+            {"apiGroups": ["vexa.ai"], "resources": ["dispatches"], "verbs": ["get", "list", "watch", "create"]},
+            {"apiGroups": ["vexa.ai", "streams.vexa.ai"], "resources": ["dispatches/turns"], "verbs": ["create"]},
+            {"apiGroups": ["streams.vexa.ai"], "resources": ["dispatches/log"], "verbs": ["get"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["patch", "update"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
+        ]),
+    )
+    .await;
+    grant(
+        &admin,
+        &ns.name,
+        "bob",
+        json!([{"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["get", "list", "patch", "update"]}]),
+    )
+    .await;
+
+    let console = Console::start(&ns.name).await;
+    let artifacts = std::env::temp_dir().join(format!("vexa-console-artifacts-{}", ns.name));
+    let env = vec![
+        ("CONSOLE_URL", console.url.clone()),
+        ("CONSOLE_NAMESPACE", ns.name.clone()),
+        ("CONSOLE_RUNNER", runner.clone()),
+        ("CONSOLE_WORKSPACE", "alice-notes".to_owned()),
+        ("CONSOLE_CARD", CARD.to_owned()),
+        ("ALICE_TOKEN", users::token("alice")),
+        ("BOB_TOKEN", users::token("bob")),
+        ("VEXA_BROWSER_TIMEOUT_MS", "600000".to_owned()),
+    ];
+    let run = run_script_async(script("console.mjs"), env, artifacts.clone()).await;
+    eprintln!("browser stderr:\n{}", run.stderr);
+    for r in &run.results {
+        eprintln!("browser: {r}");
+    }
+    run.assert_success();
+    let r = &run.results;
+    let redis = redis::Client::open(cluster_env("REDIS_URL")).unwrap();
+
+    // Sign-in: a token the cluster does not know is refused; the cookie is HttpOnly, Strict.
+    let bad = result(r, "bad-token");
+    assert_eq!(bad["status"], 401, "{bad}");
+    let cookies = result(r, "cookie")["cookies"].as_array().unwrap().clone();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookies[0]["httpOnly"], true);
+    assert_eq!(cookies[0]["sameSite"], "Strict");
+
+    // 1. The reply streamed; the next turns went to the same pod; the edit was committed.
+    let first = result(r, "first-reply");
+    let name = first["dispatch"].as_str().unwrap().to_owned();
+    assert_eq!(name, "agent-alice-chat-main");
+    assert_eq!(
+        first["reply"],
+        stream_reply(&redis, &ns.name, &name, "t0").await
+    );
+    assert!(
+        first["reply"]
+            .as_str()
+            .unwrap()
+            .contains("hello from the console"),
+        "{first}"
+    );
+    let turns = result(r, "turns");
+    assert!(!turns["pod"].as_str().unwrap().is_empty(), "{turns}");
+    assert_eq!(
+        turns["pod"], turns["podAfter"],
+        "one pod serves every turn: {turns}"
+    );
+    let second = turns["second"].as_str().unwrap();
+    assert_eq!(
+        turns["secondReply"],
+        stream_reply(&redis, &ns.name, &name, second).await
+    );
+    let commit = turns["commit"]
+        .as_str()
+        .expect("the write was committed")
+        .to_owned();
+    let dir = claim_folder(&admin, &ns.name, WORKSPACE_CLAIM, "alice/notes").await;
+    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), commit);
+    assert_eq!(
+        git(&dir, &["show", "HEAD:from-the-console.md"]),
+        "written in the browser"
+    );
+
+    // 2. Cut mid-reply: the browser reconnected and painted exactly the stream's text.
+    let resume = result(r, "resume");
+    assert!(
+        resume["connections"].as_u64().unwrap() > resume["connectionsBefore"].as_u64().unwrap(),
+        "the connection was not cut: {resume}"
+    );
+    assert_eq!(resume["duplicates"], 0, "{resume}");
+    let cut = resume["turn"].as_str().unwrap();
+    assert_eq!(
+        resume["reply"],
+        stream_reply(&redis, &ns.name, &name, cut).await
+    );
+
+    // 6. Hostile output is text.
+    let hostile = result(r, "hostile");
+    assert_eq!(hostile["pwned"], Value::Null, "{hostile}");
+    assert_eq!(hostile["elements"], 0, "{hostile}");
+    assert!(
+        hostile["reply"].as_str().unwrap().contains("<script>"),
+        "{hostile}"
+    );
+    assert_eq!(
+        hostile["reply"],
+        stream_reply(&redis, &ns.name, &name, hostile["turn"].as_str().unwrap()).await
+    );
+    assert_eq!(result(r, "csp")["violations"].as_array().unwrap().len(), 0);
+
+    // A forged write (no CSRF token) was refused and reached nothing.
+    let forged = result(r, "forged-csrf");
+    assert_eq!(forged["status"], 403, "{forged}");
+
+    // 3. bob: alice's dispatches are invisible, direct URLs and writes refused.
+    let bob = result(r, "bob");
+    assert_eq!(bob["list"], 403, "{bob}");
+    assert_eq!(bob["direct"], 403, "{bob}");
+    assert!(!bob["listText"].as_str().unwrap().contains(&name), "{bob}");
+    assert!(
+        bob["stream"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("event: refused"),
+        "{bob}"
+    );
+    assert!(
+        !bob["stream"]["text"].as_str().unwrap().contains("hello"),
+        "{bob}"
+    );
+    assert_eq!(bob["turn"]["status"], 403, "{bob}");
+
+    // 5. The card: buttons for alice, none for bob, whose POST the cluster refused.
+    assert_eq!(result(r, "card-alice")["buttons"], 2);
+    let card_bob = result(r, "card-bob");
+    assert_eq!(card_bob["row"], 1, "{card_bob}");
+    assert_eq!(card_bob["buttons"], 0, "{card_bob}");
+    assert_eq!(card_bob["approve"]["status"], 403, "{card_bob}");
+    let decided = Api::<Card>::namespaced(admin.clone(), &ns.name)
+        .get(CARD)
+        .await
+        .unwrap();
+    let decision = decided.spec.decision.expect("alice decided");
+    assert_eq!(decision.by.as_deref(), Some("alice"));
+    assert!(
+        result(r, "card-approved")["decision"]
+            .as_str()
+            .unwrap()
+            .contains("alice")
+    );
+
+    // No stream holds a turn from bob or a forged one.
+    for prompt in ["say from bob", "say forged"] {
+        let held: Vec<Value> = redis::cmd("XRANGE")
+            .arg(vexa_policy::names::in_topic(
+                &vexa_policy::names::dispatch_id(&ns.name, &name),
+            ))
+            .arg("-")
+            .arg("+")
+            .query_async::<Vec<(String, Vec<(String, String)>)>>(
+                &mut redis.get_multiplexed_async_connection().await.unwrap(),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, fields)| json!(fields))
+            .collect();
+        assert!(
+            !format!("{held:?}").contains(prompt),
+            "{prompt} reached the run"
+        );
+    }
+
+    // Figures: send → first token painted; page weight; the server's RSS with 50 open streams.
+    let figure = result(r, "send-to-first-token-ms");
+    let weight = &first["weight"];
+    let cookie = console.sign_in(&users::token("alice"));
+    let idle = console.rss_kib();
+    let open: Vec<TcpStream> = (0..50)
+        .map(|_| console.open_stream(&cookie, &format!("/n/{}/dispatches/{name}/stream", ns.name)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy = console.rss_kib();
+    drop(open);
+    eprintln!(
+        "console figures: send → first token painted p50 {:.0} ms (min {:.0}, max {:.0}, {} warm turns); \
+         dispatch page weight: document {} B, script {} B, style {} B; console RSS {} KiB signed in, \
+         {} KiB with 50 open streams; artifacts in {}",
+        figure["p50"].as_f64().unwrap(),
+        figure["min"].as_f64().unwrap(),
+        figure["max"].as_f64().unwrap(),
+        figure["n"],
+        weight["document"],
+        weight["script"],
+        weight["stylesheet"],
+        idle,
+        busy,
+        artifacts.display()
+    );
+    for shot in [
+        "signin",
+        "chat",
+        "dispatch",
+        "hostile",
+        "dispatches",
+        "admin",
+        "cards-alice",
+        "cards-bob",
+        "bob-dispatches",
+    ] {
+        assert!(
+            artifacts.join(format!("{shot}.png")).exists(),
+            "screenshot {shot}"
+        );
+    }
+    drop(console);
+    drop(operator);
+    drop(streams);
+}
