@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use maud::{DOCTYPE, Markup, html};
 use vexa_cli::dispatch as d;
 use vexa_crds::card::Card;
-use vexa_crds::{AgentRunner, Dispatch, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, Schedule, Workspace};
 
 /// The person's view of the console's chrome.
 #[derive(Debug, Clone)]
@@ -41,6 +41,7 @@ pub fn page(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
                             a href={"/chat?namespace=" (ns)} { "Chat" }
                             a href={"/dispatches?namespace=" (ns)} { "Dispatches" }
                             a href={"/cards?namespace=" (ns)} { "Cards" }
+                            a href={"/schedules?namespace=" (ns)} { "Schedules" }
                             a href={"/admin?namespace=" (ns)} { "Admin" }
                         }
                         form.namespace method="get" action="/dispatches" {
@@ -361,6 +362,49 @@ pub fn admin(frame: &Frame<'_>, runners: &[AgentRunner], dispatches: &[Dispatch]
                     tr { td { (r.name_any()) } td { (ready.map(|c| c.status.clone()).unwrap_or_default()) } td { (ready.map(|c| c.message.clone()).unwrap_or_default()) } }
                 }
             }
+        },
+    )
+}
+
+fn time(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
+    t.map(|t| t.0.to_string()).unwrap_or_default()
+}
+
+/// The schedules of a namespace: when each fires next, what it ran, what it skipped and why.
+pub fn schedules(frame: &Frame<'_>, list: &[Schedule]) -> Markup {
+    page(
+        frame,
+        "Schedules",
+        html! {
+            @for sc in list {
+                @let st = sc.status.clone().unwrap_or_default();
+                section.schedule data-name=(sc.name_any()) {
+                    h2 { (sc.name_any()) @if sc.spec.suspend { " (suspended)" } }
+                    dl.facts {
+                        dt { "Cron" } dd { (sc.spec.schedule.clone().unwrap_or_default()) " " (sc.spec.time_zone.clone().unwrap_or_default()) }
+                        dt { "Next" } dd.next { (time(st.next_schedule_time.as_ref())) }
+                        dt { "Last" } dd { (time(st.last_schedule_time.as_ref())) }
+                        dt { "Active" } dd { @for a in &st.active { a href={"/n/" (frame.namespace) "/dispatches/" (a)} { (a) } " " } }
+                    }
+                    @if !st.recent.is_empty() {
+                        table.recent {
+                            thead { tr { th { "Run" } th { "Due" } th { "Phase" } th { "Stop reason" } } }
+                            @for r in &st.recent {
+                                tr { td { a href={"/n/" (frame.namespace) "/dispatches/" (r.name)} { (r.name) } } td { (r.scheduled_time.0) } td { (r.phase.clone().unwrap_or_default()) } td { (r.stop_reason.clone().unwrap_or_default()) } }
+                            }
+                        }
+                    }
+                    @if !st.missed.is_empty() {
+                        table.missed {
+                            thead { tr { th { "Skipped run due" } th { "Reason" } th { "Message" } } }
+                            @for m in &st.missed {
+                                tr { td { (m.scheduled_time.0) } td { (m.reason) } td { (m.message.clone().unwrap_or_default()) } }
+                            }
+                        }
+                    }
+                }
+            }
+            @if list.is_empty() { p.empty { "No schedules here that you may see." } }
         },
     )
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use vexa_cli::chat::{self, ChatRequest, Plan};
 use vexa_cli::streams::Streams;
 use vexa_crds::card::{Card, Verdict};
-use vexa_crds::{AgentRunner, Dispatch, Workspace, WorkspaceUse};
+use vexa_crds::{AgentRunner, Dispatch, Schedule, Workspace, WorkspaceUse};
 
 use crate::cluster::{Action, SignInError, may};
 use crate::guard::{SignedIn, headers, same_origin};
@@ -50,6 +50,7 @@ pub fn router(app: App) -> Router {
         .route("/chat", get(chat_form).post(chat_send))
         .route("/cards", get(card_list))
         .route("/n/{ns}/cards/{name}/{verdict}", post(decide))
+        .route("/schedules", get(schedule_list))
         .route("/admin", get(admin))
         .layer(from_fn(same_origin))
         .layer(from_fn(headers))
@@ -670,6 +671,22 @@ async fn decide(
     }
     .await;
     written(&h, &back, result, &s, &ns)
+}
+
+// ---- Schedules ---------------------------------------------------------------------------
+
+async fn schedule_list(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
+    let ns = match namespace_of(&app, &q) {
+        Ok(ns) => ns,
+        Err(p) => return p.page(&s, &app.default_namespace),
+    };
+    match Api::<Schedule>::namespaced(s.0.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(l) => html(pages::schedules(&frame(&s, &ns), &l.items)),
+        Err(e) => Problem::kube(&format!("list the schedules of {ns}"), e).page(&s, &ns),
+    }
 }
 
 // ---- Admin -------------------------------------------------------------------------------

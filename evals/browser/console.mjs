@@ -174,7 +174,7 @@ async function alice(browser) {
   report({ check: 'forged-csrf', ...forged });
 
   // The other views.
-  for (const [view, path] of [['dispatches', `/dispatches?namespace=${NS}`], ['admin', `/admin?namespace=${NS}`]]) {
+  for (const [view, path] of [['dispatches', `/dispatches?namespace=${NS}`], ['schedules', `/schedules?namespace=${NS}`], ['admin', `/admin?namespace=${NS}`]]) {
     const res = await page.goto(`${URL_}${path}`);
     await page.screenshot({ path: artifact(`${view}.png`), fullPage: true });
     report({ check: `view-${view}`, status: res.status(), text: await page.locator('main').textContent() });

@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod admission;
 pub mod bench;
 pub mod brokered;
+pub mod browser;
 pub mod cards;
 pub mod chart;
 pub mod email_tool;

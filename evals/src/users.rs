@@ -103,6 +103,26 @@ pub async fn user(admin: &Client, name: &str) -> User {
     with_cert(&dir, name, &cert_path, &key).await
 }
 
+/// The bearer token of the test person `name` (`alice`, `bob`, `carol` or `dave`): the API
+/// server's static token file knows it, as it would a token the web console signs someone in
+/// with. Read from `$VEXA_PEOPLE_DIR/<name>.token`, which `hack/cluster up` writes.
+pub fn token(name: &str) -> String {
+    let path = PathBuf::from(crate::cluster_env("VEXA_PEOPLE_DIR")).join(format!("{name}.token"));
+    let token = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no token for {name} at {} ({e}): `hack/cluster up` makes the test people's tokens",
+            path.display()
+        )
+    });
+    let token = token.trim();
+    assert!(
+        !token.is_empty(),
+        "{} is empty: `hack/cluster up` makes the test people's tokens",
+        path.display()
+    );
+    token.to_string()
+}
+
 /// The admin kubeconfig's cluster, with the user authenticating by `cert` and `key`.
 async fn with_cert(dir: &std::path::Path, name: &str, cert: &PathBuf, key: &PathBuf) -> User {
     let admin = Kubeconfig::read().expect("KUBECONFIG (eval \"$(hack/cluster env)\")");

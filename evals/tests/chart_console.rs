@@ -41,7 +41,10 @@ fn the_console_is_off_by_default_and_holds_no_credentials_when_on() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&"--namespace=team-a"), "{args:?}");
-    assert!(args.contains(&"--api-ca=/var/run/vexa/kube-ca/ca.crt"), "{args:?}");
+    assert!(
+        args.contains(&"--api-ca=/var/run/vexa/kube-ca/ca.crt"),
+        "{args:?}"
+    );
     // The only volume is the CA's ConfigMap; no Secret, no projected token.
     let volumes = pod["volumes"].as_array().unwrap();
     assert_eq!(volumes.len(), 1, "{volumes:?}");

@@ -222,7 +222,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             {"apiGroups": ["vexa.ai"], "resources": ["dispatches"], "verbs": ["get", "list", "watch", "create"]},
             {"apiGroups": ["vexa.ai", "streams.vexa.ai"], "resources": ["dispatches/turns"], "verbs": ["create"]},
             {"apiGroups": ["streams.vexa.ai"], "resources": ["dispatches/log"], "verbs": ["get"]},
-            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards", "schedules"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["patch", "update"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
         ]),
@@ -328,6 +328,21 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         stream_reply(&redis, &ns.name, &name, hostile["turn"].as_str().unwrap()).await
     );
     assert_eq!(result(r, "csp")["violations"].as_array().unwrap().len(), 0);
+
+    // The list views answer alice; the admin page (cluster-wide runners) tells her she may not.
+    for (view, status) in [
+        ("view-dispatches", 200),
+        ("view-schedules", 200),
+        ("view-admin", 403),
+    ] {
+        assert_eq!(result(r, view)["status"], status, "{}", result(r, view));
+    }
+    assert!(
+        result(r, "view-dispatches")["text"]
+            .as_str()
+            .unwrap()
+            .contains(&name)
+    );
 
     // A forged write (no CSRF token) was refused and reached nothing.
     let forged = result(r, "forged-csrf");

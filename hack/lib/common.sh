@@ -51,6 +51,13 @@ CLUSTER_DOMAIN=cluster.local
 APISERVER_PORT=6443
 CONTAINERD_SOCK=$VEXA_STATE/containerd/containerd.sock
 KUBECONFIG_ADMIN=$VEXA_STATE/kubeconfigs/admin.kubeconfig
+# Test people who sign in with a bearer token (the web console and its browser tests): the API
+# server's static token file (`token,user,uid` lines, root's, 0600) and, per person, the bare
+# token in PEOPLE_DIR/<name>.token (0600). Local-cluster test users only; `hack/cluster up`
+# makes the tokens once.
+PEOPLE=(alice bob carol dave)
+PEOPLE_TOKENS_FILE=$VEXA_STATE/pki/people-tokens.csv
+PEOPLE_DIR=$VEXA_STATE/people
 K8S_BIN=$(bin_dir kubernetes "$KUBERNETES_VERSION")
 # Pod identity: SPIRE server and agent as host processes (hack/README.md, "Pod identity").
 SPIRE_BIN=$(bin_dir spire "$SPIRE_VERSION")
