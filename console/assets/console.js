@@ -132,6 +132,10 @@ function sendTurns(form) {
         state.textContent = answer.error;
         state.className = 'error';
       }
+    } catch (e) {
+      // The message stays in the box: nothing was lost, it can be sent again.
+      state.textContent = 'could not send (' + e.message + '); try again';
+      state.className = 'error';
     } finally {
       button.disabled = false;
     }

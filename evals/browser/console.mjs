@@ -2,7 +2,8 @@
 // the operator, the console, and gives this script its people and objects):
 //   1. alice signs in, chats: the reply streams, a pod serves it, the next turns go to the
 //      same pod, and a turn that edits a file commits it;
-//   2. the connection is cut mid-reply (the browser goes offline) and the page resumes with
+//   2. the connection is cut mid-reply (a proxy drops it and refuses the line for a moment)
+//      and the page resumes with
 //      nothing missing or twice;
 //   3. bob sees none of alice's dispatches, and direct URLs, streams and writes are refused;
 //   5. on a Card, alice has the buttons and approves; bob has none, and his POST is refused;
@@ -44,8 +45,9 @@ async function sendTurn(page, prompt) {
   await page.fill('#turn textarea', prompt);
   const ms = await page.evaluate(
     (before) =>
-      new Promise((resolve) => {
+      new Promise((resolve, reject) => {
         const pane = document.getElementById('stream');
+        setTimeout(() => reject(new Error(`no reply painted: ${document.getElementById('stream-state').textContent}`)), 60000);
         const t0 = performance.now();
         const check = () => {
           const turns = pane.querySelectorAll('section.turn');
@@ -134,16 +136,17 @@ async function alice(browser) {
 
   // 2. Cut the connection mid-reply, then restore it.
   const before = await turnCount(page);
-  await page.fill('#turn textarea', 'say part one\nsleep 1\nsay part two\nsleep 1\nsay part three\nsleep 1\nsay part four');
+  // `events N` streams N deltas at once; the sleeps keep the rest of the reply for after the cut.
+  await page.fill('#turn textarea', 'events 3\nsleep 2\nevents 3\nsleep 2\nevents 3\nsay the end');
   await page.click('#turn button');
   await page.waitForFunction((b) => {
     const t = document.querySelectorAll('#stream section.turn');
-    return t.length > b && t[t.length - 1].querySelector('pre.reply').textContent.includes('part one');
+    return t.length > b && t[t.length - 1].querySelector('pre.reply').textContent.length > 0;
   }, before, { timeout: TURN_MS });
   const connectionsBefore = Number(await page.locator('#stream').getAttribute('data-connections'));
-  await context.setOffline(true);
-  await page.waitForTimeout(1500);
-  await context.setOffline(false);
+  // The proxy in front of the console drops every connection and refuses new ones for 1.5 s.
+  const cut = await fetch(`${env('CONSOLE_CUT_URL')}/cut?ms=1500`);
+  if (!cut.ok) throw new Error(`the cut failed: ${cut.status}`);
   const cutId = await page.locator('#stream section.turn').last().getAttribute('data-turn');
   await complete(page, cutId);
   report({

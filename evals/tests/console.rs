@@ -154,6 +154,94 @@ impl Drop for Console {
     }
 }
 
+/// A TCP proxy in front of the console that can cut the line: `GET /cut?ms=N` on its control
+/// port closes every open connection and refuses new ones for N ms, as a dropped network would.
+struct CutProxy {
+    port: u16,
+    control: u16,
+}
+
+impl CutProxy {
+    async fn start(target: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream as Tcp};
+        use tokio::sync::watch;
+
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (port, control_port) = (
+            front.local_addr().unwrap().port(),
+            control.local_addr().unwrap().port(),
+        );
+        // Each cut bumps the generation (closing the connections of earlier ones) and sets
+        // until when new connections are refused (ms since the epoch).
+        let (cuts, _) = watch::channel(0u64);
+        let cuts = Arc::new(cuts);
+        let blocked_until = Arc::new(AtomicU64::new(0));
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        {
+            let (cuts, blocked_until) = (cuts.clone(), blocked_until.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut c, _)) = control.accept().await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 512];
+                    let n = c.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let ms: u64 = request
+                        .split("ms=")
+                        .nth(1)
+                        .and_then(|r| r.split(|ch: char| !ch.is_ascii_digit()).next())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1000);
+                    blocked_until.store(now_ms() + ms, Ordering::SeqCst);
+                    cuts.send_modify(|g| *g += 1);
+                    eprintln!("cut proxy: cut, refusing connections for {ms} ms");
+                    let _ = c
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+            });
+        }
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = front.accept().await else {
+                    return;
+                };
+                if now_ms() < blocked_until.load(Ordering::SeqCst) {
+                    eprintln!("cut proxy: refused a connection");
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = Tcp::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => eprintln!("cut proxy: closed a connection"),
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            control: control_port,
+        }
+    }
+}
+
 fn result<'a>(results: &'a [Value], check: &str) -> &'a Value {
     results
         .iter()
@@ -204,7 +292,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     workspace(&admin, &ns.name, "alice-notes", "alice/notes", "rw").await;
     workspace_ready(&admin, &ns.name, "alice-notes").await;
     let mut card: Card =
-        serde_json::from_value(golden_doc("cards/valid/record-action-items.yaml")).unwrap();
+        serde_json::from_value(golden_doc("goldens/cards/valid/record-action-items.yaml")).unwrap();
     card.metadata.name = Some(CARD.into());
     card.spec.source_dispatch = None;
     Api::<Card>::namespaced(admin.clone(), &ns.name)
@@ -237,16 +325,21 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     .await;
 
     let console = Console::start(&ns.name).await;
+    let proxy = CutProxy::start(console.port).await;
     let artifacts = std::env::temp_dir().join(format!("vexa-console-artifacts-{}", ns.name));
     let env = vec![
-        ("CONSOLE_URL", console.url.clone()),
+        ("CONSOLE_URL", format!("http://127.0.0.1:{}", proxy.port)),
+        (
+            "CONSOLE_CUT_URL",
+            format!("http://127.0.0.1:{}", proxy.control),
+        ),
         ("CONSOLE_NAMESPACE", ns.name.clone()),
         ("CONSOLE_RUNNER", runner.clone()),
         ("CONSOLE_WORKSPACE", "alice-notes".to_owned()),
         ("CONSOLE_CARD", CARD.to_owned()),
         ("ALICE_TOKEN", users::token("alice")),
         ("BOB_TOKEN", users::token("bob")),
-        ("VEXA_BROWSER_TIMEOUT_MS", "600000".to_owned()),
+        ("VEXA_BROWSER_TIMEOUT_MS", "300000".to_owned()),
     ];
     let run = run_script_async(script("console.mjs"), env, artifacts.clone()).await;
     eprintln!("browser stderr:\n{}", run.stderr);
