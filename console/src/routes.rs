@@ -173,6 +173,25 @@ fn is_name(s: &str) -> bool {
         })
 }
 
+/// The namespace a page looks at (`?namespace=`, else the console's default), checked.
+struct InNamespace(String);
+
+impl axum::extract::FromRequestParts<App> for InNamespace {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        app: &App,
+    ) -> Result<Self, Self::Rejection> {
+        let Query(q) = Query::<NsQuery>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        namespace_of(app, &q)
+            .map(InNamespace)
+            .map_err(|p| (p.status, p.message).into_response())
+    }
+}
+
 fn namespace_of(app: &App, q: &NsQuery) -> Result<String, Problem> {
     let ns = q
         .namespace
@@ -387,6 +406,21 @@ fn wants_json(h: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
+/// A write: refused without the session's CSRF token; then `act`, answered by [`written`].
+async fn write(
+    s: &SignedIn,
+    h: &HeaderMap,
+    csrf: Option<&str>,
+    back: &str,
+    ns: &str,
+    act: impl std::future::Future<Output = Result<serde_json::Value, Problem>>,
+) -> Response {
+    if let Err(r) = s.check_csrf(h, csrf) {
+        return r.into_response();
+    }
+    written(h, back, act.await, s, ns)
+}
+
 /// The answer to a write: JSON for the page's script, a redirect back for a plain form.
 fn written(
     h: &HeaderMap,
@@ -409,11 +443,8 @@ async fn turn(
     h: HeaderMap,
     Form(f): Form<TurnForm>,
 ) -> Response {
-    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
-        return r.into_response();
-    }
     let back = format!("/n/{ns}/dispatches/{name}");
-    let result = async {
+    let act = async {
         names(&ns, &name)?;
         if f.prompt.trim().is_empty() {
             return Err(Problem::new(
@@ -427,9 +458,8 @@ async fn turn(
             .await
             .map_err(Problem::cli)?;
         Ok(json!({"accepted": true, "last": accepted.last.map(|l| l.id)}))
-    }
-    .await;
-    written(&h, &back, result, &s, &ns)
+    };
+    write(&s, &h, f.csrf.as_deref(), &back, &ns, act).await
 }
 
 async fn stop(
@@ -438,29 +468,21 @@ async fn stop(
     h: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
-        return r.into_response();
-    }
     let back = format!("/n/{ns}/dispatches/{name}");
-    let result = async {
+    let act = async {
         names(&ns, &name)?;
         Streams::new(s.0.client.clone(), &ns, &name)
             .send(&json!({"type": "stop"}))
             .await
             .map_err(Problem::cli)?;
         Ok(json!({"stopping": true}))
-    }
-    .await;
-    written(&h, &back, result, &s, &ns)
+    };
+    write(&s, &h, f.csrf.as_deref(), &back, &ns, act).await
 }
 
 // ---- Chat --------------------------------------------------------------------------------
 
-async fn chat_form(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
-    let ns = match namespace_of(&app, &q) {
-        Ok(ns) => ns,
-        Err(p) => return p.page(&s, &app.default_namespace),
-    };
+async fn chat_form(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
     chat_page(&s, &ns, None).await
 }
 
@@ -491,9 +513,8 @@ async fn chat_page(s: &SignedIn, ns: &str, error: Option<&str>) -> Response {
 }
 
 async fn chat_send(
-    State(app): State<App>,
     s: SignedIn,
-    Query(q): Query<NsQuery>,
+    InNamespace(ns): InNamespace,
     h: HeaderMap,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -501,10 +522,6 @@ async fn chat_send(
     if let Err(r) = s.check_csrf(&h, field("csrf")) {
         return r.into_response();
     }
-    let ns = match namespace_of(&app, &q) {
-        Ok(ns) => ns,
-        Err(p) => return p.page(&s, &app.default_namespace),
-    };
     match send_chat(&s, &ns, &fields).await {
         Ok(name) => Redirect::to(&format!("/n/{ns}/dispatches/{name}")).into_response(),
         Err(p) if p.status == StatusCode::BAD_REQUEST || p.status == StatusCode::CONFLICT => {
@@ -607,11 +624,7 @@ async fn send_chat(s: &SignedIn, ns: &str, fields: &[(String, String)]) -> Resul
 
 // ---- Cards -------------------------------------------------------------------------------
 
-async fn card_list(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
-    let ns = match namespace_of(&app, &q) {
-        Ok(ns) => ns,
-        Err(p) => return p.page(&s, &app.default_namespace),
-    };
+async fn card_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
     let client = s.0.client.clone();
     let cards = match Api::<Card>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())
@@ -647,11 +660,8 @@ async fn decide(
     h: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = s.check_csrf(&h, f.csrf.as_deref()) {
-        return r.into_response();
-    }
     let back = format!("/cards?namespace={ns}");
-    let result = async {
+    let act = async {
         names(&ns, &name)?;
         let verdict = match verdict.as_str() {
             "approve" => Verdict::Approve,
@@ -668,18 +678,13 @@ async fn decide(
             .await
             .map_err(Problem::cli)?;
         Ok(json!({"decided": true}))
-    }
-    .await;
-    written(&h, &back, result, &s, &ns)
+    };
+    write(&s, &h, f.csrf.as_deref(), &back, &ns, act).await
 }
 
 // ---- Schedules ---------------------------------------------------------------------------
 
-async fn schedule_list(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
-    let ns = match namespace_of(&app, &q) {
-        Ok(ns) => ns,
-        Err(p) => return p.page(&s, &app.default_namespace),
-    };
+async fn schedule_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
     match Api::<Schedule>::namespaced(s.0.client.clone(), &ns)
         .list(&ListParams::default())
         .await
@@ -691,11 +696,7 @@ async fn schedule_list(State(app): State<App>, s: SignedIn, Query(q): Query<NsQu
 
 // ---- Admin -------------------------------------------------------------------------------
 
-async fn admin(State(app): State<App>, s: SignedIn, Query(q): Query<NsQuery>) -> Response {
-    let ns = match namespace_of(&app, &q) {
-        Ok(ns) => ns,
-        Err(p) => return p.page(&s, &app.default_namespace),
-    };
+async fn admin(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
     let client = s.0.client.clone();
     let runners = match Api::<AgentRunner>::all(client.clone())
         .list(&ListParams::default())
