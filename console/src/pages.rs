@@ -187,6 +187,7 @@ pub fn dispatch(
     frame: &Frame<'_>,
     x: &Dispatch,
     events: &[k8s_openapi::api::core::v1::Event],
+    audit: &Result<Vec<String>, String>,
     rights: DispatchRights,
 ) -> Markup {
     let ns = frame.namespace;
@@ -240,6 +241,12 @@ pub fn dispatch(
                 @for c in &status.conditions {
                     tr { td { (c.type_) } td { (c.status) } td { (c.reason) } td { (c.message) } }
                 }
+            }
+            h2 { "Audit" }
+            @match audit {
+                Ok(lines) if lines.is_empty() => p.empty #audit { "No audit records yet." },
+                Ok(lines) => ol #audit { @for l in lines { li.sha { (l) } } },
+                Err(why) => p.empty #audit { (why) },
             }
             h2 { "Events" }
             table #events {

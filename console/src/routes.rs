@@ -350,12 +350,37 @@ async fn dispatch_page(s: SignedIn, Path((ns, name)): Path<(String, String)>) ->
         .map(|l| l.items)
         .unwrap_or_default();
     let send = may_send(&client, &ns, &name).await;
+    let audit = audit_of(&client, &ns, &name).await;
     html(pages::dispatch(
         &frame(&s, &ns),
         &x,
         &events,
+        &audit,
         pages::DispatchRights { send },
     ))
+}
+
+/// The run's audit records (what it did, each as subject · launcher · scope), from the streams
+/// API as the person; or why they cannot be shown.
+async fn audit_of(client: &Client, ns: &str, name: &str) -> Result<Vec<String>, String> {
+    let path = vexa_stream::api::path(ns, name, vexa_stream::api::AUDIT);
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match client.request::<vexa_audit::DispatchAudit>(request).await {
+        Ok(a) => Ok(a
+            .records
+            .iter()
+            .map(vexa_cli::audit::render)
+            .filter(|l| !l.is_empty())
+            .collect()),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
+            "You may not read this run's audit records (get on dispatches/audit in \
+             streams.vexa.ai): {}",
+            s.message
+        )),
+        Err(e) => Err(format!("The audit records could not be read: {e}")),
+    }
 }
 
 /// Sending a turn needs `create` on `dispatches/turns` in both groups (the CRD's RBAC and the

@@ -127,6 +127,7 @@ async function alice(browser) {
   report({
     check: 'turns', pod, podAfter, second: second.id, secondReply: await reply(page, second.id),
     wrote: wrote.id, commit, provenance: await page.locator('#provenance').textContent().catch(() => ''),
+    audit: await page.locator('#audit').textContent(),
   });
 
   // Figures: send → first token painted, warm turns.

@@ -309,7 +309,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         json!([
             {"apiGroups": ["vexa.ai"], "resources": ["dispatches"], "verbs": ["get", "list", "watch", "create"]},
             {"apiGroups": ["vexa.ai", "streams.vexa.ai"], "resources": ["dispatches/turns"], "verbs": ["create"]},
-            {"apiGroups": ["streams.vexa.ai"], "resources": ["dispatches/log"], "verbs": ["get"]},
+            {"apiGroups": ["streams.vexa.ai"], "resources": ["dispatches/log", "dispatches/audit"], "verbs": ["get"]},
             {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards", "schedules"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["patch", "update"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
@@ -383,6 +383,12 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     assert_eq!(
         turns["secondReply"],
         stream_reply(&redis, &ns.name, &name, second).await
+    );
+    // The run's audit trail, read as alice: admitted, its identity, its token.
+    let audit = turns["audit"].as_str().unwrap();
+    assert!(
+        audit.contains("admitted") && audit.contains("alice"),
+        "{turns}"
     );
     let commit = turns["commit"]
         .as_str()
