@@ -242,6 +242,57 @@ impl CutProxy {
     }
 }
 
+/// The entries of a stream: (milliseconds of the id, fields).
+async fn entries(redis: &redis::Client, key: &str) -> Vec<(u64, Vec<(String, String)>)> {
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    raw.into_iter()
+        .map(|(id, fields)| (id.split('-').next().unwrap().parse().unwrap(), fields))
+        .collect()
+}
+
+/// The stream's own warm-turn latency, by Redis's clock: from the turn's entry on the input
+/// stream to the first reply text of its turn on the output stream, for each `say <text>`.
+async fn stream_latencies_ms(
+    redis: &redis::Client,
+    ns: &str,
+    name: &str,
+    texts: &[String],
+) -> Vec<u64> {
+    let id = vexa_policy::names::dispatch_id(ns, name);
+    let input = entries(redis, &vexa_policy::names::in_topic(&id)).await;
+    let output = entries(redis, &vexa_policy::names::out_topic(&id)).await;
+    let json = |fields: &[(String, String)]| -> Value {
+        fields
+            .iter()
+            .find_map(|(_, v)| serde_json::from_str(v).ok())
+            .unwrap_or(Value::Null)
+    };
+    texts
+        .iter()
+        .filter_map(|text| {
+            let sent = input
+                .iter()
+                .find(|(_, f)| json(f)["prompt"] == format!("say {text}"))?
+                .0;
+            let first = output
+                .iter()
+                .find(|(_, f)| {
+                    let e = json(f);
+                    e["type"] == "message-delta" && e["text"] == text.as_str()
+                })?
+                .0;
+            Some(first.saturating_sub(sent))
+        })
+        .collect()
+}
+
 fn result<'a>(results: &'a [Value], check: &str) -> &'a Value {
     results
         .iter()
@@ -508,6 +559,12 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
 
     // Figures: send → first token painted; page weight; the server's RSS with 50 open streams.
     let figure = result(r, "send-to-first-token-ms");
+    let warm: Vec<String> = (0..figure["n"].as_u64().unwrap())
+        .map(|i| format!("warm {i}"))
+        .collect();
+    let mut own = stream_latencies_ms(&redis, &ns.name, &name, &warm).await;
+    assert_eq!(own.len(), warm.len(), "every warm turn is on the streams");
+    own.sort_unstable();
     let weight = &first["weight"];
     let cookie = console.sign_in(&users::token("alice"));
     let idle = console.rss_kib();
@@ -519,12 +576,16 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     drop(open);
     eprintln!(
         "console figures: send → first token painted p50 {:.0} ms (min {:.0}, max {:.0}, {} warm turns); \
+         the stream's own (turn entry → first reply entry, Redis clock) p50 {} ms (min {}, max {}); \
          dispatch page weight: document {} B, script {} B, style {} B; console RSS {} KiB signed in, \
          {} KiB with 50 open streams; artifacts in {}",
         figure["p50"].as_f64().unwrap(),
         figure["min"].as_f64().unwrap(),
         figure["max"].as_f64().unwrap(),
         figure["n"],
+        own[(own.len() - 1) / 2],
+        own[0],
+        own[own.len() - 1],
         weight["document"],
         weight["script"],
         weight["stylesheet"],
