@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use maud::{DOCTYPE, Markup, html};
 use vexa_cli::dispatch as d;
 use vexa_crds::card::Card;
-use vexa_crds::{AgentRunner, Dispatch, Schedule, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Workspace};
 
 /// The person's view of the console's chrome.
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ pub fn page(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
                             a href={"/dispatches?namespace=" (ns)} { "Dispatches" }
                             a href={"/cards?namespace=" (ns)} { "Cards" }
                             a href={"/schedules?namespace=" (ns)} { "Schedules" }
+                            a href={"/identities?namespace=" (ns)} { "Identities" }
                             a href={"/admin?namespace=" (ns)} { "Admin" }
                         }
                         form.namespace method="get" action="/dispatches" {
@@ -377,16 +378,36 @@ fn time(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Str
     t.map(|t| t.0.to_string()).unwrap_or_default()
 }
 
+/// A schedule and whether the person may act on it (patch, asked of the cluster as them).
+#[derive(Debug)]
+pub struct ScheduleRow<'a> {
+    /// The schedule.
+    pub schedule: &'a Schedule,
+    /// Run now, suspend, resume.
+    pub may_act: bool,
+}
+
 /// The schedules of a namespace: when each fires next, what it ran, what it skipped and why.
-pub fn schedules(frame: &Frame<'_>, list: &[Schedule]) -> Markup {
+pub fn schedules(frame: &Frame<'_>, rows: &[ScheduleRow<'_>]) -> Markup {
+    let ns = frame.namespace;
     page(
         frame,
         "Schedules",
         html! {
-            @for sc in list {
+            @for row in rows {
+                @let sc = row.schedule;
                 @let st = sc.status.clone().unwrap_or_default();
                 section.schedule data-name=(sc.name_any()) {
                     h2 { (sc.name_any()) @if sc.spec.suspend { " (suspended)" } }
+                    @if row.may_act {
+                        @let actions: [(&str, &str); 3] = [("run-now", "Run now"), (if sc.spec.suspend { "unsuspend" } else { "suspend" }, if sc.spec.suspend { "Unsuspend" } else { "Suspend" }), ("resume", "Resume after a failure")];
+                        @for (action, label) in actions {
+                            form.inline method="post" action={"/n/" (ns) "/schedules/" (sc.name_any()) "/" (action)} {
+                                input type="hidden" name="csrf" value=[frame.csrf];
+                                button.{(action)} type="submit" { (label) }
+                            }
+                        }
+                    }
                     dl.facts {
                         dt { "Cron" } dd { (sc.spec.schedule.clone().unwrap_or_default()) " " (sc.spec.time_zone.clone().unwrap_or_default()) }
                         dt { "Next" } dd.next { (time(st.next_schedule_time.as_ref())) }
@@ -401,6 +422,9 @@ pub fn schedules(frame: &Frame<'_>, list: &[Schedule]) -> Markup {
                             }
                         }
                     }
+                    @if !st.actions.is_empty() {
+                        ul.actions { @for a in &st.actions { li { (vexa_cli::schedule::render_record(a)) } } }
+                    }
                     @if !st.missed.is_empty() {
                         table.missed {
                             thead { tr { th { "Skipped run due" } th { "Reason" } th { "Message" } } }
@@ -411,7 +435,37 @@ pub fn schedules(frame: &Frame<'_>, list: &[Schedule]) -> Markup {
                     }
                 }
             }
-            @if list.is_empty() { p.empty { "No schedules here that you may see." } }
+            @if rows.is_empty() { p.empty { "No schedules here that you may see." } }
+        },
+    )
+}
+
+/// The identities of a namespace: whose they are, which cluster users act as them, and what
+/// each grant lets a launcher do on their behalf.
+pub fn identities(frame: &Frame<'_>, list: &[Identity]) -> Markup {
+    page(
+        frame,
+        "Identities",
+        html! {
+            @for id in list {
+                section.identity data-name=(id.name_any()) {
+                    h2 { (id.spec.subject) }
+                    p { "Cluster users: " (id.spec.kubernetes_users.join(", ")) }
+                    table.grants {
+                        thead { tr { th { "Grant" } th { "Launcher" } th { "Workspaces" } th { "Tools" } th { "Expires" } } }
+                        @for g in &id.spec.grants {
+                            tr {
+                                td { (g.name) }
+                                td { (g.launcher) }
+                                td { @for w in &g.workspaces { (w.name) ":" (w.mode.as_str()) " " } }
+                                td { (g.tools.join(", ")) }
+                                td { (time(g.expires.as_ref())) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if list.is_empty() { p.empty { "No identities here that you may see." } }
         },
     )
 }

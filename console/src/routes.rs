@@ -18,7 +18,7 @@ use serde_json::json;
 use vexa_cli::chat::{self, ChatRequest, Plan};
 use vexa_cli::streams::Streams;
 use vexa_crds::card::{Card, Verdict};
-use vexa_crds::{AgentRunner, Dispatch, Schedule, Workspace, WorkspaceUse};
+use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Workspace, WorkspaceUse};
 
 use crate::cluster::{Action, SignInError, may};
 use crate::guard::{SignedIn, headers, same_origin};
@@ -51,6 +51,8 @@ pub fn router(app: App) -> Router {
         .route("/cards", get(card_list))
         .route("/n/{ns}/cards/{name}/{verdict}", post(decide))
         .route("/schedules", get(schedule_list))
+        .route("/n/{ns}/schedules/{name}/{action}", post(schedule_action))
+        .route("/identities", get(identity_list))
         .route("/admin", get(admin))
         .layer(from_fn(same_origin))
         .layer(from_fn(headers))
@@ -647,33 +649,51 @@ async fn send_chat(s: &SignedIn, ns: &str, fields: &[(String, String)]) -> Resul
     ))
 }
 
+/// The `K`s of `ns`, as the person, or the page that says why not.
+async fn list_of<K>(s: &SignedIn, ns: &str, what: &str) -> Result<Vec<K>, Response>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(s.0.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|e| Problem::kube(&format!("list the {what} of {ns}"), e).page(s, ns))
+}
+
+/// Whether the person may patch `resource` `name` in `ns` (vexa.ai).
+async fn may_patch(client: &Client, ns: &str, resource: &str, name: &str) -> bool {
+    may(
+        client,
+        Action {
+            verb: "patch",
+            group: "vexa.ai",
+            resource,
+            namespace: ns,
+            name: Some(name),
+        },
+    )
+    .await
+}
+
 // ---- Cards -------------------------------------------------------------------------------
 
 async fn card_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
     let client = s.0.client.clone();
-    let cards = match Api::<Card>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => return Problem::kube(&format!("list the cards of {ns}"), e).page(&s, &ns),
+    let cards = match list_of::<Card>(&s, &ns, "cards").await {
+        Ok(l) => l,
+        Err(page) => return page,
     };
     let mut rows = Vec::new();
     for card in &cards {
         let name = card.name_any();
         // Admission lets only the owner decide; RBAC must let them patch it.
-        let may_decide = card.spec.owner == s.0.person.name
-            && may(
-                &client,
-                Action {
-                    verb: "patch",
-                    group: "vexa.ai",
-                    resource: "cards",
-                    namespace: &ns,
-                    name: Some(&name),
-                },
-            )
-            .await;
+        let may_decide =
+            card.spec.owner == s.0.person.name && may_patch(&client, &ns, "cards", &name).await;
         rows.push(pages::CardRow { card, may_decide });
     }
     html(pages::cards(&frame(&s, &ns), &rows, Timestamp::now()))
@@ -710,12 +730,62 @@ async fn decide(
 // ---- Schedules ---------------------------------------------------------------------------
 
 async fn schedule_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
-    match Api::<Schedule>::namespaced(s.0.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => html(pages::schedules(&frame(&s, &ns), &l.items)),
-        Err(e) => Problem::kube(&format!("list the schedules of {ns}"), e).page(&s, &ns),
+    let client = s.0.client.clone();
+    let list = match list_of::<Schedule>(&s, &ns, "schedules").await {
+        Ok(l) => l,
+        Err(page) => return page,
+    };
+    let mut rows = Vec::new();
+    for schedule in &list {
+        let name = schedule.name_any();
+        let may_act = may_patch(&client, &ns, "schedules", &name).await;
+        rows.push(pages::ScheduleRow { schedule, may_act });
+    }
+    html(pages::schedules(&frame(&s, &ns), &rows))
+}
+
+/// Run now, resume (annotations the operator carries out once per id, as `kubectl vexa
+/// schedule` sets them), suspend and unsuspend (the spec's `suspend`).
+async fn schedule_action(
+    s: SignedIn,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    h: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let back = format!("/schedules?namespace={ns}");
+    let act = async {
+        names(&ns, &name)?;
+        let id = vexa_cli::schedule::new_id(Timestamp::now()).replacen("cli-", "console-", 1);
+        let patch = match action.as_str() {
+            "run-now" => vexa_cli::schedule::Action::RunNow.patch(&id),
+            "resume" => vexa_cli::schedule::Action::Resume.patch(&id),
+            "suspend" => json!({"spec": {"suspend": true}}),
+            "unsuspend" => json!({"spec": {"suspend": false}}),
+            _ => {
+                return Err(Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "run-now, resume, suspend or unsuspend",
+                ));
+            }
+        };
+        Api::<Schedule>::namespaced(s.0.client.clone(), &ns)
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .map_err(|e| Problem::kube(&format!("{action} schedule {ns}/{name}"), e))?;
+        Ok(json!({"asked": action, "id": id}))
+    };
+    write(&s, &h, f.csrf.as_deref(), &back, &ns, act).await
+}
+
+async fn identity_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
+    match list_of::<Identity>(&s, &ns, "identities").await {
+        Ok(l) => html(pages::identities(&frame(&s, &ns), &l)),
+        Err(page) => page,
     }
 }
 

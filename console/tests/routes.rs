@@ -167,6 +167,7 @@ async fn writes_without_the_sessions_csrf_token_are_refused() {
             "/n/default/dispatches/x/stop",
             "/chat",
             "/n/default/cards/c/approve",
+            "/n/default/schedules/s/run-now",
             "/signout",
         ] {
             let (status, _, text) = send(&app, post(uri, Some(&cookie), origin, &body)).await;

@@ -178,11 +178,20 @@ async function alice(browser) {
   report({ check: 'forged-csrf', ...forged });
 
   // The other views.
-  for (const [view, path] of [['dispatches', `/dispatches?namespace=${NS}`], ['schedules', `/schedules?namespace=${NS}`], ['admin', `/admin?namespace=${NS}`]]) {
+  for (const [view, path] of [['dispatches', `/dispatches?namespace=${NS}`], ['schedules', `/schedules?namespace=${NS}`], ['identities', `/identities?namespace=${NS}`], ['admin', `/admin?namespace=${NS}`]]) {
     const res = await page.goto(`${URL_}${path}`);
     await page.screenshot({ path: artifact(`${view}.png`), fullPage: true });
     report({ check: `view-${view}`, status: res.status(), text: await page.locator('main').textContent() });
   }
+
+  // Her schedule: run it now, then suspend it.
+  const SCHEDULE = env('CONSOLE_SCHEDULE');
+  await page.goto(`${URL_}/schedules?namespace=${NS}`);
+  const section = `section.schedule[data-name="${SCHEDULE}"]`;
+  const scheduleButtons = await page.locator(`${section} button`).count();
+  await Promise.all([page.waitForNavigation(), page.click(`${section} button.run-now`)]);
+  await Promise.all([page.waitForNavigation(), page.click(`${section} button.suspend`)]);
+  report({ check: 'schedule', buttons: scheduleButtons, heading: await page.locator(`${section} h2`).textContent() });
 
   // 5. The card: alice owns it, so she sees the buttons and approves.
   await page.goto(`${URL_}/cards?namespace=${NS}`);

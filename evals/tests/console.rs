@@ -18,6 +18,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use vexa_crds::Schedule;
 use vexa_crds::card::Card;
 use vexa_evals::admission::ChartAdmission;
 use vexa_evals::brokered::events_of_turn;
@@ -32,6 +33,7 @@ use vexa_evals::{TestNamespace, built_binary, client, cluster_env, users, wait_f
 use vexa_stream::Event;
 
 const CARD: &str = "console-card";
+const SCHEDULE: &str = "morning-brief";
 
 /// Binds `rules` to the user `person` in `ns`.
 async fn grant(admin: &Client, ns: &str, person: &str, rules: Value) {
@@ -351,6 +353,30 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         .await
         .unwrap();
 
+    // alice's routine: her Identity grants the schedule its launcher; it would fire on weekday
+    // mornings, so only the console's "Run now" starts it here.
+    let mut identity: vexa_crds::Identity =
+        serde_json::from_value(golden_doc("goldens/identities/valid/alice.yaml")).unwrap();
+    identity.spec.grants.truncate(1);
+    identity.spec.grants[0].launcher = format!("schedule:{}/{SCHEDULE}", ns.name);
+    identity.spec.grants[0].workspaces.truncate(1);
+    identity.spec.grants[0].tools.clear();
+    Api::<vexa_crds::Identity>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &identity)
+        .await
+        .unwrap();
+    let mut schedule: Schedule =
+        serde_json::from_value(golden_doc("goldens/schedules/valid/morning-brief.yaml")).unwrap();
+    schedule.metadata.name = Some(SCHEDULE.into());
+    schedule.spec.template.runner = runner.clone();
+    schedule.spec.template.tools.clear();
+    schedule.spec.template.start =
+        serde_json::from_value(json!({"entrypoint": {"inline": "say good morning"}})).unwrap();
+    Api::<Schedule>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &schedule)
+        .await
+        .unwrap();
+
     // alice: what the chart's vexa-user role gives a person in their namespace. bob: only the
     // cards, with patch, so it is admission (only the owner decides) that refuses him.
     grant(
@@ -361,7 +387,8 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             {"apiGroups": ["vexa.ai"], "resources": ["dispatches"], "verbs": ["get", "list", "watch", "create"]},
             {"apiGroups": ["vexa.ai", "streams.vexa.ai"], "resources": ["dispatches/turns"], "verbs": ["create"]},
             {"apiGroups": ["streams.vexa.ai"], "resources": ["dispatches/log", "dispatches/audit"], "verbs": ["get"]},
-            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards", "schedules"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards", "schedules", "identities"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["schedules"], "verbs": ["patch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["patch", "update"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
         ]),
@@ -388,6 +415,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         ("CONSOLE_RUNNER", runner.clone()),
         ("CONSOLE_WORKSPACE", "alice-notes".to_owned()),
         ("CONSOLE_CARD", CARD.to_owned()),
+        ("CONSOLE_SCHEDULE", SCHEDULE.to_owned()),
         ("ALICE_TOKEN", users::token("alice")),
         ("BOB_TOKEN", users::token("bob")),
         ("VEXA_BROWSER_TIMEOUT_MS", "300000".to_owned()),
@@ -492,6 +520,40 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             .as_str()
             .unwrap()
             .contains(&name)
+    );
+
+    // Schedules: alice has the buttons; "Run now" is carried out by the operator, once, under
+    // the id the console gave it; "Suspend" suspends it. Identities list her grant.
+    let sched = result(r, "schedule");
+    assert_eq!(sched["buttons"], 3, "{sched}");
+    let schedules = Api::<Schedule>::namespaced(admin.clone(), &ns.name);
+    let done = wait_for(
+        "the operator to carry out the console's run-now",
+        Duration::from_secs(60),
+        || {
+            let schedules = schedules.clone();
+            async move {
+                let s = schedules.get(SCHEDULE).await.ok()?;
+                let st = s.status?;
+                st.actions
+                    .iter()
+                    .find(|a| a.id.starts_with("console-"))
+                    .cloned()
+                    .map(|a| (s.spec.suspend, a, st.recent))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "run-now as carried out: {:?}; recent runs {:?}",
+        done.1, done.2
+    );
+    assert!(done.0, "suspended from the console");
+    assert!(
+        result(r, "view-identities")["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("schedule:{}/{SCHEDULE}", ns.name))
     );
 
     // A forged write (no CSRF token) was refused and reached nothing.
