@@ -376,7 +376,7 @@ fn parse_entry_id(s: &str) -> Result<EntryId, String> {
 }
 
 /// An RFC 1123 subdomain, as Kubernetes object names are.
-fn is_object_name(s: &str) -> bool {
+pub fn is_object_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use vexa_core::trace::{self, TraceParent};
 use vexa_crds::{Dispatch, DispatchPhase};
 
+use crate::chat::{self, ChatRequest, Plan};
 use crate::dispatch;
 use crate::error::CliError;
+use crate::streams::Streams;
 
 /// How often a dispatch's status is read while waiting.
 const POLL: Duration = Duration::from_secs(1);
@@ -20,6 +23,18 @@ const MAX_POLL_BACKOFF: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+}
+
+/// How often a chat message re-plans when another client took the name it was about to create.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// Where [`Cluster::place`] put a chat message.
+#[derive(Debug)]
+pub enum Placed {
+    /// The thread's live dispatch: send the message to it as a turn.
+    Existing(Dispatch),
+    /// A new dispatch, created with the message as its start.
+    Created(Dispatch),
 }
 
 impl std::fmt::Debug for Cluster {
@@ -37,6 +52,67 @@ impl Cluster {
             .await
             .map_err(|e| CliError::NoCluster(e.to_string()))?;
         Ok(Self { client })
+    }
+
+    /// The cluster as `client` reaches it (e.g. the web console's client acting as a person).
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The dispatch a chat message goes to ([`chat::plan`]): the thread's live dispatch, which
+    /// takes it as its next turn (the caller sends it), or a new one of the thread's chain,
+    /// created here with `trace` as its trace context. A name another client takes meanwhile
+    /// is planned again.
+    pub async fn place(
+        &self,
+        namespace: &str,
+        req: &ChatRequest,
+        trace: Option<&TraceParent>,
+    ) -> Result<Placed, CliError> {
+        for _ in 0..CREATE_ATTEMPTS {
+            let existing = self.list(namespace).await?;
+            match chat::plan(&existing, req)? {
+                Plan::Send { name } => {
+                    if let Some(d) = existing.into_iter().find(|d| d.name_any() == name) {
+                        return Ok(Placed::Existing(d));
+                    }
+                }
+                Plan::Create { after, start } => {
+                    let name = self.fresh_name(namespace, &existing, req, after).await?;
+                    let mut d = chat::new_dispatch(namespace, &name, req, start);
+                    if let Some(t) = trace {
+                        d.annotations_mut()
+                            .insert(trace::ANNOTATION.into(), t.to_string());
+                    }
+                    if let Some(created) = self.create(&d).await? {
+                        return Ok(Placed::Created(created));
+                    }
+                }
+            }
+        }
+        Err(CliError::Api {
+            action: "creating the chat's dispatch".into(),
+            message: "other clients kept taking the next name of the thread; try again".into(),
+        })
+    }
+
+    /// The first free name of the thread's chain whose streams do not exist either: a new run
+    /// must not inherit the turns or events of a deleted dispatch that had its name.
+    async fn fresh_name(
+        &self,
+        namespace: &str,
+        existing: &[Dispatch],
+        req: &ChatRequest,
+        after: u32,
+    ) -> Result<String, CliError> {
+        for name in chat::free_names(existing, req, after) {
+            let streams = Streams::new(self.client(), namespace, &name);
+            if !streams.has_entries().await? {
+                return Ok(name);
+            }
+        }
+        // `free_names` never ends; the loop returns or fails first.
+        Err(CliError::Usage("no free dispatch name".into()))
     }
 
     /// The client (for the streams API, reached through the same API server).

@@ -18,17 +18,14 @@ use crate::args::{
 };
 use crate::audit;
 use crate::cards;
-use crate::chat::{self, ChatRequest, Plan};
-use crate::cluster::Cluster;
+use crate::chat::{self, ChatRequest};
+use crate::cluster::{Cluster, Placed};
 use crate::dispatch;
 use crate::error::CliError;
 use crate::pump::{Ended, Format, Pump, Retry};
 use crate::safe::for_terminal;
 use crate::schedule;
 use crate::streams::Streams;
-
-/// How often `chat` re-plans when another client took the name it was about to create.
-const CREATE_ATTEMPTS: usize = 3;
 
 /// How a command ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -316,69 +313,34 @@ impl Context {
             workspaces: a.workspaces,
             prompt,
         };
-        let ns = &self.namespace;
-        for _ in 0..CREATE_ATTEMPTS {
-            let existing = self.cluster.list(ns).await?;
-            match chat::plan(&existing, &req)? {
-                Plan::Send { name } => {
-                    let Some(d) = existing.into_iter().find(|d| d.name_any() == name) else {
-                        continue;
-                    };
-                    eprintln!(
-                        "thread {} continues in dispatch {} ({})",
-                        req.thread,
-                        dispatch::id(&d),
-                        dispatch::phase_name(&d)
-                    );
-                    return self.converse(&d, &req.prompt, a.follow_to_end).await;
+        let trace = chat::trace_context(std::env::var(trace::ENV).ok().as_deref());
+        match self
+            .cluster
+            .place(&self.namespace, &req, trace.as_ref())
+            .await?
+        {
+            Placed::Existing(d) => {
+                eprintln!(
+                    "thread {} continues in dispatch {} ({})",
+                    req.thread,
+                    dispatch::id(&d),
+                    dispatch::phase_name(&d)
+                );
+                self.converse(&d, &req.prompt, a.follow_to_end).await
+            }
+            Placed::Created(created) => {
+                match &trace {
+                    Some(t) => eprintln!(
+                        "created dispatch {} (trace {})",
+                        dispatch::id(&created),
+                        t.trace_hex()
+                    ),
+                    None => eprintln!("created dispatch {}", dispatch::id(&created)),
                 }
-                Plan::Create { after, start } => {
-                    let name = self.fresh_name(&existing, &req, after).await?;
-                    let mut d = chat::new_dispatch(ns, &name, &req, start);
-                    let trace = chat::trace_context(std::env::var(trace::ENV).ok().as_deref());
-                    if let Some(t) = &trace {
-                        d.annotations_mut()
-                            .insert(trace::ANNOTATION.into(), t.to_string());
-                    }
-                    let Some(created) = self.cluster.create(&d).await? else {
-                        // Another client took the name meanwhile: look again.
-                        continue;
-                    };
-                    match &trace {
-                        Some(t) => eprintln!(
-                            "created dispatch {} (trace {})",
-                            dispatch::id(&created),
-                            t.trace_hex()
-                        ),
-                        None => eprintln!("created dispatch {}", dispatch::id(&created)),
-                    }
-                    let pump = self.pump(&created, EntryId::ZERO, None, !a.follow_to_end, false);
-                    return self.watch(&created, pump).await;
-                }
+                let pump = self.pump(&created, EntryId::ZERO, None, !a.follow_to_end, false);
+                self.watch(&created, pump).await
             }
         }
-        Err(CliError::Api {
-            action: "creating the chat's dispatch".into(),
-            message: "other clients kept taking the next name of the thread; try again".into(),
-        })
-    }
-
-    /// The first free name of the thread's chain whose streams do not exist either: a new run
-    /// must not inherit the turns or events of a deleted dispatch that had its name.
-    async fn fresh_name(
-        &self,
-        existing: &[Dispatch],
-        req: &ChatRequest,
-        after: u32,
-    ) -> Result<String, CliError> {
-        for name in chat::free_names(existing, req, after) {
-            let streams = Streams::new(self.cluster.client(), &self.namespace, &name);
-            if !streams.has_entries().await? {
-                return Ok(name);
-            }
-        }
-        // `free_names` never ends; the loop returns or fails first.
-        Err(CliError::Usage("no free dispatch name".into()))
     }
 
     async fn send(&self, a: SendArgs) -> Result<Outcome, CliError> {

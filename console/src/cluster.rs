@@ -10,6 +10,8 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::config::AuthInfo;
 use kube::{Api, Client, Config};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use secrecy::SecretString;
 
 /// Where the API server is, without anybody's credentials.
@@ -138,26 +140,12 @@ impl ApiServer {
     }
 }
 
-/// The certificates of a PEM bundle, as DER.
+/// The certificates of a PEM bundle, as DER (what kube's `root_cert` takes).
 fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
-    use base64::Engine;
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut body: Option<String> = None;
-    for line in text.lines().map(str::trim) {
-        match (line, &mut body) {
-            ("-----BEGIN CERTIFICATE-----", _) => body = Some(String::new()),
-            ("-----END CERTIFICATE-----", Some(b)) => {
-                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
-                    out.push(der);
-                }
-                body = None;
-            }
-            (l, Some(b)) => b.push_str(l),
-            _ => {}
-        }
-    }
-    out
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 /// What a person asks to do, for a SelfSubjectAccessReview.

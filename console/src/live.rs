@@ -66,17 +66,11 @@ pub async fn events(
     let retry = Event::default().retry(RETRY);
     let body: BoxStream<'static, Result<Event, Infallible>> = match streams.open(from).await {
         Ok(lines) => {
+            // The streams API ends the body after `end`; a body that breaks off before it ends
+            // the response too, and the browser resumes after its last id.
             let events = lines
-                // A broken log ends the response; the browser resumes after its last id.
                 .take_while(|l| future::ready(l.is_ok()))
-                .filter_map(|l| future::ready(l.ok()))
-                // Nothing after `end`.
-                .scan(false, |ended, line| {
-                    let out = (!*ended).then_some(line);
-                    *ended = *ended || matches!(out, Some(LogLine::End(_)));
-                    future::ready(out)
-                })
-                .filter_map(|line| future::ready(event_of(&line)));
+                .filter_map(|l| future::ready(l.ok().as_ref().and_then(event_of)));
             stream::once(future::ready(retry))
                 .chain(events)
                 .map(Ok)

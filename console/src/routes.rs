@@ -10,12 +10,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::Event as KubeEvent;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
-use vexa_cli::chat::{self, ChatRequest, Plan};
+use vexa_cli::chat::ChatRequest;
+use vexa_cli::cluster::{Cluster, Placed};
 use vexa_cli::streams::Streams;
 use vexa_crds::card::{Card, Verdict};
 use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Workspace, WorkspaceUse};
@@ -27,8 +28,6 @@ use crate::{App, live, pages};
 
 /// The largest form the console takes (a prompt is at most this).
 const MAX_BODY: usize = 256 * 1024;
-/// How often a chat message re-plans when another client took the name it was about to take.
-const CREATE_ATTEMPTS: usize = 3;
 
 const SCRIPT: &str = include_str!("../assets/console.js");
 const STYLE: &str = include_str!("../assets/console.css");
@@ -126,7 +125,7 @@ impl Problem {
                 StatusCode::FORBIDDEN
             }
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Usage(_) | E::NotRunning { .. } => StatusCode::CONFLICT,
+            E::Usage(_) | E::NotRunning { .. } | E::ThreadBusy { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_GATEWAY,
         };
         Self::new(status, "Refused", e.to_string())
@@ -161,18 +160,9 @@ struct NsQuery {
     namespace: Option<String>,
 }
 
-/// A namespace or object name: an RFC 1123 subdomain (what the API server would accept).
+/// A namespace or object name as the API server accepts it (checked before any request).
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
+    vexa_cli::args::is_object_name(s)
 }
 
 /// The namespace a page looks at (`?namespace=`, else the console's default), checked.
@@ -296,39 +286,19 @@ async fn signout(
 
 // ---- Dispatches --------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize, Default)]
-struct ListQuery {
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(flatten)]
-    filter: pages::ListFilter,
-}
-
 async fn dispatch_list(
-    State(app): State<App>,
     s: SignedIn,
-    Query(q): Query<ListQuery>,
+    InNamespace(ns): InNamespace,
+    Query(filter): Query<pages::ListFilter>,
 ) -> Response {
-    let ns = match namespace_of(
-        &app,
-        &NsQuery {
-            namespace: q.namespace.clone(),
-        },
-    ) {
-        Ok(ns) => ns,
-        Err(p) => return p.page(&s, &app.default_namespace),
-    };
-    match Api::<Dispatch>::namespaced(s.0.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-    {
+    match list_of::<Dispatch>(&s, &ns, "dispatches").await {
         Ok(list) => html(pages::dispatches(
             &frame(&s, &ns),
-            &list.items,
-            &q.filter,
+            &list,
+            &filter,
             Timestamp::now(),
         )),
-        Err(e) => Problem::kube(&format!("list the dispatches of {ns}"), e).page(&s, &ns),
+        Err(page) => page,
     }
 }
 
@@ -601,52 +571,22 @@ async fn send_chat(s: &SignedIn, ns: &str, fields: &[(String, String)]) -> Resul
         prompt,
     };
     let client = s.0.client.clone();
-    let api = Api::<Dispatch>::namespaced(client.clone(), ns);
-    for _ in 0..CREATE_ATTEMPTS {
-        let existing = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| Problem::kube(&format!("list the dispatches of {ns}"), e))?
-            .items;
-        match chat::plan(&existing, &req).map_err(|e| bad(e.to_string()))? {
-            Plan::Send { name } => {
-                Streams::new(client.clone(), ns, &name)
-                    .send(&json!({"prompt": req.prompt}))
-                    .await
-                    .map_err(Problem::cli)?;
-                return Ok(name);
-            }
-            Plan::Create { after, start } => {
-                let mut name = None;
-                for candidate in chat::free_names(&existing, &req, after) {
-                    let has = Streams::new(client.clone(), ns, &candidate)
-                        .has_entries()
-                        .await
-                        .map_err(Problem::cli)?;
-                    if !has {
-                        name = Some(candidate);
-                        break;
-                    }
-                }
-                let Some(name) = name else { continue };
-                let mut d = chat::new_dispatch(ns, &name, &req, start);
-                if let Some(t) = vexa_core::trace::TraceParent::random() {
-                    d.annotations_mut()
-                        .insert(vexa_core::trace::ANNOTATION.into(), t.to_string());
-                }
-                match api.create(&PostParams::default(), &d).await {
-                    Ok(_) => return Ok(name),
-                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                    Err(e) => return Err(Problem::kube("start the chat's dispatch", e)),
-                }
-            }
+    let trace = vexa_core::trace::TraceParent::random();
+    match Cluster::from_client(client.clone())
+        .place(ns, &req, trace.as_ref())
+        .await
+        .map_err(Problem::cli)?
+    {
+        Placed::Existing(d) => {
+            let name = d.name_any();
+            Streams::new(client, ns, &name)
+                .send(&json!({"prompt": req.prompt}))
+                .await
+                .map_err(Problem::cli)?;
+            Ok(name)
         }
+        Placed::Created(d) => Ok(d.name_any()),
     }
-    Err(Problem::new(
-        StatusCode::CONFLICT,
-        "Busy",
-        "Other clients kept taking the thread's next name; try again.",
-    ))
 }
 
 /// The `K`s of `ns`, as the person, or the page that says why not.
