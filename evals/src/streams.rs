@@ -16,6 +16,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+use crate::operator::Operator;
 use crate::wait_for;
 
 /// The APIService's name.
@@ -92,6 +93,18 @@ impl StreamsApi {
             format!("--streams-tls-cert={}", self.dir.join("tls.crt").display()),
             format!("--streams-tls-key={}", self.dir.join("tls.key").display()),
         ]
+    }
+
+    /// Starts the in-process operator with `flags` and this streams API's, and waits until it
+    /// is ready and the API server reaches its streams API.
+    pub async fn operator(&self, client: &Client, flags: &[String]) -> Operator {
+        let mut flags = flags.to_vec();
+        flags.extend(self.flags());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let operator = Operator::start(&flags);
+        operator.ready().await;
+        self.available(client).await;
+        operator
     }
 
     /// Waits until the API server reports the streams API available (it reached the operator).

@@ -31,7 +31,7 @@ use vexa_evals::fixtures::{
     chat_dispatch, phase, stop_reason, test_agent_runner, wait_dispatch, workspace,
     workspace_ready, workspace_volume,
 };
-use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
+use vexa_evals::operator::assert_no_operator_in_cluster;
 use vexa_evals::streams::StreamsApi;
 use vexa_evals::{TestNamespace, cli_binary, client, cluster_env, wait_for};
 use vexa_stream::api;
@@ -197,16 +197,16 @@ async fn people_follow_and_steer_runs_only_as_rbac_allows_and_a_follow_resumes_e
     let ns = TestNamespace::new(&admin, "access").await;
     // Dropped before the namespace: the APIService goes first.
     let streams = StreamsApi::register(&admin, &ns.name).await;
-    let mut flags = vec![
-        "--job-ttl-seconds".to_owned(),
-        "5".to_owned(),
-        format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
-    ];
-    flags.extend(streams.flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let operator = Operator::start(&flags);
-    operator.ready().await;
-    streams.available(&admin).await;
+    let operator = streams
+        .operator(
+            &admin,
+            &[
+                "--job-ttl-seconds".to_owned(),
+                "5".to_owned(),
+                format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
+            ],
+        )
+        .await;
 
     let (alice, bob, carol, dave) = (
         Person::new(&admin, "alice").await,

@@ -27,7 +27,7 @@ use vexa_evals::fixtures::{
     WORKSPACE_CLAIM, claim_folder, free_port, git, golden_doc, test_agent_runner, workspace,
     workspace_ready, workspace_volume,
 };
-use vexa_evals::operator::{Operator, assert_no_operator_in_cluster};
+use vexa_evals::operator::assert_no_operator_in_cluster;
 use vexa_evals::streams::StreamsApi;
 use vexa_evals::{TestNamespace, built_binary, client, cluster_env, users, wait_for};
 use vexa_stream::Event;
@@ -322,16 +322,16 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     let ns = TestNamespace::new(&admin, "console").await;
     let streams = StreamsApi::register(&admin, &ns.name).await;
     let _admission = ChartAdmission::install(&[]);
-    let mut flags = vec![
-        "--job-ttl-seconds".to_owned(),
-        "30".to_owned(),
-        format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
-    ];
-    flags.extend(streams.flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let operator = Operator::start(&flags);
-    operator.ready().await;
-    streams.available(&admin).await;
+    let operator = streams
+        .operator(
+            &admin,
+            &[
+                "--job-ttl-seconds".to_owned(),
+                "30".to_owned(),
+                format!("--redis-url={}", cluster_env("POD_REDIS_URL")),
+            ],
+        )
+        .await;
 
     let runner = format!("test-agent-{}", ns.name);
     test_agent_runner(
