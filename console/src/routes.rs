@@ -314,15 +314,17 @@ async fn dispatch_page(s: SignedIn, Path((ns, name)): Path<(String, String)>) ->
         Ok(x) => x,
         Err(e) => return Problem::kube(&format!("read dispatch {ns}/{name}"), e).page(&s, &ns),
     };
-    let events = Api::<KubeEvent>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().fields(&format!(
-            "involvedObject.kind=Dispatch,involvedObject.name={name}"
-        )))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let send = may_send(&client, &ns, &name).await;
-    let audit = audit_of(&client, &ns, &name).await;
+    // Independent questions, asked at once.
+    let of_this = ListParams::default().fields(&format!(
+        "involvedObject.kind=Dispatch,involvedObject.name={name}"
+    ));
+    let events_api = Api::<KubeEvent>::namespaced(client.clone(), &ns);
+    let (events, send, audit) = tokio::join!(
+        events_api.list(&of_this),
+        may_send(&client, &ns, &name),
+        audit_of(&client, &ns, &name),
+    );
+    let events = events.map(|l| l.items).unwrap_or_default();
     html(pages::dispatch(
         &frame(&s, &ns),
         &x,
@@ -365,7 +367,11 @@ async fn may_send(client: &Client, ns: &str, name: &str) -> bool {
         namespace: ns,
         name: Some(name),
     };
-    may(client, ask("vexa.ai")).await && may(client, ask("streams.vexa.ai")).await
+    let (crd, streams) = tokio::join!(
+        may(client, ask("vexa.ai")),
+        may(client, ask("streams.vexa.ai"))
+    );
+    crd && streams
 }
 
 #[derive(Debug, Deserialize)]
@@ -628,14 +634,14 @@ async fn card_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
         Ok(l) => l,
         Err(page) => return page,
     };
-    let mut rows = Vec::new();
-    for card in &cards {
-        let name = card.name_any();
-        // Admission lets only the owner decide; RBAC must let them patch it.
-        let may_decide =
-            card.spec.owner == s.0.person.name && may_patch(&client, &ns, "cards", &name).await;
-        rows.push(pages::CardRow { card, may_decide });
-    }
+    // Admission lets only the owner decide; RBAC must let them patch it. One review per own
+    // card, all at once.
+    let rows = futures::future::join_all(cards.iter().map(|card| async {
+        let may_decide = card.spec.owner == s.0.person.name
+            && may_patch(&client, &ns, "cards", &card.name_any()).await;
+        pages::CardRow { card, may_decide }
+    }))
+    .await;
     html(pages::cards(&frame(&s, &ns), &rows, Timestamp::now()))
 }
 
@@ -675,12 +681,11 @@ async fn schedule_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
         Ok(l) => l,
         Err(page) => return page,
     };
-    let mut rows = Vec::new();
-    for schedule in &list {
-        let name = schedule.name_any();
-        let may_act = may_patch(&client, &ns, "schedules", &name).await;
-        rows.push(pages::ScheduleRow { schedule, may_act });
-    }
+    let rows = futures::future::join_all(list.iter().map(|schedule| async {
+        let may_act = may_patch(&client, &ns, "schedules", &schedule.name_any()).await;
+        pages::ScheduleRow { schedule, may_act }
+    }))
+    .await;
     html(pages::schedules(&frame(&s, &ns), &rows))
 }
 
