@@ -133,7 +133,7 @@ async function alice(browser) {
   // Figures: send → first token painted, warm turns.
   const times = [];
   for (let i = 0; i < WARM; i++) times.push((await sendTurn(page, `say warm ${i}`)).ms);
-  report({ figure: 'send-to-first-token-ms', p50: p50(times), min: Math.min(...times), max: Math.max(...times), n: times.length });
+  report({ check: 'send-to-first-token-ms', p50: p50(times), min: Math.min(...times), max: Math.max(...times), n: times.length });
 
   // 2. Cut the connection mid-reply, then restore it.
   const before = await turnCount(page);

@@ -50,6 +50,15 @@ impl BrowserRun {
         self
     }
 
+    /// The result the script reported as `{"check": name, …}`; panics, listing them all, if
+    /// there is none.
+    pub fn check(&self, name: &str) -> &Value {
+        self.results
+            .iter()
+            .find(|r| r["check"] == name)
+            .unwrap_or_else(|| panic!("the browser reported no {name}: {:#?}", self.results))
+    }
+
     /// The first reported result that has the field `key`.
     pub fn result(&self, key: &str) -> Option<&Value> {
         self.results.iter().find(|r| r.get(key).is_some())

@@ -295,13 +295,6 @@ async fn stream_latencies_ms(
         .collect()
 }
 
-fn result<'a>(results: &'a [Value], check: &str) -> &'a Value {
-    results
-        .iter()
-        .find(|r| r["check"] == check || r["figure"] == check)
-        .unwrap_or_else(|| panic!("the browser reported no {check}: {results:#?}"))
-}
-
 /// The reply text of a turn as the stream holds it.
 async fn stream_reply(redis: &redis::Client, ns: &str, name: &str, turn: &str) -> String {
     events_of_turn(redis, ns, name, turn, Duration::from_secs(10))
@@ -426,19 +419,18 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         eprintln!("browser: {r}");
     }
     run.assert_success();
-    let r = &run.results;
     let redis = redis::Client::open(cluster_env("REDIS_URL")).unwrap();
 
     // Sign-in: a token the cluster does not know is refused; the cookie is HttpOnly, Strict.
-    let bad = result(r, "bad-token");
+    let bad = run.check("bad-token");
     assert_eq!(bad["status"], 401, "{bad}");
-    let cookies = result(r, "cookie")["cookies"].as_array().unwrap().clone();
+    let cookies = run.check("cookie")["cookies"].as_array().unwrap().clone();
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     assert_eq!(cookies[0]["httpOnly"], true);
     assert_eq!(cookies[0]["sameSite"], "Strict");
 
     // 1. The reply streamed; the next turns went to the same pod; the edit was committed.
-    let first = result(r, "first-reply");
+    let first = run.check("first-reply");
     let name = first["dispatch"].as_str().unwrap().to_owned();
     assert_eq!(name, "agent-alice-chat-main");
     assert_eq!(
@@ -452,7 +444,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             .contains("hello from the console"),
         "{first}"
     );
-    let turns = result(r, "turns");
+    let turns = run.check("turns");
     assert!(!turns["pod"].as_str().unwrap().is_empty(), "{turns}");
     assert_eq!(
         turns["pod"], turns["podAfter"],
@@ -481,7 +473,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     );
 
     // 2. Cut mid-reply: the browser reconnected and painted exactly the stream's text.
-    let resume = result(r, "resume");
+    let resume = run.check("resume");
     assert!(
         resume["connections"].as_u64().unwrap() > resume["connectionsBefore"].as_u64().unwrap(),
         "the connection was not cut: {resume}"
@@ -494,7 +486,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     );
 
     // 6. Hostile output is text.
-    let hostile = result(r, "hostile");
+    let hostile = run.check("hostile");
     assert_eq!(hostile["pwned"], Value::Null, "{hostile}");
     assert_eq!(hostile["elements"], 0, "{hostile}");
     assert!(
@@ -505,7 +497,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         hostile["reply"],
         stream_reply(&redis, &ns.name, &name, hostile["turn"].as_str().unwrap()).await
     );
-    assert_eq!(result(r, "csp")["violations"].as_array().unwrap().len(), 0);
+    assert_eq!(run.check("csp")["violations"].as_array().unwrap().len(), 0);
 
     // The list views answer alice; the admin page (cluster-wide runners) tells her she may not.
     for (view, status) in [
@@ -513,10 +505,10 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         ("view-schedules", 200),
         ("view-admin", 403),
     ] {
-        assert_eq!(result(r, view)["status"], status, "{}", result(r, view));
+        assert_eq!(run.check(view)["status"], status, "{}", run.check(view));
     }
     assert!(
-        result(r, "view-dispatches")["text"]
+        run.check("view-dispatches")["text"]
             .as_str()
             .unwrap()
             .contains(&name)
@@ -524,7 +516,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
 
     // Schedules: alice has the buttons; "Run now" is carried out by the operator, once, under
     // the id the console gave it; "Suspend" suspends it. Identities list her grant.
-    let sched = result(r, "schedule");
+    let sched = run.check("schedule");
     assert_eq!(sched["buttons"], 3, "{sched}");
     let schedules = Api::<Schedule>::namespaced(admin.clone(), &ns.name);
     let done = wait_for(
@@ -550,18 +542,18 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     );
     assert!(done.0, "suspended from the console");
     assert!(
-        result(r, "view-identities")["text"]
+        run.check("view-identities")["text"]
             .as_str()
             .unwrap()
             .contains(&format!("schedule:{}/{SCHEDULE}", ns.name))
     );
 
     // A forged write (no CSRF token) was refused and reached nothing.
-    let forged = result(r, "forged-csrf");
+    let forged = run.check("forged-csrf");
     assert_eq!(forged["status"], 403, "{forged}");
 
     // 3. bob: alice's dispatches are invisible, direct URLs and writes refused.
-    let bob = result(r, "bob");
+    let bob = run.check("bob");
     assert_eq!(bob["list"], 403, "{bob}");
     assert_eq!(bob["direct"], 403, "{bob}");
     assert!(!bob["listText"].as_str().unwrap().contains(&name), "{bob}");
@@ -579,8 +571,8 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     assert_eq!(bob["turn"]["status"], 403, "{bob}");
 
     // 5. The card: buttons for alice, none for bob, whose POST the cluster refused.
-    assert_eq!(result(r, "card-alice")["buttons"], 2);
-    let card_bob = result(r, "card-bob");
+    assert_eq!(run.check("card-alice")["buttons"], 2);
+    let card_bob = run.check("card-bob");
     assert_eq!(card_bob["row"], 1, "{card_bob}");
     assert_eq!(card_bob["buttons"], 0, "{card_bob}");
     assert_eq!(card_bob["approve"]["status"], 403, "{card_bob}");
@@ -591,7 +583,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     let decision = decided.spec.decision.expect("alice decided");
     assert_eq!(decision.by.as_deref(), Some("alice"));
     assert!(
-        result(r, "card-approved")["decision"]
+        run.check("card-approved")["decision"]
             .as_str()
             .unwrap()
             .contains("alice")
@@ -620,7 +612,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     }
 
     // Figures: send → first token painted; page weight; the server's RSS with 50 open streams.
-    let figure = result(r, "send-to-first-token-ms");
+    let figure = run.check("send-to-first-token-ms");
     let warm: Vec<String> = (0..figure["n"].as_u64().unwrap())
         .map(|i| format!("warm {i}"))
         .collect();
