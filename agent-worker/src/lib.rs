@@ -7,6 +7,8 @@
 //! child process, [`workspace`] prepares and commits the rw workspace with libgit2, and
 //! [`worker`] drives a whole run against the unit streams (the `vexa-agent-worker` binary) and
 //! reports its ending and commits as the typed termination message of `vexa-core`.
+//! [`knowledge`] is a workspace's trusted read-only git reader and its HTTP server (the
+//! `serve-knowledge` subcommand, one Job per workspace, queried by the operator).
 
 pub mod argv;
 pub mod claude;
@@ -16,6 +18,7 @@ pub mod init;
 /// The unit events, defined with the streams they travel on.
 pub use vexa_stream::events;
 pub mod jsonl;
+pub mod knowledge;
 pub mod loopback;
 pub mod mcp;
 pub mod model_proxy;

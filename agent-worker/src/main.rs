@@ -4,8 +4,11 @@
 //! events to Redis, and leaves a termination message saying how the run ended and what it
 //! committed (`vexa_core::termination`, at most 4096 bytes of JSON). Then it tells the shim to
 //! exit with the outcome's code and waits for the kubelet's SIGTERM (`vexa_agent_worker::sidecar`).
+//! Its subcommands serve the other Jobs that run the same image: `apply-record` commits an
+//! approved record Card, `serve-knowledge` reads a workspace's history for the operator.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,11 +20,15 @@ use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 use vexa_agent_worker::env::WorkerEnv;
 use vexa_agent_worker::identity;
+use vexa_agent_worker::knowledge::serve::{self as knowledge, Token};
 use vexa_agent_worker::mcp::{SvidSource, Workload};
 use vexa_agent_worker::network_gate;
 use vexa_agent_worker::sidecar::{self, StateDir};
 use vexa_agent_worker::worker::{self, Ending, Outcome, Ran, Settings};
 use vexa_core::cards::{APPLY_RECORD_SUBCOMMAND, apply_env};
+use vexa_core::knowledge::{
+    IDLE_EXIT_SECONDS, PORT, SERVE_SUBCOMMAND, TOKEN_FILE, WORKSPACE_MOUNT,
+};
 use vexa_core::pod::layout::{
     AGENT_CONFIG_DIR, AGENT_SOCKET, DISPATCH_SECRET_DIR, READY_SUBCOMMAND, WORKER_STATE_DIR,
 };
@@ -106,6 +113,46 @@ enum Command {
     /// controller's apply Job). Prints and leaves as termination message a JSON report.
     #[command(name = APPLY_RECORD_SUBCOMMAND)]
     ApplyRecord(ApplyRecordArgs),
+    /// Serve a workspace's history, folders, files and diffs, read-only, to the operator
+    /// (the workspace's knowledge Job). Exits 0 after a while without a request or on SIGTERM.
+    #[command(name = SERVE_SUBCOMMAND)]
+    ServeKnowledge(ServeKnowledgeArgs),
+}
+
+/// `serve-knowledge`: where the workspace and the token are, where to listen.
+#[derive(Debug, clap::Args)]
+struct ServeKnowledgeArgs {
+    /// The workspace's folder (mounted read-only).
+    #[arg(long, env = "VEXA_KNOWLEDGE_WORKSPACE", default_value = WORKSPACE_MOUNT)]
+    workspace: PathBuf,
+    /// The file holding the bearer token every request but /healthz must carry (read once).
+    #[arg(long, env = "VEXA_KNOWLEDGE_TOKEN_FILE", default_value = TOKEN_FILE)]
+    token_file: PathBuf,
+    /// The address to listen on.
+    #[arg(long, env = "VEXA_KNOWLEDGE_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], PORT)))]
+    listen: SocketAddr,
+    /// Seconds without a request (health probes aside) after which the reader exits.
+    #[arg(long, env = "VEXA_KNOWLEDGE_IDLE_EXIT_SECONDS", default_value_t = IDLE_EXIT_SECONDS)]
+    idle_exit_seconds: u64,
+}
+
+/// Serves the workspace's knowledge until idle or SIGTERM (exit 0), or fails to start (exit 1).
+async fn serve_knowledge(a: ServeKnowledgeArgs) -> ExitCode {
+    let token = match Token::read(&a.token_file) {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::error!(token_file = %a.token_file.display(), error = %e, "no usable token; refusing to serve");
+            return ExitCode::FAILURE;
+        }
+    };
+    let idle = Duration::from_secs(a.idle_exit_seconds);
+    match knowledge::serve(a.listen, a.workspace, token, idle).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the knowledge reader failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `apply-record`: everything comes from the apply Job's environment.
@@ -199,6 +246,9 @@ async fn main() -> ExitCode {
         return apply_record(a, &cli.termination_log);
     }
     init_logs(cli.log_format);
+    if let Some(Command::ServeKnowledge(a)) = cli.command {
+        return serve_knowledge(a).await;
+    }
     let shutdown = shutdown_on_signal();
     let agent_socket = cli.agent_socket.clone();
     let termination_log = cli.termination_log.clone();

@@ -93,13 +93,18 @@ fn git<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(git2::Error) -> R
     }
 }
 
-/// The commit message: the title, then the trailers.
+/// The commit message: the title, then the trailers (no source dispatch for a file a person
+/// uploaded).
 pub fn message(r: &Record) -> String {
+    let source = if r.source_dispatch.is_empty() {
+        String::new()
+    } else {
+        format!("{SOURCE_DISPATCH_TRAILER}: {}\n", clean(&r.source_dispatch))
+    };
     format!(
-        "{}\n\n{CARD_TRAILER}: {}\n{SOURCE_DISPATCH_TRAILER}: {}\n{APPROVED_BY_TRAILER}: {}\n",
+        "{}\n\n{CARD_TRAILER}: {}\n{source}{APPROVED_BY_TRAILER}: {}\n",
         clean(&r.title),
         clean(&r.card),
-        clean(&r.source_dispatch),
         clean(&r.approved_by),
     )
 }

@@ -11,10 +11,12 @@
 //!
 //! Layers: [`cluster`] (the API server as the person), [`session`], [`guard`] (headers, origin,
 //! CSRF, who is signed in), [`pages`] (HTML), [`live`] (a dispatch's stream as server-sent
-//! events, resumable by `Last-Event-ID`), [`routes`] (the handlers).
+//! events, resumable by `Last-Event-ID`), [`knowledge`] (a workspace's files, history, diffs
+//! and uploads, through the streams API), [`routes`] (the handlers).
 
 pub mod cluster;
 pub mod guard;
+pub mod knowledge;
 pub mod live;
 pub mod pages;
 pub mod routes;

@@ -40,6 +40,7 @@ pub fn page(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
                         nav {
                             a href={"/chat?namespace=" (ns)} { "Chat" }
                             a href={"/dispatches?namespace=" (ns)} { "Dispatches" }
+                            a href={"/knowledge?namespace=" (ns)} { "Knowledge" }
                             a href={"/cards?namespace=" (ns)} { "Cards" }
                             a href={"/schedules?namespace=" (ns)} { "Schedules" }
                             a href={"/identities?namespace=" (ns)} { "Identities" }

@@ -24,7 +24,7 @@ use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Workspace, WorkspaceU
 use crate::cluster::{Action, SignInError, may};
 use crate::guard::{SignedIn, headers, same_origin};
 use crate::session::SessionError;
-use crate::{App, live, pages};
+use crate::{App, knowledge, live, pages};
 
 /// The largest form the console takes (a prompt is at most this).
 const MAX_BODY: usize = 256 * 1024;
@@ -53,6 +53,17 @@ pub fn router(app: App) -> Router {
         .route("/n/{ns}/schedules/{name}/{action}", post(schedule_action))
         .route("/identities", get(identity_list))
         .route("/admin", get(admin))
+        .route("/knowledge", get(knowledge::list))
+        .route("/n/{ns}/workspaces/{name}", get(knowledge::folder))
+        .route("/n/{ns}/workspaces/{name}/file", get(knowledge::file))
+        .route(
+            "/n/{ns}/workspaces/{name}/commits/{id}",
+            get(knowledge::commit),
+        )
+        .route(
+            "/n/{ns}/workspaces/{name}/upload",
+            post(knowledge::upload).layer(DefaultBodyLimit::max(knowledge::MAX_UPLOAD_FORM)),
+        )
         .layer(from_fn(same_origin))
         .layer(from_fn(headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -72,14 +83,14 @@ async fn style() -> Response {
 }
 
 /// A failure as a page, with its status.
-struct Problem {
+pub(crate) struct Problem {
     status: StatusCode,
     title: &'static str,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl Problem {
-    fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             title,
@@ -88,7 +99,7 @@ impl Problem {
     }
 
     /// What the API server said, for `doing`.
-    fn kube(doing: &str, e: kube::Error) -> Self {
+    pub(crate) fn kube(doing: &str, e: kube::Error) -> Self {
         match e {
             kube::Error::Api(s) if s.code == 403 => Self::new(
                 StatusCode::FORBIDDEN,
@@ -118,7 +129,7 @@ impl Problem {
         }
     }
 
-    fn cli(e: vexa_cli::CliError) -> Self {
+    pub(crate) fn cli(e: vexa_cli::CliError) -> Self {
         use vexa_cli::CliError as E;
         let status = match &e {
             E::Forbidden { .. } | E::CardRefused { .. } | E::Refused { .. } => {
@@ -131,7 +142,7 @@ impl Problem {
         Self::new(status, "Refused", e.to_string())
     }
 
-    fn page(self, s: &SignedIn, namespace: &str) -> Response {
+    pub(crate) fn page(self, s: &SignedIn, namespace: &str) -> Response {
         let frame = frame(s, namespace);
         (
             self.status,
@@ -141,7 +152,7 @@ impl Problem {
     }
 }
 
-fn frame<'a>(s: &'a SignedIn, namespace: &'a str) -> pages::Frame<'a> {
+pub(crate) fn frame<'a>(s: &'a SignedIn, namespace: &'a str) -> pages::Frame<'a> {
     pages::Frame {
         person: Some(&s.0.person.name),
         csrf: Some(&s.0.csrf),
@@ -149,7 +160,7 @@ fn frame<'a>(s: &'a SignedIn, namespace: &'a str) -> pages::Frame<'a> {
     }
 }
 
-fn html(m: Markup) -> Response {
+pub(crate) fn html(m: Markup) -> Response {
     Html(m.into_string()).into_response()
 }
 
@@ -161,12 +172,12 @@ struct NsQuery {
 }
 
 /// A namespace or object name as the API server accepts it (checked before any request).
-fn is_name(s: &str) -> bool {
+pub(crate) fn is_name(s: &str) -> bool {
     vexa_cli::args::is_object_name(s)
 }
 
 /// The namespace a page looks at (`?namespace=`, else the console's default), checked.
-struct InNamespace(String);
+pub(crate) struct InNamespace(pub(crate) String);
 
 impl axum::extract::FromRequestParts<App> for InNamespace {
     type Rejection = Response;
@@ -201,7 +212,7 @@ fn namespace_of(app: &App, q: &NsQuery) -> Result<String, Problem> {
     }
 }
 
-fn names(ns: &str, name: &str) -> Result<(), Problem> {
+pub(crate) fn names(ns: &str, name: &str) -> Result<(), Problem> {
     if is_name(ns) && is_name(name) {
         Ok(())
     } else {
@@ -425,7 +436,7 @@ async fn write(
 }
 
 /// The answer to a write: JSON for the page's script, a redirect back for a plain form.
-fn written(
+pub(crate) fn written(
     h: &HeaderMap,
     back: &str,
     result: Result<serde_json::Value, Problem>,
@@ -596,7 +607,7 @@ async fn send_chat(s: &SignedIn, ns: &str, fields: &[(String, String)]) -> Resul
 }
 
 /// The `K`s of `ns`, as the person, or the page that says why not.
-async fn list_of<K>(s: &SignedIn, ns: &str, what: &str) -> Result<Vec<K>, Response>
+pub(crate) async fn list_of<K>(s: &SignedIn, ns: &str, what: &str) -> Result<Vec<K>, Response>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
         + Clone

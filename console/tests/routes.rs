@@ -168,6 +168,7 @@ async fn writes_without_the_sessions_csrf_token_are_refused() {
             "/chat",
             "/n/default/cards/c/approve",
             "/n/default/schedules/s/run-now",
+            "/n/default/workspaces/w/upload",
             "/signout",
         ] {
             let (status, _, text) = send(&app, post(uri, Some(&cookie), origin, &body)).await;
@@ -192,6 +193,18 @@ async fn hostile_names_never_reach_the_cluster() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Knowledge: paths out of the workspace and revision expressions, refused before any read.
+    for uri in [
+        "/n/default/workspaces/w/file?path=..%2F..%2Fetc%2Fpasswd",
+        "/n/default/workspaces/w/file?path=%2Fetc%2Fpasswd",
+        "/n/default/workspaces/w?path=a%2F..%2F..",
+        "/n/default/workspaces/w?rev=HEAD~1",
+        "/n/default/workspaces/w/commits/--output=x",
+        "/n/default/workspaces/..%2Fw",
+    ] {
+        let (status, _, body) = send(&app, get(uri, Some(&cookie))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+    }
     let (status, _, body) = send(
         &app,
         post(

@@ -13,6 +13,8 @@
 //! - [`termination`]: the message the worker leaves when it exits, and how the operator reads
 //!   it (also from an older worker).
 //! - [`trace`]: a run's trace context (`traceparent`) and the milestones its worker reports.
+//! - [`knowledge`]: a workspace's trusted reader (files, history, diffs) and uploads, as the
+//!   operator relays them to the console.
 //! - [`prepare`]: the report of a workspace's preparation (the Workspace controller's prepare
 //!   Job), read into the Workspace's status.
 //!
@@ -24,6 +26,7 @@ pub mod cards;
 pub mod context;
 pub mod gateway;
 pub mod identity;
+pub mod knowledge;
 pub mod lifecycle;
 pub mod model;
 pub mod names;

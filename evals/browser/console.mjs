@@ -5,7 +5,11 @@
 //   2. the connection is cut mid-reply (a proxy drops it and refuses the line for a moment)
 //      and the page resumes with
 //      nothing missing or twice;
-//   3. bob sees none of alice's dispatches, and direct URLs, streams and writes are refused;
+//   3. bob sees none of alice's dispatches or workspaces, and direct URLs, streams and writes
+//      are refused;
+//   4. Knowledge: alice's workspace shows the chat's commit in its history, its files (a
+//      symlink the agent planted is shown as a link, never followed) and diffs; a file she
+//      uploads becomes a commit authored by her;
 //   5. on a Card, alice has the buttons and approves; bob has none, and his POST is refused;
 //   6. hostile agent output is painted as text: no element, no script runs; screenshots.
 // Reported: each check's facts (the Rust test asserts them) and the figures: send → first
@@ -198,8 +202,80 @@ async function alice(browser) {
   const aliceButtons = await page.locator(`tr[data-name="${CARD}"] button`).count();
   await page.screenshot({ path: artifact('cards-alice.png'), fullPage: true });
   report({ check: 'card-alice', buttons: aliceButtons });
+
+  await knowledge(page, dispatchUrl);
   report({ check: 'csp', violations: csp });
   return { context, page, dispatchUrl, name };
+}
+
+// 4. Knowledge, as alice: the agent plants a symlink to a file outside the workspace, the run
+// is stopped (its commit lands and the workspace is free), then the history, files, a diff and
+// an upload.
+async function knowledge(page, dispatchUrl) {
+  const WS = `${URL_}/n/${NS}/workspaces/${WORKSPACE}`;
+  await page.goto(dispatchUrl);
+  const linked = await sendTurn(page, 'link /etc/passwd passwd-link\nsay linked it');
+  const linkCommit = await page.locator(`#stream section[data-turn="${linked.id}"]`).getAttribute('data-commit');
+  await Promise.all([page.waitForNavigation(), page.click('#stop button')]);
+
+  const list = await page.goto(`${URL_}/knowledge?namespace=${NS}`);
+  await page.screenshot({ path: artifact('knowledge.png'), fullPage: true });
+  report({ check: 'knowledge-list', status: list.status(), text: await page.locator('main').textContent() });
+
+  const t0 = Date.now();
+  const folder = await page.goto(WS);
+  const firstReadMs = Date.now() - t0;
+  const rows = async (selector, cells) => page.locator(selector).evaluateAll((trs, cells) =>
+    trs.map((tr) => Object.fromEntries(cells.map((c, i) => [c, tr.children[i]?.textContent.trim() ?? '']).concat([['kind', tr.dataset.kind ?? ''], ['id', tr.dataset.commit ?? '']]))), cells);
+  const files = await rows('#files tbody tr', ['name', 'size']);
+  const history = await rows('#history tbody tr', ['short', 'summary', 'author', 'when']);
+  await page.screenshot({ path: artifact('knowledge-folder.png'), fullPage: true });
+  const t1 = Date.now();
+  await page.goto(WS);
+  report({ check: 'knowledge-folder', status: folder.status(), files, history, linkCommit, firstReadMs, warmReadMs: Date.now() - t1 });
+
+  const file = async (path) => {
+    const res = await page.goto(`${WS}/file?path=${encodeURIComponent(path)}`);
+    return { status: res.status(), text: await page.locator('#blob').textContent().catch(() => null), main: await page.locator('main').textContent() };
+  };
+  report({ check: 'knowledge-file', written: await file('from-the-console.md'), link: await file('passwd-link') });
+  // Hostile paths: refused with a message, before any read.
+  report({ check: 'knowledge-traversal', escaped: await file('../../../etc/passwd'), absolute: await file('/etc/passwd') });
+
+  const commitId = history.find((h) => h.summary.includes('wrote it'))?.id ?? history[history.length - 1]?.id;
+  await page.goto(`${WS}/commits/${commitId}`);
+  await page.screenshot({ path: artifact('knowledge-diff.png'), fullPage: true });
+  report({
+    check: 'knowledge-diff', commit: commitId,
+    author: await page.locator('#author').textContent(),
+    added: await page.locator('pre.patch span.add').allTextContents(),
+    files: await page.locator('section.file').evaluateAll((s) => s.map((x) => x.dataset.path)),
+  });
+
+  // An upload: a file with markup in it, into a folder.
+  await page.goto(WS);
+  const uploadStart = Date.now();
+  await page.fill('#upload input[name="path"]', 'notes/');
+  await page.setInputFiles('#upload input[type="file"]', {
+    name: 'uploaded.md', mimeType: 'text/markdown',
+    buffer: Buffer.from('# Uploaded in the browser\n<script>window.__pwned = 4</script>\n'),
+  });
+  await Promise.all([page.waitForNavigation(), page.click('#upload button')]);
+  const notice = await page.locator('#uploaded').textContent().catch(() => '');
+  let uploaded = null;
+  for (let i = 0; i < 180 && !uploaded; i++) {
+    await page.goto(WS);
+    uploaded = (await rows('#history tbody tr', ['short', 'summary', 'author', 'when'])).find((h) => h.summary === 'Upload notes/uploaded.md') ?? null;
+    if (!uploaded) await page.waitForTimeout(1000);
+  }
+  const uploadMs = Date.now() - uploadStart;
+  await page.screenshot({ path: artifact('knowledge-uploaded.png'), fullPage: true });
+  const shown = await file('notes/uploaded.md');
+  report({
+    check: 'knowledge-upload', notice, uploaded, uploadMs, shown,
+    pwned: await page.evaluate(() => window.__pwned ?? null),
+    elements: await page.locator('#blob script').count(),
+  });
 }
 
 async function bob(browser, dispatchUrl) {
@@ -223,6 +299,24 @@ async function bob(browser, dispatchUrl) {
     return { status: r.status, text: await r.text() };
   }, { u: `${dispatchUrl}/turns`, csrf });
   report({ check: 'bob', list: list.status(), listText, direct: direct.status(), directText, stream, turn });
+  // 3. alice's workspace: not listed, not readable, and his upload is refused.
+  const ws = `${URL_}/n/${NS}/workspaces/${WORKSPACE}`;
+  const knowledgeList = await page.goto(`${URL_}/knowledge?namespace=${NS}`);
+  const knowledgeText = await page.locator('main').textContent();
+  const folder = await page.goto(ws);
+  const folderText = await page.locator('main').textContent();
+  const file = await page.goto(`${ws}/file?path=from-the-console.md`);
+  await page.screenshot({ path: artifact('bob-knowledge.png'), fullPage: true });
+  await page.goto(`${URL_}/cards?namespace=${NS}`);
+  const upload = await page.evaluate(async ({ u, csrf }) => {
+    const form = new FormData();
+    form.append('csrf', csrf);
+    form.append('path', 'planted.md');
+    form.append('file', new Blob(['from bob']), 'planted.md');
+    const r = await fetch(u, { method: 'POST', body: form, headers: { Accept: 'application/json' } });
+    return { status: r.status, text: await r.text() };
+  }, { u: `${ws}/upload`, csrf });
+  report({ check: 'bob-knowledge', list: knowledgeList.status(), listText: knowledgeText, folder: folder.status(), folderText, file: file.status(), upload });
   // 5. bob sees the card without buttons; his approval is refused by the cluster.
   const buttons = await page.locator(`tr[data-name="${CARD}"] button`).count();
   const cardRow = await page.locator(`tr[data-name="${CARD}"]`).count();

@@ -22,7 +22,7 @@ use vexa_crds::Schedule;
 use vexa_crds::card::Card;
 use vexa_evals::admission::ChartAdmission;
 use vexa_evals::brokered::events_of_turn;
-use vexa_evals::browser::{run_script_async, script};
+use vexa_evals::browser::{BrowserRun, run_script_async, script};
 use vexa_evals::fixtures::{
     WORKSPACE_CLAIM, claim_folder, free_port, git, golden_doc, test_agent_runner, workspace,
     workspace_ready, workspace_volume,
@@ -384,6 +384,8 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             {"apiGroups": ["vexa.ai"], "resources": ["schedules"], "verbs": ["patch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["patch", "update"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
+            {"apiGroups": ["streams.vexa.ai"], "resources": ["workspaces/log", "workspaces/tree", "workspaces/blob", "workspaces/diff"], "verbs": ["get"]},
+            {"apiGroups": ["streams.vexa.ai", "vexa.ai"], "resources": ["workspaces/uploads"], "verbs": ["create"]},
         ]),
     )
     .await;
@@ -570,6 +572,28 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     );
     assert_eq!(bob["turn"]["status"], 403, "{bob}");
 
+    // 4. Knowledge, as alice.
+    knowledge_as_alice(&run, &admin, &ns.name, &commit).await;
+    // 3. …and bob: her workspace is not listed, not readable, and his upload is refused.
+    let bob_k = run.check("bob-knowledge");
+    assert_eq!(bob_k["list"], 403, "{bob_k}");
+    assert_eq!(bob_k["folder"], 403, "{bob_k}");
+    assert_eq!(bob_k["file"], 403, "{bob_k}");
+    assert_eq!(bob_k["upload"]["status"], 403, "{bob_k}");
+    assert!(
+        !bob_k["listText"].as_str().unwrap().contains("alice/notes"),
+        "{bob_k}"
+    );
+    let planted = Api::<Card>::namespaced(admin.clone(), &ns.name)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| c.spec.owner == "bob")
+        .count();
+    assert_eq!(planted, 0, "bob's upload made no Card");
+
     // 5. The card: buttons for alice, none for bob, whose POST the cluster refused.
     assert_eq!(run.check("card-alice")["buttons"], 2);
     let card_bob = run.check("card-bob");
@@ -657,6 +681,11 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         "cards-alice",
         "cards-bob",
         "bob-dispatches",
+        "knowledge",
+        "knowledge-folder",
+        "knowledge-diff",
+        "knowledge-uploaded",
+        "bob-knowledge",
     ] {
         assert!(
             artifacts.join(format!("{shot}.png")).exists(),
@@ -666,4 +695,125 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     drop(console);
     drop(operator);
     drop(streams);
+}
+
+/// Test 4 and the Knowledge walls, from what the browser reported as alice: the history holds
+/// the chat's commit (authored by her), a symlink the agent planted is shown as a link and
+/// never followed, paths out of the workspace are refused, the diff shows the turn's change,
+/// and an uploaded file is a commit authored by alice, with its markup painted as text.
+async fn knowledge_as_alice(run: &BrowserRun, admin: &Client, ns: &str, chat_commit: &str) {
+    let list = run.check("knowledge-list");
+    assert_eq!(list["status"], 200, "{list}");
+    assert!(
+        list["text"].as_str().unwrap().contains("alice-notes"),
+        "{list}"
+    );
+
+    let folder = run.check("knowledge-folder");
+    assert_eq!(folder["status"], 200, "{folder}");
+    let history = folder["history"].as_array().unwrap();
+    let chat = history
+        .iter()
+        .find(|h| h["id"] == chat_commit)
+        .unwrap_or_else(|| panic!("the chat's commit {chat_commit} in the history: {folder}"));
+    assert!(
+        chat["author"].as_str().unwrap().starts_with("alice"),
+        "{chat}"
+    );
+    let files = folder["files"].as_array().unwrap();
+    let kind = |name: &str| {
+        files
+            .iter()
+            .find(|f| f["name"].as_str().unwrap().starts_with(name))
+            .map(|f| f["kind"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        kind("from-the-console.md").as_deref(),
+        Some("file"),
+        "{folder}"
+    );
+    assert_eq!(kind("passwd-link").as_deref(), Some("link"), "{folder}");
+
+    let file = run.check("knowledge-file");
+    assert_eq!(file["written"]["text"], "written in the browser", "{file}");
+    // The link is its target's name: the reader never follows it to the node's /etc/passwd.
+    assert_eq!(file["link"]["text"], "/etc/passwd", "{file}");
+    assert!(
+        !file["link"]["main"].as_str().unwrap().contains("root:"),
+        "{file}"
+    );
+    let traversal = run.check("knowledge-traversal");
+    for case in ["escaped", "absolute"] {
+        assert_eq!(traversal[case]["status"], 400, "{traversal}");
+        assert!(traversal[case]["text"].is_null(), "{traversal}");
+    }
+
+    let diff = run.check("knowledge-diff");
+    assert!(
+        diff["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("+written in the browser")),
+        "{diff}"
+    );
+    assert!(
+        diff["author"].as_str().unwrap().starts_with("alice"),
+        "{diff}"
+    );
+
+    // The upload: a Card alice owns and decided, applied as a commit authored by her.
+    let upload = run.check("knowledge-upload");
+    let uploaded = &upload["uploaded"];
+    assert!(
+        uploaded.is_object(),
+        "the upload's commit in the history: {upload}"
+    );
+    assert!(
+        uploaded["author"].as_str().unwrap().starts_with("alice"),
+        "{upload}"
+    );
+    assert_eq!(upload["pwned"], Value::Null, "{upload}");
+    assert_eq!(upload["elements"], 0, "{upload}");
+    assert!(
+        upload["shown"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("<script>window.__pwned = 4</script>"),
+        "{upload}"
+    );
+    let dir = claim_folder(admin, ns, WORKSPACE_CLAIM, "alice/notes").await;
+    let id = uploaded["id"].as_str().unwrap();
+    assert_eq!(git(&dir, &["log", "-1", "--format=%an", id]), "alice");
+    assert!(
+        git(&dir, &["log", "-1", "--format=%B", id]).contains("Vexa-Approved-By: alice"),
+        "the trailer names who approved"
+    );
+    assert_eq!(
+        git(&dir, &["show", &format!("{id}:notes/uploaded.md")]),
+        "# Uploaded in the browser\n<script>window.__pwned = 4</script>"
+    );
+    let card = Api::<Card>::namespaced(admin.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|c| {
+            c.spec
+                .record
+                .as_ref()
+                .is_some_and(|r| r.path == "notes/uploaded.md")
+        })
+        .expect("the upload's Card");
+    assert_eq!(card.spec.owner, "alice");
+    assert_eq!(
+        card.spec.decision.and_then(|d| d.by).as_deref(),
+        Some("alice")
+    );
+    eprintln!(
+        "knowledge figures: first read of a workspace (its reader started) {} ms, a warm page {} ms; \
+         upload → commit in the history {} ms",
+        folder["firstReadMs"], folder["warmReadMs"], upload["uploadMs"]
+    );
 }

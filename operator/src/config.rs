@@ -376,6 +376,7 @@ impl Config {
             redis: self.admin_redis_client()?,
             audit: crate::streams::audit::AuditSource::new(self.audit_dir.clone())
                 .with_gateway_keys(&self.namespace, &self.gateway_audit_key_secret),
+            reader_image: self.workspace_init_image.clone(),
         }))
     }
 }

@@ -45,6 +45,8 @@ pub const AUDIT: &str = "audit";
 pub const AUDIT_LOG: &str = "auditlog";
 /// The resource the subresources hang off.
 pub const DISPATCHES: &str = "dispatches";
+/// The resource a workspace's reads and uploads hang off (`vexa_core::knowledge::ops`).
+pub const WORKSPACES: &str = "workspaces";
 
 /// `/apis/streams.vexa.ai/v1`.
 pub fn group_version_path() -> String {
@@ -55,6 +57,15 @@ pub fn group_version_path() -> String {
 pub fn path(namespace: &str, name: &str, subresource: &str) -> String {
     format!(
         "{}/namespaces/{namespace}/{DISPATCHES}/{name}/{subresource}",
+        group_version_path()
+    )
+}
+
+/// The path of a workspace's `subresource` (a read of `vexa_core::knowledge::ops`, or
+/// `uploads`).
+pub fn workspace_path(namespace: &str, name: &str, subresource: &str) -> String {
+    format!(
+        "{}/namespaces/{namespace}/{WORKSPACES}/{name}/{subresource}",
         group_version_path()
     )
 }

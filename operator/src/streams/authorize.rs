@@ -1,6 +1,7 @@
-//! Whether a user may do something to a Dispatch, asked of the cluster's own RBAC (or whatever
-//! authorizer the cluster runs) with a SubjectAccessReview: `get` on the Dispatch to read its
-//! stream, `create` on `dispatches/turns` to send it a turn or a stop.
+//! Whether a user may do something to a Dispatch or a Workspace, asked of the cluster's own RBAC
+//! (or whatever authorizer the cluster runs) with a SubjectAccessReview: `get` on the Dispatch
+//! to read its stream, `create` on `dispatches/turns` to send it a turn or a stop; `get` on the
+//! Workspace to read its files, `create` on `workspaces/uploads` to propose one.
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -17,14 +18,37 @@ pub enum Access {
     Read,
     /// Send a turn or a stop: `create` on `dispatches/turns`.
     Send,
+    /// Read a workspace's files, history and diffs: `get` on `workspaces`.
+    ReadWorkspace,
+    /// Propose a file for a workspace: `create` on `workspaces/uploads`.
+    Upload,
 }
 
 impl Access {
     /// The verb and subresource the review asks about.
     pub fn verb_and_subresource(self) -> (&'static str, Option<&'static str>) {
         match self {
-            Access::Read => ("get", None),
+            Access::Read | Access::ReadWorkspace => ("get", None),
             Access::Send => ("create", Some("turns")),
+            Access::Upload => ("create", Some("uploads")),
+        }
+    }
+
+    /// The kind of object asked about: `dispatches` or `workspaces`.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Access::Read | Access::Send => "dispatches",
+            Access::ReadWorkspace | Access::Upload => "workspaces",
+        }
+    }
+
+    /// What is done, for a refusal's message (`user may not <doing> <kind> ns/name`).
+    pub fn doing(self) -> &'static str {
+        match self {
+            Access::Read => "read the stream or audit records of dispatch",
+            Access::Send => "send turns to dispatch",
+            Access::ReadWorkspace => "read the files of workspace",
+            Access::Upload => "upload files to workspace",
         }
     }
 
@@ -33,11 +57,13 @@ impl Access {
         match self {
             Access::Read => "get on dispatches.vexa.ai",
             Access::Send => "create on dispatches/turns (group vexa.ai)",
+            Access::ReadWorkspace => "get on workspaces.vexa.ai",
+            Access::Upload => "create on workspaces/uploads (group vexa.ai)",
         }
     }
 }
 
-/// The review for `user` doing `access` to the Dispatch `namespace/name`.
+/// The review for `user` doing `access` to the Dispatch or Workspace `namespace/name`.
 pub fn review(user: &User, access: Access, namespace: &str, name: &str) -> SubjectAccessReview {
     let (verb, subresource) = access.verb_and_subresource();
     SubjectAccessReview {
@@ -48,7 +74,7 @@ pub fn review(user: &User, access: Access, namespace: &str, name: &str) -> Subje
             extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
             resource_attributes: Some(ResourceAttributes {
                 group: Some(vexa_crds::GROUP.to_owned()),
-                resource: Some("dispatches".to_owned()),
+                resource: Some(access.resource().to_owned()),
                 subresource: subresource.map(str::to_owned),
                 verb: Some(verb.to_owned()),
                 namespace: Some(namespace.to_owned()),

@@ -4,11 +4,13 @@
 //! (an aggregated API: an `APIService` pointing at the operator's Service); `front_proxy`
 //! believes its headers only on a connection with its client certificate, `authorize` asks the
 //! cluster's RBAC about the Dispatch, `routes` reads and writes Redis with the operator's own
-//! credentials. Every replica serves it.
+//! credentials; `knowledge` reads workspaces through their trusted readers and turns uploads
+//! into Cards. Every replica serves it.
 
 pub mod audit;
 pub mod authorize;
 pub mod front_proxy;
+pub mod knowledge;
 pub mod routes;
 pub mod tls;
 
@@ -56,6 +58,8 @@ pub struct Settings {
     pub redis: redis::Client,
     /// The audit log it serves.
     pub audit: audit::AuditSource,
+    /// The image a workspace's reader runs (the agent worker's).
+    pub reader_image: String,
 }
 
 /// Binds the listener (so a caller knows the port is taken before anything else starts) and
@@ -77,6 +81,7 @@ pub async fn bind(
         redis,
         front,
         audit: settings.audit.clone(),
+        readers: knowledge::Readers::new(settings.reader_image.clone()),
     });
     tracing::info!(%addr, "serving the streams API (streams.vexa.ai) to the API server's front proxy");
     Ok(async move {

@@ -18,6 +18,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::json;
+use vexa_core::knowledge;
 use vexa_crds::{Dispatch, DispatchPhase};
 use vexa_stream::UnitEvent;
 use vexa_stream::api::{self, LastEntry, LogLine, TurnAccepted};
@@ -43,6 +44,8 @@ pub struct Streams {
     pub front: Arc<FrontProxy>,
     /// The audit chains' folder and the keys that sign them.
     pub audit: super::audit::AuditSource,
+    /// The workspaces' trusted readers.
+    pub readers: Arc<super::knowledge::Readers>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for Streams {
 pub fn router(streams: Streams) -> Router {
     let gv = api::group_version_path();
     let dispatch = format!("{gv}/namespaces/{{namespace}}/{}/{{name}}", api::DISPATCHES);
+    let workspace = format!("{gv}/namespaces/{{namespace}}/{}/{{name}}", api::WORKSPACES);
     Router::new()
         .route(&gv, get(discovery))
         .route(&format!("{dispatch}/{}", api::LOG), get(log))
@@ -67,12 +71,18 @@ pub fn router(streams: Streams) -> Router {
             &format!("{gv}/{}", api::AUDIT_LOG),
             get(super::audit::audit_log),
         )
+        .route(
+            &format!("{workspace}/{}", knowledge::ops::UPLOADS),
+            post(super::knowledge::upload),
+        )
+        .route(&format!("{workspace}/{{op}}"), get(super::knowledge::read))
         .fallback(|| async {
             status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                "the streams API serves only dispatches/log, dispatches/turns, dispatches/audit \
-                 and auditlog"
+                "the streams API serves only dispatches/log, dispatches/turns, dispatches/audit, \
+                 workspaces/log, workspaces/tree, workspaces/blob, workspaces/diff, \
+                 workspaces/uploads and auditlog"
                     .into(),
             )
         })
@@ -82,7 +92,9 @@ pub fn router(streams: Streams) -> Router {
 /// The resources, for the API server's discovery (and `kubectl api-resources`). Only the
 /// subresources: the `dispatches` themselves are `vexa.ai`'s.
 async fn discovery() -> Response {
-    let resource = |name: &str, kind: &str, verb: &str| json!({"name": format!("{}/{name}", api::DISPATCHES), "singularName": "", "namespaced": true, "kind": kind, "verbs": [verb]});
+    let sub = |of: &str, name: &str, kind: &str, verb: &str| json!({"name": format!("{of}/{name}"), "singularName": "", "namespaced": true, "kind": kind, "verbs": [verb]});
+    let resource = |name: &str, kind: &str, verb: &str| sub(api::DISPATCHES, name, kind, verb);
+    let workspace = |name: &str, kind: &str, verb: &str| sub(api::WORKSPACES, name, kind, verb);
     axum::Json(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -91,6 +103,11 @@ async fn discovery() -> Response {
             resource(api::LOG, "DispatchLog", "get"),
             resource(api::TURNS, "DispatchTurn", "create"),
             resource(api::AUDIT, "DispatchAudit", "get"),
+            workspace(knowledge::ops::LOG, "WorkspaceLog", "get"),
+            workspace(knowledge::ops::TREE, "WorkspaceTree", "get"),
+            workspace(knowledge::ops::BLOB, "WorkspaceBlob", "get"),
+            workspace(knowledge::ops::DIFF, "WorkspaceDiff", "get"),
+            workspace(knowledge::ops::UPLOADS, "WorkspaceUpload", "create"),
             {"name": api::AUDIT_LOG, "singularName": "", "namespaced": false, "kind": "AuditLog", "verbs": ["get"]},
         ],
     }))
@@ -346,12 +363,9 @@ pub(super) async fn authorize(
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
-                "user {:?} may not {} dispatch {namespace}/{name}: that needs {} in namespace {namespace}",
+                "user {:?} may not {} {namespace}/{name}: that needs {} in namespace {namespace}",
                 user.name,
-                match access {
-                    Access::Read => "read the stream or audit records of",
-                    Access::Send => "send turns to",
-                },
+                access.doing(),
                 access.permission()
             ),
         )),
