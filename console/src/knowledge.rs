@@ -75,7 +75,7 @@ async fn read<T: DeserializeOwned>(
     let q: Vec<String> = query
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .map(|(k, v)| format!("{k}={}", contract::encode_query_value(v)))
         .collect();
     let path = format!("{}?{}", workspace_path(ns, ws, op), q.join("&"));
     let request = http::Request::get(path)
@@ -85,18 +85,6 @@ async fn read<T: DeserializeOwned>(
         .request::<T>(request)
         .await
         .map_err(|e| Problem::kube(&format!("read workspace {ns}/{ws}"), e))
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Uploading needs `create` on `workspaces/uploads` in both groups, and deciding the Card it
@@ -400,7 +388,7 @@ fn crumbs(ns: &str, ws: &str, path: &str, rev: &str) -> Markup {
         nav.crumbs {
             a href=(format!("{base}?path={rev_q}")) { (ws) }
             @for (i, part) in parts.iter().enumerate() {
-                " / " a href=(format!("{base}?path={}{rev_q}", encode(&upto(i)))) { (part) }
+                " / " a href=(format!("{base}?path={}{rev_q}", contract::encode_query_value(&upto(i)))) { (part) }
             }
             @if !rev.is_empty() { " at " span.mono { (short(rev)) } }
         }
@@ -442,10 +430,10 @@ fn folder_page(
                     tr data-kind=(format!("{:?}", e.kind).to_lowercase()) {
                         td {
                             @match e.kind {
-                                EntryKind::Folder => a href=(format!("{base}?path={}{rev_q}", encode(&child(&e.name)))) { (e.name) "/" },
+                                EntryKind::Folder => a href=(format!("{base}?path={}{rev_q}", contract::encode_query_value(&child(&e.name)))) { (e.name) "/" },
                                 EntryKind::Submodule => span { (e.name) " (submodule)" },
-                                EntryKind::Link => a href=(format!("{base}/file?path={}{rev_q}", encode(&child(&e.name)))) { (e.name) " → (link)" },
-                                EntryKind::File => a href=(format!("{base}/file?path={}{rev_q}", encode(&child(&e.name)))) { (e.name) },
+                                EntryKind::Link => a href=(format!("{base}/file?path={}{rev_q}", contract::encode_query_value(&child(&e.name)))) { (e.name) " → (link)" },
+                                EntryKind::File => a href=(format!("{base}/file?path={}{rev_q}", contract::encode_query_value(&child(&e.name)))) { (e.name) },
                             }
                         }
                         td { (e.size.map(|s| s.to_string()).unwrap_or_default()) }

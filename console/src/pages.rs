@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use maud::{DOCTYPE, Markup, html};
 use vexa_cli::dispatch as d;
 use vexa_crds::card::Card;
-use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Workspace};
+use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Tool, Workspace};
 
 /// The person's view of the console's chrome.
 #[derive(Debug, Clone)]
@@ -348,8 +348,14 @@ pub fn cards(frame: &Frame<'_>, rows: &[CardRow<'_>], now: Timestamp) -> Markup 
     )
 }
 
-/// The administrator's glance: runners and whether they are ready.
-pub fn admin(frame: &Frame<'_>, runners: &[AgentRunner], dispatches: &[Dispatch]) -> Markup {
+/// The administrator's glance: runners and whether they are ready, and the namespace's tools
+/// (or why the person may not list them).
+pub fn admin(
+    frame: &Frame<'_>,
+    runners: Result<&[AgentRunner], &str>,
+    dispatches: &[Dispatch],
+    tools: Result<&[Tool], &str>,
+) -> Markup {
     let live = dispatches.iter().filter(|x| d::is_live(x)).count();
     let queued = dispatches
         .iter()
@@ -364,12 +370,39 @@ pub fn admin(frame: &Frame<'_>, runners: &[AgentRunner], dispatches: &[Dispatch]
                 dt { "Queued" } dd #queued { (queued) }
             }
             h2 { "Runners" }
-            table #runners {
-                thead { tr { th { "Name" } th { "Ready" } th { "Message" } } }
-                @for r in runners {
-                    @let ready = r.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-                    tr { td { (r.name_any()) } td { (ready.map(|c| c.status.clone()).unwrap_or_default()) } td { (ready.map(|c| c.message.clone()).unwrap_or_default()) } }
+            @match runners {
+                Ok(runners) => {
+                    table #runners {
+                        thead { tr { th { "Name" } th { "Ready" } th { "Message" } } }
+                        @for r in runners {
+                            @let ready = r.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+                            tr { td { (r.name_any()) } td { (ready.map(|c| c.status.clone()).unwrap_or_default()) } td { (ready.map(|c| c.message.clone()).unwrap_or_default()) } }
+                        }
+                    }
                 }
+                Err(why) => p.error #runners-refused { (why) },
+            }
+            h2 { "Tools" }
+            @match tools {
+                Ok(tools) => {
+                    table #tools {
+                        thead { tr { th { "Name" } th { "Tool" } th { "Scope" } th { "Grant" } th { "Audience" } th { "Ready" } th { "Message" } } }
+                        @for t in tools {
+                            @let ready = t.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+                            tr data-name=(t.name_any()) {
+                                td { (t.name_any()) }
+                                td { (t.spec.tool_name) }
+                                td { (t.spec.scope) }
+                                td { (format!("{:?}", t.spec.grant).to_lowercase()) @if t.spec.irreversible { " · irreversible" } }
+                                td { (t.spec.audience) }
+                                td { (ready.map(|c| c.status.clone()).unwrap_or_default()) }
+                                td { (ready.map(|c| c.message.clone()).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                    @if tools.is_empty() { p.empty { "No tools in this namespace." } }
+                }
+                Err(why) => p.error { (why) },
             }
         },
     )

@@ -19,7 +19,7 @@ use vexa_cli::chat::ChatRequest;
 use vexa_cli::cluster::{Cluster, Placed};
 use vexa_cli::streams::Streams;
 use vexa_crds::card::{Card, Verdict};
-use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Workspace, WorkspaceUse};
+use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Tool, Workspace, WorkspaceUse};
 
 use crate::cluster::{Action, SignInError, may};
 use crate::guard::{SignedIn, headers, same_origin};
@@ -749,19 +749,31 @@ async fn identity_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
 
 async fn admin(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
     let client = s.0.client.clone();
-    let runners = match Api::<AgentRunner>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => return Problem::kube("list the agent runners", e).page(&s, &ns),
-    };
-    let dispatches = Api::<Dispatch>::namespaced(client, &ns)
-        .list(&ListParams::default())
-        .await
+    // Each part says on its own what the person may not see.
+    let all = ListParams::default();
+    let (runner_api, dispatch_api, tool_api) = (
+        Api::<AgentRunner>::all(client.clone()),
+        Api::<Dispatch>::namespaced(client.clone(), &ns),
+        Api::<Tool>::namespaced(client, &ns),
+    );
+    let (runners, dispatches, tools) = tokio::join!(
+        runner_api.list(&all),
+        dispatch_api.list(&all),
+        tool_api.list(&all)
+    );
+    let runners = runners
         .map(|l| l.items)
-        .unwrap_or_default();
-    html(pages::admin(&frame(&s, &ns), &runners, &dispatches))
+        .map_err(|e| Problem::kube("list the agent runners", e).message);
+    let dispatches = dispatches.map(|l| l.items).unwrap_or_default();
+    let tools = tools
+        .map(|l| l.items)
+        .map_err(|e| Problem::kube(&format!("list the tools of {ns}"), e).message);
+    html(pages::admin(
+        &frame(&s, &ns),
+        runners.as_deref().map_err(String::as_str),
+        &dispatches,
+        tools.as_deref().map_err(String::as_str),
+    ))
 }
 
 #[cfg(test)]

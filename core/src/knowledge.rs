@@ -254,6 +254,20 @@ pub fn readable_rev(rev: &str) -> bool {
     rev.is_empty() || ((4..=40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// `value` percent-encoded for a query string (all but unreserved characters and `/`), as the
+/// console asks the streams API and the streams API asks a reader.
+pub fn encode_query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

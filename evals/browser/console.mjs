@@ -203,7 +203,7 @@ async function alice(browser) {
   await page.screenshot({ path: artifact('cards-alice.png'), fullPage: true });
   report({ check: 'card-alice', buttons: aliceButtons });
 
-  await knowledge(page, dispatchUrl);
+  await knowledge(page, dispatchUrl, commit);
   report({ check: 'csp', violations: csp });
   return { context, page, dispatchUrl, name };
 }
@@ -211,12 +211,22 @@ async function alice(browser) {
 // 4. Knowledge, as alice: the agent plants a symlink to a file outside the workspace, the run
 // is stopped (its commit lands and the workspace is free), then the history, files, a diff and
 // an upload.
-async function knowledge(page, dispatchUrl) {
+async function knowledge(page, dispatchUrl, writeCommit) {
   const WS = `${URL_}/n/${NS}/workspaces/${WORKSPACE}`;
   await page.goto(dispatchUrl);
   const linked = await sendTurn(page, 'link /etc/passwd passwd-link\nsay linked it');
   const linkCommit = await page.locator(`#stream section[data-turn="${linked.id}"]`).getAttribute('data-commit');
-  await Promise.all([page.waitForNavigation(), page.click('#stop button')]);
+  // Every live run of hers is stopped (the chat, and the routine "Run now" started, which
+  // waited for the workspace): an upload is committed once the workspace is free.
+  await page.goto(`${URL_}/dispatches?namespace=${NS}`);
+  const live = await page.locator('#dispatches tbody tr').evaluateAll((trs) =>
+    trs.filter((tr) => /running|starting|queued|pending/.test(tr.children[1].textContent)).map((tr) => tr.dataset.name));
+  for (const name of live) {
+    await page.goto(`${URL_}/n/${NS}/dispatches/${name}`);
+    if (await page.locator('#stop button').count()) {
+      await Promise.all([page.waitForNavigation(), page.click('#stop button')]);
+    }
+  }
 
   const list = await page.goto(`${URL_}/knowledge?namespace=${NS}`);
   await page.screenshot({ path: artifact('knowledge.png'), fullPage: true });
@@ -232,7 +242,7 @@ async function knowledge(page, dispatchUrl) {
   await page.screenshot({ path: artifact('knowledge-folder.png'), fullPage: true });
   const t1 = Date.now();
   await page.goto(WS);
-  report({ check: 'knowledge-folder', status: folder.status(), files, history, linkCommit, firstReadMs, warmReadMs: Date.now() - t1 });
+  report({ check: 'knowledge-folder', status: folder.status(), files, history, linkCommit, stopped: live, firstReadMs, warmReadMs: Date.now() - t1 });
 
   const file = async (path) => {
     const res = await page.goto(`${WS}/file?path=${encodeURIComponent(path)}`);
@@ -242,7 +252,7 @@ async function knowledge(page, dispatchUrl) {
   // Hostile paths: refused with a message, before any read.
   report({ check: 'knowledge-traversal', escaped: await file('../../../etc/passwd'), absolute: await file('/etc/passwd') });
 
-  const commitId = history.find((h) => h.summary.includes('wrote it'))?.id ?? history[history.length - 1]?.id;
+  const commitId = writeCommit;
   await page.goto(`${WS}/commits/${commitId}`);
   await page.screenshot({ path: artifact('knowledge-diff.png'), fullPage: true });
   report({
@@ -263,7 +273,7 @@ async function knowledge(page, dispatchUrl) {
   await Promise.all([page.waitForNavigation(), page.click('#upload button')]);
   const notice = await page.locator('#uploaded').textContent().catch(() => '');
   let uploaded = null;
-  for (let i = 0; i < 180 && !uploaded; i++) {
+  for (let i = 0; i < 120 && !uploaded; i++) {
     await page.goto(WS);
     uploaded = (await rows('#history tbody tr', ['short', 'summary', 'author', 'when'])).find((h) => h.summary === 'Upload notes/uploaded.md') ?? null;
     if (!uploaded) await page.waitForTimeout(1000);

@@ -346,6 +346,16 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         .await
         .unwrap();
 
+    // A tool, for the admin page.
+    let mut tool: vexa_crds::Tool =
+        serde_json::from_value(golden_doc("goldens/tools/valid/email-send.yaml")).unwrap();
+    // Nothing answers there (loopback: the probe leaves the machine for nothing).
+    tool.spec.server.url = "https://127.0.0.1:9/mcp".into();
+    Api::<vexa_crds::Tool>::namespaced(admin.clone(), &ns.name)
+        .create(&PostParams::default(), &tool)
+        .await
+        .unwrap();
+
     // alice's routine: her Identity grants the schedule its launcher; it would fire on weekday
     // mornings, so only the console's "Run now" starts it here.
     let mut identity: vexa_crds::Identity =
@@ -380,7 +390,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             {"apiGroups": ["vexa.ai"], "resources": ["dispatches"], "verbs": ["get", "list", "watch", "create"]},
             {"apiGroups": ["vexa.ai", "streams.vexa.ai"], "resources": ["dispatches/turns"], "verbs": ["create"]},
             {"apiGroups": ["streams.vexa.ai"], "resources": ["dispatches/log", "dispatches/audit"], "verbs": ["get"]},
-            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards", "schedules", "identities"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vexa.ai"], "resources": ["workspaces", "cards", "schedules", "identities", "tools"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["schedules"], "verbs": ["patch"]},
             {"apiGroups": ["vexa.ai"], "resources": ["cards"], "verbs": ["patch", "update"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
@@ -468,9 +478,14 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
         .expect("the write was committed")
         .to_owned();
     let dir = claim_folder(&admin, &ns.name, WORKSPACE_CLAIM, "alice/notes").await;
-    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), commit);
+    // The commit the page named is the workspace's (later turns and the upload of test 4 came
+    // after it), and it holds the file.
     assert_eq!(
-        git(&dir, &["show", "HEAD:from-the-console.md"]),
+        git(&dir, &["rev-parse", &format!("{commit}^{{commit}}")]),
+        commit
+    );
+    assert_eq!(
+        git(&dir, &["show", &format!("{commit}:from-the-console.md")]),
         "written in the browser"
     );
 
@@ -505,10 +520,18 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
     for (view, status) in [
         ("view-dispatches", 200),
         ("view-schedules", 200),
-        ("view-admin", 403),
+        ("view-admin", 200),
     ] {
         assert_eq!(run.check(view)["status"], status, "{}", run.check(view));
     }
+    // The admin page: runners are cluster-scoped, which her namespace role cannot list (it says
+    // so); the namespace's tools she may list.
+    let admin_text = run.check("view-admin")["text"].as_str().unwrap().to_owned();
+    assert!(
+        admin_text.contains("You may not list the agent runners"),
+        "{admin_text}"
+    );
+    assert!(admin_text.contains("email.send"), "{admin_text}");
     assert!(
         run.check("view-dispatches")["text"]
             .as_str()
@@ -735,7 +758,11 @@ async fn knowledge_as_alice(run: &BrowserRun, admin: &Client, ns: &str, chat_com
     assert_eq!(kind("passwd-link").as_deref(), Some("link"), "{folder}");
 
     let file = run.check("knowledge-file");
-    assert_eq!(file["written"]["text"], "written in the browser", "{file}");
+    assert_eq!(
+        file["written"]["text"].as_str().map(str::trim_end),
+        Some("written in the browser"),
+        "{file}"
+    );
     // The link is its target's name: the reader never follows it to the node's /etc/passwd.
     assert_eq!(file["link"]["text"], "/etc/passwd", "{file}");
     assert!(
