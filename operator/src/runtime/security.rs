@@ -45,3 +45,73 @@ pub fn restricted_container() -> SecurityContext {
         ..SecurityContext::default()
     }
 }
+
+/// The bounds of a short trusted Job (a workspace's prepare Job, a Card's apply Job, a
+/// workspace's reader).
+#[derive(Debug, Clone, Copy)]
+pub struct JobBounds {
+    /// Pods retried after a failure.
+    pub backoff_limit: i32,
+    /// Seconds the Job may run.
+    pub deadline_seconds: i64,
+    /// Seconds a finished Job is kept.
+    pub ttl_seconds: i32,
+}
+
+/// A Job of one trusted container: its pod never restarts, mounts no service-account token,
+/// gets no Service variables and wears the `restricted` profile (the container gets
+/// [`restricted_container`], `IfNotPresent`, and requests of 10m CPU and 32 MiB with a 256 MiB
+/// memory limit); `metadata`'s labels go on the pod too.
+pub fn trusted_job(
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    bounds: JobBounds,
+    container: k8s_openapi::api::core::v1::Container,
+    volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+) -> k8s_openapi::api::batch::v1::Job {
+    use k8s_openapi::api::batch::v1::{Job, JobSpec};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let labels = metadata.labels.clone();
+    let quantity = |q: &str| Quantity(q.into());
+    let resources = ResourceRequirements {
+        requests: Some(
+            [("cpu", "10m"), ("memory", "32Mi")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), quantity(v)))
+                .collect(),
+        ),
+        limits: Some([("memory".to_owned(), quantity("256Mi"))].into()),
+        ..ResourceRequirements::default()
+    };
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(bounds.backoff_limit),
+            active_deadline_seconds: Some(bounds.deadline_seconds),
+            ttl_seconds_after_finished: Some(bounds.ttl_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod()),
+                    containers: vec![Container {
+                        image_pull_policy: Some("IfNotPresent".into()),
+                        security_context: Some(restricted_container()),
+                        resources: Some(resources),
+                        ..container
+                    }],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}

@@ -26,12 +26,11 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
+    Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, Pod, Probe, Secret,
+    SecretVolumeSource, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, PostParams};
@@ -49,7 +48,7 @@ use super::authorize::Access;
 use super::routes::{Streams, authorize, status};
 use crate::FIELD_MANAGER;
 use crate::controllers::workspace::storage::Storage;
-use crate::runtime::security::{restricted_container, restricted_pod};
+use crate::runtime::security::{JobBounds, trusted_job};
 
 /// `app.kubernetes.io/component` of a reader's Job and Secret.
 pub const READER_COMPONENT: &str = "knowledge-reader";
@@ -599,115 +598,82 @@ pub fn reader_secret(ws: &Workspace, token: &str) -> Secret {
 /// A reader Job of `ws`: the workspace's folder read-only, the token, nothing else.
 pub fn reader_job(ws: &Workspace, image: &str) -> Job {
     let storage = Storage::of(&ws.spec);
-    let labels = labels(ws);
-    let small = |cpu: &str, memory: &str| {
-        Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu.into())),
-            ("memory".to_owned(), Quantity(memory.into())),
-        ]))
-    };
     let token_dir = std::path::Path::new(contract::TOKEN_FILE)
         .parent()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    Job {
-        metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}-knowledge-",
-                bounded_name(&ws.name_any(), 63 - 16)
-            )),
-            namespace: ws.namespace(),
-            labels: Some(labels.clone()),
-            owner_references: ws.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(READER_DEADLINE_SECONDS),
-            ttl_seconds_after_finished: Some(60),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![Container {
-                        name: "reader".into(),
-                        image: Some(image.to_owned()),
-                        image_pull_policy: Some("IfNotPresent".into()),
-                        command: Some(vec![
-                            crate::controllers::card::applier::WORKER_COMMAND.into(),
-                        ]),
-                        args: Some(vec![contract::SERVE_SUBCOMMAND.into()]),
-                        ports: Some(vec![ContainerPort {
-                            name: Some("knowledge".into()),
-                            container_port: i32::from(contract::PORT),
-                            ..ContainerPort::default()
-                        }]),
-                        readiness_probe: Some(Probe {
-                            http_get: Some(HTTPGetAction {
-                                path: Some("/healthz".into()),
-                                port: IntOrString::Int(i32::from(contract::PORT)),
-                                ..HTTPGetAction::default()
-                            }),
-                            period_seconds: Some(1),
-                            ..Probe::default()
-                        }),
-                        volume_mounts: Some(vec![
-                            VolumeMount {
-                                name: "workspace".into(),
-                                mount_path: contract::WORKSPACE_MOUNT.into(),
-                                sub_path: Some(storage.path.clone()),
-                                read_only: Some(true),
-                                ..VolumeMount::default()
-                            },
-                            VolumeMount {
-                                name: "token".into(),
-                                mount_path: token_dir,
-                                read_only: Some(true),
-                                ..VolumeMount::default()
-                            },
-                        ]),
-                        security_context: Some(restricted_container()),
-                        resources: Some(ResourceRequirements {
-                            requests: small("10m", "32Mi"),
-                            limits: Some(BTreeMap::from([(
-                                "memory".to_owned(),
-                                Quantity("256Mi".into()),
-                            )])),
-                            ..ResourceRequirements::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "workspace".into(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: storage.claim.clone(),
-                                read_only: Some(true),
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "token".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(reader_secret_name(ws)),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
+    let metadata = ObjectMeta {
+        generate_name: Some(format!(
+            "{}-knowledge-",
+            bounded_name(&ws.name_any(), 63 - 16)
+        )),
+        namespace: ws.namespace(),
+        labels: Some(labels(ws)),
+        owner_references: ws.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    };
+    let bounds = JobBounds {
+        backoff_limit: 0,
+        deadline_seconds: READER_DEADLINE_SECONDS,
+        ttl_seconds: 60,
+    };
+    let container = Container {
+        name: "reader".into(),
+        image: Some(image.to_owned()),
+        command: Some(vec![
+            crate::controllers::card::applier::WORKER_COMMAND.into(),
+        ]),
+        args: Some(vec![contract::SERVE_SUBCOMMAND.into()]),
+        ports: Some(vec![ContainerPort {
+            name: Some("knowledge".into()),
+            container_port: i32::from(contract::PORT),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Int(i32::from(contract::PORT)),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(1),
+            ..Probe::default()
         }),
-        ..Job::default()
-    }
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "workspace".into(),
+                mount_path: contract::WORKSPACE_MOUNT.into(),
+                sub_path: Some(storage.path.clone()),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "token".into(),
+                mount_path: token_dir,
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let volumes = vec![
+        Volume {
+            name: "workspace".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: storage.claim.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(reader_secret_name(ws)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    trusted_job(metadata, bounds, container, volumes)
 }
 
 #[cfg(test)]

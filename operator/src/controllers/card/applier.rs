@@ -15,12 +15,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvVar, PersistentVolumeClaimVolumeSource, Secret, SecretVolumeSource, Volume,
+    VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
@@ -33,7 +32,7 @@ use vexa_email::{Mailbox, Message, Sent};
 use crate::mail::MailboxEntry;
 
 use crate::controllers::workspace::storage::Storage;
-use crate::runtime::security::{restricted_container, restricted_pod};
+use crate::runtime::security::{JobBounds, trusted_job};
 
 /// The holder a Card writes on a workspace's lock while its record is committed.
 pub const CARD_HOLDER_PREFIX: &str = "card:";
@@ -527,90 +526,61 @@ pub fn children(card: &Card, ws: &Workspace, image: &str) -> (Secret, Job) {
             format!("{CONTENT_MOUNT}/{CONTENT_KEY}"),
         ),
     ];
-    let job = Job {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: ns,
-            labels: Some(labels.clone()),
-            owner_references: owner,
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            // A retry is harmless (the commit is found), but one is enough.
-            backoff_limit: Some(1),
-            active_deadline_seconds: Some(APPLY_DEADLINE_SECONDS),
-            ttl_seconds_after_finished: Some(APPLY_TTL_SECONDS),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![Container {
-                        name: "apply".into(),
-                        image: Some(image.to_owned()),
-                        image_pull_policy: Some("IfNotPresent".into()),
-                        command: Some(vec![WORKER_COMMAND.into()]),
-                        args: Some(vec![APPLY_RECORD_SUBCOMMAND.into()]),
-                        env: Some(env),
-                        volume_mounts: Some(vec![
-                            VolumeMount {
-                                name: "volume".into(),
-                                mount_path: VOLUME_MOUNT.into(),
-                                ..VolumeMount::default()
-                            },
-                            VolumeMount {
-                                name: "record".into(),
-                                mount_path: CONTENT_MOUNT.into(),
-                                read_only: Some(true),
-                                ..VolumeMount::default()
-                            },
-                        ]),
-                        termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        security_context: Some(restricted_container()),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(BTreeMap::from([
-                                ("cpu".to_owned(), Quantity("10m".into())),
-                                ("memory".to_owned(), Quantity("32Mi".into())),
-                            ])),
-                            limits: Some(BTreeMap::from([(
-                                "memory".to_owned(),
-                                Quantity("256Mi".into()),
-                            )])),
-                            ..ResourceRequirements::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "volume".into(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: storage.claim,
-                                read_only: None,
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "record".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(name),
-                                optional: Some(false),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
+    let metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: ns,
+        labels: Some(labels),
+        owner_references: owner,
+        ..ObjectMeta::default()
     };
+    let bounds = JobBounds {
+        // A retry is harmless (the commit is found), but one is enough.
+        backoff_limit: 1,
+        deadline_seconds: APPLY_DEADLINE_SECONDS,
+        ttl_seconds: APPLY_TTL_SECONDS,
+    };
+    let container = Container {
+        name: "apply".into(),
+        image: Some(image.to_owned()),
+        command: Some(vec![WORKER_COMMAND.into()]),
+        args: Some(vec![APPLY_RECORD_SUBCOMMAND.into()]),
+        env: Some(env),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "volume".into(),
+                mount_path: VOLUME_MOUNT.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "record".into(),
+                mount_path: CONTENT_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    let volumes = vec![
+        Volume {
+            name: "volume".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: storage.claim,
+                read_only: None,
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "record".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let job = trusted_job(metadata, bounds, container, volumes);
     (secret, job)
 }
 

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,7 +15,7 @@ use vexa_crds::{ClaimTemplate, Workspace};
 use vexa_policy::bounded_name;
 
 use super::storage::Storage;
-use crate::runtime::security::{restricted_container, restricted_pod};
+use crate::runtime::security::{JobBounds, trusted_job};
 
 /// The command of the prepare container, in the agent worker's image.
 pub const INIT_COMMAND: &str = "vexa-workspace-init";
@@ -143,60 +142,26 @@ pub fn prepare_job(ws: &Workspace, settings: &Settings) -> Job {
             ..VolumeMount::default()
         });
     }
-    let small = |cpu: &str, memory: &str| {
-        Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu.into())),
-            ("memory".to_owned(), Quantity(memory.into())),
-        ]))
+    let metadata = ObjectMeta {
+        name: Some(prepare_job_name(ws)),
+        namespace: ns,
+        labels: Some(labels(ws, PREPARE_COMPONENT)),
+        owner_references: ws.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
     };
-    let labels = labels(ws, PREPARE_COMPONENT);
-    Job {
-        metadata: ObjectMeta {
-            name: Some(prepare_job_name(ws)),
-            namespace: ns,
-            labels: Some(labels.clone()),
-            owner_references: ws.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(1),
-            active_deadline_seconds: Some(PREPARE_DEADLINE_SECONDS),
-            ttl_seconds_after_finished: Some(PREPARE_TTL_SECONDS),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![Container {
-                        name: "prepare".into(),
-                        image: Some(settings.init_image.clone()),
-                        image_pull_policy: Some("IfNotPresent".into()),
-                        command: Some(vec![INIT_COMMAND.into()]),
-                        env: Some(env),
-                        volume_mounts: Some(mounts),
-                        termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        security_context: Some(restricted_container()),
-                        resources: Some(ResourceRequirements {
-                            requests: small("10m", "32Mi"),
-                            limits: Some(BTreeMap::from([(
-                                "memory".to_owned(),
-                                Quantity("256Mi".into()),
-                            )])),
-                            ..ResourceRequirements::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        ..Job::default()
-    }
+    let bounds = JobBounds {
+        backoff_limit: 1,
+        deadline_seconds: PREPARE_DEADLINE_SECONDS,
+        ttl_seconds: PREPARE_TTL_SECONDS,
+    };
+    let container = Container {
+        name: "prepare".into(),
+        image: Some(settings.init_image.clone()),
+        command: Some(vec![INIT_COMMAND.into()]),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    trusted_job(metadata, bounds, container, volumes)
 }
