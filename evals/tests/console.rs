@@ -715,6 +715,7 @@ async fn people_chat_follow_and_decide_in_the_console_only_as_rbac_allows() {
             "screenshot {shot}"
         );
     }
+    knowledge_api_walls(&admin, &ns.name).await;
     drop(console);
     drop(operator);
     drop(streams);
@@ -843,4 +844,122 @@ async fn knowledge_as_alice(run: &BrowserRun, admin: &Client, ns: &str, chat_com
          upload → commit in the history {} ms",
         folder["firstReadMs"], folder["warmReadMs"], upload["uploadMs"]
     );
+}
+
+/// The status of a request to the API server.
+async fn status_of(client: &Client, method: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    match client.request_text(request).await {
+        Ok(text) => (200, text),
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+/// The Knowledge walls through the streams API itself, as `kubectl` would reach them: hostile
+/// paths, revisions and uploads are refused with a message; a person's undecided uploads are
+/// bounded; bob reads and uploads nothing; the reader the operator started holds no
+/// credential and mounts the folder read-only.
+async fn knowledge_api_walls(admin: &Client, ns: &str) {
+    let alice = users::user_client(admin, "alice").await;
+    let bob = users::user_client(admin, "bob").await;
+    let at = |op: &str, query: &str| {
+        format!(
+            "{}?{query}",
+            vexa_stream::api::workspace_path(ns, "alice-notes", op)
+        )
+    };
+    for (op, query, code) in [
+        ("tree", "path=..%2F..%2Fetc", 400),
+        ("blob", "path=%2Fetc%2Fpasswd", 400),
+        ("log", "rev=HEAD~1", 400),
+        ("log", "rev=--all", 400),
+        ("diff", "commit=main", 400),
+        ("exec", "", 404),
+        ("blob", "path=passwd-link", 200),
+    ] {
+        let (got, text) = status_of(&alice, "GET", &at(op, query), vec![]).await;
+        assert_eq!(got, code, "{op}?{query}: {text}");
+        if code == 200 {
+            assert!(text.contains("\"text\":\"/etc/passwd\""), "{text}");
+            assert!(!text.contains("root:"), "{text}");
+        }
+    }
+    let upload = |body: serde_json::Value| serde_json::to_vec(&body).unwrap();
+    for (body, what) in [
+        (
+            json!({"path": "a.md", "content": "x", "author": "bob"}),
+            "an author",
+        ),
+        (
+            json!({"path": ".git/hooks/pre-commit", "content": "#!/bin/sh"}),
+            "git's files",
+        ),
+        (json!({"path": "../../x.md", "content": "x"}), "a path out"),
+        (
+            json!({"path": "big.md", "content": "x".repeat(262_145)}),
+            "too large",
+        ),
+    ] {
+        let (got, text) = status_of(&alice, "POST", &at("uploads", ""), upload(body)).await;
+        assert_eq!(got, 400, "{what}: {text}");
+    }
+    // bob: nothing of alice's workspace, and no Card in her name or his.
+    let (got, _) = status_of(&bob, "GET", &at("log", ""), vec![]).await;
+    assert_eq!(got, 403);
+    let (got, _) = status_of(
+        &bob,
+        "POST",
+        &at("uploads", ""),
+        upload(json!({"path": "b.md", "content": "from bob"})),
+    )
+    .await;
+    assert_eq!(got, 403);
+    // A flood of uploads stops at the bound, with a message.
+    let mut accepted = 0;
+    let last = loop {
+        let body = upload(json!({"path": format!("flood/{accepted}.md"), "content": "x"}));
+        let (got, text) = status_of(&alice, "POST", &at("uploads", ""), body).await;
+        if got != 200 {
+            break (got, text);
+        }
+        accepted += 1;
+        assert!(accepted <= 50, "uploads were never bounded");
+    };
+    assert_eq!(last.0, 429, "{}", last.1);
+    assert!(last.1.contains("undecided uploads"), "{}", last.1);
+    eprintln!(
+        "knowledge: {accepted} undecided uploads accepted, then: {}",
+        last.1
+    );
+    // The reader the operator started: no token, the folder read-only, the token file.
+    let readers = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), ns)
+        .list(
+            &kube::api::ListParams::default()
+                .labels("app.kubernetes.io/component=knowledge-reader"),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert!(!readers.is_empty(), "a reader ran");
+    for pod in readers {
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert!(
+            mounts.iter().all(|m| m.read_only == Some(true)),
+            "{mounts:?}"
+        );
+        assert!(
+            !mounts
+                .iter()
+                .any(|m| m.mount_path.contains("serviceaccount")),
+            "{mounts:?}"
+        );
+    }
 }

@@ -54,6 +54,11 @@ use crate::runtime::security::{JobBounds, trusted_job};
 pub const READER_COMPONENT: &str = "knowledge-reader";
 /// Label naming the Workspace (by UID) a reader serves.
 pub const READER_OF_LABEL: &str = "vexa.ai/knowledge-of";
+/// `app.kubernetes.io/component` of a Card an upload made.
+pub const UPLOAD_COMPONENT: &str = "upload";
+const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// The most undecided uploads one person may have in a namespace.
+pub const MAX_UNDECIDED_UPLOADS: usize = 20;
 /// The Secret key holding the reader's token.
 const TOKEN_KEY: &str = "token";
 /// The longest a reader may run, whatever its idle timer says.
@@ -224,6 +229,28 @@ pub async fn upload(
     if let Err(r) = get_workspace(&s, &namespace, &name).await {
         return r;
     }
+    // A person fills nobody's queue, and not etcd: their undecided uploads are bounded.
+    let cards = Api::<Card>::namespaced(s.client.clone(), &namespace);
+    match cards
+        .list(&ListParams::default().labels(&format!("{COMPONENT_LABEL}={UPLOAD_COMPONENT}")))
+        .await
+    {
+        Ok(list) => {
+            let undecided = undecided_uploads(&list.items, &user.name);
+            if undecided >= MAX_UNDECIDED_UPLOADS {
+                return status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    format!(
+                        "{} has {undecided} undecided uploads in {namespace}; approve or reject \
+                         them first (at most {MAX_UNDECIDED_UPLOADS})",
+                        user.name
+                    ),
+                );
+            }
+        }
+        Err(e) => return unavailable(format!("reading the uploads' Cards failed: {e}")),
+    }
     let card = upload_card(&namespace, &name, &user.name, &upload);
     let card_name = card.name_any();
     let params = PostParams {
@@ -240,10 +267,7 @@ pub async fn upload(
         )
             .into_response()
     };
-    match Api::<Card>::namespaced(s.client.clone(), &namespace)
-        .create(&params, &card)
-        .await
-    {
+    match cards.create(&params, &card).await {
         Ok(_) => accepted(),
         // The same file from the same person is the same proposal: the Card there is it.
         Err(kube::Error::Api(e)) if e.code == 409 => accepted(),
@@ -261,6 +285,14 @@ pub async fn upload(
             )
         }
     }
+}
+
+/// How many of `cards` (uploads) `user` owns and has not decided.
+pub fn undecided_uploads(cards: &[Card], user: &str) -> usize {
+    cards
+        .iter()
+        .filter(|c| c.spec.owner == user && c.spec.decision.is_none())
+        .count()
 }
 
 /// The upload in `body`, checked: a safe path and bounded text.
@@ -328,10 +360,7 @@ pub fn upload_card(namespace: &str, workspace: &str, user: &str, upload: &Upload
     card.metadata.namespace = Some(namespace.to_owned());
     card.metadata.labels = Some(BTreeMap::from([
         ("app.kubernetes.io/part-of".to_owned(), "vexa".to_owned()),
-        (
-            "app.kubernetes.io/component".to_owned(),
-            "upload".to_owned(),
-        ),
+        (COMPONENT_LABEL.to_owned(), UPLOAD_COMPONENT.to_owned()),
     ]));
     card
 }
@@ -748,6 +777,15 @@ mod tests {
             "a retry finds its own card"
         );
         let bobs = upload_card("team-a", "notes", "bob", &upload);
+        let mut decided = card.clone();
+        decided.spec.decision = Some(
+            serde_json::from_value(serde_json::json!({"verdict": "approve", "by": "alice"}))
+                .unwrap(),
+        );
+        assert_eq!(
+            undecided_uploads(&[card.clone(), bobs.clone(), decided], "alice"),
+            1
+        );
         assert_ne!(card.name_any(), bobs.name_any());
         assert!(card.name_any().len() <= 63);
         let big = "x".repeat(MAX_RECORD_CONTENT + 1);
