@@ -50,6 +50,9 @@ use crate::FIELD_MANAGER;
 use crate::controllers::workspace::storage::Storage;
 use crate::runtime::security::{JobBounds, trusted_job};
 
+/// `app.kubernetes.io/name` of a reader's Job, pod and Secret (the chart's NetworkPolicy
+/// `<release>-knowledge-reader` selects it).
+pub const READER_NAME: &str = "vexa-knowledge";
 /// `app.kubernetes.io/component` of a reader's Job and Secret.
 pub const READER_COMPONENT: &str = "knowledge-reader";
 /// Label naming the Workspace (by UID) a reader serves.
@@ -584,10 +587,9 @@ fn waiting_reason(pod: &Pod) -> String {
 
 fn labels(ws: &Workspace) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "vexa-workspace".to_owned(),
-        ),
+        // Not `vexa-workspace` (the prepare pods', which the chart's NetworkPolicy cuts off
+        // entirely): the chart lets the operator, and only it, reach `vexa-knowledge`.
+        ("app.kubernetes.io/name".to_owned(), READER_NAME.to_owned()),
         (
             "app.kubernetes.io/component".to_owned(),
             READER_COMPONENT.to_owned(),
