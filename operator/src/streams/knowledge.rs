@@ -232,7 +232,8 @@ pub async fn upload(
     if let Err(r) = get_workspace(&s, &namespace, &name).await {
         return r;
     }
-    // A person fills nobody's queue, and not etcd: their undecided uploads are bounded.
+    // A person fills nobody's queue, and not etcd: their undecided uploads are bounded, as a
+    // quota.
     let cards = Api::<Card>::namespaced(s.client.clone(), &namespace);
     match cards
         .list(&ListParams::default().labels(&format!("{COMPONENT_LABEL}={UPLOAD_COMPONENT}")))
@@ -241,9 +242,12 @@ pub async fn upload(
         Ok(list) => {
             let undecided = undecided_uploads(&list.items, &user.name);
             if undecided >= MAX_UNDECIDED_UPLOADS {
+                // Forbidden, as the API server answers an exceeded ResourceQuota: a 429
+                // would be retried by kubectl and client libraries, and the same answer
+                // would come back.
                 return status(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TooManyRequests",
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
                     format!(
                         "{} has {undecided} undecided uploads in {namespace}; approve or reject \
                          them first (at most {MAX_UNDECIDED_UPLOADS})",
