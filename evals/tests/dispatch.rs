@@ -417,17 +417,25 @@ async fn golden_chat_dispatch_runs_one_locked_down_job_until_idle() {
         .clone()
         .expect("status.podName while running");
     assert!(pod_name.starts_with(&format!("{name}-")), "{pod_name}");
-    let logs = w
-        .api::<Pod>()
-        .logs(
-            &pod_name,
-            &LogParams {
-                container: Some("worker".into()),
-                ..LogParams::default()
-            },
-        )
-        .await
-        .unwrap();
+    // The worker is ready (so the run is `running`) before the agent container has started;
+    // it prints who it runs as once it has, so its log is waited for, not read once.
+    let pods = w.api::<Pod>();
+    let logs = wait_for(
+        "the worker to say who it runs as",
+        Duration::from_secs(60),
+        || {
+            let (pods, pod_name) = (pods.clone(), pod_name.clone());
+            async move {
+                let params = LogParams {
+                    container: Some("worker".into()),
+                    ..LogParams::default()
+                };
+                let logs = pods.logs(&pod_name, &params).await.ok()?;
+                logs.contains("uid=").then_some(logs)
+            }
+        },
+    )
+    .await;
     assert!(logs.contains("uid=65532 gid=65532"), "{logs}");
 
     let row = w.kubectl_row(name);
