@@ -186,31 +186,24 @@ pub async fn read(
     let readers = s.readers.clone();
     // A reader that stopped answering (it exited when idle, or its pod moved) is forgotten
     // and found or started again, once.
-    for attempt in 0..2 {
+    let mut why = String::new();
+    for _ in 0..2 {
         let reached = match readers.reach(&s.client, &ws).await {
             Ok(r) => r,
             Err(r) => return r,
         };
         match readers.ask(&reached, op, &query).await {
             Ok(answer) => return answer,
-            Err(e) if attempt == 0 => {
+            Err(e) => {
                 tracing::info!(workspace = %name, error = %e, "a knowledge reader did not answer; finding another");
                 readers.forget(&ws).await;
-            }
-            Err(e) => {
-                return status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    format!("the workspace's reader did not answer: {e}; try again"),
-                );
+                why = e;
             }
         }
     }
-    status(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
-        "the workspace's reader did not answer; try again".into(),
-    )
+    unavailable(format!(
+        "the workspace's reader did not answer: {why}; try again"
+    ))
 }
 
 /// `POST …/workspaces/{name}/uploads`: a file the requesting user proposes for the workspace,
@@ -468,15 +461,10 @@ impl Readers {
         match secrets.create(&post(), &reader_secret(ws, &token)).await {
             Ok(_) => Ok(token),
             // Another request made it first: theirs is the token.
-            Err(kube::Error::Api(e)) if e.code == 409 => secrets
-                .get(&name)
-                .await
-                .map_err(failed)?
-                .data
-                .as_ref()
-                .and_then(|d| d.get(TOKEN_KEY))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                .ok_or_else(|| unavailable("the reader's Secret holds no token".into())),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                read(&secrets.get(&name).await.map_err(failed)?)
+                    .ok_or_else(|| unavailable("the reader's Secret holds no token".into()))
+            }
             Err(e) => Err(failed(e)),
         }
     }
