@@ -8,7 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
+use std::time::SystemTime;
+
 use crate::App;
+use crate::oidc::Renewal;
 use crate::session::{Session, same_secret};
 
 /// Only the console's own script and style; no inline code, no frames, forms post only here.
@@ -82,19 +85,61 @@ impl FromRequestParts<App> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let session = parts
+        let id = parts
             .headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|c| app.sessions.id_in(c))
-            .and_then(|id| app.sessions.get(id));
+            .find_map(|c| app.sessions.id_in(c));
+        let session = match id.and_then(|id| Some((id, app.sessions.get(id)?))) {
+            Some((id, s)) => renewed(app, id, s).await,
+            None => None,
+        };
         match session {
             Some(s) => Ok(SignedIn(s)),
             None if parts.method == Method::GET && !wants_events(&parts.headers) => {
                 Err(Redirect::to("/signin").into_response())
             }
             None => Err((StatusCode::UNAUTHORIZED, "sign in first").into_response()),
+        }
+    }
+}
+
+/// `s`, with its token renewed at the OpenID provider if it is about to expire; `None` if it
+/// has expired and cannot be renewed (the session is over).
+async fn renewed(app: &App, id: &str, mut s: Session) -> Option<Session> {
+    let (Some(oidc), Some(r)) = (&app.oidc, &s.renewal) else {
+        return Some(s);
+    };
+    let now = SystemTime::now();
+    if !r.due(now) {
+        return Some(s);
+    }
+    let renewed = match oidc.refresh(&r.refresh_token, &r.subject).await {
+        Ok(tokens) => app
+            .api
+            .client_for(&tokens.id_token)
+            .map_err(|e| e.to_string())
+            .and_then(|client| Ok((client, Renewal::of(&tokens).ok_or("no refresh token")?)))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match renewed {
+        Ok((client, renewal)) => {
+            tracing::info!(user = %s.person.name, "renewed the sign-in token");
+            app.sessions.renew(id, client.clone(), renewal.clone());
+            s.client = client;
+            s.renewal = Some(renewal);
+            Some(s)
+        }
+        Err(e) if r.expired(now) => {
+            tracing::info!(user = %s.person.name, error = %e, "the sign-in is over");
+            app.sessions.end(id);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(user = %s.person.name, error = %e, "renewing the sign-in token; retrying on the next request");
+            Some(s)
         }
     }
 }

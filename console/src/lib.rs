@@ -10,14 +10,18 @@
 //! Policy that allows only the console's own script.
 //!
 //! Layers: [`cluster`] (the API server as the person), [`session`], [`guard`] (headers, origin,
-//! CSRF, who is signed in), [`pages`] (HTML), [`live`] (a dispatch's stream as server-sent
+//! CSRF, who is signed in), [`oidc`] (sign-in at the cluster's OpenID provider), [`pages`]
+//! (HTML), [`live`] (a dispatch's stream as server-sent
 //! events, resumable by `Last-Event-ID`), [`knowledge`] (a workspace's files, history, diffs
 //! and uploads, through the streams API), [`routes`] (the handlers).
 
 pub mod cluster;
+pub mod cookie;
 pub mod guard;
+pub mod health;
 pub mod knowledge;
 pub mod live;
+pub mod oidc;
 pub mod pages;
 pub mod routes;
 pub mod session;
@@ -33,6 +37,8 @@ pub struct App {
     pub sessions: session::Sessions,
     /// The namespace pages open on when none is chosen.
     pub default_namespace: Arc<str>,
+    /// Sign-in at the cluster's OpenID provider, if the console has one.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 pub use routes::router;

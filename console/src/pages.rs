@@ -64,8 +64,9 @@ pub fn page(frame: &Frame<'_>, title: &str, body: Markup) -> Markup {
     }
 }
 
-/// The sign-in form.
-pub fn signin(error: Option<&str>) -> Markup {
+/// The sign-in page: the OpenID provider's button (`provider`: what it is called, when the
+/// console has one), and the token form.
+pub fn signin(error: Option<&str>, provider: Option<&str>) -> Markup {
     let frame = Frame {
         person: None,
         csrf: None,
@@ -75,7 +76,11 @@ pub fn signin(error: Option<&str>) -> Markup {
         &frame,
         "Sign in",
         html! {
-            @if let Some(e) = error { p.error role="alert" { (e) } }
+            @if let Some(e) = error { p.error #signin-error role="alert" { (e) } }
+            @if let Some(provider) = provider {
+                p { a.button #signin-oidc href="/signin/oidc" { "Sign in with " (provider) } }
+                p { "Or, with a token:" }
+            }
             p { "Sign in with a bearer token the cluster accepts (your OIDC ID token, or a token \
                  your administrator gave you). The console asks the cluster who it belongs to, and \
                  acts only as you." }
@@ -85,6 +90,28 @@ pub fn signin(error: Option<&str>) -> Markup {
             }
         },
     )
+}
+
+/// After the provider's redirect back: a page of the console's own that moves on to `/`.
+/// (The session cookie is `SameSite=Strict`, and a redirect chain that began at the provider
+/// is cross-site, so a plain redirect would arrive without it.)
+pub fn signed_in(person: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="0; url=/";
+                title { "Signed in · Vexa" }
+                link rel="stylesheet" href="/static/console.css";
+            }
+            body {
+                main {
+                    p #signed-in { "Signed in as " strong { (person) } ". " a href="/" { "Continue" } }
+                }
+            }
+        }
+    }
 }
 
 /// A refusal or failure, said plainly.
@@ -348,10 +375,12 @@ pub fn cards(frame: &Frame<'_>, rows: &[CardRow<'_>], now: Timestamp) -> Markup 
     )
 }
 
-/// The administrator's glance: runners and whether they are ready, and the namespace's tools
-/// (or why the person may not list them).
+/// The administrator's glance: the operator's health and key figures, runners and whether
+/// they are ready, and the namespace's tools (each, or why the person may not see it).
+/// `operator` is `None` when the console was not told where the operator's metrics are.
 pub fn admin(
     frame: &Frame<'_>,
+    operator: Option<Result<&crate::health::Health, &str>>,
     runners: Result<&[AgentRunner], &str>,
     dispatches: &[Dispatch],
     tools: Result<&[Tool], &str>,
@@ -369,6 +398,8 @@ pub fn admin(
                 dt { "Live dispatches" } dd #live { (live) }
                 dt { "Queued" } dd #queued { (queued) }
             }
+            h2 { "Operator" }
+            (operator_health(operator))
             h2 { "Runners" }
             @match runners {
                 Ok(runners) => {
@@ -406,6 +437,76 @@ pub fn admin(
             }
         },
     )
+}
+
+/// The operator's section of the admin page: ready or not, the dispatch latencies, runs by
+/// phase, reconciles and their errors, and when it was read.
+fn operator_health(operator: Option<Result<&crate::health::Health, &str>>) -> Markup {
+    use crate::health;
+    let h = match operator {
+        None => {
+            return html! { p.empty #operator-unknown { "The console was not told where the operator's metrics are (--operator-service)." } };
+        }
+        Some(Err(why)) => return html! { p.error #operator-refused { (why) } },
+        Some(Ok(h)) => h,
+    };
+    let f = &h.figures;
+    let quantile =
+        |q: Option<health::Quantile>| q.map_or_else(|| "–".to_owned(), |q| q.to_string());
+    html! {
+        dl.facts #operator {
+            dt { "Ready" }
+            @match &h.ready {
+                Ok(()) => dd #operator-ready { "yes" },
+                Err(why) => dd.error #operator-ready { "no: " (why) },
+            }
+            dt { "Active runs" } dd #operator-active { (f.active()) }
+            dt { "Waiting to start" } dd #operator-queued { (f.waiting()) }
+            dt { "Longest starting" } dd { (f.oldest_starting.map_or_else(|| "–".to_owned(), health::seconds)) }
+            dt { "Read" } dd #operator-read-at { (h.read_at.strftime("%Y-%m-%d %H:%M:%S UTC")) " from " (h.service) }
+        }
+        table #operator-latency {
+            thead { tr { th { "Dispatch latency" } th { "Runs" } th { "Mean" } th { "p50" } th { "p95" } } }
+            @for l in &f.latencies {
+                tr data-metric=(l.metric) {
+                    td { (l.what) } td { (l.count) }
+                    td.mean { (l.mean.map_or_else(|| "–".to_owned(), health::seconds)) }
+                    td.p50 { (quantile(l.p50)) } td.p95 { (quantile(l.p95)) }
+                }
+            }
+        }
+        @if !f.phases.is_empty() {
+            table #operator-phases {
+                thead { tr { th { "Phase" } th { "Dispatches" } } }
+                @for (phase, n) in &f.phases { tr data-phase=(phase) { td { (phase) } td { (n) } } }
+            }
+        }
+        table #operator-reconciles {
+            thead { tr { th { "Controller" } th { "Reconciles" } th { "Errors" } } }
+            @for (kind, r) in &f.controllers {
+                tr data-controller=(kind) {
+                    td { (kind) }
+                    td { (r.total) }
+                    td {
+                        @if r.errors.is_empty() { "none" }
+                        @for (i, (reason, n)) in r.errors.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            (reason) ": " (n)
+                        }
+                    }
+                }
+            }
+        }
+        @if !f.runs.is_empty() {
+            p #operator-runs {
+                "Runs ended: "
+                @for (i, (reason, n)) in f.runs.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    (reason) " " (n)
+                }
+            }
+        }
+    }
 }
 
 fn time(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {

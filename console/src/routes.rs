@@ -24,7 +24,7 @@ use vexa_crds::{AgentRunner, Dispatch, Identity, Schedule, Tool, Workspace, Work
 use crate::cluster::{Action, SignInError, may};
 use crate::guard::{SignedIn, headers, same_origin};
 use crate::session::SessionError;
-use crate::{App, knowledge, live, pages};
+use crate::{App, health, knowledge, live, pages};
 
 /// The largest form the console takes (a prompt is at most this).
 const MAX_BODY: usize = 256 * 1024;
@@ -39,6 +39,8 @@ pub fn router(app: App) -> Router {
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
         .route("/signin", get(signin_form).post(signin))
+        .route("/signin/oidc", get(oidc_start))
+        .route("/signin/oidc/callback", get(oidc_callback))
         .route("/signout", post(signout))
         .route("/", get(|| async { Redirect::to("/dispatches") }))
         .route("/dispatches", get(dispatch_list))
@@ -226,8 +228,127 @@ pub(crate) fn names(ns: &str, name: &str) -> Result<(), Problem> {
 
 // ---- Sign in and out ---------------------------------------------------------------------
 
-async fn signin_form() -> Response {
-    html(pages::signin(None))
+async fn signin_form(State(app): State<App>) -> Response {
+    html(pages::signin(None, provider(&app)))
+}
+
+fn provider(app: &App) -> Option<&str> {
+    app.oidc.as_deref().map(crate::oidc::Oidc::label)
+}
+
+/// The sign-in page again, with `message`.
+fn refuse_signin(app: &App, status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Html(pages::signin(Some(message), provider(app)).into_string()),
+    )
+        .into_response()
+}
+
+/// Sends the browser to the OpenID provider, with this sign-in's state in a cookie.
+async fn oidc_start(State(app): State<App>) -> Response {
+    let Some(oidc) = app.oidc.clone() else {
+        return refuse_signin(
+            &app,
+            StatusCode::NOT_FOUND,
+            "This console has no sign-in service: sign in with a token.",
+        );
+    };
+    match oidc.begin().await {
+        Ok((state, url)) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, oidc.set_cookie(&state)),
+                (header::LOCATION, url),
+            ],
+        )
+            .into_response(),
+        Err(e @ crate::oidc::OidcError::Busy) => {
+            refuse_signin(&app, StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Err(e) => refuse_signin(&app, StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider's redirect back: the code is traded for an ID token, which the API server is
+/// asked about like a pasted token. Only the browser that started the sign-in gets a session.
+async fn oidc_callback(
+    State(app): State<App>,
+    h: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let Some(oidc) = app.oidc.clone() else {
+        return refuse_signin(
+            &app,
+            StatusCode::NOT_FOUND,
+            "This console has no sign-in service.",
+        );
+    };
+    let cookie_state = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| oidc.state_in(c))
+        .map(str::to_owned);
+    let clear = [(header::SET_COOKIE, oidc.clear_cookie())];
+    let refuse = |status: StatusCode, message: &str| {
+        (clear.clone(), refuse_signin(&app, status, message)).into_response()
+    };
+    let tokens = match (q.state.as_deref(), q.code.as_deref(), q.error.as_deref()) {
+        (Some(state), Some(code), None) if code.len() <= 4096 && state.len() <= 256 => {
+            match oidc.finish(cookie_state.as_deref(), state, code).await {
+                Ok(t) => t,
+                Err(e @ crate::oidc::OidcError::NotStarted) => {
+                    return refuse(StatusCode::BAD_REQUEST, &e.to_string());
+                }
+                Err(e) => return refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+            }
+        }
+        (_, _, Some(error)) => {
+            let detail = q.error_description.as_deref().unwrap_or(error);
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                &format!("The sign-in service refused: {detail}"),
+            );
+        }
+        _ => return refuse(StatusCode::BAD_REQUEST, "That is not a sign-in callback."),
+    };
+    match app.api.sign_in(&tokens.id_token).await {
+        Ok((person, client)) => {
+            tracing::info!(user = %person.name, "signed in at the sign-in service");
+            let renewal = crate::oidc::Renewal::of(&tokens);
+            match app
+                .sessions
+                .start_renewable(person.clone(), client, renewal)
+            {
+                Ok(id) => {
+                    let mut res = html(pages::signed_in(&person.name));
+                    let headers = res.headers_mut();
+                    for cookie in [app.sessions.set_cookie(&id), oidc.clear_cookie()] {
+                        if let Ok(v) = cookie.parse() {
+                            headers.append(header::SET_COOKIE, v);
+                        }
+                    }
+                    res
+                }
+                Err(e @ SessionError::Full) => {
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+                }
+            }
+        }
+        Err(e @ (SignInError::Rejected | SignInError::Nobody)) => {
+            refuse(StatusCode::UNAUTHORIZED, &e.to_string())
+        }
+        Err(e) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -237,9 +358,7 @@ struct SignInForm {
 
 async fn signin(State(app): State<App>, Form(f): Form<SignInForm>) -> Response {
     let token = f.token.trim();
-    let refuse = |status: StatusCode, message: &str| {
-        (status, Html(pages::signin(Some(message)).into_string())).into_response()
-    };
+    let refuse = |status: StatusCode, message: &str| refuse_signin(&app, status, message);
     if token.is_empty() || token.len() > 16 * 1024 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return refuse(StatusCode::BAD_REQUEST, "That is not a token.");
     }
@@ -286,7 +405,10 @@ async fn signout(
         .filter_map(|c| app.sessions.id_in(c).map(str::to_owned))
         .collect();
     for id in ids {
-        app.sessions.end(&id);
+        let renewal = app.sessions.end(&id).and_then(|s| s.renewal);
+        if let (Some(oidc), Some(r)) = (&app.oidc, renewal) {
+            oidc.end(&r.refresh_token).await;
+        }
     }
     (
         [(header::SET_COOKIE, app.sessions.clear_cookie())],
@@ -747,19 +869,34 @@ async fn identity_list(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
 
 // ---- Admin -------------------------------------------------------------------------------
 
-async fn admin(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
+async fn admin(
+    s: SignedIn,
+    InNamespace(ns): InNamespace,
+    operator: Option<axum::Extension<std::sync::Arc<health::OperatorService>>>,
+) -> Response {
     let client = s.0.client.clone();
     // Each part says on its own what the person may not see.
     let all = ListParams::default();
     let (runner_api, dispatch_api, tool_api) = (
         Api::<AgentRunner>::all(client.clone()),
         Api::<Dispatch>::namespaced(client.clone(), &ns),
-        Api::<Tool>::namespaced(client, &ns),
+        Api::<Tool>::namespaced(client.clone(), &ns),
     );
-    let (runners, dispatches, tools) = tokio::join!(
+    let operator_health = async {
+        let axum::Extension(service) = operator?;
+        Some(health::read(&client, &service).await.map_err(|e| {
+            let doing = format!("read the operator's metrics (get services/proxy {service})");
+            match e {
+                health::Error::Kube(e) => Problem::kube(&doing, e).message,
+                other => format!("Cannot {doing}: {other}"),
+            }
+        }))
+    };
+    let (runners, dispatches, tools, operator) = tokio::join!(
         runner_api.list(&all),
         dispatch_api.list(&all),
-        tool_api.list(&all)
+        tool_api.list(&all),
+        operator_health,
     );
     let runners = runners
         .map(|l| l.items)
@@ -770,6 +907,9 @@ async fn admin(s: SignedIn, InNamespace(ns): InNamespace) -> Response {
         .map_err(|e| Problem::kube(&format!("list the tools of {ns}"), e).message);
     html(pages::admin(
         &frame(&s, &ns),
+        operator
+            .as_ref()
+            .map(|h| h.as_ref().map_err(String::as_str)),
         runners.as_deref().map_err(String::as_str),
         &dispatches,
         tools.as_deref().map_err(String::as_str),

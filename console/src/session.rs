@@ -15,11 +15,8 @@ use kube::Client;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::Person;
-
-/// The cookie's name: `__Host-` makes the browser refuse it unless it is Secure, host-only and
-/// for `/` (only when cookies are Secure; see [`Sessions::cookie_name`]).
-const SECURE_COOKIE: &str = "__Host-vexa-session";
-const PLAIN_COOKIE: &str = "vexa-session";
+use crate::cookie::Cookie;
+use crate::oidc::Renewal;
 
 /// One signed-in person.
 #[derive(Clone)]
@@ -30,6 +27,8 @@ pub struct Session {
     pub client: Client,
     /// The token forms and scripts send back on every write.
     pub csrf: String,
+    /// How its token is renewed, when the person signed in at the OpenID provider.
+    pub renewal: Option<Renewal>,
     created: Instant,
     last_seen: Instant,
 }
@@ -76,7 +75,8 @@ pub enum SessionError {
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<[u8; 32], Session>>>,
     limits: Limits,
-    secure: bool,
+    /// `__Host-vexa-session`, `Strict`, for the session's whole lifetime.
+    cookie: Cookie,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -115,21 +115,33 @@ impl Sessions {
         Self {
             inner: Arc::default(),
             limits,
-            secure,
+            cookie: Cookie::new(
+                "__Host-vexa-session",
+                "vexa-session",
+                "Strict",
+                limits.lifetime,
+                secure,
+            ),
         }
     }
 
     /// The cookie's name.
     pub fn cookie_name(&self) -> &'static str {
-        if self.secure {
-            SECURE_COOKIE
-        } else {
-            PLAIN_COOKIE
-        }
+        self.cookie.name()
     }
 
     /// A new session for `person`; returns its id (the cookie's value).
     pub fn start(&self, person: Person, client: Client) -> Result<String, SessionError> {
+        self.start_renewable(person, client, None)
+    }
+
+    /// A new session whose token `renewal` renews.
+    pub fn start_renewable(
+        &self,
+        person: Person,
+        client: Client,
+        renewal: Option<Renewal>,
+    ) -> Result<String, SessionError> {
         let now = Instant::now();
         let mut map = self.lock();
         if map.len() >= self.limits.max {
@@ -145,6 +157,7 @@ impl Sessions {
                 person,
                 client,
                 csrf: random_token(),
+                renewal,
                 created: now,
                 last_seen: now,
             },
@@ -167,9 +180,17 @@ impl Sessions {
         Some(s.clone())
     }
 
-    /// Ends a session.
-    pub fn end(&self, id: &str) {
-        self.lock().remove(&key(id));
+    /// Gives session `id` a renewed token (its client) and what renews it next.
+    pub fn renew(&self, id: &str, client: Client, renewal: Renewal) {
+        if let Some(s) = self.lock().get_mut(&key(id)) {
+            s.client = client;
+            s.renewal = Some(renewal);
+        }
+    }
+
+    /// Ends a session; returns it.
+    pub fn end(&self, id: &str) -> Option<Session> {
+        self.lock().remove(&key(id))
     }
 
     /// How many sessions there are (live or not yet swept).
@@ -190,31 +211,17 @@ impl Sessions {
 
     /// The `Set-Cookie` value that gives the browser this session.
     pub fn set_cookie(&self, id: &str) -> String {
-        format!(
-            "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-            self.cookie_name(),
-            self.limits.lifetime.as_secs(),
-            if self.secure { "; Secure" } else { "" }
-        )
+        self.cookie.set(id)
     }
 
     /// The `Set-Cookie` value that removes it.
     pub fn clear_cookie(&self) -> String {
-        format!(
-            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-            self.cookie_name(),
-            if self.secure { "; Secure" } else { "" }
-        )
+        self.cookie.clear()
     }
 
     /// The session id in a `Cookie` header, if any.
     pub fn id_in<'a>(&self, cookie_header: &'a str) -> Option<&'a str> {
-        cookie_header
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(name, _)| *name == self.cookie_name())
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
+        self.cookie.find(cookie_header)
     }
 
     fn live(&self, s: &Session, now: Instant) -> bool {

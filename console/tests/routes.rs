@@ -46,6 +46,7 @@ fn app() -> (App, String, String) {
         api,
         sessions,
         default_namespace: Arc::from("default"),
+        oidc: None,
     };
     (app, format!("__Host-vexa-session={id}"), csrf)
 }
@@ -235,4 +236,91 @@ async fn a_bad_token_is_refused_with_a_message() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{token}");
         assert!(body.contains("not a token"), "{body}");
     }
+}
+
+/// The app, with sign-in at a provider that is never reached (nothing listens at its issuer).
+fn app_with_provider() -> App {
+    let (mut app, _, _) = app();
+    app.oidc = Some(Arc::new(vexa_console::oidc::Oidc::new(
+        vexa_console::oidc::Settings {
+            client: vexa_keycloak::oidc::ClientSettings {
+                issuer: "https://127.0.0.1:1/realms/vexa".into(),
+                client_id: "vexa-console".into(),
+                client_secret: "secret".into(),
+                redirect_uri: "https://console.test/signin/oidc/callback".into(),
+                scopes: vec![],
+            },
+            ca: None,
+            label: "Keycloak".into(),
+        },
+        true,
+    )));
+    app
+}
+
+#[tokio::test]
+async fn the_provider_sign_in_is_offered_only_when_configured() {
+    let (plain, _, _) = app();
+    let (_, _, page) = send(&plain, get("/signin", None)).await;
+    assert!(!page.contains("signin-oidc"), "{page}");
+    let (status, _, _) = send(&plain, get("/signin/oidc", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = send(&plain, get("/signin/oidc/callback?state=a&code=b", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let app = app_with_provider();
+    let (_, _, page) = send(&app, get("/signin", None)).await;
+    assert!(page.contains("Sign in with Keycloak"), "{page}");
+}
+
+#[tokio::test]
+async fn a_callback_this_console_did_not_start_signs_nobody_in() {
+    let app = app_with_provider();
+    // A state and a matching cookie the attacker made up: never issued, so refused before the
+    // provider is asked (it would not answer) and no session cookie is set.
+    for (uri, cookie) in [
+        (
+            "/signin/oidc/callback?state=made-up&code=c",
+            Some("__Host-vexa-signin=made-up"),
+        ),
+        ("/signin/oidc/callback?state=made-up&code=c", None),
+    ] {
+        let (status, headers, page) = send(&app, get(uri, cookie)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+        assert!(page.contains("not started in this browser"), "{page}");
+        let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+        assert!(
+            cookies
+                .iter()
+                .all(|c| !c.to_str().unwrap().contains("vexa-session=")),
+            "{cookies:?}"
+        );
+    }
+    // Neither state nor code: not a callback.
+    let (status, _, _) = send(&app, get("/signin/oidc/callback", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The provider's error, with markup: escaped.
+    let (status, _, page) = send(
+        &app,
+        get(
+            "/signin/oidc/callback?error=x&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_clear_error_not_a_redirect() {
+    let app = app_with_provider();
+    let (status, headers, page) = send(&app, get("/signin/oidc", None)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
+    assert!(headers.get(header::LOCATION).is_none());
+    assert!(page.contains("sign-in service did not answer"), "{page}");
 }

@@ -173,3 +173,20 @@ pub async fn grant_role(
         .await
         .unwrap_or_else(|e| panic!("bind Role {name} to {user}: {e}"));
 }
+
+/// The Keycloak password of the test person `name`: they sign in to the web console at the
+/// cluster's OpenID provider with it, and are then the cluster user `oidc:<name>`. Read from
+/// `$VEXA_PEOPLE_DIR/<name>.password`, which `hack/cluster up` writes.
+pub fn password(name: &str) -> String {
+    let path =
+        PathBuf::from(crate::cluster_env("VEXA_PEOPLE_DIR")).join(format!("{name}.password"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no password for {name} at {} ({e}): `hack/cluster up` makes them",
+                path.display()
+            )
+        })
+        .trim()
+        .to_owned()
+}

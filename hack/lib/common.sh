@@ -88,3 +88,11 @@ KEYCLOAK_STATE=$VEXA_STATE/keycloak
 KEYCLOAK_ADMIN_PASSWORD_FILE=$KEYCLOAK_STATE/admin.password
 KEYCLOAK_GATEWAY_CLIENT=vexa-gateway
 KEYCLOAK_GATEWAY_SECRET_FILE=$KEYCLOAK_STATE/gateway.secret
+# People sign in to the web console at Keycloak over TLS (the cluster CA signs its certificate):
+# the API server trusts the ID tokens this issuer makes for the console's client
+# (--authentication-config), as the user `oidc:<username>`.
+KEYCLOAK_HTTPS_PORT=8543
+KEYCLOAK_ISSUER=https://$NODE_IP:$KEYCLOAK_HTTPS_PORT/realms/$KEYCLOAK_REALM
+KEYCLOAK_CONSOLE_CLIENT=vexa-console
+KEYCLOAK_CONSOLE_SECRET_FILE=$KEYCLOAK_STATE/console.secret
+OIDC_USERNAME_PREFIX=oidc:

@@ -5,12 +5,15 @@
 //!   token exchange (RFC 8693: that token in, one for a tool's audience out).
 //! - [`Admin`]: the admin REST API calls the operator makes: the dispatch-token issuer as a
 //!   `jwt-authorization-grant` identity provider, a user per subject linked to it, client lookup.
+//! - [`oidc::Login`]: a person's sign-in (authorization code with PKCE) at an OpenID provider,
+//!   for the web console.
 //!
 //! Every failure is an [`Error`] naming the call and carrying Keycloak's `error` /
 //! `error_description` when it sent them.
 
 mod admin;
 mod error;
+pub mod oidc;
 mod token;
 mod wire;
 

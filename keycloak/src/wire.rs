@@ -90,9 +90,46 @@ impl Http {
             .https_or_http()
             .enable_http1()
             .build();
-        Ok(Self {
+        Ok(Self::over(https))
+    }
+
+    /// A client that trusts only the certificates of the PEM bundle `ca` for HTTPS.
+    pub fn with_ca(call: &str, ca: &[u8]) -> Result<Self, Error> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let invalid = |detail: String| Error::Invalid {
+            call: call.to_owned(),
+            detail,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca) {
+            let cert = cert.map_err(|e| invalid(format!("CA bundle: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(format!("CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid("the CA bundle holds no certificate".into()));
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS versions: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self::over(https))
+    }
+
+    fn over(https: hyper_rustls::HttpsConnector<HttpConnector>) -> Self {
+        Self {
             client: Client::builder(TokioExecutor::new()).build(https),
-        })
+        }
     }
 
     /// One request; `bearer` is the admin token, `body` a content type and the bytes.
