@@ -1,5 +1,5 @@
-//! The command line: `kubectl vexa chat | send | follow | stop`. Every option that a user sets
-//! once per shell also reads an environment variable.
+//! The command line: `kubectl vexa chat | send | follow | stop | … | knowledge`. Every option
+//! that a user sets once per shell also reads an environment variable.
 
 use clap::{Args, Parser, Subcommand};
 use vexa_crds::{WorkspaceMode, WorkspaceUse};
@@ -56,8 +56,117 @@ pub enum Command {
     Cards(CardsArgs),
     /// Approve or reject a Card.
     Card(CardArgs),
+    /// A workspace's knowledge: its history, files and diffs, read through the workspace's
+    /// trusted reader, and files you upload (committed once you approve them).
+    #[command(subcommand)]
+    Knowledge(KnowledgeCommand),
     /// Print this plugin's version, commit and platform (asks no cluster).
     Version(VersionArgs),
+}
+
+/// `knowledge log | ls | cat | diff | upload`.
+#[derive(Subcommand, Debug)]
+pub enum KnowledgeCommand {
+    /// The workspace's commits, newest first (short id, time, author, summary).
+    Log(KnowledgeLogArgs),
+    /// A folder of the workspace at a commit (default: the head).
+    Ls(KnowledgeLsArgs),
+    /// A file of the workspace at a commit (default: the head).
+    ///
+    /// On a terminal, control characters in the file are shown, not obeyed (like agent
+    /// output). Into a pipe or a file, the text is written exactly as stored. A binary file
+    /// is not shown.
+    Cat(KnowledgeCatArgs),
+    /// What one commit changed against its first parent.
+    Diff(KnowledgeDiffArgs),
+    /// Propose a local text file for the workspace: it becomes a record Card you own; with
+    /// --approve you approve it at once and wait until it is committed (authored by you).
+    Upload(KnowledgeUploadArgs),
+}
+
+/// A workspace named on the command line, and how to print the answer.
+#[derive(Args, Debug)]
+pub struct KnowledgeTarget {
+    /// The workspace: `NAME` or `NAMESPACE/NAME`.
+    #[arg(value_name = "WORKSPACE", value_parser = parse_workspace_ref)]
+    pub workspace: DispatchRef,
+    /// `text` (default) or `json` (the streams API's answer, as it came).
+    #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
+}
+
+/// `knowledge log`.
+#[derive(Args, Debug)]
+pub struct KnowledgeLogArgs {
+    /// The workspace and output.
+    #[command(flatten)]
+    pub target: KnowledgeTarget,
+    /// Start at this commit (4 to 40 hex digits) instead of the head.
+    #[arg(long, value_name = "COMMIT", value_parser = parse_rev)]
+    pub rev: Option<String>,
+    /// How many commits (at most 200).
+    #[arg(long, default_value_t = vexa_core::knowledge::DEFAULT_LOG,
+          value_parser = parse_limit)]
+    pub limit: usize,
+}
+
+/// `knowledge ls`.
+#[derive(Args, Debug)]
+pub struct KnowledgeLsArgs {
+    /// The workspace and output.
+    #[command(flatten)]
+    pub target: KnowledgeTarget,
+    /// The folder, relative to the workspace's top (default: the top).
+    #[arg(value_name = "PATH", value_parser = parse_folder)]
+    pub path: Option<String>,
+    /// At this commit (4 to 40 hex digits) instead of the head.
+    #[arg(long, value_name = "COMMIT", value_parser = parse_rev)]
+    pub rev: Option<String>,
+}
+
+/// `knowledge cat`.
+#[derive(Args, Debug)]
+pub struct KnowledgeCatArgs {
+    /// The workspace and output.
+    #[command(flatten)]
+    pub target: KnowledgeTarget,
+    /// The file, relative to the workspace's top.
+    #[arg(value_name = "PATH", value_parser = parse_file)]
+    pub path: String,
+    /// At this commit (4 to 40 hex digits) instead of the head.
+    #[arg(long, value_name = "COMMIT", value_parser = parse_rev)]
+    pub rev: Option<String>,
+}
+
+/// `knowledge diff`.
+#[derive(Args, Debug)]
+pub struct KnowledgeDiffArgs {
+    /// The workspace and output.
+    #[command(flatten)]
+    pub target: KnowledgeTarget,
+    /// The commit (4 to 40 hex digits).
+    #[arg(value_name = "COMMIT", value_parser = parse_rev)]
+    pub commit: String,
+}
+
+/// `knowledge upload`.
+#[derive(Args, Debug)]
+pub struct KnowledgeUploadArgs {
+    /// The workspace and output.
+    #[command(flatten)]
+    pub target: KnowledgeTarget,
+    /// Where the file goes in the workspace (relative; not under `.git`).
+    #[arg(value_name = "PATH", value_parser = parse_upload_path)]
+    pub path: String,
+    /// The local file to upload (UTF-8 text, at most 256 KiB).
+    #[arg(value_name = "LOCAL_FILE")]
+    pub file: std::path::PathBuf,
+    /// Approve the Card as yourself at once, and wait until it is committed.
+    #[arg(long)]
+    pub approve: bool,
+    /// With --approve: how long to wait for the commit.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wait: u64,
 }
 
 /// `version`.
@@ -286,6 +395,13 @@ impl std::str::FromStr for DispatchRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s, "dispatch")
+    }
+}
+
+impl DispatchRef {
+    /// `NAME` or `NAMESPACE/NAME` of a `kind` (for the message when it is neither).
+    pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
         let (namespace, name) = match s.split_once('/') {
             Some((ns, name)) => (Some(ns), name),
             None => (None, s),
@@ -297,7 +413,7 @@ impl std::str::FromStr for DispatchRef {
         }
         if !is_object_name(name) {
             return Err(format!(
-                "{name:?} is not a dispatch name (lowercase letters, digits, '-' and '.')"
+                "{name:?} is not a {kind} name (lowercase letters, digits, '-' and '.')"
             ));
         }
         Ok(DispatchRef {
@@ -305,9 +421,7 @@ impl std::str::FromStr for DispatchRef {
             name: name.to_owned(),
         })
     }
-}
 
-impl DispatchRef {
     /// The namespace to use: the one in the reference, else `-n`, else the kubeconfig's. A
     /// reference and `-n` that disagree are an error.
     pub fn namespace<'a>(
@@ -317,7 +431,7 @@ impl DispatchRef {
     ) -> Result<&'a str, String> {
         match (self.namespace.as_deref(), flag) {
             (Some(a), Some(b)) if a != b => Err(format!(
-                "the dispatch {a}/{} is in namespace {a}, but -n says {b}",
+                "{a}/{} is in namespace {a}, but -n says {b}",
                 self.name
             )),
             (Some(ns), _) | (None, Some(ns)) => Ok(ns),
@@ -342,6 +456,64 @@ fn parse_workspace(s: &str) -> Result<WorkspaceUse, String> {
         name: name.to_owned(),
         mode,
     })
+}
+
+fn parse_workspace_ref(s: &str) -> Result<DispatchRef, String> {
+    DispatchRef::parse(s, "workspace")
+}
+
+/// A revision to read at: a commit id, checked as the streams API checks it, so a ref name or
+/// a revision expression fails before any request.
+fn parse_rev(s: &str) -> Result<String, String> {
+    if !s.is_empty() && vexa_core::knowledge::readable_rev(s) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a commit id (4 to 40 hex digits; ref names such as main or HEAD~1 are not read)"
+        ))
+    }
+}
+
+fn parse_limit(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=vexa_core::knowledge::MAX_LOG).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of commits from 1 to {}",
+            vexa_core::knowledge::MAX_LOG
+        )),
+    }
+}
+
+const NOT_A_PATH: &str = "is not a path in the workspace (relative to its top, '/'-separated, no '.' or '..' segment, no backslash)";
+
+/// A folder: a path the streams API reads (`""` is the top); one trailing `/` is allowed.
+fn parse_folder(s: &str) -> Result<String, String> {
+    let trimmed = s.strip_suffix('/').filter(|t| !t.is_empty()).unwrap_or(s);
+    if vexa_core::knowledge::readable_path(trimmed) {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!("{s:?} {NOT_A_PATH}"))
+    }
+}
+
+/// A file: a path the streams API reads, not the top.
+fn parse_file(s: &str) -> Result<String, String> {
+    if !s.is_empty() && vexa_core::knowledge::readable_path(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} {NOT_A_PATH}"))
+    }
+}
+
+/// Where an upload goes: a record Card's path (never into `.git`), as the operator checks it.
+fn parse_upload_path(s: &str) -> Result<String, String> {
+    if s.len() <= 1024 && vexa_core::cards::safe_record_path(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a file path in the workspace (relative, '/'-separated, no '.', '..' or empty segment, not under .git, at most 1024 bytes)"
+        ))
+    }
 }
 
 fn parse_thread(s: &str) -> Result<String, String> {
@@ -516,6 +688,80 @@ mod tests {
     fn bad_arguments_are_rejected_with_a_reason(#[case] args: &[&str], #[case] words: &str) {
         let e = parse(args).unwrap_err().to_string();
         assert!(e.contains(words), "{e}");
+    }
+
+    #[rstest]
+    #[case::escaping_path(&["knowledge", "cat", "notes", "../../etc/passwd"], "not a path in the workspace")]
+    #[case::absolute_path(&["knowledge", "cat", "notes", "/etc/passwd"], "not a path in the workspace")]
+    #[case::escaping_folder(&["knowledge", "ls", "notes", "a/../.."], "not a path in the workspace")]
+    #[case::ref_name(&["knowledge", "log", "notes", "--rev", "main"], "not a commit id")]
+    #[case::revision_expression(&["knowledge", "ls", "notes", "--rev", "HEAD~1"], "not a commit id")]
+    #[case::short_commit(&["knowledge", "diff", "notes", "abc"], "not a commit id")]
+    #[case::too_many(&["knowledge", "log", "notes", "--limit", "201"], "from 1 to 200")]
+    #[case::into_git(&["knowledge", "upload", "notes", ".git/hooks/pre-commit", "f"], "not under .git")]
+    #[case::upload_escaping(&["knowledge", "upload", "notes", "../x.md", "f"], "not a file path")]
+    #[case::bad_workspace(&["knowledge", "log", "Notes"], "not a workspace name")]
+    #[case::bad_output(&["knowledge", "log", "notes", "-o", "yaml"], "possible values")]
+    fn knowledge_arguments_are_checked_before_any_request(
+        #[case] args: &[&str],
+        #[case] words: &str,
+    ) {
+        let e = parse(args).unwrap_err().to_string();
+        assert!(e.contains(words), "{e}");
+    }
+
+    #[test]
+    fn knowledge_takes_a_workspace_a_path_and_a_revision() {
+        let cli = parse(&[
+            "-n",
+            "team",
+            "knowledge",
+            "ls",
+            "notes",
+            "docs/",
+            "--rev",
+            "ABCDEF12",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("team"));
+        let Command::Knowledge(KnowledgeCommand::Ls(ls)) = cli.command else {
+            panic!("not knowledge ls")
+        };
+        assert_eq!(ls.target.workspace.name, "notes");
+        // One trailing '/' names the folder; a commit id is read in lowercase.
+        assert_eq!(ls.path.as_deref(), Some("docs"));
+        assert_eq!(ls.rev.as_deref(), Some("abcdef12"));
+        assert_eq!(ls.target.output, "json");
+
+        let Command::Knowledge(KnowledgeCommand::Upload(u)) = parse(&[
+            "knowledge",
+            "upload",
+            "team/notes",
+            "notes/today.md",
+            "./today.md",
+            "--approve",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not knowledge upload")
+        };
+        assert_eq!(u.target.workspace.namespace.as_deref(), Some("team"));
+        assert_eq!(u.path, "notes/today.md");
+        assert!(u.approve);
+        assert_eq!(u.wait, 60);
+
+        let Command::Knowledge(KnowledgeCommand::Log(l)) =
+            parse(&["knowledge", "log", "notes"]).unwrap().command
+        else {
+            panic!("not knowledge log")
+        };
+        assert_eq!(
+            (l.limit, l.rev, l.target.output.as_str()),
+            (50, None, "text")
+        );
     }
 
     #[test]

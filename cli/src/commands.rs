@@ -89,6 +89,10 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     if let Command::Schedule(c) = &cli.command {
         return schedule_command(&cluster, &namespace, c).await;
     }
+    if let Command::Knowledge(c) = &cli.command {
+        crate::knowledge::command(&cluster, &namespace, global.namespace.as_deref(), c).await?;
+        return Ok(Outcome::Done);
+    }
     if let Command::Cards(a) = &cli.command {
         let filter = cards::Filter {
             owner: a.owner.clone(),
@@ -146,6 +150,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         | Command::Schedule(_)
         | Command::Cards(_)
         | Command::Card(_)
+        | Command::Knowledge(_)
         | Command::Version(_) => Ok(Outcome::Done),
     }
 }

@@ -5,7 +5,8 @@
 //! [`chat`] (which dispatch a message goes to), [`render`] (how events look), [`safe`] (control
 //! sequences neutralised before the terminal), [`pump`] (printing a log until a turn or the run
 //! ends), [`streams`] (the streams API, through the API server: the CLI holds no Redis
-//! credentials), [`cluster`] (Dispatches), and [`commands`] wiring them together.
+//! credentials), [`cluster`] (Dispatches), [`knowledge`] (a workspace's history, files, diffs
+//! and uploads), and [`commands`] wiring them together.
 
 pub mod args;
 pub mod audit;
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod commands;
 pub mod dispatch;
 pub mod error;
+pub mod knowledge;
 pub mod pump;
 pub mod render;
 pub mod safe;
